@@ -1,0 +1,1 @@
+"""Exporters from Keras/TensorFlow to ONNX for the Triton model repository."""

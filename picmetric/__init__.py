@@ -1,0 +1,1 @@
+"""Picmetric's inference service: shared constants, preprocessing and the `picmetric` command."""

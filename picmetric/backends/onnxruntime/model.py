@@ -1,0 +1,102 @@
+"""A Python-based Triton backend named `onnxruntime`, for machines whose Triton has no native
+ONNX Runtime backend (the CPU server from the nvidia-pytriton wheel). Models keep
+`backend: "onnxruntime"` and load through the Python backend; the NGC image uses its native backend
+with the same config.pbtxt.
+
+All requests of one execute() whose inputs share shapes are concatenated along the batch
+dimension and run as one ONNX Runtime call, so Triton's dynamic batching pays off here too.
+
+Threads: `parameters { key: "intra_op_thread_count" ... }` (the native backend's parameter name)
+sets ONNX Runtime's intra-op threads per instance; 0 or absent lets ONNX Runtime use every
+physical core, which suits one busy model per machine. Inter-op threads stay at 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+def _parameter(config: dict, key: str, default: str) -> str:
+    return config.get("parameters", {}).get(key, {}).get("string_value", default)
+
+
+def group_by_shape(feeds: list[dict[str, np.ndarray]]) -> dict[tuple, list[int]]:
+    """Indices of feeds whose inputs have identical non-batch shapes and dtypes."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for index, feed in enumerate(feeds):
+        signature = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feed.items()))
+        groups[signature].append(index)
+    return groups
+
+
+def split_rows(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Split a batched output back into per-request arrays of `sizes` rows."""
+    return np.split(array, np.cumsum(sizes)[:-1])
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        filename = config.get("default_model_filename") or "model.onnx"
+        path = os.path.join(args["model_repository"], args["model_version"], filename)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(_parameter(config, "intra_op_thread_count", "0"))
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.batched = config.get("max_batch_size", 0) > 0
+        self.input_names = [i["name"] for i in config["input"]]
+        self.outputs = [
+            (o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]
+        ]
+
+    def execute(self, requests: list) -> list:
+        feeds = [self._feed(request) for request in requests]
+        responses: list = [None] * len(requests)
+        if not self.batched:
+            for index, feed in enumerate(feeds):
+                responses[index] = self._respond(lambda f=feed: self._run(f))
+            return responses
+        for indices in group_by_shape(feeds).values():
+            self._run_group([feeds[i] for i in indices], indices, responses)
+        return responses
+
+    def _feed(self, request) -> dict[str, np.ndarray]:
+        return {
+            name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+            for name in self.input_names
+        }
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        names = [name for name, _ in self.outputs]
+        return self.session.run(names, feed)
+
+    def _run_group(self, feeds: list[dict], indices: list[int], responses: list) -> None:
+        sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
+        joined = {name: np.concatenate([f[name] for f in feeds]) for name in self.input_names}
+        try:
+            outputs = self._run(joined)
+        except Exception:  # one bad request must not fail its neighbours: retry one by one
+            for index, feed in zip(indices, feeds):
+                responses[index] = self._respond(lambda f=feed: self._run(f))
+            return
+        per_request = [split_rows(output, sizes) for output in outputs]
+        for position, index in enumerate(indices):
+            parts = [parts[position] for parts in per_request]
+            responses[index] = self._respond(lambda p=parts: p)
+
+    def _respond(self, compute) -> "pb_utils.InferenceResponse":
+        try:
+            arrays = compute()
+        except Exception as exc:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {exc}"))
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(array, dtype=dtype))
+            for (name, dtype), array in zip(self.outputs, arrays)
+        ]
+        return pb_utils.InferenceResponse(output_tensors=tensors)

@@ -1,0 +1,19 @@
+"""Where things live: the checkout's model repository and the per-user cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
+BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
+
+
+def cache_dir() -> Path:
+    """Downloads, converted models and the assembled Triton backends live here, outside the
+    checkout, so a fresh clone reuses them."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "picmetric"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
