@@ -3,6 +3,7 @@ Keras "caffe" preprocessing inside the graph."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -102,3 +103,11 @@ def convert(
     return export_lib.convert_cached(
         MODEL_NAME, key, weights, lambda p: export(weights, p), repository
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """ResNet50 needs no options beyond the common ones."""
+
+
+def run(args: argparse.Namespace) -> None:
+    convert(args.weights, args.seed, args.repository, args.weights_hash)
