@@ -31,7 +31,7 @@ CANONICAL = weights_lib.CanonicalWeights(
 VALIDATION_ATOL = 1e-4
 
 
-def keras_model(weights_path: Path | None):  # type: ignore[no-untyped-def]
+def keras_model(weights_path: Path | None):
     """The plain Keras ResNet50 (float input, preprocessing outside) with these weights."""
     import keras
 
@@ -78,7 +78,7 @@ def export(weights: weights_lib.Weights, path: Path) -> dict[str, object]:
     return {"validation_max_abs_diff": diff, "validated_on": list(samples.SAMPLE_PHOTOS)}
 
 
-def validate(model, path: Path) -> float:  # type: ignore[no-untyped-def]
+def validate(model, path: Path) -> float:
     """Compare ONNX Runtime on the exported file with Keras on the sample photos."""
     import onnxruntime as ort
     from keras.applications.resnet50 import preprocess_input
@@ -90,9 +90,7 @@ def validate(model, path: Path) -> float:  # type: ignore[no-untyped-def]
     return export_lib.compare_outputs(MODEL_NAME, got, want, VALIDATION_ATOL)
 
 
-def convert(
-    spec: str, seed: int, repository: Path, expected_hash: str | None = None
-) -> Path:
+def convert(spec: str, seed: int, repository: Path, expected_hash: str | None = None) -> Path:
     """Convert (or reuse the cached conversion) and install into `repository`."""
     weights = resolve(spec, seed, expected_hash)
     key = export_lib.cache_key(

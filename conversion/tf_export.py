@@ -10,7 +10,9 @@ import onnx
 OPSET = 17
 
 
-def export_function(fn: Any, input_signature: list[Any], output_names: list[str], path: Path) -> None:
+def export_function(
+    fn: Any, input_signature: list[Any], output_names: list[str], path: Path
+) -> None:
     """Convert a `tf.function` returning a dict to ONNX with its outputs renamed to the dict keys
     (and the inputs named by their TensorSpec names)."""
     import tf2onnx
@@ -25,8 +27,10 @@ def _rename_outputs(model: onnx.ModelProto, names: list[str]) -> None:
     """tf2onnx names outputs after graph tensors ("Identity:0"); rename them to the contract."""
     graph = model.graph
     if len(graph.output) != len(names):
-        raise ValueError(f"expected outputs {names}, the graph has {[o.name for o in graph.output]}")
-    for output, new in zip(graph.output, names):
+        raise ValueError(
+            f"expected outputs {names}, the graph has {[o.name for o in graph.output]}"
+        )
+    for output, new in zip(graph.output, names, strict=True):
         old = output.name
         if old == new:
             continue

@@ -44,7 +44,11 @@ class Weights:
     seed: int | None = None
 
     def provenance(self) -> dict[str, object]:
-        record: dict[str, object] = {"kind": self.kind, "source": self.source, "sha256": self.sha256}
+        record: dict[str, object] = {
+            "kind": self.kind,
+            "source": self.source,
+            "sha256": self.sha256,
+        }
         if self.seed is not None:
             record["seed"] = self.seed
         return record
@@ -93,9 +97,10 @@ def download(url: str, expected: str | None, dest: Path) -> Path:
             if response.status_code != 206:
                 offset = 0
             total = int(response.headers.get("Content-Length", 0)) + offset or None
-            with part.open("ab" if offset else "wb") as f, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name
-            ) as bar:
+            with (
+                part.open("ab" if offset else "wb") as f,
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name) as bar,
+            ):
                 for chunk in response.iter_bytes(CHUNK_BYTES):
                     f.write(chunk)
                     bar.update(len(chunk))
@@ -119,7 +124,9 @@ def _download_path(url: str) -> Path:
 
 def _from_file(path: Path, canonical: CanonicalWeights, source: str) -> Weights:
     if not path.is_file():
-        raise WeightsError(f"Weights file {path} does not exist; pass a path, a URL, 'auto' or 'random'.")
+        raise WeightsError(
+            f"Weights file {path} does not exist; pass a path, a URL, 'auto' or 'random'."
+        )
     algorithm, _, want = canonical.digest.partition(":")
     kind = "pretrained" if file_digest(path, algorithm) == want else "file"
     return Weights(path=path, kind=kind, sha256=file_digest(path), source=source)
@@ -157,7 +164,12 @@ def resolve_weights(
                 "\n%s\nWARNING: could not download the pretrained %s weights (%s).\n"
                 "Falling back to RANDOM weights (seed %d): predictions will be meaningless.\n"
                 "Use --weights PATH with a downloaded copy of %s for real results.\n%s",
-                "!" * 78, name, exc, seed, canonical.url, "!" * 78,
+                "!" * 78,
+                name,
+                exc,
+                seed,
+                canonical.url,
+                "!" * 78,
             )
             return _random(name, seed, random_suffix, make_random)
         return _from_file(path, canonical, canonical.url)

@@ -15,7 +15,7 @@ from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 log = logging.getLogger("picmetric")
 
 
-def _add_convert(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_convert(commands: argparse._SubParsersAction) -> None:
     from conversion.registry import converters
 
     convert = commands.add_parser("convert", help="export models to ONNX into the model repository")
@@ -23,11 +23,14 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:  # type: ignore[
     for name, module in [*converters().items(), ("all", None)]:
         parser = models.add_parser(name, help=f"convert {name}")
         parser.add_argument(
-            "--weights", default="auto",
+            "--weights",
+            default="auto",
             help="auto (download, random when offline), random, a file path or an http(s) URL",
         )
         parser.add_argument("--seed", type=int, default=0, help="seed for --weights random")
-        parser.add_argument("--weights-hash", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file")
+        parser.add_argument(
+            "--weights-hash", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file"
+        )
         parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
         if module is not None:
             module.add_arguments(parser)
@@ -62,7 +65,9 @@ def run_convert(args: argparse.Namespace) -> None:
     for name, module in converters().items():
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
-        module.run(argparse.Namespace(**{**vars(parser.parse_args([])), **vars(args), "model": name}))
+        module.run(
+            argparse.Namespace(**{**vars(parser.parse_args([])), **vars(args), "model": name})
+        )
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:

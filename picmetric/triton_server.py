@@ -76,10 +76,13 @@ def assemble_backends(server: Path) -> Path:
     `onnxruntime/`. Keyed by content, so concurrent servers share it safely."""
     stub = server / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub"
     if not stub.exists():
-        raise TritonError(f"nvidia-pytriton ships no Python backend stub for Python {PYTHON_VERSION}.")
+        raise TritonError(
+            f"nvidia-pytriton ships no Python backend stub for Python {PYTHON_VERSION}."
+        )
     files = {
         "python/libtriton_python.so": server / "backends/python/libtriton_python.so",
-        "python/triton_python_backend_utils.py": server / "backends/python/triton_python_backend_utils.py",
+        "python/triton_python_backend_utils.py": server
+        / "backends/python/triton_python_backend_utils.py",
         "python/triton_python_backend_stub": stub,
         "onnxruntime/model.py": BACKENDS_SOURCE / "onnxruntime/model.py",
     }
@@ -156,16 +159,26 @@ class TritonServer:
     def start(self, timeout: float = 300.0) -> None:
         args, env = self.command()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log.info("Starting Triton on HTTP %d, gRPC %d, metrics %d (log: %s)",
-                 self.ports.http, self.ports.grpc, self.ports.metrics, self.log_file)
+        log.info(
+            "Starting Triton on HTTP %d, gRPC %d, metrics %d (log: %s)",
+            self.ports.http,
+            self.ports.grpc,
+            self.ports.metrics,
+            self.log_file,
+        )
         with self.log_file.open("wb") as out:
             self.process = subprocess.Popen(
                 args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         started = time.perf_counter()
         self._wait_ready(timeout)
-        log.info("Triton is ready after %.1f s: HTTP %s, gRPC %s, metrics %s",
-                 time.perf_counter() - started, self.http_url, self.grpc_url, self.metrics_url)
+        log.info(
+            "Triton is ready after %.1f s: HTTP %s, gRPC %s, metrics %s",
+            time.perf_counter() - started,
+            self.http_url,
+            self.grpc_url,
+            self.metrics_url,
+        )
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
@@ -173,7 +186,9 @@ class TritonServer:
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise TritonError(f"Triton exited with code {self.process.returncode}.\n{self.log_tail()}")
+                raise TritonError(
+                    f"Triton exited with code {self.process.returncode}.\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
                     return
@@ -207,6 +222,9 @@ class TritonServer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -34,7 +34,9 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def triton(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+def triton(
+    model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TritonServer]:
     """One real Triton server (the nvidia-pytriton binary, CPU) on free loopback ports."""
     ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     log_file = tmp_path_factory.mktemp("triton") / "tritonserver.log"

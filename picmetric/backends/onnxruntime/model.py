@@ -82,7 +82,7 @@ class TritonPythonModel:
         try:
             outputs = self._run(joined)
         except Exception:  # one bad request must not fail its neighbours: retry one by one
-            for index, feed in zip(indices, feeds):
+            for index, feed in zip(indices, feeds, strict=True):
                 responses[index] = self._respond(lambda f=feed: self._run(f))
             return
         per_request = [split_rows(output, sizes) for output in outputs]
@@ -90,13 +90,13 @@ class TritonPythonModel:
             parts = [parts[position] for parts in per_request]
             responses[index] = self._respond(lambda p=parts: p)
 
-    def _respond(self, compute) -> "pb_utils.InferenceResponse":
+    def _respond(self, compute) -> pb_utils.InferenceResponse:
         try:
             arrays = compute()
         except Exception as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {exc}"))
         tensors = [
             pb_utils.Tensor(name, np.ascontiguousarray(array, dtype=dtype))
-            for (name, dtype), array in zip(self.outputs, arrays)
+            for (name, dtype), array in zip(self.outputs, arrays, strict=True)
         ]
         return pb_utils.InferenceResponse(output_tensors=tensors)

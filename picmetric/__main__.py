@@ -1,0 +1,3 @@
+from picmetric.cli import main
+
+main()

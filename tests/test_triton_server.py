@@ -1,0 +1,79 @@
+"""The local Triton launcher: clear errors, start-up failures with the log, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from picmetric import triton_server
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer, free_port
+
+
+def test_python_without_shared_libpython_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(triton_server.sysconfig, "get_config_var", lambda name: 0)
+    with pytest.raises(
+        TritonError, match="not built with a shared libpython.*--enable-shared"
+    ) as info:
+        TritonServer().command()
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.integration
+def test_start_failure_shows_tritons_log(tmp_path: Path) -> None:
+    broken = tmp_path / "repository" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.pbtxt").write_text('name: "broken"\nbackend: "no_such_backend"\n')
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    server = TritonServer(tmp_path / "repository", ports, log_file=tmp_path / "triton.log")
+    with pytest.raises(TritonError, match="(?s)Last lines of Triton's log:.*broken"):
+        server.start(timeout=120)
+
+
+@pytest.mark.integration
+def test_picmetric_triton_serves_and_stops_on_sigterm(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    command = [
+        sys.executable,
+        "-m",
+        "picmetric",
+        "triton",
+        "--repository",
+        str(model_repository),
+        "--http-port",
+        str(ports.http),
+        "--grpc-port",
+        str(ports.grpc),
+        "--metrics-port",
+        str(ports.metrics),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports.http}/v2/models/resnet50/ready").is_success:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("picmetric triton did not become ready")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, output
+    assert "Triton is ready" in output and "Stopping Triton" in output
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{ports.http}/v2/health/live")
