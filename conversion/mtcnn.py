@@ -1,0 +1,200 @@
+"""MTCNN's three networks (PNet, RNet, ONet) to ONNX, from the `mtcnn` package's Keras models and
+the real weights that ship inside its wheel (so this model is trained even offline).
+
+What the package does to an image before its networks see it, and where that lives here:
+
+- Normalisation `(pixel - 127.5) / 128` (`mtcnn.utils.images.normalize_images`) is inside each
+  ONNX graph. The networks take FP32 pixels in 0..255, RGB, height x width x channels: their
+  inputs are resampled images (the pyramid levels and the box crops the cascade makes), whose
+  pixels are fractional; rounding them to UINT8 would move the results away from the package's.
+  Clients of the `mtcnn` cascade model send UINT8 RGB.
+- No axis transposition: mtcnn 1.0 feeds images as (height, width, channels); the transposition
+  older Caffe ports needed is baked into its weights and the Permute layers of RNet and ONet.
+
+Outputs, in the networks' own order and units:
+
+- `mtcnn_pnet`: `offsets` [N, h, w, 4] (x1, y1, x2, y2 box regression, in units of the 12-px
+  window) and `probabilities` [N, h, w, 2] (softmax: not face, face), for an input of any height
+  and width >= 12.
+- `mtcnn_rnet`: 24x24 crops in; `offsets` [N, 4], `probabilities` [N, 2].
+- `mtcnn_onet`: 48x48 crops in; `offsets` [N, 4], `landmarks` [N, 10] (x of the five points, then
+  y, as fractions of the box), `probabilities` [N, 2].
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.resources
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conversion import export as export_lib
+from conversion import samples, tf_export
+from conversion import weights as weights_lib
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "mtcnn"
+# Float32 outputs of the same weights from TensorFlow and ONNX Runtime; they agree to ~1e-6.
+VALIDATION_ATOL = 1e-4
+VALIDATION_SEED = 0
+
+
+@dataclass(frozen=True)
+class Network:
+    """One of the three networks: its Triton model, its Keras class and weights in the package."""
+
+    model: str  # the Triton model name
+    keras_class: str  # "module:Class" inside the mtcnn package
+    weights_file: str  # inside mtcnn/assets/weights/
+    input_size: int | None  # None: any height and width (PNet is fully convolutional)
+    outputs: tuple[str, ...]  # the Keras model's outputs, in order
+
+
+PNET_RNET_OUTPUTS = ("offsets", "probabilities")
+NETWORKS = (
+    Network("mtcnn_pnet", "mtcnn.network.pnet:PNet", "pnet.lz4", None, PNET_RNET_OUTPUTS),
+    Network("mtcnn_rnet", "mtcnn.network.rnet:RNet", "rnet.lz4", 24, PNET_RNET_OUTPUTS),
+    Network(
+        "mtcnn_onet", "mtcnn.network.onet:ONet", "onet.lz4", 48,
+        ("offsets", "landmarks", "probabilities"),
+    ),
+)
+
+
+def package_source() -> str:
+    """`mtcnn==<installed version>`, or a clear error when the package is missing."""
+    try:
+        return f"{PACKAGE}=={importlib.metadata.version(PACKAGE)}"
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise weights_lib.WeightsError(
+            "The mtcnn package is not installed; install the conversion extras "
+            "(pip install -e '.[convert]') to convert MTCNN."
+        ) from exc
+
+
+def package_weights(network: Network) -> weights_lib.Weights:
+    """The weights file shipped in the mtcnn wheel, with its sha256."""
+    source = package_source()
+    path = Path(str(importlib.resources.files(f"{PACKAGE}.assets.weights") / network.weights_file))
+    if not path.is_file():
+        raise weights_lib.WeightsError(f"{source} ships no {network.weights_file}; reinstall it.")
+    return weights_lib.Weights(
+        path=path, kind="pretrained", sha256=weights_lib.file_digest(path),
+        source=f"{source} ({PACKAGE}/assets/weights/{network.weights_file})",
+    )
+
+
+def keras_model(network: Network, weights: weights_lib.Weights) -> Any:
+    """The package's Keras network with its shipped weights (as its stages build it)."""
+    import importlib
+
+    from mtcnn.utils.tensorflow import load_weights
+
+    module, _, name = network.keras_class.partition(":")
+    model = getattr(importlib.import_module(module), name)()
+    model.build()
+    model.set_weights(load_weights(str(weights.path)))
+    return model
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    """The package's own normalisation, the reference for the one inside the graphs."""
+    from mtcnn.utils.images import normalize_images
+
+    return np.asarray(normalize_images(pixels), dtype=np.float32)
+
+
+def export(network: Network, weights: weights_lib.Weights, path: Path) -> dict[str, object]:
+    """Write the ONNX model to `path` and check it against Keras."""
+    import tensorflow as tf
+
+    model = keras_model(network, weights)
+    size = network.input_size
+    signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name="image")]
+
+    @tf.function(input_signature=signature)
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = model((image - 127.5) / 128.0, training=False)
+        return dict(zip(network.outputs, outputs, strict=True))
+
+    # tf.function flattens a returned dict in sorted key order; so do the graph's outputs.
+    tf_export.export_function(serve, signature, sorted(network.outputs), path)
+    diff = validate(network, model, path)
+    return {
+        "validation_max_abs_diff": diff,
+        "validated_on": [*samples.SAMPLE_PHOTOS, f"uniform noise seed={VALIDATION_SEED}"],
+        "input": "FP32 RGB pixels 0..255, (pixel - 127.5) / 128 inside the graph",
+    }
+
+
+def validation_inputs(network: Network) -> list[np.ndarray]:
+    """Real photos (whole, for PNet at odd sizes; crops, for RNet and ONet) and noise."""
+    rng = np.random.default_rng(VALIDATION_SEED)
+    photos = list(samples.sample_photos().values())
+    if network.input_size is None:
+        odd = [photos[0][:12, :12], photos[1][:37, :53], photos[2][:301, :449]]
+        return [p[None].astype(np.float32) for p in [*photos, *odd]] + [
+            rng.uniform(0, 255, (2, 37, 53, 3)).astype(np.float32)
+        ]
+    size = network.input_size
+    crops = [p[y : y + size, x : x + size] for p in photos for y, x in ((0, 0), (100, 150))]
+    noise = rng.uniform(0, 255, (5, size, size, 3))
+    return [np.concatenate([np.stack(crops), noise]).astype(np.float32)]
+
+
+def validate(network: Network, model: Any, path: Path) -> float:
+    """Compare ONNX Runtime on the exported file with Keras on the package's normalisation."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in validation_inputs(network):
+        want = [np.asarray(w) for w in model(normalize(batch), training=False)]
+        got = session.run(list(network.outputs), {"image": batch})
+        for name, g, w in zip(network.outputs, got, want, strict=True):
+            label = f"{network.model}.{name} {list(batch.shape)}"
+            worst = max(worst, export_lib.compare_outputs(label, g, w, VALIDATION_ATOL))
+    return worst
+
+
+def convert_network(network: Network, repository: Path) -> Path:
+    """Convert one network (or reuse its cached conversion) and install it into `repository`."""
+    weights = package_weights(network)
+    key = export_lib.cache_key(
+        [export_lib, tf_export, sys.modules[__name__]],
+        weights,
+        {"network": network.model, "package": weights.source, "opset": tf_export.OPSET},
+    )
+    return export_lib.convert_cached(
+        network.model, key, weights, lambda p: export(network, weights, p), repository
+    )
+
+
+def convert(repository: Path) -> list[Path]:
+    """Convert PNet, RNet and ONet into `repository`."""
+    return [convert_network(network, repository) for network in NETWORKS]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """MTCNN always uses the weights inside the mtcnn package; the common options say so."""
+
+
+def run(args: argparse.Namespace) -> None:
+    spec = getattr(args, "weights", "auto")
+    if spec not in ("auto", "random"):
+        raise weights_lib.WeightsError(
+            f"MTCNN takes its real weights from the {package_source()} package; --weights "
+            f"{spec!r} is not supported (use auto, or leave it out)."
+        )
+    if spec == "random":
+        log.warning("MTCNN ignores --weights random: its weights ship in %s.", package_source())
+    if getattr(args, "weights_hash", None):
+        log.warning("MTCNN ignores --weights-hash; the package's weight files are hashed instead.")
+    convert(args.repository)
