@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -13,6 +14,8 @@ from picmetric.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 
 log = logging.getLogger("picmetric")
+
+GATEWAY_PORT = 8080  # the seed Flask service's port, which the front end knows
 
 
 def _add_convert(commands: argparse._SubParsersAction) -> None:
@@ -51,9 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     triton = commands.add_parser("triton", help="run the local Triton server until interrupted")
     _add_triton_options(triton)
-    serve = commands.add_parser("serve", help="run Triton (and the gateway) until interrupted")
+    serve = commands.add_parser("serve", help="run Triton and the gateway until interrupted")
     _add_triton_options(serve)
+    _add_gateway_options(serve)
+    gateway = commands.add_parser("gateway", help="run the gateway alone (Triton runs elsewhere)")
+    _add_gateway_options(gateway)
+    analyze = commands.add_parser("analyze", help="analyse one image through a running gateway")
+    analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
+    analyze.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
+    analyze.add_argument("--models", help="comma-separated, e.g. resnet50,yolov3")
     return parser
+
+
+def _add_gateway_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    parser.add_argument("--port", type=int, default=GATEWAY_PORT)
 
 
 def run_convert(args: argparse.Namespace) -> None:
@@ -90,6 +105,49 @@ def run_triton(args: argparse.Namespace) -> None:
         server.stop()
 
 
+def run_gateway(args: argparse.Namespace, triton_grpc_url: str | None = None) -> None:
+    import uvicorn
+
+    from gateway.main import create_app
+    from gateway.settings import Settings
+
+    overrides = {"triton_grpc_url": triton_grpc_url} if triton_grpc_url else {}
+    app = create_app(Settings(**overrides))  # type: ignore[arg-type]
+    log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Triton first (until ready), then the gateway in this process; Ctrl+C stops both."""
+    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    server = TritonServer(args.repository, ports)
+    try:
+        server.start()
+        run_gateway(args, triton_grpc_url=server.grpc_url)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log.info("Stopping Triton")
+        server.stop()
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    import httpx
+
+    url = f"{args.gateway.rstrip('/')}/v1/analyze"
+    fields = {"models": args.models} if args.models else {}
+    if "://" in args.image:
+        body = {"url": args.image, **({"models": args.models.split(",")} if args.models else {})}
+        response = httpx.post(url, json=body, timeout=120)
+    else:
+        with open(args.image, "rb") as f:
+            response = httpx.post(url, files={"file": f}, data=fields, timeout=120)
+    print(json.dumps(response.json(), indent=2))
+    if response.is_error:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -100,8 +158,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "convert":
             run_convert(args)
-        elif args.command in ("triton", "serve"):
+        elif args.command == "triton":
             run_triton(args)
+        elif args.command == "serve":
+            run_serve(args)
+        elif args.command == "gateway":
+            run_gateway(args)
+        elif args.command == "analyze":
+            run_analyze(args)
     except (TritonError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(1)

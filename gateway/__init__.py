@@ -1,0 +1,1 @@
+"""The FastAPI gateway: fetch, decode, run the models through Triton, store, report."""

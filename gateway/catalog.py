@@ -1,0 +1,116 @@
+"""Which models Triton serves right now, their versions and weight provenance, and the canary
+inference behind /readyz."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import ModelUnavailable, PicmetricError
+from gateway.inference import MODELS, ModelSpec, Options, run_models
+
+log = logging.getLogger(__name__)
+
+CANARY_IMAGE = np.full((64, 64, 3), 127, np.uint8)
+UNKNOWN_PROVENANCE = {"kind": "unknown"}
+
+
+@dataclass
+class ModelState:
+    name: str
+    triton_model: str
+    ready: bool = False
+    version: str | None = None
+    weights: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_PROVENANCE))
+    cache_key: str | None = None
+
+
+def read_provenance(repository: Path, model: str, version: str | None) -> dict[str, Any] | None:
+    path = repository / model / (version or "1") / "provenance.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+class ModelCatalog:
+    """The state of every model the gateway offers, refreshed from Triton."""
+
+    def __init__(self, repository: Path) -> None:
+        self.repository = repository
+        self.states = {name: ModelState(name, spec.triton_model) for name, spec in MODELS.items()}
+        self.live = False
+        self.last_canary: float | None = None
+
+    async def refresh(self, client: grpcclient.InferenceServerClient) -> None:
+        try:
+            self.live = bool(await client.is_server_live())
+        except InferenceServerException:
+            self.live = False
+        for name, spec in MODELS.items():
+            self.states[name] = (
+                await self._state(client, spec)
+                if self.live
+                else ModelState(name, spec.triton_model)
+            )
+
+    async def _state(self, client: grpcclient.InferenceServerClient, spec: ModelSpec) -> ModelState:
+        state = ModelState(spec.name, spec.triton_model)
+        try:
+            state.ready = bool(await client.is_model_ready(spec.triton_model))
+            if state.ready:
+                metadata = await client.get_model_metadata(spec.triton_model, as_json=True)
+                state.version = max(metadata.get("versions", ["1"]), key=int)
+        except InferenceServerException:
+            state.ready = False
+        record = read_provenance(self.repository, spec.provenance_model, state.version)
+        if record:
+            state.weights = record.get("weights", UNKNOWN_PROVENANCE)
+            state.cache_key = record.get("cache_key")
+        return state
+
+    def ready_models(self) -> list[str]:
+        return [name for name, state in self.states.items() if state.ready]
+
+    async def specs_for(
+        self, client: grpcclient.InferenceServerClient, names: list[str] | None
+    ) -> list[ModelSpec]:
+        """The requested models (None: every ready one), refreshing from Triton when one is not
+        known to be ready yet."""
+        wanted = names or self.ready_models()
+        if not wanted or any(not self.states[name].ready for name in wanted):
+            await self.refresh(client)
+            wanted = names or self.ready_models()
+        if not wanted:
+            raise ModelUnavailable("No model is ready on Triton; try again shortly.")
+        return self.require(wanted)
+
+    def require(self, names: list[str]) -> list[ModelSpec]:
+        """Specs of the requested models, or ModelUnavailable naming the ones not ready."""
+        missing = [name for name in names if not self.states[name].ready]
+        if missing:
+            raise ModelUnavailable(
+                f"Model(s) {', '.join(missing)} not ready on Triton; try again shortly."
+            )
+        return [MODELS[name] for name in names]
+
+    async def canary(self, client: grpcclient.InferenceServerClient, timeout: float) -> bool:
+        """One inference through every ready model on a small grey image."""
+        specs = [MODELS[name] for name in self.ready_models()]
+        if not specs:
+            return False
+        try:
+            await run_models(specs, client, CANARY_IMAGE, Options(1.0, 1), timeout)
+        except (PicmetricError, InferenceServerException) as exc:
+            log.warning("Canary inference failed: %s", exc)
+            return False
+        self.last_canary = time.monotonic()
+        return True

@@ -1,0 +1,116 @@
+"""The gateway's error vocabulary. Each error knows its HTTP status and `errortype`; they are
+mapped to responses in one place (gateway.main)."""
+
+from __future__ import annotations
+
+
+class PicmetricError(Exception):
+    """Base class: a failure with a message a person can act on."""
+
+    status_code = 500
+    errortype = "internal_error"
+    headers: dict[str, str] = {}
+
+
+class InvalidRequest(PicmetricError):
+    """The request body or parameters are not acceptable."""
+
+    status_code = 422
+    errortype = "invalid_request"
+
+
+class Unauthorized(PicmetricError):
+    """A missing or unknown API key."""
+
+    status_code = 401
+    errortype = "unauthorized"
+
+
+class UnsupportedScheme(PicmetricError):
+    """The image URL uses a scheme other than http, https or s3."""
+
+    status_code = 400
+    errortype = "unsupported_scheme"
+
+
+class ForbiddenURL(PicmetricError):
+    """The image URL points at a loopback, private or otherwise internal address."""
+
+    status_code = 403
+    errortype = "forbidden_url"
+
+
+class FetchError(PicmetricError):
+    """The image could not be fetched from its URL or bucket."""
+
+    status_code = 400
+    errortype = "fetch_failed"
+
+
+class URLUnreachable(FetchError):
+    """Nothing answered at the image URL's host."""
+
+    errortype = "url_unreachable"
+
+
+class RemoteHTTPError(FetchError):
+    """The image URL answered with an HTTP error status."""
+
+    errortype = "remote_http_error"
+
+
+class FetchTimeout(FetchError):
+    """The image took too long to arrive."""
+
+    errortype = "fetch_timeout"
+
+
+class ImageTooLarge(PicmetricError):
+    """The image is over the byte or pixel limit."""
+
+    status_code = 413
+    errortype = "image_too_large"
+
+
+class UnsupportedImage(PicmetricError):
+    """The bytes are not an image format we decode."""
+
+    status_code = 415
+    errortype = "unsupported_image"
+
+
+class NotFound(PicmetricError):
+    """No stored analysis has this id."""
+
+    status_code = 404
+    errortype = "not_found"
+
+
+class ModelUnavailable(PicmetricError):
+    """Triton or one of the requested models is not ready."""
+
+    status_code = 503
+    errortype = "model_unavailable"
+    headers = {"Retry-After": "10"}
+
+
+class InferenceTimeout(PicmetricError):
+    """Triton did not answer in time."""
+
+    status_code = 504
+    errortype = "inference_timeout"
+
+
+class UpstreamError(PicmetricError):
+    """Triton or S3 answered with an error."""
+
+    status_code = 502
+    errortype = "upstream_error"
+
+
+class StorageError(PicmetricError):
+    """The results database failed; nothing was stored."""
+
+    status_code = 503
+    errortype = "storage_unavailable"
+    headers = {"Retry-After": "10"}

@@ -1,0 +1,111 @@
+"""The three models through Triton's asyncio gRPC client: client-side preparation, the call, and
+the answer as plain numbers. One client per process; models run concurrently per request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc.aio import InferenceServerClient as Client
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
+from picmetric.preprocessing import resize_for_resnet50
+
+Detections = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Options:
+    threshold: float
+    max_results: int
+
+
+Prepared = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the gateway offers: how to prepare its tensors, how to call it, which Triton model
+    it calls, and which Triton model's `1/provenance.json` describes its weights."""
+
+    name: str
+    triton_model: str
+    provenance_model: str
+    prepare: Callable[[np.ndarray], Prepared]
+    infer: Callable[[Client, Prepared, Options, float], Awaitable[Detections]]
+
+
+def _map_triton_error(model: str, exc: InferenceServerException) -> Exception:
+    status = str(exc.status() or "")
+    if "DEADLINE_EXCEEDED" in status or "Deadline" in str(exc):
+        return InferenceTimeout(f"{model}: Triton did not answer in time.")
+    if "UNAVAILABLE" in status or "not found" in str(exc) or "not ready" in str(exc):
+        return ModelUnavailable(f"{model}: Triton or the model is not available ({exc.message()}).")
+    return UpstreamError(f"{model}: Triton failed: {exc.message()}")
+
+
+def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def prepare_resnet50(rgb: np.ndarray) -> Prepared:
+    return {"image": resize_for_resnet50(rgb)[None]}
+
+
+async def infer_resnet50(
+    client: Client, prepared: Prepared, options: Options, timeout: float
+) -> Detections:
+    """Top labels by Triton's classification extension, above the threshold."""
+    inputs = [_input("image", prepared["image"], "UINT8")]
+    outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
+    result = await client.infer("resnet50", inputs, outputs=outputs, client_timeout=timeout)
+    labels = []
+    for entry in result.as_numpy("probabilities").reshape(-1):
+        score, _, label = entry.decode().split(":", 2)
+        if float(score) >= options.threshold:
+            labels.append({"label": label, "confidence": float(score)})
+    return labels
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", "resnet50", "resnet50", prepare_resnet50, infer_resnet50),
+}
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    detections: Detections
+    seconds: float
+
+
+async def _infer(
+    spec: ModelSpec, client: Client, prepared: Prepared, options: Options, timeout: float
+) -> ModelResult:
+    started = time.perf_counter()
+    try:
+        detections = await spec.infer(client, prepared, options, timeout)
+    except InferenceServerException as exc:
+        raise _map_triton_error(spec.name, exc) from exc
+    return ModelResult(detections, time.perf_counter() - started)
+
+
+async def run_models(
+    specs: list[ModelSpec], client: Client, rgb: np.ndarray, options: Options, timeout: float
+) -> tuple[dict[str, ModelResult], float]:
+    """Prepare every model's tensors, then run the models concurrently. Returns the results by
+    model name and the preparation time in seconds."""
+    started = time.perf_counter()
+    prepared = [spec.prepare(rgb) for spec in specs]
+    preprocess = time.perf_counter() - started
+    results = await asyncio.gather(
+        *(_infer(s, client, p, options, timeout) for s, p in zip(specs, prepared, strict=True))
+    )
+    return {spec.name: result for spec, result in zip(specs, results, strict=True)}, preprocess

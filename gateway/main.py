@@ -1,0 +1,129 @@
+"""Builds the FastAPI app: services in the lifespan, routers, errors mapped to HTTP in one place,
+request metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from gateway import metrics
+from gateway.errors import InvalidRequest, PicmetricError
+from gateway.formatting import seed_error
+from gateway.routes import health, seed, v1
+from gateway.services import Services
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+SEED_ROUTE = "/api"
+
+
+def _error_response(
+    request: Request,
+    status: int,
+    errortype: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    metrics.ERRORS.labels(errortype).inc()
+    body = {"errortype": errortype, "message": message}
+    if request.url.path == SEED_ROUTE:
+        body = seed_error(errortype, message)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _picmetric_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PicmetricError)
+    cause = f" (cause: {exc.__cause__!r})" if exc.__cause__ else ""
+    log.warning(
+        "%s %s -> %d %s: %s%s",
+        request.method,
+        request.url.path,
+        exc.status_code,
+        exc.errortype,
+        exc,
+        cause,
+    )
+    return _error_response(request, exc.status_code, exc.errortype, str(exc), exc.headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+        for e in exc.errors()
+    )
+    error = InvalidRequest(f"Invalid request: {problems}.")
+    return await _picmetric_error(request, error)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    errortype = "not_found" if exc.status_code == 404 else "http_error"
+    return _error_response(request, exc.status_code, errortype, str(exc.detail), exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed unexpectedly", request.method, request.url.path)
+    return _error_response(
+        request, 500, "internal_error", "The gateway failed unexpectedly; the error was logged."
+    )
+
+
+async def _count_requests(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    metrics.IN_FLIGHT.inc()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.IN_FLIGHT.dec()
+        metrics.REQUESTS.labels(route, str(status)).inc()
+        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.create(settings)
+        app.state.services = services
+        await services.catalog.refresh(services.triton)
+        log.info(
+            "Gateway ready; Triton at %s, models ready: %s",
+            settings.triton_grpc_url,
+            ", ".join(services.catalog.ready_models()) or "none yet",
+        )
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app = FastAPI(
+        title="Picmetric inference gateway",
+        summary="What is in a photo: ImageNet labels, COCO objects with boxes, faces.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(PicmetricError, _picmetric_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.middleware("http")(_count_requests)
+    app.include_router(seed.router)
+    app.include_router(v1.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,35 @@
+"""Prometheus metrics of the gateway (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+REQUESTS = Counter(
+    "picmetric_requests_total", "HTTP requests by route and status", ["route", "status"]
+)
+REQUEST_SECONDS = Histogram(
+    "picmetric_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("picmetric_requests_in_flight", "HTTP requests being served")
+STAGE_SECONDS = Histogram(
+    "picmetric_stage_duration_seconds",
+    "Analysis stage latency (fetch, decode, preprocess, store)",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+INFERENCE_SECONDS = Histogram(
+    "picmetric_inference_duration_seconds",
+    "Triton inference latency by model",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+FETCHED_BYTES = Counter(
+    "picmetric_fetched_bytes_total", "Image bytes fetched or uploaded", ["source"]
+)
+CACHE_HITS = Counter("picmetric_cache_hits_total", "Analyses answered from the store")
+ERRORS = Counter("picmetric_errors_total", "Failed requests by errortype", ["errortype"])

@@ -1,0 +1,51 @@
+"""Gateway settings: environment variables prefixed PICMETRIC_ (and an optional .env file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from picmetric.paths import MODEL_REPOSITORY
+
+MiB = 1 << 20
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
+
+    triton_grpc_url: str = "127.0.0.1:8001"
+    triton_timeout_s: float = Field(30.0, gt=0)
+    model_repository: Path = MODEL_REPOSITORY
+    database_url: str = "sqlite:///picmetric.db"
+    s3_bucket: str = "picmetric-uploads"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_timeout_s: float = Field(10.0, gt=0)
+    max_image_bytes: int = Field(20 * MiB, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    fetch_connect_timeout_s: float = Field(5.0, gt=0)
+    fetch_timeout_s: float = Field(20.0, gt=0)
+    max_redirects: int = Field(3, ge=0)
+    allow_private_urls: bool = False
+    default_threshold: float = Field(0.2, ge=0, le=1)
+    default_max_results: int = Field(10, ge=1, le=100)
+    api_keys: Annotated[list[str], NoDecode] = []
+    canary_max_age_s: float = Field(60.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """PICMETRIC_API_KEYS is a comma-separated list; empty means no key is required."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError("database_url must be an sqlite:/// or postgresql:// URL")
+        return value
