@@ -1,0 +1,418 @@
+"""The MTCNN cascade as pure functions: image pyramid, PNet proposals, NMS, box regression,
+squaring, crops for RNet and ONet, landmarks. No Triton here, so unit tests (and benchmarks) run
+it with any `infer` coroutine; `model.py` passes one that calls the networks through BLS.
+
+The reference is the `mtcnn` 1.0 package (`MTCNN().detect_faces()`), whose arithmetic this file
+follows step by step, quirks included, so results agree with it:
+
+- the pyramid has `round(log(min_side / 12) / log(1 / scale_factor) - 1)` levels starting at
+  scale `12 / min_face_size`; a level's size is `int(side * scale)`; resampling is TensorFlow's
+  `ResizeMethod.AREA`;
+- PNet windows are `[2x + 1, 2x + 12]` (and likewise in y) and regressed *before* NMS;
+- NMS drops every box that overlaps any higher-scored box by more than the threshold, even one
+  that was itself dropped; IoU uses areas `(x2 - x1) * (y2 - y1)`;
+- crops follow `tf.image.crop_and_resize` with boxes divided by the image size (not size - 1),
+  and pixels outside the image are the value that normalises to 0 (127.5);
+- final boxes are clipped to the image; landmarks are not.
+
+One deviation: pyramid levels smaller than PNet's 12-px window are skipped (the package only
+makes them with a large `min_face_size`, and then fails or returns nothing for the whole image).
+
+Coordinates are (x, y) in original image pixels; images are float32 RGB pixels, 0..255.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+PNET_WINDOW = 12  # PNet's receptive field, and the smallest image it takes
+PNET_STRIDE = 2
+RNET_SIZE = 24
+ONET_SIZE = 48
+# The pixel value the networks' normalisation (p - 127.5) / 128 maps to 0: TensorFlow's
+# crop_and_resize fills outside the (normalised) image with 0.
+OUTSIDE_PIXEL = 127.5
+# A pyramid level above this many pixels (min_face_size far below 12 on a big photo) is refused.
+MAX_LEVEL_PIXELS = 50_000_000
+NMS_CHUNK = 2048
+
+Infer = Callable[[str, dict[str, np.ndarray], list[str]], Awaitable[dict[str, np.ndarray]]]
+
+
+class CascadeError(ValueError):
+    """A request the cascade cannot run: a bad parameter or an unusable image."""
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """The cascade's knobs, named as the mtcnn package's detect_faces() keyword arguments."""
+
+    min_face_size: float = 20.0
+    scale_factor: float = 0.709
+    threshold_pnet: float = 0.6
+    threshold_rnet: float = 0.7
+    threshold_onet: float = 0.8
+    nms_pnet1: float = 0.5  # per pyramid level
+    nms_pnet2: float = 0.7  # across levels
+    nms_rnet: float = 0.7
+    nms_onet: float = 0.7  # IoU over the smaller box
+
+    def check(self) -> Parameters:
+        if not self.min_face_size > 0:
+            raise CascadeError(f"min_face_size must be > 0, got {self.min_face_size}.")
+        if not 0 < self.scale_factor < 1:
+            raise CascadeError(f"scale_factor must be between 0 and 1, got {self.scale_factor}.")
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name.startswith(("threshold_", "nms_")) and not 0 <= value <= 1:
+                raise CascadeError(f"{field.name} must be between 0 and 1, got {value}.")
+        return self
+
+    def update(self, values: Mapping[str, object]) -> Parameters:
+        """A copy with `values` (numbers or numeric strings, e.g. Triton parameters) applied."""
+        known = {field.name for field in fields(self)}
+        changes: dict[str, float] = {}
+        for key, value in values.items():
+            if key not in known:
+                names = ", ".join(sorted(known))
+                raise CascadeError(f"Unknown parameter '{key}'; the parameters are: {names}.")
+            try:
+                number = float(value)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                raise CascadeError(f"Parameter '{key}' must be a number, got {value!r}.") from None
+            if isinstance(value, bool) or not math.isfinite(number):
+                raise CascadeError(f"Parameter '{key}' must be a finite number, got {value!r}.")
+            changes[key] = number
+        return replace(self, **changes).check()
+
+
+@dataclass(frozen=True)
+class Faces:
+    """Detections in original pixels: boxes [n, 4] (x_min, y_min, x_max, y_max), scores [n],
+    landmarks [n, 5, 2] (x, y) for left_eye, right_eye, nose, mouth_left, mouth_right."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Faces:
+        zeros = np.zeros
+        return cls(zeros((0, 4), np.float32), zeros(0, np.float32), zeros((0, 5, 2), np.float32))
+
+
+# --- image pyramid -----------------------------------------------------------------------------
+
+
+def pyramid_scales(
+    height: int, width: int, min_face_size: float, scale_factor: float
+) -> list[float]:
+    """The package's pyramid scales, without levels smaller than PNet's window."""
+    min_side = min(height, width)
+    if min_side < PNET_WINDOW:
+        return []
+    count = round(-((np.log(min_side / PNET_WINDOW) / np.log(scale_factor)) + 1))
+    scales = (PNET_WINDOW / min_face_size) * scale_factor ** np.arange(max(count, 0))
+    return [float(s) for s in scales if min(level_size(height, width, float(s))) >= PNET_WINDOW]
+
+
+def level_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """A pyramid level's size: the package truncates `side * scale` (TensorFlow's int cast)."""
+    return int(height * scale), int(width * scale)
+
+
+def _area_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Input indices [out, taps] and overlap weights [out, taps] of TensorFlow's area resize
+    along one axis (float32 arithmetic, out-of-range indices clamped as TensorFlow does)."""
+    scale = np.float32(in_size / out_size)
+    position = np.arange(out_size, dtype=np.float32)
+    start = position * scale
+    end = (position + 1) * scale
+    first = np.floor(start).astype(np.int64)
+    last = np.ceil(end).astype(np.int64)
+    taps = int(np.max(last - first))
+    index = first[:, None] + np.arange(taps)[None, :]
+    i = index.astype(np.float32)
+    s, e = start[:, None], end[:, None]
+    weight = np.where(
+        i < s,
+        np.where(i + 1 > e, scale, i + 1 - s),
+        np.where(i + 1 > e, e - i, np.float32(1.0)),
+    ).astype(np.float32)
+    weight[index >= last[:, None]] = 0
+    return np.clip(index, 0, in_size - 1), weight
+
+
+def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`tf.image.resize(image, (height, width), method="area")` for one HxWxC float32 image."""
+    rows, row_weights = _area_taps(image.shape[0], height)
+    cols, col_weights = _area_taps(image.shape[1], width)
+    tall = np.zeros((height, image.shape[1], image.shape[2]), np.float32)
+    for k in range(rows.shape[1]):
+        tall += row_weights[:, k, None, None] * image[rows[:, k]]
+    out = np.zeros((height, width, image.shape[2]), np.float32)
+    for k in range(cols.shape[1]):
+        out += col_weights[None, :, k, None] * tall[:, cols[:, k]]
+    scale = np.float32(image.shape[0] / height) * np.float32(image.shape[1] / width)
+    return out * (np.float32(1.0) / scale)
+
+
+def pyramid(image: np.ndarray, scales: list[float]) -> list[np.ndarray]:
+    """The resampled levels, checked against the memory budget first."""
+    height, width = image.shape[:2]
+    sizes = [level_size(height, width, s) for s in scales]
+    if sizes and sizes[0][0] * sizes[0][1] > MAX_LEVEL_PIXELS:
+        raise CascadeError(
+            f"The pyramid's first level would be {sizes[0][1]}x{sizes[0][0]} pixels for this "
+            f"{width}x{height} image; raise min_face_size or send a smaller image."
+        )
+    return [resize_area(image, h, w) for h, w in sizes]
+
+
+# --- boxes ---------------------------------------------------------------------------------------
+
+
+def sort_by_score(boxes: np.ndarray) -> np.ndarray:
+    """Rows [x1, y1, x2, y2, score, ...] by descending score (the package's argsort, reversed)."""
+    return boxes[np.argsort(boxes[:, 4])[::-1]]
+
+
+def pnet_proposals(
+    offsets: np.ndarray, probabilities: np.ndarray, scale: float, threshold: float
+) -> np.ndarray:
+    """Boxes [n, 5] (x1, y1, x2, y2, score) in original pixels from one level's PNet output
+    (offsets [h, w, 4], probabilities [h, w, 2]), regressed, best first."""
+    score = probabilities[..., 1]
+    ys, xs = np.nonzero(score > threshold)
+    regression = offsets[ys, xs].astype(np.float64)
+    cell = PNET_WINDOW - 1
+    left, top = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
+    right, bottom = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
+    boxes = np.stack(
+        [
+            left + regression[:, 0] * cell,
+            top + regression[:, 1] * cell,
+            right + regression[:, 2] * cell,
+            bottom + regression[:, 3] * cell,
+            score[ys, xs].astype(np.float64),
+        ],
+        axis=1,
+    ).reshape(-1, 5)
+    boxes = sort_by_score(boxes)
+    boxes[:, :4] /= scale
+    return boxes
+
+
+def overlap(a: np.ndarray, b: np.ndarray, method: str = "union") -> np.ndarray:
+    """IoU [len(a), len(b)] of boxes (x1, y1, x2, y2); "min" divides by the smaller area."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    low = np.maximum(a[:, None, :2], b[None, :, :2])
+    high = np.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    sides = np.maximum(0, high - low)
+    inter = sides[..., 0] * sides[..., 1]
+    if method == "union":
+        denominator = area_a[:, None] + area_b[None, :] - inter
+    elif method == "min":
+        denominator = np.minimum(area_a[:, None], area_b[None, :])
+    else:
+        raise ValueError(f"method must be 'union' or 'min', got {method!r}")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / denominator
+
+
+def suppress(
+    boxes: np.ndarray, threshold: float, method: str = "union", sort: bool = True
+) -> np.ndarray:
+    """The package's NMS on rows [x1, y1, x2, y2, score, ...]: keep a box unless a box before it
+    (higher score) overlaps it by more than `threshold`. Memory stays O(n * NMS_CHUNK)."""
+    if sort:
+        boxes = sort_by_score(boxes)
+    keep = np.ones(len(boxes), dtype=bool)
+    for start in range(0, len(boxes), NMS_CHUNK):
+        stop = min(start + NMS_CHUNK, len(boxes))
+        iou = overlap(boxes[:stop, :4], boxes[start:stop, :4], method)
+        earlier = np.arange(stop)[:, None] < np.arange(start, stop)[None, :]
+        keep[start:stop] = ~np.any((iou > threshold) & earlier, axis=0)
+    return boxes[keep]
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square around its centre (side = the longer side)."""
+    boxes = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0]
+    height = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    boxes[:, 0] += width * 0.5 - side * 0.5
+    boxes[:, 1] += height * 0.5 - side * 0.5
+    boxes[:, 2] = boxes[:, 0] + side
+    boxes[:, 3] = boxes[:, 1] + side
+    return boxes
+
+
+def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply RNet/ONet offsets [n, 4], in units of the box size (x2 - x1 + 1)."""
+    boxes = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0] + 1
+    height = boxes[:, 3] - boxes[:, 1] + 1
+    boxes[:, :4] += offsets * np.stack([width, height, width, height], axis=1)
+    return boxes
+
+
+def place_landmarks(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """ONet's landmarks [n, 10] (five x, then five y, as box fractions) to pixels [n, 5, 2]."""
+    width = boxes[:, 2:3] - boxes[:, 0:1] + 1
+    height = boxes[:, 3:4] - boxes[:, 1:2] + 1
+    xs = width * landmarks[:, 0:5] + boxes[:, 0:1] - 1
+    ys = height * landmarks[:, 5:10] + boxes[:, 1:2] - 1
+    return np.stack([xs, ys], axis=-1)
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Clip x to [0, width - 1] and y to [0, height - 1]."""
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+    return boxes
+
+
+def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear crops [n, size, size, C] of boxes (x1, y1, x2, y2) from one HxWxC image, as
+    `tf.image.crop_and_resize` samples them for the package (boxes divided by the image size),
+    with OUTSIDE_PIXEL where a sample falls outside the image."""
+    height, width = image.shape[:2]
+    normalised = (boxes[:, :4] / np.array([width, height, width, height])).astype(np.float32)
+    ys = _sample_positions(normalised[:, 1], normalised[:, 3], height, size)
+    xs = _sample_positions(normalised[:, 0], normalised[:, 2], width, size)
+    y_valid = (ys >= 0) & (ys <= height - 1)
+    x_valid = (xs >= 0) & (xs <= width - 1)
+    top = np.clip(np.floor(ys), 0, height - 1).astype(np.int64)
+    bottom = np.clip(np.ceil(ys), 0, height - 1).astype(np.int64)
+    left = np.clip(np.floor(xs), 0, width - 1).astype(np.int64)
+    right = np.clip(np.ceil(xs), 0, width - 1).astype(np.int64)
+    y_lerp = (ys - np.floor(ys))[:, :, None, None]
+    x_lerp = (xs - np.floor(xs))[:, None, :, None]
+
+    def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return image[rows[:, :, None], cols[:, None, :]]
+
+    upper = pixels(top, left) + (pixels(top, right) - pixels(top, left)) * x_lerp
+    lower = pixels(bottom, left) + (pixels(bottom, right) - pixels(bottom, left)) * x_lerp
+    crops = upper + (lower - upper) * y_lerp
+    inside = (y_valid[:, :, None] & x_valid[:, None, :])[..., None]
+    return np.where(inside, crops, np.float32(OUTSIDE_PIXEL)).astype(np.float32)
+
+
+def _sample_positions(start: np.ndarray, end: np.ndarray, extent: int, size: int) -> np.ndarray:
+    """Sample coordinates [n, size] along one axis, in float32 as TensorFlow computes them."""
+    step = (end - start) * np.float32(extent - 1) / np.float32(size - 1)
+    steps = np.arange(size, dtype=np.float32)
+    return start[:, None] * np.float32(extent - 1) + steps[None, :] * step[:, None]
+
+
+# --- the three stages -------------------------------------------------------------------------
+
+
+def pnet_stage(
+    outputs: list[dict[str, np.ndarray]], scales: list[float], params: Parameters
+) -> np.ndarray:
+    """PNet outputs per level to square candidate boxes [n, 5]: proposals, NMS per level, NMS
+    across levels, squaring."""
+    per_level = []
+    for out, scale in zip(outputs, scales, strict=True):
+        boxes = pnet_proposals(
+            out["offsets"][0], out["probabilities"][0], scale, params.threshold_pnet
+        )
+        per_level.append(suppress(boxes, params.nms_pnet1, sort=False))
+    boxes = np.concatenate(per_level) if per_level else np.zeros((0, 5))
+    return square(suppress(boxes, params.nms_pnet2))
+
+
+def rnet_stage(
+    boxes: np.ndarray, offsets: np.ndarray, probabilities: np.ndarray, params: Parameters
+) -> np.ndarray:
+    """RNet's verdict on the candidates: rescore, regress, threshold, NMS, square."""
+    boxes = boxes.copy()
+    boxes[:, 4] = probabilities[:, 1]
+    boxes = regress(boxes, offsets)
+    boxes = boxes[boxes[:, 4] > params.threshold_rnet]
+    return square(suppress(boxes, params.nms_rnet))
+
+
+def onet_stage(
+    boxes: np.ndarray,
+    offsets: np.ndarray,
+    landmarks: np.ndarray,
+    probabilities: np.ndarray,
+    params: Parameters,
+    height: int,
+    width: int,
+) -> Faces:
+    """ONet's verdict: landmarks, rescore, regress, threshold, NMS (over the smaller box),
+    boxes clipped to the image."""
+    points = place_landmarks(landmarks, boxes).reshape(-1, 10)
+    boxes = boxes.copy()
+    boxes[:, 4] = probabilities[:, 1]
+    rows = np.concatenate([regress(boxes, offsets), points], axis=1)
+    rows = rows[rows[:, 4] > params.threshold_onet]
+    rows = suppress(rows, params.nms_onet, method="min")
+    rows[:, :4] = clip_boxes(rows[:, :4], height, width)
+    return Faces(
+        boxes=rows[:, :4].astype(np.float32),
+        scores=rows[:, 4].astype(np.float32),
+        landmarks=rows[:, 5:].reshape(-1, 5, 2).astype(np.float32),
+    )
+
+
+async def _infer_crops(
+    infer: Infer, model: str, crops: np.ndarray, outputs: list[str], batch: int
+) -> dict[str, np.ndarray]:
+    """Run `crops` through `model` in requests of at most `batch` rows, all in flight together."""
+    chunks = [crops[i : i + batch] for i in range(0, len(crops), batch)]
+    results = await asyncio.gather(*(infer(model, {"image": c}, outputs) for c in chunks))
+    return {name: np.concatenate([r[name] for r in results]) for name in outputs}
+
+
+async def detect_faces(
+    image: np.ndarray, params: Parameters, infer: Infer, crop_batch_size: int = 256
+) -> Faces:
+    """The whole cascade on one HxWx3 RGB image (any numeric dtype, 0..255). `infer(model,
+    inputs, outputs)` runs mtcnn_pnet, mtcnn_rnet or mtcnn_onet on a batch; RNet and ONet get
+    at most `crop_batch_size` crops per request (their max_batch_size)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        shape = list(image.shape)
+        raise CascadeError(f"image must be height x width x 3 (RGB), got shape {shape}.")
+    height, width = image.shape[:2]
+    scales = pyramid_scales(height, width, params.min_face_size, params.scale_factor)
+    if not scales:
+        return Faces.empty()
+    pixels = image.astype(np.float32)
+    levels = pyramid(pixels, scales)
+    outputs = ["offsets", "probabilities"]
+    pnet = await asyncio.gather(
+        *(infer("mtcnn_pnet", {"image": level[None]}, outputs) for level in levels)
+    )
+    boxes = pnet_stage(list(pnet), scales, params)
+    if not len(boxes):
+        return Faces.empty()
+
+    rnet = await _infer_crops(
+        infer, "mtcnn_rnet", crop_and_resize(pixels, boxes, RNET_SIZE),
+        ["offsets", "probabilities"], crop_batch_size,
+    )
+    boxes = rnet_stage(boxes, rnet["offsets"], rnet["probabilities"], params)
+    if not len(boxes):
+        return Faces.empty()
+
+    onet = await _infer_crops(
+        infer, "mtcnn_onet", crop_and_resize(pixels, boxes, ONET_SIZE),
+        ["offsets", "landmarks", "probabilities"], crop_batch_size,
+    )
+    return onet_stage(
+        boxes, onet["offsets"], onet["landmarks"], onet["probabilities"], params, height, width
+    )

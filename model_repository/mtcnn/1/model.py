@@ -1,0 +1,78 @@
+"""MTCNN face detection: the cascade in cascade.py, with PNet, RNet and ONet (`mtcnn_pnet`,
+`mtcnn_rnet`, `mtcnn_onet`) called through BLS. PNet's pyramid levels are in flight together,
+as are the requests of one execute() and the crop batches of RNet and ONet.
+
+Input `image` UINT8 [height, width, 3] RGB. Outputs in original pixels, best first: `boxes`
+FP32 [n, 4] (x_min, y_min, x_max, y_max), `scores` FP32 [n], `landmarks` FP32 [n, 5, 2] (x, y)
+for left_eye, right_eye, nose, mouth_left, mouth_right. An image too small for PNet's 12-px
+window has no faces. The cascade's parameters (see `cascade.Parameters`) default to this model's
+config.pbtxt `parameters` and can be overridden per request with Triton request parameters.
+
+Needs only numpy and Triton's Python backend (no OpenCV, no `picmetric`), so it runs unchanged
+in the NGC image.
+"""
+
+import asyncio
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from .cascade import CascadeError, Parameters, detect_faces
+
+OUTPUTS = ("boxes", "scores", "landmarks")
+
+
+class SubModelError(RuntimeError):
+    """PNet, RNet or ONet answered a BLS request with an error."""
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        values = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.crop_batch_size = int(values.pop("crop_batch_size", "256"))
+        self.defaults = Parameters().update(values)
+        self.dtypes = {
+            o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
+        }
+        self.cpu = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+
+    async def execute(self, requests: list) -> list:
+        return list(await asyncio.gather(*(self._respond(r) for r in requests)))
+
+    async def _respond(self, request) -> "pb_utils.InferenceResponse":
+        try:
+            image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+            overrides = json.loads(request.parameters() or "{}")
+            faces = await detect_faces(
+                image, self.defaults.update(overrides), self._infer, self.crop_batch_size
+            )
+        except CascadeError as exc:
+            error = pb_utils.TritonError(f"mtcnn: {exc}", pb_utils.TritonError.INVALID_ARG)
+            return pb_utils.InferenceResponse(error=error)
+        except Exception as exc:  # one failing request must not take its neighbours down
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"mtcnn: {exc}"))
+        arrays = {"boxes": faces.boxes, "scores": faces.scores, "landmarks": faces.landmarks}
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor(name, np.ascontiguousarray(arrays[name], self.dtypes[name]))
+                for name in OUTPUTS
+            ]
+        )
+
+    async def _infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]
+    ) -> dict[str, np.ndarray]:
+        request = pb_utils.InferenceRequest(
+            model_name=model,
+            inputs=[pb_utils.Tensor(name, np.ascontiguousarray(a)) for name, a in inputs.items()],
+            requested_output_names=outputs,
+            preferred_memory=self.cpu,
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            raise SubModelError(f"{model} failed: {response.error().message()}")
+        return {
+            name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs
+        }
