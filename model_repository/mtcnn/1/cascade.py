@@ -379,7 +379,7 @@ async def _infer_crops(
 
 
 async def detect_faces(
-    image: np.ndarray, params: Parameters, infer: Infer, crop_batch_size: int = 256
+    image: np.ndarray, params: Parameters, infer: Infer, crop_batch_size: int = 1024
 ) -> Faces:
     """The whole cascade on one HxWx3 RGB image (any numeric dtype, 0..255). `infer(model,
     inputs, outputs)` runs mtcnn_pnet, mtcnn_rnet or mtcnn_onet on a batch; RNet and ONet get

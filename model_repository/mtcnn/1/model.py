@@ -31,7 +31,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         values = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.crop_batch_size = int(values.pop("crop_batch_size", "256"))
+        self.crop_batch_size = int(values.pop("crop_batch_size", "1024"))
         self.defaults = Parameters().update(values)
         self.dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]

@@ -1,0 +1,304 @@
+"""The MTCNN cascade's pure functions (model_repository/mtcnn/1/cascade.py), without Triton:
+by hand, against TensorFlow and the mtcnn package's own helpers, and the whole cascade run on
+the exported networks with ONNX Runtime against `MTCNN().detect_faces()`."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from picmetric.paths import MODEL_REPOSITORY
+from tests.utils.mtcnn_faces import assert_same_faces, cascade, collage, oracle, photos
+
+mc = cascade()
+
+
+def _config(model: str) -> str:
+    return (MODEL_REPOSITORY / model / "config.pbtxt").read_text()
+
+
+def _config_parameters(model: str) -> dict[str, str]:
+    pairs = re.findall(r'key: "(\w+)" value: \{ string_value: "([^"]*)" \}', _config(model))
+    return dict(pairs)
+
+
+def _max_batch_size(model: str) -> int:
+    match = re.search(r"^max_batch_size: (\d+)", _config(model), re.MULTILINE)
+    assert match is not None
+    return int(match.group(1))
+
+
+# --- parameters and configuration ------------------------------------------------------------
+
+
+def test_parameters_update_accepts_numbers_and_numeric_strings() -> None:
+    params = mc.Parameters().update({"min_face_size": "40", "threshold_onet": 0.9})
+    assert params.min_face_size == 40.0 and params.threshold_onet == 0.9
+    assert params.scale_factor == mc.Parameters().scale_factor
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"min_face": 40}, "Unknown parameter 'min_face'"),
+        ({"scale_factor": 1.0}, "scale_factor must be between 0 and 1"),
+        ({"min_face_size": 0}, "min_face_size must be > 0"),
+        ({"threshold_pnet": 1.5}, "threshold_pnet must be between 0 and 1"),
+        ({"threshold_rnet": "high"}, "'threshold_rnet' must be a number"),
+        ({"min_face_size": "nan"}, "must be a finite number"),
+        ({"nms_onet": True}, "must be a finite number"),
+    ],
+)
+def test_parameters_update_rejects_nonsense_with_a_clear_message(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(mc.CascadeError, match=re.escape(message)):
+        mc.Parameters().update(values)
+
+
+def test_config_crop_batch_size_fits_rnet_and_onet_batches() -> None:
+    crop_batch = int(_config_parameters("mtcnn")["crop_batch_size"])
+    assert crop_batch <= _max_batch_size("mtcnn_rnet")
+    assert crop_batch <= _max_batch_size("mtcnn_onet")
+
+
+@pytest.mark.slow
+def test_config_defaults_are_the_mtcnn_package_defaults() -> None:
+    """config.pbtxt's defaults equal the keyword defaults of the package's stages (the oracle)."""
+    from mtcnn.stages import StageONet, StagePNet, StageRNet
+
+    package = {}
+    for stage in (StagePNet, StageRNet, StageONet):
+        for name, p in inspect.signature(stage.__call__).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                package[name] = p.default
+    configured = _config_parameters("mtcnn")
+    configured.pop("crop_batch_size")
+    assert package.pop("min_size") == mc.PNET_WINDOW
+    assert {k: float(v) for k, v in configured.items()} == package
+    assert mc.Parameters().update(configured) == mc.Parameters()
+
+
+# --- pyramid ---------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(12, 12), (13, 40), (300, 451), (512, 512), (3000, 4000)])
+def test_pyramid_scales_match_the_package(size: tuple[int, int]) -> None:
+    from mtcnn.utils.images import build_scale_pyramid
+
+    height, width = size
+    want = build_scale_pyramid(width, height, min_face_size=20, scale_factor=0.709)
+    assert mc.pyramid_scales(height, width, 20, 0.709) == list(want)
+
+
+def test_pyramid_scales_empty_for_images_below_pnet_window() -> None:
+    assert mc.pyramid_scales(11, 11, 20, 0.709) == []
+    assert mc.pyramid_scales(1, 4000, 20, 0.709) == []
+    assert mc.pyramid_scales(4000, 1, 20, 0.709) == []
+
+
+def test_pyramid_scales_skip_levels_smaller_than_pnet_window() -> None:
+    """min_face_size=60 makes the package's pyramid go below 12 px; those levels are dropped."""
+    scales = mc.pyramid_scales(512, 512, 60, 0.709)
+    assert scales and scales[0] == pytest.approx(12 / 60)
+    assert all(min(mc.level_size(512, 512, s)) >= mc.PNET_WINDOW for s in scales)
+
+
+def test_pyramid_refuses_a_level_over_the_pixel_budget() -> None:
+    image = np.zeros((3000, 4000, 3), np.float32)
+    with pytest.raises(mc.CascadeError, match="raise min_face_size"):
+        mc.pyramid(image, [12 / 2])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(71, 54), (12, 12), (50, 76), (13, 9), (100, 77)])
+def test_resize_area_matches_tensorflow(size: tuple[int, int]) -> None:
+    import tensorflow as tf
+
+    image = np.random.default_rng(0).uniform(0, 255, (100, 77, 3)).astype(np.float32)
+    want = tf.image.resize(image[None], size, method="area").numpy()[0]
+    np.testing.assert_allclose(mc.resize_area(image, *size), want, atol=1e-3)
+
+
+# --- boxes -----------------------------------------------------------------------------------
+
+
+def test_pnet_proposals_window_regression_and_scale() -> None:
+    """A face cell at (row 3, column 5) is the window [2x + 1, 2x + 12] at the level's scale."""
+    probabilities = np.zeros((6, 8, 2), np.float32)
+    probabilities[3, 5] = (0.1, 0.9)
+    probabilities[1, 1] = (0.5, 0.5)  # below the threshold
+    offsets = np.zeros((6, 8, 4), np.float32)
+    offsets[3, 5] = (0.1, 0.0, -0.1, 0.0)
+    boxes = mc.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
+    x1, y1, x2, y2 = 11 + 1.1, 7, 22 - 1.1, 18
+    np.testing.assert_allclose(boxes, [[x1 / 0.5, y1 / 0.5, x2 / 0.5, y2 / 0.5, 0.9]], rtol=1e-6)
+
+
+def test_pnet_proposals_none_above_threshold() -> None:
+    boxes = mc.pnet_proposals(np.zeros((2, 2, 4)), np.zeros((2, 2, 2)), 1.0, 0.6)
+    assert boxes.shape == (0, 5)
+
+
+def test_suppress_drops_boxes_overlapping_any_better_box_even_a_dropped_one() -> None:
+    """The package's NMS: B overlaps A, C overlaps B only; greedy NMS would keep C, it does not."""
+    a = [0, 0, 10, 10, 0.9]
+    b = [3, 0, 13, 10, 0.8]
+    c = [6, 0, 16, 10, 0.7]
+    far = [50, 50, 60, 60, 0.6]
+    kept = mc.suppress(np.array([c, far, a, b], float), threshold=0.3)
+    np.testing.assert_array_equal(kept, [a, far])
+
+
+def test_suppress_min_method_divides_by_the_smaller_box() -> None:
+    big = [0, 0, 10, 10, 0.9]
+    inner = [0, 0, 5, 5, 0.8]  # IoU 0.25, overlap over the smaller box 1.0
+    assert len(mc.suppress(np.array([big, inner], float), 0.7, method="union")) == 2
+    assert len(mc.suppress(np.array([big, inner], float), 0.7, method="min")) == 1
+
+
+@pytest.mark.slow
+def test_suppress_matches_the_package_nms_also_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtcnn.utils.bboxes import smart_nms_from_bboxes
+
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 200, (300, 2))
+    wh = rng.uniform(5, 60, (300, 2))
+    boxes = np.concatenate([xy, xy + wh, rng.uniform(0, 1, (300, 1))], axis=1)
+    for method in ("union", "min"):
+        with_id = np.concatenate([np.zeros((300, 1)), boxes], axis=1)
+        want = smart_nms_from_bboxes(with_id, threshold=0.5, method=method)[:, 1:]
+        np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
+        monkeypatch.setattr(mc, "NMS_CHUNK", 7)
+        np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
+        monkeypatch.undo()
+
+
+def test_square_keeps_the_centre_and_takes_the_longer_side() -> None:
+    squared = mc.square(np.array([[10.0, 20.0, 30.0, 60.0, 0.5]]))
+    np.testing.assert_allclose(squared, [[0.0, 20.0, 40.0, 60.0, 0.5]])
+
+
+def test_regress_scales_offsets_by_box_size_plus_one() -> None:
+    boxes = np.array([[10.0, 10.0, 19.0, 29.0, 0.9]])
+    moved = mc.regress(boxes, np.array([[0.1, -0.1, 0.2, 0.0]]))
+    np.testing.assert_allclose(moved, [[11.0, 8.0, 21.0, 29.0, 0.9]])
+
+
+def test_place_landmarks_from_box_fractions() -> None:
+    boxes = np.array([[10.0, 20.0, 19.0, 39.0, 1.0]])  # 10 x 20 with the +1
+    fractions = np.array([[0.0, 0.5, 1.0, 0.2, 0.8, 0.0, 0.25, 0.5, 0.75, 1.0]])
+    points = mc.place_landmarks(fractions, boxes)
+    want = [[9, 19], [14, 24], [19, 29], [11, 34], [17, 39]]
+    np.testing.assert_allclose(points, [want])
+
+
+def test_clip_boxes_to_the_image() -> None:
+    clipped = mc.clip_boxes(np.array([[-5.0, -1.0, 120.0, 50.0]]), height=40, width=100)
+    np.testing.assert_allclose(clipped, [[0.0, 0.0, 99.0, 39.0]])
+
+
+@pytest.mark.slow
+def test_crop_and_resize_matches_tensorflow_with_outside_pixels_normalising_to_zero() -> None:
+    import tensorflow as tf
+
+    image = np.random.default_rng(0).uniform(0, 255, (101, 77, 3)).astype(np.float32)
+    boxes = np.array([[10.3, -5.2, 40.7, 30.1], [60, 80, 90, 120.5], [-10, -10, 200, 200]])
+    normalised = (boxes[:, [1, 0, 3, 2]] / [101, 77, 101, 77]).astype(np.float32)
+    for size in (mc.RNET_SIZE, mc.ONET_SIZE):
+        want = tf.image.crop_and_resize(
+            (image[None] - 127.5) / 128, normalised, np.zeros(3, np.int32), (size, size)
+        ).numpy()
+        got = (mc.crop_and_resize(image, boxes, size) - 127.5) / 128
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# --- the whole cascade on ONNX Runtime -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_infer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An `infer` coroutine running the exported networks in-process, recording each call."""
+    import onnxruntime as ort
+
+    from conversion import mtcnn as converter
+
+    repository: Path = tmp_path_factory.mktemp("mtcnn_models")
+    converter.convert(repository)
+    sessions = {
+        n.model: ort.InferenceSession(
+            str(repository / n.model / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+        )
+        for n in converter.NETWORKS
+    }
+    calls: list[tuple[str, int]] = []
+
+    async def infer(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        calls.append((model, len(inputs["image"])))
+        return dict(zip(outputs, sessions[model].run(outputs, inputs), strict=True))
+
+    infer.calls = calls  # type: ignore[attr-defined]
+    return infer
+
+
+@pytest.fixture(scope="module")
+def detector():  # type: ignore[no-untyped-def]
+    from mtcnn import MTCNN
+
+    return MTCNN()
+
+
+@pytest.mark.slow
+def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detector) -> None:  # type: ignore[no-untyped-def]
+    """Oracle: MTCNN().detect_faces(), same parameters; IoU > 0.95, score +-0.01, 2 px."""
+    images = {**photos(), "collage": collage()}
+    for name, image in images.items():
+        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer))
+        assert_same_faces(got, oracle(detector, image), name)
+
+
+@pytest.mark.slow
+def test_detect_faces_calls_pnet_per_level_and_rnet_onet_in_crop_batches(onnx_infer) -> None:  # type: ignore[no-untyped-def]
+    image = collage()
+    params = mc.Parameters()
+    onnx_infer.calls.clear()
+    whole = asyncio.run(mc.detect_faces(image, params, onnx_infer))
+    calls = list(onnx_infer.calls)
+    levels = len(mc.pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor))
+    assert [m for m, _ in calls].count("mtcnn_pnet") == levels
+    rnet = [n for m, n in calls if m == "mtcnn_rnet"]
+    onet = [n for m, n in calls if m == "mtcnn_onet"]
+    assert len(rnet) == 1 and rnet[0] > 5
+    assert len(onet) == 1 and onet[0] >= len(whole.scores) == 7
+    onnx_infer.calls.clear()
+    chunked = asyncio.run(mc.detect_faces(image, params, onnx_infer, crop_batch_size=5))
+    rnet_chunks = [n for m, n in onnx_infer.calls if m == "mtcnn_rnet"]
+    assert sum(rnet_chunks) == rnet[0] and max(rnet_chunks) <= 5
+    assert len(rnet_chunks) == math.ceil(rnet[0] / 5)
+    np.testing.assert_allclose(chunked.boxes, whole.boxes, atol=1e-3)
+
+
+def test_detect_faces_on_tiny_images_needs_no_network() -> None:
+    async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("no network call expected")
+
+    for shape in ((11, 11, 3), (1, 600, 3), (600, 1, 3), (0, 0, 3)):
+        faces = asyncio.run(
+            mc.detect_faces(np.zeros(shape, np.uint8), mc.Parameters(), no_network)
+        )
+        assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
+
+
+def test_detect_faces_rejects_images_that_are_not_rgb() -> None:
+    async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("no network call expected")
+
+    with pytest.raises(mc.CascadeError, match="height x width x 3"):
+        asyncio.run(mc.detect_faces(np.zeros((50, 50), np.uint8), mc.Parameters(), no_network))
