@@ -9,11 +9,14 @@ from pydantic import BaseModel, Field
 ModelName = Literal["resnet50", "yolov3", "mtcnn"]
 
 
-class AnalyzeRequest(BaseModel):
-    url: str = Field(description="http(s):// URL or s3://bucket/key of the image")
+class AnalysisOptions(BaseModel):
     models: list[ModelName] | None = Field(None, description="default: every ready model")
     threshold: float | None = Field(None, ge=0, le=1, description="minimum confidence")
     max_results: int | None = Field(None, ge=1, le=100, description="labels per model, at most")
+
+
+class AnalyzeRequest(AnalysisOptions):
+    url: str = Field(description="http(s):// URL or s3://bucket/key of the image")
 
 
 class SeedRequest(BaseModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conversion.registry import converters
 from conversion.samples import sample_photos
 from picmetric.cli import build_parser, run_convert
 from picmetric.paths import MODEL_REPOSITORY
@@ -20,14 +21,16 @@ TEST_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 @pytest.fixture(scope="session")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of model_repository/ with every model converted (random weights, seed 0)."""
+    """A copy of model_repository/ with every registered converter's models converted (random
+    weights, seed 0). A Triton model belongs to the converter its name starts with."""
     repository = tmp_path_factory.mktemp("model_repository")
-    shutil.copytree(
-        MODEL_REPOSITORY,
-        repository,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
-    )
+    for folder in MODEL_REPOSITORY.iterdir():
+        if folder.is_dir() and folder.name.startswith(tuple(converters())):
+            shutil.copytree(
+                folder,
+                repository / folder.name,
+                ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
+            )
     args = ["convert", "all", "--weights", "random", "--seed", str(TEST_SEED)]
     run_convert(build_parser().parse_args([*args, "--repository", str(repository)]))
     return repository

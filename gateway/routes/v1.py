@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 
 from gateway import urlguard
 from gateway.analysis import AnalysisRequest, analyze, response
 from gateway.deps import ServicesDep, require_api_key
 from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, UpstreamError
-from gateway.schemas import Analysis, AnalyzeRequest, ErrorBody, ModelInfo
+from gateway.schemas import Analysis, AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo
 from gateway.services import Services
 
 router = APIRouter(
@@ -51,15 +51,15 @@ def source_kind(url: str) -> str:
     return "s3" if urlguard.check_scheme(url) == "s3" else "url"
 
 
-def _validated(data: dict[str, Any]) -> AnalyzeRequest:
+def _validated(data: dict[str, Any], schema: type[AnalysisOptions] = AnalyzeRequest) -> Any:
     try:
-        return AnalyzeRequest.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"Invalid request: {problems}.") from exc
 
 
-def _request(body: AnalyzeRequest, services: Services, **source: Any) -> AnalysisRequest:
+def _request(body: AnalysisOptions, services: Services, **source: Any) -> AnalysisRequest:
     settings = services.settings
     return AnalysisRequest(
         models=list(body.models) if body.models else None,
@@ -98,7 +98,7 @@ async def _analyze_upload(request: Request, services: Services) -> dict[str, Any
         fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v}
     if "models" in fields:
         fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]  # type: ignore[assignment]
-    body = _validated(fields)
+    body = _validated(fields, AnalysisOptions)
     pointer = await _store_upload(data, services)
     return await analyze(
         _request(body, services, source_kind="upload", source=pointer, data=data), services

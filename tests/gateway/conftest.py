@@ -1,0 +1,96 @@
+"""Gateway fixtures: real photos over HTTP, moto's S3 server, PostgreSQL, and the gateway
+itself under uvicorn, once per database kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import cv2
+import numpy as np
+import pytest
+
+from picmetric.triton_server import TritonServer
+from tests.utils.http_server import serve_directory
+from tests.utils.postgres import postgres_server
+from tests.utils.services import S3_CREDENTIALS, gateway_process, s3_server
+
+BUCKET = "picmetric-test-uploads"
+MAX_IMAGE_BYTES = 3_000_000
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    database_url: str
+    s3_url: str
+
+
+@pytest.fixture(scope="session")
+def photo_server(
+    photos: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Real photos as JPEG and PNG, a text file and an oversized file, over HTTP on loopback."""
+    root = tmp_path_factory.mktemp("www")
+    for name, rgb in photos.items():
+        cv2.imwrite(str(root / f"{name}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(root / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    (root / "notes.txt").write_text("not an image\n" * 100)
+    (root / "huge.jpg").write_bytes(b"\xff\xd8\xff" + bytes(MAX_IMAGE_BYTES))
+    with serve_directory(root) as (base, _):
+        yield base
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    with s3_server() as url:
+        client = boto3.client("s3", endpoint_url=url, **_boto_credentials())
+        client.create_bucket(Bucket=BUCKET)
+        yield url
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+def s3_client(url: str):  # type: ignore[no-untyped-def]
+    return boto3.client("s3", endpoint_url=url, **_boto_credentials())
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def gateway(
+    request: pytest.FixtureRequest,
+    triton: TritonServer,
+    model_repository: Path,
+    s3_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    """The gateway under uvicorn, talking to the real Triton, S3 and database."""
+    folder = tmp_path_factory.mktemp(f"gateway-{request.param}")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{folder / 'analyses.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres_url")
+    env = {
+        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+        "PICMETRIC_DATABASE_URL": database_url,
+        "PICMETRIC_S3_BUCKET": BUCKET,
+        "PICMETRIC_S3_ENDPOINT_URL": s3_url,
+        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        "PICMETRIC_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+    }
+    with gateway_process(env, folder / "gateway.log") as url:
+        yield Gateway(url, database_url, s3_url)
