@@ -1,0 +1,198 @@
+"""YOLOv3 (darknet cfg + weights) to ONNX as `yolov3_backbone`: UINT8 RGB [S,S,3] letterboxed in;
+/255, the network and the YOLO decode inside the graph; candidate `boxes` [N,4] (x_min, y_min,
+x_max, y_max in input pixels) and `scores` [N,80] (objectness x class probability) out.
+
+`yolov3_postprocess` (threshold, NMS, letterbox undo) and the `yolov3` ensemble are committed
+Triton models; this module only writes the backbone, and rewrites the input size in their
+configs when `--size` is not the one they say."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conversion import darknet, samples, tf_export
+from conversion import export as export_lib
+from conversion import weights as weights_lib
+from picmetric.paths import MODEL_REPOSITORY
+from picmetric.preprocessing import YOLOV3_INPUT_SIZE, letterbox
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "yolov3_backbone"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+CLASS_NAMES = MODEL_REPOSITORY / "yolov3" / "coco_names.txt"
+CFGS = ("yolov3.cfg", "yolov3-tiny.cfg")
+SIZES = (320, 416, 608)
+CANONICAL = {
+    "yolov3.cfg": weights_lib.CanonicalWeights(
+        url="https://pjreddie.com/media/files/yolov3.weights",
+        digest="md5:c84e5b99d0e52cd466ae710cadf6d84c",
+    ),
+    "yolov3-tiny.cfg": weights_lib.CanonicalWeights(
+        url="https://pjreddie.com/media/files/yolov3-tiny.weights",
+        digest="md5:3bcd6b390912c18924b46b26a9e7ff53",
+    ),
+}
+# ONNX Runtime against TensorFlow, same float32 weights, 75 layers deep: boxes in units of the
+# input size (as darknet reports them; observed ~3e-5), scores in [0, 1].
+VALIDATION_ATOL_BOXES = 1e-4
+VALIDATION_ATOL_SCORES = 1e-4
+# Models whose `image` dims and the postprocess' `input_size` follow --size.
+SIZED_CONFIGS = ("yolov3_backbone", "yolov3", "yolov3_postprocess")
+
+
+def cfg_path(cfg: str) -> Path:
+    """A bundled network definition by name, or a path to another darknet .cfg."""
+    return DATA_DIR / cfg if cfg in CFGS else Path(cfg).expanduser().resolve()
+
+
+def class_names() -> list[str]:
+    return CLASS_NAMES.read_text().splitlines()
+
+
+def calibration_image(size: int) -> np.ndarray:
+    """A real photo, letterboxed and scaled to [0, 1], for random weights' batch-norm statistics."""
+    photo = samples.sample_photos(("astronaut",))["astronaut"]
+    return (letterbox(photo, size)[0][None] / 255.0).astype(np.float32)
+
+
+def write_random_weights(cfg: Path, path: Path, seed: int) -> None:
+    """A darknet-format weights file (which darknet and OpenCV read too) with random values."""
+    network = darknet.parse_cfg(cfg)
+    weights = darknet.random_weights(network, seed, calibration_image(network.width))
+    darknet.write_weights(path, network, weights)
+
+
+def resolve(
+    spec: str, seed: int, cfg: str = "yolov3.cfg", expected_hash: str | None = None
+) -> weights_lib.Weights:
+    path = cfg_path(cfg)
+    return weights_lib.resolve_weights(
+        spec,
+        name=path.stem,
+        canonical=CANONICAL.get(path.name, CANONICAL["yolov3.cfg"]),
+        seed=seed,
+        random_suffix=".weights",
+        make_random=lambda p, s: write_random_weights(path, p, s),
+        expected_hash=expected_hash,
+    )
+
+
+def load(
+    cfg: Path, weights: weights_lib.Weights
+) -> tuple[darknet.Network, list[darknet.ConvWeights]]:
+    network = darknet.parse_cfg(cfg)
+    names = class_names()
+    if network.classes != len(names):
+        raise darknet.DarknetError(
+            f"{cfg.name} has {network.classes} classes, {CLASS_NAMES.name} lists {len(names)}."
+        )
+    return network, darknet.read_weights(weights.path, network)
+
+
+def export(cfg: Path, weights: weights_lib.Weights, size: int, path: Path) -> dict[str, object]:
+    """Write the ONNX model to `path` and check it against TensorFlow on real photos."""
+    import tensorflow as tf
+
+    if size % 32:
+        raise ValueError(f"--size must be a multiple of 32, not {size}.")
+    network, conv_weights = load(cfg, weights)
+    model = darknet.keras_model(network, conv_weights, size)
+    signature = [tf.TensorSpec([None, size, size, 3], tf.uint8, name="image")]
+
+    @tf.function(input_signature=signature)
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        heads = model(tf.cast(image, tf.float32) / 255.0, training=False)
+        boxes, scores = darknet.decode(network, list(heads), size)
+        return {"boxes": boxes, "scores": scores}
+
+    tf_export.export_function(serve, signature, ["boxes", "scores"], path)
+    diffs, candidates = validate(serve, path, size)
+    return {
+        "cfg": cfg.name,
+        "input_size": size,
+        "candidates": candidates,
+        "validation_max_abs_diff": diffs,
+        "validated_on": list(samples.SAMPLE_PHOTOS),
+    }
+
+
+def validate(serve: Any, path: Path, size: int) -> tuple[dict[str, float], int]:
+    """Compare ONNX Runtime on the exported file with the TensorFlow graph on sample photos;
+    returns the max abs differences and the number of candidates per image."""
+    import onnxruntime as ort
+
+    batch = np.stack([letterbox(p, size)[0] for p in samples.sample_photos().values()])
+    want = {k: v.numpy() for k, v in serve(batch).items()}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    boxes, scores = session.run(["boxes", "scores"], {"image": batch})
+    diffs = {
+        "boxes": export_lib.compare_outputs(
+            f"{MODEL_NAME} boxes", boxes / size, want["boxes"] / size, VALIDATION_ATOL_BOXES
+        ),
+        "scores": export_lib.compare_outputs(
+            f"{MODEL_NAME} scores", scores, want["scores"], VALIDATION_ATOL_SCORES
+        ),
+    }
+    return diffs, int(boxes.shape[1])
+
+
+def set_input_size(repository: Path, size: int) -> None:
+    """Make the Triton configs in `repository` agree with the exported input size."""
+    for model in SIZED_CONFIGS:
+        config = repository / model / "config.pbtxt"
+        if not config.exists():
+            log.warning("%s is missing; set its input size to %d by hand", config, size)
+            continue
+        text = config.read_text()
+        new = re.sub(r"dims: \[ \d+, \d+, 3 \]", f"dims: [ {size}, {size}, 3 ]", text)
+        new = re.sub(r'(key: "input_size"\s+value: \{ string_value: )"\d+"', rf'\1"{size}"', new)
+        if new != text:
+            config.write_text(new)
+            log.warning("Set the input size in %s to %d", config, size)
+
+
+def convert(
+    spec: str,
+    seed: int,
+    repository: Path,
+    expected_hash: str | None = None,
+    cfg: str = "yolov3.cfg",
+    size: int = YOLOV3_INPUT_SIZE,
+) -> Path:
+    """Convert (or reuse the cached conversion) and install into `repository`."""
+    path = cfg_path(cfg)
+    weights = resolve(spec, seed, cfg, expected_hash)
+    darknet.check_weights_size(weights.path, darknet.parse_cfg(path))  # fail before any work
+    key = export_lib.cache_key(
+        [export_lib, tf_export, darknet, sys.modules[__name__]],
+        weights,
+        {"cfg": path.read_text(), "size": size},
+    )
+    installed = export_lib.convert_cached(
+        MODEL_NAME, key, weights, lambda p: export(path, weights, size, p), repository
+    )
+    set_input_size(repository, size)
+    return installed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cfg", default="yolov3.cfg",
+        help=f"darknet network: {' or '.join(CFGS)} (bundled) or a path to a .cfg",
+    )
+    parser.add_argument(
+        "--size", type=int, default=YOLOV3_INPUT_SIZE, choices=SIZES,
+        help="network input size in pixels (square)",
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    convert(args.weights, args.seed, args.repository, args.weights_hash, args.cfg, args.size)

@@ -1,0 +1,252 @@
+"""yolov3_postprocess: from the backbone's candidates to detections in original-image pixels.
+
+score = objectness x class probability (the backbone computes it) above `score_threshold`, every
+(box, class) pair a candidate as in darknet; class-wise greedy NMS at `iou_threshold`; the best
+`max_detections` per image; the letterbox undone and boxes clipped to the image.
+
+All requests of one execute() are handled together: one NMS pass over every image and class.
+Defaults come from config.pbtxt `parameters`; a request overrides them with Triton request
+parameters of the same name. This file needs only numpy (it also runs in the NGC image); the
+maths are module-level functions that unit tests import without Triton.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported by unit tests, outside Triton
+    pb_utils = None
+
+
+OUTPUTS = ("boxes", "scores", "classes")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The thresholds of one request (defaults: config.pbtxt `parameters`)."""
+
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    pre_nms_top_k: int  # per image, before NMS: bounds the cost of low thresholds
+
+    @classmethod
+    def from_config(cls, parameters: dict[str, str]) -> Settings:
+        missing = [f.name for f in fields(cls) if f.name not in parameters]
+        if missing:
+            raise ValueError(f"config.pbtxt parameters {missing} are missing, and have no default.")
+        values = {f.name: _number(f.name, f.type, parameters[f.name]) for f in fields(cls)}
+        return cls(**values).check()  # type: ignore[arg-type]
+
+    def override(self, values: dict[str, object]) -> Settings:
+        """These settings with the known keys of `values` replaced; other keys are ignored
+        (ensembles forward every request parameter to every step). Raises ValueError."""
+        known = [f for f in fields(self) if f.name in values]
+        changes = {f.name: _number(f.name, f.type, values[f.name]) for f in known}
+        return replace(self, **changes).check() if changes else self
+
+    def check(self) -> Settings:
+        if not 0.0 <= self.score_threshold < 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}.")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}.")
+        if self.max_detections < 1 or self.pre_nms_top_k < 1:
+            raise ValueError("max_detections and pre_nms_top_k must be at least 1.")
+        return self
+
+
+def _number(name: str, kind: object, raw: object) -> float | int:
+    """A request or config parameter as the field's type (annotations are strings here)."""
+    try:
+        if isinstance(raw, bool) or raw is None:
+            raise ValueError
+        return int(raw) if kind in ("int", int) else float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"Parameter '{name}' must be a number, got {raw!r}.") from None
+
+
+@dataclass(frozen=True)
+class Detections:
+    boxes: np.ndarray  # [K, 4] float32, x_min, y_min, x_max, y_max
+    scores: np.ndarray  # [K] float32, descending
+    classes: np.ndarray  # [K] int32
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """(new_height, new_width, top, left) of an image letterboxed into `size` x `size`; the same
+    arithmetic as `picmetric.preprocessing.letterbox_geometry` (tests check they agree)."""
+    scale = min(size / width, size / height)
+    new_width = min(size, max(1, int(width * scale + 0.5)))
+    new_height = min(size, max(1, int(height * scale + 0.5)))
+    return new_height, new_width, (size - new_height) // 2, (size - new_width) // 2
+
+
+def undo_letterbox(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """Boxes [N, 4] in letterboxed pixels to original-image pixels, clipped to the image."""
+    new_height, new_width, top, left = letterbox_geometry(height, width, size)
+    scale = np.array([width / new_width, height / new_height] * 2, np.float32)
+    offset = np.array([left, top] * 2, np.float32)
+    limit = np.array([width, height] * 2, np.float32)
+    return np.clip((boxes.astype(np.float32) - offset) * scale, 0.0, limit)
+
+
+def select_candidates(
+    scores: np.ndarray, score_threshold: float, top_k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row, class) of every score above the threshold, the best `top_k` of them."""
+    rows, classes = np.nonzero(scores > score_threshold)
+    if rows.size > top_k:
+        best = np.argpartition(-scores[rows, classes], top_k - 1)[:top_k]
+        rows, classes = rows[best], classes[best]
+    return rows, classes
+
+
+def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over union of one box [4] with boxes [N, 4] (x_min, y_min, x_max, y_max)."""
+    low = np.maximum(box[:2], boxes[:, :2])
+    high = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(high - low, 0.0, None), axis=1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    union = area + areas - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float
+) -> np.ndarray:
+    """Greedy NMS within each group (boxes of different groups never suppress each other):
+    indices kept, by descending score. A box is dropped when its IoU with a kept box of its
+    group exceeds `iou_threshold`."""
+    if boxes.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    # Shift every group to its own region so one pass handles all groups; float64 keeps the
+    # shifted coordinates exact enough.
+    boxes = boxes.astype(np.float64)
+    span = float(np.max(np.abs(boxes))) * 2.0 + 1.0
+    shifted = boxes + (groups.astype(np.float64) * span)[:, None]
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(best)
+        order = order[iou(shifted[best], shifted[order]) <= iou_threshold]
+    return np.array(keep, np.int64)
+
+
+def detect(
+    boxes: list[np.ndarray],
+    scores: list[np.ndarray],
+    shapes: list[tuple[int, int]],
+    settings: list[Settings],
+    size: int,
+) -> list[Detections]:
+    """Detections for many images at once: candidates boxes[i] [N, 4] and scores[i] [N, C] in
+    letterboxed pixels of image i, whose original shape is shapes[i] = (height, width)."""
+    if not boxes:
+        return []
+    picked_boxes, picked_scores, picked_classes, picked_images = [], [], [], []
+    for image, (b, s, options) in enumerate(zip(boxes, scores, settings, strict=True)):
+        if not np.isfinite(b).all():  # exp() overflow in the decode: such boxes never count
+            s = np.where(np.isfinite(b).all(axis=1, keepdims=True), s, 0.0)
+        rows, classes = select_candidates(s, options.score_threshold, options.pre_nms_top_k)
+        picked_boxes.append(b[rows])
+        picked_scores.append(s[rows, classes])
+        picked_classes.append(classes)
+        picked_images.append(np.full(rows.size, image))
+    all_boxes = np.concatenate(picked_boxes).reshape(-1, 4)
+    all_scores = np.concatenate(picked_scores).astype(np.float32)
+    all_classes = np.concatenate(picked_classes).astype(np.int64)
+    all_images = np.concatenate(picked_images).astype(np.int64)
+    classes_count = scores[0].shape[1] if scores else 1
+    groups = all_images * classes_count + all_classes
+
+    kept = np.zeros(0, np.int64)
+    # Usually one pass: requests rarely ask for different IoU thresholds.
+    thresholds = np.array([settings[i].iou_threshold for i in all_images], np.float64)
+    for threshold in np.unique(thresholds):
+        subset = np.nonzero(thresholds == threshold)[0]
+        chosen = nms(all_boxes[subset], all_scores[subset], groups[subset], float(threshold))
+        kept = np.concatenate([kept, subset[chosen]])
+    kept = kept[np.argsort(-all_scores[kept], kind="stable")]
+
+    results = []
+    for image, ((height, width), options) in enumerate(zip(shapes, settings, strict=True)):
+        mine = kept[all_images[kept] == image][: options.max_detections]
+        results.append(
+            Detections(
+                boxes=undo_letterbox(all_boxes[mine], height, width, size),
+                scores=all_scores[mine],
+                classes=all_classes[mine].astype(np.int32),
+            )
+        )
+    return results
+
+
+def pad_detections(results: list[Detections]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack per-image detections into [B, K, 4], [B, K], [B, K] with K the largest count; the
+    padding has score 0 and class -1."""
+    count = max((len(r.scores) for r in results), default=0)
+    boxes = np.zeros((len(results), count, 4), np.float32)
+    scores = np.zeros((len(results), count), np.float32)
+    classes = np.full((len(results), count), -1, np.int32)
+    for i, r in enumerate(results):
+        n = len(r.scores)
+        boxes[i, :n], scores[i, :n], classes[i, :n] = r.boxes, r.scores, r.classes
+    return boxes, scores, classes
+
+
+def parse_shapes(image_shape: np.ndarray) -> list[tuple[int, int]]:
+    """`image_shape` [B, 2] as (height, width) pairs; raises ValueError on nonsense."""
+    shapes = [(int(h), int(w)) for h, w in np.asarray(image_shape).reshape(-1, 2)]
+    for height, width in shapes:
+        if height < 1 or width < 1:
+            raise ValueError(
+                f"image_shape must be a positive [height, width], not [{height}, {width}]."
+            )
+    return shapes
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.size = int(parameters.pop("input_size"))
+        self.defaults = Settings.from_config(parameters)
+
+    def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        owners, boxes, scores, shapes, settings = [], [], [], [], []
+        for index, request in enumerate(requests):
+            try:
+                options = self.defaults.override(json.loads(request.parameters() or "{}"))
+                b = pb_utils.get_input_tensor_by_name(request, "candidate_boxes").as_numpy()
+                s = pb_utils.get_input_tensor_by_name(request, "candidate_scores").as_numpy()
+                image_shape = pb_utils.get_input_tensor_by_name(request, "image_shape").as_numpy()
+                request_shapes = parse_shapes(image_shape)
+                if len(request_shapes) != b.shape[0]:
+                    raise ValueError("image_shape needs one [height, width] per image.")
+            except ValueError as exc:
+                error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                responses[index] = pb_utils.InferenceResponse(error=error)
+                continue
+            for image in range(b.shape[0]):
+                owners.append(index)
+                boxes.append(b[image])
+                scores.append(s[image])
+                shapes.append(request_shapes[image])
+                settings.append(options)
+        results = detect(boxes, scores, shapes, settings, self.size)
+        for index in range(len(requests)):
+            if responses[index] is not None:
+                continue
+            mine = [r for owner, r in zip(owners, results, strict=True) if owner == index]
+            arrays = zip(OUTPUTS, pad_detections(mine), strict=True)
+            tensors = [pb_utils.Tensor(name, array) for name, array in arrays]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses

@@ -1,0 +1,56 @@
+"""The YOLOv3 oracle: OpenCV's own darknet importer (`cv2.dnn.readNetFromDarknet`), written by
+no one here, on the same .cfg and .weights files the exporter reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+class OpenCVDarknet:
+    """Candidates as the exported backbone returns them: boxes [N, 4] (x_min, y_min, x_max,
+    y_max in input pixels) and scores [N, classes] = objectness x class probability.
+
+    OpenCV's region layer zeroes class scores at or below its `thresh` (0.2 unless the cfg says
+    otherwise), so `scores` is only comparable above `score_floor`."""
+
+    score_floor = 0.2
+
+    def __init__(self, cfg: Path, weights: Path) -> None:
+        self.net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
+        self.net.enableWinograd(False)  # exact convolutions: the oracle should not add error
+        self.outputs = self.net.getUnconnectedOutLayersNames()
+
+    def candidates(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`image`: a letterboxed RGB uint8 [S, S, 3], exactly what Triton receives."""
+        size = image.shape[0]
+        self.net.setInput(cv2.dnn.blobFromImage(image, 1 / 255.0, swapRB=False, crop=False))
+        rows = np.concatenate(self.net.forward(self.outputs))
+        centre, wh = rows[:, 0:2] * size, rows[:, 2:4] * size
+        boxes = np.concatenate([centre - wh / 2, centre + wh / 2], axis=1)
+        return boxes, rows[:, 5:]
+
+
+def opencv_nms(
+    boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float,
+    max_detections: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise NMS with OpenCV's `NMSBoxesBatched` over every (box, class) pair above the
+    threshold, best `max_detections` kept: boxes [K, 4], scores [K], classes [K]."""
+    rows, classes = np.nonzero(scores > score_threshold)
+    if rows.size == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    picked = boxes[rows]
+    xywh = np.concatenate([picked[:, :2], picked[:, 2:] - picked[:, :2]], axis=1)
+    values = scores[rows, classes]
+    keep = np.asarray(
+        cv2.dnn.NMSBoxesBatched(
+            xywh.astype(np.float64).tolist(), values.astype(np.float64).tolist(),
+            classes.tolist(), score_threshold, iou_threshold,
+        ),
+        dtype=np.int64,
+    ).reshape(-1)
+    keep = keep[np.argsort(-values[keep], kind="stable")][:max_detections]
+    return picked[keep], values[keep], classes[keep].astype(np.int32)
