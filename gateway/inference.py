@@ -18,6 +18,8 @@ from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
 from picmetric.preprocessing import resize_for_resnet50
 
 Detections = list[dict[str, Any]]
+# The order of the `mtcnn` model's landmarks output.
+FACE_KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,39 @@ async def infer_resnet50(
     return labels
 
 
+def _box(x_min: float, y_min: float, x_max: float, y_max: float) -> dict[str, float]:
+    return {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
+
+
+def prepare_mtcnn(rgb: np.ndarray) -> Prepared:
+    return {"image": np.ascontiguousarray(rgb)}
+
+
+async def infer_mtcnn(
+    client: Client, prepared: Prepared, options: Options, timeout: float
+) -> Detections:
+    """Faces above the threshold, with boxes and landmarks in original pixels."""
+    inputs = [_input("image", prepared["image"], "UINT8")]
+    result = await client.infer("mtcnn", inputs, client_timeout=timeout)
+    boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
+    landmarks = result.as_numpy("landmarks")
+    return [
+        {
+            "confidence": float(score),
+            "box": _box(*map(float, box)),
+            "keypoints": {
+                name: (float(x), float(y))
+                for name, (x, y) in zip(FACE_KEYPOINTS, points, strict=True)
+            },
+        }
+        for box, score, points in zip(boxes, scores, landmarks, strict=True)
+        if score >= options.threshold
+    ]
+
+
 MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec("resnet50", "resnet50", "resnet50", prepare_resnet50, infer_resnet50),
+    "mtcnn": ModelSpec("mtcnn", "mtcnn", "mtcnn_pnet", prepare_mtcnn, infer_mtcnn),
 }
 
 

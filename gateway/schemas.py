@@ -12,7 +12,7 @@ ModelName = Literal["resnet50", "yolov3", "mtcnn"]
 class AnalysisOptions(BaseModel):
     models: list[ModelName] | None = Field(None, description="default: every ready model")
     threshold: float | None = Field(None, ge=0, le=1, description="minimum confidence")
-    max_results: int | None = Field(None, ge=1, le=100, description="labels per model, at most")
+    max_results: int | None = Field(None, ge=1, le=100, description="ImageNet labels, at most")
 
 
 class AnalyzeRequest(AnalysisOptions):

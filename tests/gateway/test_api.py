@@ -57,6 +57,7 @@ def test_seed_api_contract_field_by_field(gateway: Gateway, photo_server: str) -
         assert set(item) == {"confidence", "object", "bounding_box"}
         assert _is_float_string(item["confidence"]) and isinstance(item["object"], str)
         _check_seed_box(item["bounding_box"])
+    assert len(body["mtcnn_faces"]) == 1, "the astronaut has one face"
     for face in body["mtcnn_faces"]:
         assert set(face) == {"confidence", "bounding_box", "keypoints"}
         assert _is_float_string(face["confidence"])
@@ -217,6 +218,25 @@ def test_health_readiness_models_and_docs(gateway: Gateway) -> None:
     assert models["resnet50"]["ready"] is True
     assert models["resnet50"]["weights"]["kind"] == "random"
     assert models["resnet50"]["weights"]["seed"] == 0
+    assert models["mtcnn"]["ready"] is True
+    assert models["mtcnn"]["weights"]["kind"] == "pretrained"
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
     assert {"/api", "/v1/analyze", "/v1/images", "/v1/models"} <= set(spec["paths"])
     assert httpx.get(f"{gateway.url}/docs").status_code == 200
+
+
+def test_v1_faces_have_boxes_and_landmarks_in_original_pixels(
+    gateway: Gateway, photo_server: str, photos: dict[str, np.ndarray]
+) -> None:
+    body = _post(
+        gateway, "/v1/analyze", json={"url": f"{photo_server}/astronaut.png", "models": ["mtcnn"]}
+    ).json()
+    (face,) = body["results"]["mtcnn"]
+    assert body["summary"]["faces"] == 1 and body["results"]["resnet50"] is None
+    height, width = photos["astronaut"].shape[:2]
+    box = face["box"]
+    assert 0 <= box["x_min"] < box["x_max"] <= width and 0 <= box["y_min"] < box["y_max"] <= height
+    for x, y in face["keypoints"].values():
+        assert box["x_min"] <= x <= box["x_max"] and box["y_min"] <= y <= box["y_max"]
+    left, right = face["keypoints"]["left_eye"], face["keypoints"]["right_eye"]
+    assert left[0] < right[0], "left_eye is the one on the image's left"
