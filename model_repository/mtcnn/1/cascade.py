@@ -38,7 +38,7 @@ ONET_SIZE = 48
 # crop_and_resize fills outside the (normalised) image with 0.
 OUTSIDE_PIXEL = 127.5
 # A pyramid level above this many pixels (min_face_size far below 12 on a big photo) is refused.
-MAX_LEVEL_PIXELS = 50_000_000
+MAX_LEVEL_PIXELS = 16_000_000
 NMS_CHUNK = 2048
 
 Infer = Callable[[str, dict[str, np.ndarray], list[str]], Awaitable[dict[str, np.ndarray]]]
