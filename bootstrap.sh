@@ -2,6 +2,8 @@
 # One-command set-up for Picmetric's inference service.
 #   ./bootstrap.sh serve   create .venv, convert the models (cached), start Triton (+ gateway)
 #   ./bootstrap.sh test    create .venv, lint, type-check, convert what tests need, run pytest
+#   sudo ./bootstrap.sh deploy   GPU host: Docker + NVIDIA toolkit, convert, docker compose up -d
+#   (no argument on a host with Docker and an NVIDIA GPU means deploy)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -55,6 +57,8 @@ serve() {
 run_tests() {
   ensure_venv
   apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql
+  apt_ensure promtool prometheus
+  apt_ensure shellcheck shellcheck
   say "Linting (ruff) and type-checking (mypy)"
   ruff check .
   mypy
@@ -67,11 +71,116 @@ run_tests() {
   pytest "$@"
 }
 
+TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+GATEWAY_URL=http://localhost:8080
+
+install_docker() {
+  if command -v docker >/dev/null && docker compose version >/dev/null 2>&1 \
+    && docker info >/dev/null 2>&1; then
+    return
+  fi
+  say "Installing Docker Engine and the compose plugin (Docker's apt repository)"
+  apt-get update -qq
+  apt-get install -y -qq ca-certificates curl gnupg
+  local distro codename
+  # shellcheck source=/dev/null
+  distro=$(. /etc/os-release && echo "$ID")
+  # shellcheck source=/dev/null
+  codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+  install -m 0755 -d /etc/apt/keyrings
+  curl -fsSL "https://download.docker.com/linux/$distro/gpg" -o /etc/apt/keyrings/docker.asc
+  echo "deb [arch=$(dpkg --print-architecture) signed-by=/etc/apt/keyrings/docker.asc]" \
+    "https://download.docker.com/linux/$distro $codename stable" \
+    >/etc/apt/sources.list.d/docker.list
+  apt-get update -qq
+  apt-get install -y -qq docker-ce docker-ce-cli containerd.io docker-compose-plugin
+  systemctl enable --now docker
+}
+
+install_nvidia_toolkit() {
+  if command -v nvidia-ctk >/dev/null; then
+    return
+  fi
+  say "Installing the NVIDIA container toolkit"
+  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey \
+    | gpg --dearmor --yes -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg
+  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+    | sed 's#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#' \
+      >/etc/apt/sources.list.d/nvidia-container-toolkit.list
+  apt-get update -qq
+  apt-get install -y -qq nvidia-container-toolkit
+  nvidia-ctk runtime configure --runtime=docker
+  systemctl restart docker
+}
+
+# Random passwords for Postgres and Grafana in .env (mode 600), written once.
+ensure_env_file() {
+  touch .env
+  chmod 600 .env
+  local name
+  for name in POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD; do
+    if ! grep -q "^$name=" .env; then
+      echo "$name=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >>.env
+    fi
+  done
+}
+
+wait_ready() {
+  local i
+  for i in $(seq 1 120); do
+    if curl -fsS "$GATEWAY_URL/readyz" >/dev/null 2>&1; then
+      return 0
+    fi
+    [ "$i" -eq 1 ] && echo "Waiting for the gateway and every model to be ready..."
+    sleep 5
+  done
+  echo "The service was not ready after 10 minutes; see: docker compose logs triton gateway" >&2
+  return 1
+}
+
+deploy() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deploy installs system packages: run it as root (sudo ./bootstrap.sh deploy)" >&2
+    exit 1
+  fi
+  install_docker
+  install_nvidia_toolkit
+  say "Checking the GPU from inside a container"
+  docker run --rm --gpus all "$TRITON_IMAGE" nvidia-smi
+  ensure_env_file
+  say "Converting the models (cached in the picmetric-cache volume)"
+  docker compose --profile convert build convert
+  docker compose --profile convert run --rm convert
+  if [ "${PICMETRIC_TENSORRT:-0}" = 1 ]; then
+    say "Switching the ONNX models to TensorRT FP16 (engines cached in the trt-cache volume)"
+    docker compose --profile convert run --rm convert picmetric tensorrt on --repository /app/model_repository
+  fi
+  say "Starting Triton, the gateway, PostgreSQL, Prometheus and Grafana"
+  docker compose up -d --build
+  wait_ready
+  echo
+  echo "Picmetric is up: $GATEWAY_URL (API docs at $GATEWAY_URL/docs)"
+  echo "Grafana: http://localhost:3000 (admin password in .env), Prometheus: http://localhost:9090"
+}
+
+has_gpu_docker_host() {
+  command -v docker >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1
+}
+
 case "${1:-}" in
   serve) shift; serve "$@" ;;
   test) shift; run_tests "$@" ;;
+  deploy) shift; deploy ;;
+  "")
+    if has_gpu_docker_host; then
+      deploy
+    else
+      echo "usage: $0 serve|test|deploy (no argument deploys on a host with Docker and an NVIDIA GPU)" >&2
+      exit 2
+    fi
+    ;;
   *)
-    echo "usage: $0 serve|test [args]" >&2
+    echo "usage: $0 serve|test|deploy [args]" >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from gateway import metrics
 from gateway.errors import ModelUnavailable, PicmetricError
 from gateway.inference import MODELS, ModelSpec, Options, run_models
 
@@ -56,11 +57,14 @@ class ModelCatalog:
         except InferenceServerException:
             self.live = False
         for name, spec in MODELS.items():
-            self.states[name] = (
+            state = (
                 await self._state(client, spec)
                 if self.live
                 else ModelState(name, spec.triton_model)
             )
+            self.states[name] = state
+            metrics.MODEL_READY.labels(name).set(int(state.ready))
+        metrics.TRITON_LIVE.set(int(self.live))
 
     async def _state(self, client: grpcclient.InferenceServerClient, spec: ModelSpec) -> ModelState:
         state = ModelState(spec.name, spec.triton_model)

@@ -33,3 +33,7 @@ FETCHED_BYTES = Counter(
 )
 CACHE_HITS = Counter("picmetric_cache_hits_total", "Analyses answered from the store")
 ERRORS = Counter("picmetric_errors_total", "Failed requests by errortype", ["errortype"])
+MODEL_READY = Gauge(
+    "picmetric_model_ready", "1 when Triton serves the model, as of the last check", ["model"]
+)
+TRITON_LIVE = Gauge("picmetric_triton_live", "1 when Triton answered, as of the last check")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from picmetric import gpu, tensorrt
 from picmetric.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
     analyze.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
     analyze.add_argument("--models", help="comma-separated, e.g. resnet50,yolov3")
+    commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
+    tensorrt = commands.add_parser(
+        "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
+    )
+    tensorrt.add_argument("state", choices=["on", "off"])
+    tensorrt.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     return parser
 
 
@@ -166,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
             run_gateway(args)
         elif args.command == "analyze":
             run_analyze(args)
+        elif args.command == "check-gpu":
+            print("\n".join(gpu.report()))
+        elif args.command == "tensorrt":
+            changed = tensorrt.switch(args.repository, args.state == "on")
+            log.info("TensorRT %s: %d config(s) changed", args.state, len(changed))
     except (TritonError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -1,0 +1,83 @@
+"""docker-compose.yml, parsed: no Docker engine runs here, so check what it says."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from picmetric.paths import PROJECT_ROOT
+
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+BUILT = {"gateway", "convert"}
+
+
+def test_compose_has_every_service() -> None:
+    assert set(SERVICES) == {"triton", "gateway", "postgres", "prometheus", "grafana", "convert"}
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - BUILT))
+def test_pulled_images_are_pinned(name: str) -> None:
+    image = SERVICES[name]["image"]
+    assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+[\w.-]*", image), f"{name}: {image} is not pinned"
+
+
+def test_built_images_come_from_the_repository_dockerfile() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    for name in BUILT:
+        target = SERVICES[name]["build"]["target"]
+        assert f" AS {target}" in dockerfile
+
+
+def test_triton_reserves_a_gpu_and_mounts_the_repository_read_only() -> None:
+    triton = SERVICES["triton"]
+    (device,) = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "./model_repository:/models:ro" in triton["volumes"]
+    assert triton["shm_size"] and triton["restart"] == "unless-stopped"
+    assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(triton["ports"])
+
+
+def test_gateway_waits_for_healthy_triton_and_checks_readyz() -> None:
+    gateway = SERVICES["gateway"]
+    assert gateway["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["environment"]["PICMETRIC_TRITON_GRPC_URL"] == "triton:8001"
+    assert "8080:8080" in gateway["ports"]
+
+
+def test_every_long_running_service_has_a_healthcheck_and_restarts() -> None:
+    for name, service in SERVICES.items():
+        if name != "convert":
+            assert "healthcheck" in service, name
+            assert service["restart"] == "unless-stopped", name
+
+
+def test_state_lives_in_named_volumes() -> None:
+    assert "pgdata:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    assert {"pgdata", "prometheus-data", "grafana-data"} <= set(COMPOSE["volumes"])
+
+
+def test_convert_is_a_one_shot_profile_writing_the_repository() -> None:
+    convert = SERVICES["convert"]
+    assert convert["profiles"] == ["convert"]
+    assert "./model_repository:/app/model_repository" in convert["volumes"]
+
+
+def _environment_values() -> list[tuple[str, str, str]]:
+    return [
+        (name, key, str(value))
+        for name, service in SERVICES.items()
+        for key, value in (service.get("environment") or {}).items()
+    ]
+
+
+@pytest.mark.parametrize(("service", "key", "value"), _environment_values())
+def test_no_secret_is_written_inline(service: str, key: str, value: str) -> None:
+    secret_like = re.search(r"PASSWORD|SECRET|TOKEN|KEY", key) or ":" in value and "@" in value
+    if secret_like:
+        assert "${" in value, f"{service}.{key} must come from the environment (.env)"

@@ -1,0 +1,115 @@
+"""Observability against the running gateway and Triton: the dashboard's and the alerts' metrics
+really exist, and a real Prometheus (Debian's package) scrapes both."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+
+from picmetric.triton_server import TritonServer, free_port
+from tests.gateway.conftest import Gateway
+from tests.utils.promql import GPU_ONLY, expressions, metric_names, scraped_names
+from tests.utils.services import wait_for_http
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize("gateway", ["sqlite"], indirect=True),
+]
+
+
+def _analyze(gateway: Gateway, photo_server: str, threshold: float) -> None:
+    body = {"url": f"{photo_server}/astronaut.jpg", "threshold": threshold}
+    assert httpx.post(f"{gateway.url}/v1/analyze", json=body, timeout=120).status_code == 200
+
+
+def test_dashboard_and_alerts_read_metrics_that_exist(
+    gateway: Gateway, triton: TritonServer, photo_server: str
+) -> None:
+    _analyze(gateway, photo_server, 0.31)
+    httpx.post(f"{gateway.url}/v1/analyze", json={"url": "ftp://x/y"})  # an error, counted
+    exposed = scraped_names(httpx.get(f"{gateway.url}/metrics").text)
+    exposed |= scraped_names(httpx.get(triton.metrics_url).text)
+    wanted = set().union(*(metric_names(e) for e in expressions())) - {"up"} - GPU_ONLY
+    assert wanted - exposed == set()
+
+
+@pytest.fixture
+def prometheus(gateway: Gateway, triton: TritonServer, tmp_path: Path) -> Iterator[str]:
+    """Debian's Prometheus scraping the gateway and Triton every second; yields its URL."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is not installed; ./bootstrap.sh test installs Debian's package")
+    config = {
+        "global": {"scrape_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "gateway",
+                "static_configs": [{"targets": [urlsplit(gateway.url).netloc]}],
+            },
+            {
+                "job_name": "triton",
+                "static_configs": [{"targets": [urlsplit(triton.metrics_url).netloc]}],
+            },
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    address = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        wait_for_http(f"http://{address}/-/ready", process, log)
+        yield f"http://{address}"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _poll(check, timeout: float = 30) -> object:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"gave up after {timeout} s")
+
+
+def _query(prometheus: str, promql: str) -> float | None:
+    result = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}).json()
+    series = result["data"]["result"]
+    return float(series[0]["value"][1]) if series else None
+
+
+def test_real_prometheus_scrapes_gateway_and_triton(
+    prometheus: str, gateway: Gateway, photo_server: str
+) -> None:
+    def both_up() -> bool:
+        targets = httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in targets}
+        return health == {"gateway": "up", "triton": "up"}
+
+    _poll(both_up)
+    promql = 'sum(picmetric_requests_total{route="/v1/analyze"}) or vector(0)'
+    _poll(lambda: _query(prometheus, "picmetric_requests_in_flight") is not None)
+    before = _query(prometheus, promql) or 0.0
+    _analyze(gateway, photo_server, 0.32)
+    _poll(lambda: (_query(prometheus, promql) or 0.0) > before)
+    assert _query(prometheus, 'sum(nv_inference_count{model="resnet50"})') is not None
