@@ -8,11 +8,11 @@ COPY conversion conversion
 COPY gateway gateway
 
 FROM base AS convert
-RUN pip install ".[convert]"
+RUN pip install -e ".[convert]"
 CMD ["picmetric", "convert", "all", "--weights", "auto", "--repository", "/app/model_repository"]
 
 FROM base AS gateway
-RUN pip install . && useradd --system --uid 10001 picmetric
+RUN pip install -e . && useradd --system --uid 10001 picmetric
 USER picmetric
 EXPOSE 8080
 CMD ["picmetric", "gateway", "--host", "0.0.0.0", "--port", "8080"]

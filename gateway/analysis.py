@@ -73,9 +73,7 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
         return response(cached, cached=True)
     with _stage("decode", timings):
         rgb = decode_rgb(image.data, services.settings.max_image_pixels)
-    results, preprocess = await run_models(
-        specs, services.triton, rgb, options, services.settings.triton_timeout_s
-    )
+    results, preprocess = await run_models(specs, services.call(), rgb, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in results.items():

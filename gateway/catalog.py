@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
 from gateway.errors import ModelUnavailable, PicmetricError
-from gateway.inference import MODELS, ModelSpec, Options, run_models
+from gateway.inference import MODELS, Call, ModelSpec, Options, run_models
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,13 @@ class ModelCatalog:
             )
         return [MODELS[name] for name in names]
 
-    async def canary(self, client: grpcclient.InferenceServerClient, timeout: float) -> bool:
+    async def canary(self, call: Call) -> bool:
         """One inference through every ready model on a small grey image."""
         specs = [MODELS[name] for name in self.ready_models()]
         if not specs:
             return False
         try:
-            await run_models(specs, client, CANARY_IMAGE, Options(1.0, 1), timeout)
+            await run_models(specs, call, CANARY_IMAGE, Options(threshold=0.5, max_results=1))
         except (PicmetricError, InferenceServerException) as exc:
             log.warning("Canary inference failed: %s", exc)
             return False

@@ -4,9 +4,11 @@ the answer as plain numbers. One client per process; models run concurrently per
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,7 @@ from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
 from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-from picmetric.preprocessing import resize_for_resnet50
+from picmetric.preprocessing import letterbox, resize_for_resnet50
 
 Detections = list[dict[str, Any]]
 # The order of the `mtcnn` model's landmarks output.
@@ -28,7 +30,17 @@ class Options:
     max_results: int
 
 
-Prepared = dict[str, np.ndarray]
+Prepared = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """What every Triton call needs: the process's client, the deadline, and the model
+    repository (for label files that Triton does not apply itself)."""
+
+    client: Client
+    timeout: float
+    repository: Path
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class ModelSpec:
     triton_model: str
     provenance_model: str
     prepare: Callable[[np.ndarray], Prepared]
-    infer: Callable[[Client, Prepared, Options, float], Awaitable[Detections]]
+    infer: Callable[[Call, Prepared, Options], Awaitable[Detections]]
 
 
 def _map_triton_error(model: str, exc: InferenceServerException) -> Exception:
@@ -62,13 +74,13 @@ def prepare_resnet50(rgb: np.ndarray) -> Prepared:
     return {"image": resize_for_resnet50(rgb)[None]}
 
 
-async def infer_resnet50(
-    client: Client, prepared: Prepared, options: Options, timeout: float
-) -> Detections:
+async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> Detections:
     """Top labels by Triton's classification extension, above the threshold."""
     inputs = [_input("image", prepared["image"], "UINT8")]
     outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
-    result = await client.infer("resnet50", inputs, outputs=outputs, client_timeout=timeout)
+    result = await call.client.infer(
+        "resnet50", inputs, outputs=outputs, client_timeout=call.timeout
+    )
     labels = []
     for entry in result.as_numpy("probabilities").reshape(-1):
         score, _, label = entry.decode().split(":", 2)
@@ -85,12 +97,10 @@ def prepare_mtcnn(rgb: np.ndarray) -> Prepared:
     return {"image": np.ascontiguousarray(rgb)}
 
 
-async def infer_mtcnn(
-    client: Client, prepared: Prepared, options: Options, timeout: float
-) -> Detections:
+async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> Detections:
     """Faces above the threshold, with boxes and landmarks in original pixels."""
     inputs = [_input("image", prepared["image"], "UINT8")]
-    result = await client.infer("mtcnn", inputs, client_timeout=timeout)
+    result = await call.client.infer("mtcnn", inputs, client_timeout=call.timeout)
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")
     return [
@@ -107,8 +117,43 @@ async def infer_mtcnn(
     ]
 
 
+@functools.lru_cache(maxsize=4)
+def coco_names(repository: Path) -> tuple[str, ...]:
+    """The `yolov3` class names, one per line, in the model repository."""
+    return tuple((repository / "yolov3" / "coco_names.txt").read_text().splitlines())
+
+
+def prepare_yolov3(rgb: np.ndarray) -> Prepared:
+    image, geometry = letterbox(rgb)
+    shape = np.array([[geometry.height, geometry.width]], np.int32)
+    return {"image": image[None], "image_shape": shape}
+
+
+async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Detections:
+    """Located COCO objects above the threshold, boxes in original pixels."""
+    inputs = [
+        _input("image", prepared["image"], "UINT8"),
+        _input("image_shape", prepared["image_shape"], "INT32"),
+    ]
+    result = await call.client.infer(
+        "yolov3",
+        inputs,
+        parameters={"score_threshold": options.threshold},
+        client_timeout=call.timeout,
+    )
+    names = coco_names(call.repository)
+    boxes = result.as_numpy("boxes").reshape(-1, 4)
+    scores, classes = result.as_numpy("scores").reshape(-1), result.as_numpy("classes").reshape(-1)
+    return [
+        {"label": names[int(c)], "confidence": float(s), "box": _box(*map(float, box))}
+        for box, s, c in zip(boxes, scores, classes, strict=True)
+        if s >= options.threshold
+    ]
+
+
 MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec("resnet50", "resnet50", "resnet50", prepare_resnet50, infer_resnet50),
+    "yolov3": ModelSpec("yolov3", "yolov3", "yolov3_backbone", prepare_yolov3, infer_yolov3),
     "mtcnn": ModelSpec("mtcnn", "mtcnn", "mtcnn_pnet", prepare_mtcnn, infer_mtcnn),
 }
 
@@ -119,19 +164,17 @@ class ModelResult:
     seconds: float
 
 
-async def _infer(
-    spec: ModelSpec, client: Client, prepared: Prepared, options: Options, timeout: float
-) -> ModelResult:
+async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Options) -> ModelResult:
     started = time.perf_counter()
     try:
-        detections = await spec.infer(client, prepared, options, timeout)
+        detections = await spec.infer(call, prepared, options)
     except InferenceServerException as exc:
         raise _map_triton_error(spec.name, exc) from exc
     return ModelResult(detections, time.perf_counter() - started)
 
 
 async def run_models(
-    specs: list[ModelSpec], client: Client, rgb: np.ndarray, options: Options, timeout: float
+    specs: list[ModelSpec], call: Call, rgb: np.ndarray, options: Options
 ) -> tuple[dict[str, ModelResult], float]:
     """Prepare every model's tensors, then run the models concurrently. Returns the results by
     model name and the preparation time in seconds."""
@@ -139,6 +182,6 @@ async def run_models(
     prepared = [spec.prepare(rgb) for spec in specs]
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
-        *(_infer(s, client, p, options, timeout) for s, p in zip(specs, prepared, strict=True))
+        *(_infer(s, call, p, options) for s, p in zip(specs, prepared, strict=True))
     )
     return {spec.name: result for spec, result in zip(specs, results, strict=True)}, preprocess

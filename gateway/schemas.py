@@ -11,7 +11,7 @@ ModelName = Literal["resnet50", "yolov3", "mtcnn"]
 
 class AnalysisOptions(BaseModel):
     models: list[ModelName] | None = Field(None, description="default: every ready model")
-    threshold: float | None = Field(None, ge=0, le=1, description="minimum confidence")
+    threshold: float | None = Field(None, ge=0, lt=1, description="minimum confidence")
     max_results: int | None = Field(None, ge=1, le=100, description="ImageNet labels, at most")
 
 
@@ -21,7 +21,7 @@ class AnalyzeRequest(AnalysisOptions):
 
 class SeedRequest(BaseModel):
     url: str
-    threshold: float = Field(0.2, ge=0, le=1)
+    threshold: float = Field(0.2, ge=0, lt=1)
 
 
 class Box(BaseModel):

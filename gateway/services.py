@@ -12,6 +12,7 @@ from botocore.config import Config
 
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
+from gateway.inference import Call
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
 
@@ -45,6 +46,9 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
         )
+
+    def call(self) -> Call:
+        return Call(self.triton, self.settings.triton_timeout_s, self.settings.model_repository)
 
     async def close(self) -> None:
         await self.triton.close()

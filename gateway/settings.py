@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(20.0, gt=0)
     max_redirects: int = Field(3, ge=0)
     allow_private_urls: bool = False
-    default_threshold: float = Field(0.2, ge=0, le=1)
+    default_threshold: float = Field(0.2, ge=0, lt=1)
     default_max_results: int = Field(10, ge=1, le=100)
     api_keys: Annotated[list[str], NoDecode] = []
     canary_max_age_s: float = Field(60.0, gt=0)

@@ -29,7 +29,7 @@ async def read_readiness(services: ServicesDep) -> JSONResponse:
         time.monotonic() - catalog.last_canary < services.settings.canary_max_age_s
     )
     if catalog.live and all(models.values()) and not fresh:
-        fresh = await catalog.canary(services.triton, services.settings.triton_timeout_s)
+        fresh = await catalog.canary(services.call())
     ready = catalog.live and all(models.values()) and fresh
     body = {"ready": ready, "triton_live": catalog.live, "models": models, "canary_ok": fresh}
     headers = {} if ready else {"Retry-After": "10"}

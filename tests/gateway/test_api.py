@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -218,6 +220,8 @@ def test_health_readiness_models_and_docs(gateway: Gateway) -> None:
     assert models["resnet50"]["ready"] is True
     assert models["resnet50"]["weights"]["kind"] == "random"
     assert models["resnet50"]["weights"]["seed"] == 0
+    assert models["yolov3"]["ready"] is True
+    assert models["yolov3"]["weights"]["kind"] == "random"
     assert models["mtcnn"]["ready"] is True
     assert models["mtcnn"]["weights"]["kind"] == "pretrained"
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
@@ -240,3 +244,27 @@ def test_v1_faces_have_boxes_and_landmarks_in_original_pixels(
         assert box["x_min"] <= x <= box["x_max"] and box["y_min"] <= y <= box["y_max"]
     left, right = face["keypoints"]["left_eye"], face["keypoints"]["right_eye"]
     assert left[0] < right[0], "left_eye is the one on the image's left"
+
+
+def test_v1_objects_are_counted_with_boxes_inside_the_image(
+    gateway: Gateway, photo_server: str, photos: dict[str, np.ndarray], model_repository: Path
+) -> None:
+    """Random YOLOv3 weights find arbitrary objects; at threshold 0 there are some, and every
+    one must be a COCO class with a box inside the original (non-square) image."""
+    names = (model_repository / "yolov3" / "coco_names.txt").read_text().splitlines()
+    body = _post(
+        gateway,
+        "/v1/analyze",
+        json={"url": f"{photo_server}/coffee.jpg", "models": ["yolov3"], "threshold": 0.0},
+    ).json()
+    objects = body["results"]["yolov3"]
+    assert objects, "threshold 0 keeps every detection after NMS"
+    height, width = photos["coffee"].shape[:2]
+    for item in objects:
+        assert item["label"] in names and 0 <= item["confidence"] <= 1
+        box = item["box"]
+        assert 0 <= box["x_min"] <= box["x_max"] <= width
+        assert 0 <= box["y_min"] <= box["y_max"] <= height
+    counts = Counter(item["label"] for item in objects)
+    assert body["summary"]["objects"] == dict(counts)
+    assert body["summary"]["people"] == counts.get("person", 0)
