@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(30.0, gt=0)
     model_repository: Path = MODEL_REPOSITORY
     database_url: str = "sqlite:///picmetric.db"
-    s3_bucket: str = "picmetric-uploads"
+    s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_timeout_s: float = Field(10.0, gt=0)
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("s3_bucket", "s3_endpoint_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("database_url")
     @classmethod

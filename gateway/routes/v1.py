@@ -13,7 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 from gateway import urlguard
 from gateway.analysis import AnalysisRequest, analyze, response
 from gateway.deps import ServicesDep, require_api_key
-from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, UpstreamError
+from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, StorageError, UpstreamError
 from gateway.schemas import Analysis, AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo
 from gateway.services import Services
 
@@ -69,7 +69,8 @@ def _request(body: AnalysisOptions, services: Services, **source: Any) -> Analys
     )
 
 
-async def _read_upload(form: FormData, limit: int) -> bytes:
+async def _read_upload(form: FormData, limit: int) -> tuple[bytes, str]:
+    """The uploaded bytes and file name."""
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise InvalidRequest("Send the image as a multipart form field named 'file'.")
@@ -78,12 +79,14 @@ async def _read_upload(form: FormData, limit: int) -> bytes:
         raise ImageTooLarge(f"Image is larger than the {limit} byte limit.")
     if not data:
         raise InvalidRequest("The uploaded file is empty.")
-    return data
+    return data, upload.filename or "upload"
 
 
 async def _store_upload(data: bytes, services: Services) -> str:
     """Put the bytes into the uploads bucket under their sha256; returns the s3:// pointer."""
     bucket = services.settings.s3_bucket
+    if not bucket:
+        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
     key = f"uploads/{hashlib.sha256(data).hexdigest()}"
     try:
         await run_in_threadpool(services.s3.put_object, Bucket=bucket, Key=key, Body=data)
@@ -92,17 +95,22 @@ async def _store_upload(data: bytes, services: Services) -> str:
     return f"s3://{bucket}/{key}"
 
 
-async def _analyze_upload(request: Request, services: Services) -> dict[str, Any]:
+async def _analyze_upload(request: Request, services: Services, require_s3: bool) -> dict[str, Any]:
+    """Analyse a multipart upload; it is kept in S3 when a bucket is set (or `require_s3`)."""
     async with request.form(max_files=1, max_fields=10) as form:
-        data = await _read_upload(form, services.settings.max_image_bytes)
-        fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v}
+        data, filename = await _read_upload(form, services.settings.max_image_bytes)
+        fields: dict[str, Any] = {
+            k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v
+        }
     if "models" in fields:
-        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]  # type: ignore[assignment]
+        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
     body = _validated(fields, AnalysisOptions)
-    pointer = await _store_upload(data, services)
-    return await analyze(
-        _request(body, services, source_kind="upload", source=pointer, data=data), services
-    )
+    if require_s3 or services.settings.s3_bucket:
+        pointer = await _store_upload(data, services)
+    else:
+        pointer = f"upload:{filename}"
+    request_ = _request(body, services, source_kind="upload", source=pointer, data=data)
+    return await analyze(request_, services)
 
 
 @router.post("/analyze", response_model=Analysis, openapi_extra=_BOTH_BODIES)
@@ -110,7 +118,7 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        return await _analyze_upload(request, services)
+        return await _analyze_upload(request, services, require_s3=False)
     try:
         payload = await request.json()
     except ValueError as exc:
@@ -132,7 +140,7 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
 )
 async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
-    return await _analyze_upload(request, services)
+    return await _analyze_upload(request, services, require_s3=True)
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)

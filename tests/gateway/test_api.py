@@ -268,3 +268,26 @@ def test_v1_objects_are_counted_with_boxes_inside_the_image(
     counts = Counter(item["label"] for item in objects)
     assert body["summary"]["objects"] == dict(counts)
     assert body["summary"]["people"] == counts.get("person", 0)
+
+
+def test_v1_analyze_accepts_a_multipart_upload(gateway: Gateway, photo_server: str) -> None:
+    data = httpx.get(f"{photo_server}/chelsea.png").content
+    answer = _post(
+        gateway,
+        "/v1/analyze",
+        files={"file": ("cat.png", data, "image/png")},
+        data={"models": "resnet50,mtcnn", "threshold": "0.05", "max_results": "2"},
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["source"]["kind"] == "upload" and body["options"]["max_results"] == 2
+    assert {m["name"] for m in body["models"]} == {"resnet50", "mtcnn"}
+    bad = _post(
+        gateway,
+        "/v1/analyze",
+        files={"file": ("x.png", data, "image/png")},
+        data={"models": "resnet50,cats"},
+    )
+    assert bad.status_code == 422 and "models" in bad.json()["message"]
+    empty = _post(gateway, "/v1/analyze", files={"file": ("x.png", b"", "image/png")})
+    assert empty.status_code == 422 and "empty" in empty.json()["message"]
