@@ -89,8 +89,12 @@ async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> De
     return labels
 
 
+PIXEL_DECIMALS = 2  # coordinates to a hundredth of a pixel; more digits are noise
+
+
 def _box(x_min: float, y_min: float, x_max: float, y_max: float) -> dict[str, float]:
-    return {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
+    corners = {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
+    return {key: round(value, PIXEL_DECIMALS) for key, value in corners.items()}
 
 
 def prepare_mtcnn(rgb: np.ndarray) -> Prepared:
@@ -108,7 +112,7 @@ async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> Detec
             "confidence": float(score),
             "box": _box(*map(float, box)),
             "keypoints": {
-                name: (float(x), float(y))
+                name: (round(float(x), PIXEL_DECIMALS), round(float(y), PIXEL_DECIMALS))
                 for name, (x, y) in zip(FACE_KEYPOINTS, points, strict=True)
             },
         }
