@@ -134,7 +134,7 @@ def parse_sections(text: str) -> list[Section]:
     return sections
 
 
-def _absolute(index: int, offset: int) -> int:
+def absolute_index(index: int, offset: int) -> int:
     return index + offset if offset < 0 else offset
 
 
@@ -159,12 +159,12 @@ def parse_cfg(path: Path) -> Network:
             network.convs.append(conv)
             channels.append(conv.filters)
         elif layer.kind == "route":
-            sources = [_absolute(index, i) for i in layer.ints("layers")]
+            sources = [absolute_index(index, i) for i in layer.ints("layers")]
             if not 1 <= len(sources) <= 2 or any(not 0 <= s < index for s in sources):
                 raise DarknetError(f"[route] at line {layer.line}: unsupported layers {sources}.")
             channels.append(sum(channels[s] for s in sources))
         elif layer.kind == "shortcut":
-            source = _absolute(index, int(layer.get("from")))
+            source = absolute_index(index, int(layer.get("from")))
             if channels[source] != previous or layer.get("activation", "linear") != "linear":
                 raise DarknetError(f"[shortcut] at line {layer.line}: only linear, equal channels.")
             channels.append(previous)
@@ -295,10 +295,10 @@ def walk(network: Network, x: Any, conv_fn: ConvFn) -> list[Any]:
         if layer.kind == "convolutional":
             x = conv_fn(convs[index], x)
         elif layer.kind == "route":
-            sources = [outputs[_absolute(index, i)] for i in layer.ints("layers")]
+            sources = [outputs[absolute_index(index, i)] for i in layer.ints("layers")]
             x = sources[0] if len(sources) == 1 else keras.layers.Concatenate()(sources)
         elif layer.kind == "shortcut":
-            x = keras.layers.Add()([x, outputs[_absolute(index, int(layer.get("from")))]])
+            x = keras.layers.Add()([x, outputs[absolute_index(index, int(layer.get("from")))]])
         elif layer.kind == "upsample":
             x = keras.layers.UpSampling2D(int(layer.get("stride", "2")))(x)
         elif layer.kind == "maxpool":

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from conversion import mtcnn, resnet50
+from conversion import mtcnn, resnet50, yolov3
 
 
 def converters() -> dict[str, ModuleType]:
-    return {"resnet50": resnet50, "mtcnn": mtcnn}
+    return {"resnet50": resnet50, "mtcnn": mtcnn, "yolov3": yolov3}

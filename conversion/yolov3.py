@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from conversion import darknet, samples, tf_export
+from conversion import darknet, darknet_onnx, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
 from picmetric.paths import MODEL_REPOSITORY
@@ -98,22 +98,22 @@ def load(
 
 
 def export(cfg: Path, weights: weights_lib.Weights, size: int, path: Path) -> dict[str, object]:
-    """Write the ONNX model to `path` and check it against TensorFlow on real photos."""
+    """Write the ONNX model to `path` and check it against the Keras model (with the decode in
+    TensorFlow) on real photos."""
     import tensorflow as tf
 
     if size % 32:
         raise ValueError(f"--size must be a multiple of 32, not {size}.")
     network, conv_weights = load(cfg, weights)
+    darknet_onnx.save(darknet_onnx.build(network, conv_weights, size), path)
     model = darknet.keras_model(network, conv_weights, size)
-    signature = [tf.TensorSpec([None, size, size, 3], tf.uint8, name="image")]
 
-    @tf.function(input_signature=signature)
+    @tf.function
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         heads = model(tf.cast(image, tf.float32) / 255.0, training=False)
         boxes, scores = darknet.decode(network, list(heads), size)
         return {"boxes": boxes, "scores": scores}
 
-    tf_export.export_function(serve, signature, ["boxes", "scores"], path)
     diffs, candidates = validate(serve, path, size)
     return {
         "cfg": cfg.name,
@@ -125,7 +125,7 @@ def export(cfg: Path, weights: weights_lib.Weights, size: int, path: Path) -> di
 
 
 def validate(serve: Any, path: Path, size: int) -> tuple[dict[str, float], int]:
-    """Compare ONNX Runtime on the exported file with the TensorFlow graph on sample photos;
+    """Compare ONNX Runtime on the exported file with Keras + TensorFlow on sample photos;
     returns the max abs differences and the number of candidates per image."""
     import onnxruntime as ort
 
@@ -148,8 +148,7 @@ def set_input_size(repository: Path, size: int) -> None:
     """Make the Triton configs in `repository` agree with the exported input size."""
     for model in SIZED_CONFIGS:
         config = repository / model / "config.pbtxt"
-        if not config.exists():
-            log.warning("%s is missing; set its input size to %d by hand", config, size)
+        if not config.exists():  # a scratch repository with the backbone only
             continue
         text = config.read_text()
         new = re.sub(r"dims: \[ \d+, \d+, 3 \]", f"dims: [ {size}, {size}, 3 ]", text)
@@ -172,7 +171,7 @@ def convert(
     weights = resolve(spec, seed, cfg, expected_hash)
     darknet.check_weights_size(weights.path, darknet.parse_cfg(path))  # fail before any work
     key = export_lib.cache_key(
-        [export_lib, tf_export, darknet, sys.modules[__name__]],
+        [export_lib, darknet, darknet_onnx, sys.modules[__name__]],
         weights,
         {"cfg": path.read_text(), "size": size},
     )

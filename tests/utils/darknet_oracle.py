@@ -34,7 +34,10 @@ class OpenCVDarknet:
 
 
 def opencv_nms(
-    boxes: np.ndarray, scores: np.ndarray, score_threshold: float, iou_threshold: float,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    iou_threshold: float,
     max_detections: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class-wise NMS with OpenCV's `NMSBoxesBatched` over every (box, class) pair above the
@@ -47,10 +50,43 @@ def opencv_nms(
     values = scores[rows, classes]
     keep = np.asarray(
         cv2.dnn.NMSBoxesBatched(
-            xywh.astype(np.float64).tolist(), values.astype(np.float64).tolist(),
-            classes.tolist(), score_threshold, iou_threshold,
+            xywh.astype(np.float64).tolist(),
+            values.astype(np.float64).tolist(),
+            classes.tolist(),
+            score_threshold,
+            iou_threshold,
         ),
         dtype=np.int64,
     ).reshape(-1)
     keep = keep[np.argsort(-values[keep], kind="stable")][:max_detections]
     return picked[keep], values[keep], classes[keep].astype(np.int32)
+
+
+def assert_same_detections(
+    got: tuple[np.ndarray, np.ndarray, np.ndarray],
+    want: tuple[np.ndarray, np.ndarray, np.ndarray],
+    score_threshold: float,
+    min_iou: float = 0.99,
+    score_atol: float = 1e-3,
+) -> None:
+    """Every detection (boxes, scores, classes) of one side has a partner on the other: same
+    class, IoU > `min_iou`, scores within `score_atol`. Detections within `score_atol` of the
+    threshold may be missing on the other side (float32 noise decides them)."""
+    for mine, theirs, label in ((got, want, "extra"), (want, got, "missing")):
+        for box, score, cls in zip(*mine, strict=True):
+            if score <= score_threshold + score_atol:
+                continue
+            same = np.nonzero(theirs[2] == cls)[0]
+            partners = [
+                i
+                for i in same
+                if _iou(box, theirs[0][i]) > min_iou and abs(theirs[1][i] - score) < score_atol
+            ]
+            assert partners, f"{label} detection: class {cls}, score {score:.4f}, box {box}"
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    low, high = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(np.prod(np.clip(high - low, 0, None)))
+    union = float(np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2])) - inter
+    return inter / union if union > 0 else 0.0

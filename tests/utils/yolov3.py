@@ -91,8 +91,12 @@ def crafted_image(
     row, column = cell
     x0, y0 = column * CRAFTED_STRIDE + 4, row * CRAFTED_STRIDE + 4
     x1, y1 = x0 + CRAFTED_STRIDE - 8, y0 + CRAFTED_STRIDE - 8
-    if not (geometry.left <= x0 and x1 <= geometry.left + geometry.new_width
-            and geometry.top <= y0 and y1 <= geometry.top + geometry.new_height):
+    if not (
+        geometry.left <= x0
+        and x1 <= geometry.left + geometry.new_width
+        and geometry.top <= y0
+        and y1 <= geometry.top + geometry.new_height
+    ):
         raise ValueError(f"cell {cell} is not inside the letterboxed {height}x{width} image")
     sx, sy = width / geometry.new_width, height / geometry.new_height
     left, right = math.ceil((x0 - geometry.left) * sx), int((x1 - geometry.left) * sx)
