@@ -34,7 +34,10 @@ def test_letterbox_geometry_agrees_with_postprocess_model(size: int) -> None:
     for height, width in shapes:
         client = letterbox_geometry(height, width, size)
         assert post.letterbox_geometry(height, width, size) == (
-            client.new_height, client.new_width, client.top, client.left
+            client.new_height,
+            client.new_width,
+            client.top,
+            client.left,
         )
         np.testing.assert_array_equal(
             post.undo_letterbox(boxes, height, width, size), client.to_original(boxes)
@@ -62,8 +65,12 @@ def test_undo_letterbox_clips_to_the_image() -> None:
 
 def test_nms_suppresses_overlaps_within_a_class_only() -> None:
     boxes, scores = _candidates(
-        [([0, 0, 100, 100], 0, 0.9), ([5, 5, 105, 105], 0, 0.8), ([5, 5, 105, 105], 1, 0.7),
-         ([200, 200, 250, 250], 0, 0.6)]
+        [
+            ([0, 0, 100, 100], 0, 0.9),
+            ([5, 5, 105, 105], 0, 0.8),
+            ([5, 5, 105, 105], 1, 0.7),
+            ([200, 200, 250, 250], 0, 0.6),
+        ]
     )
     (result,) = post.detect([boxes], [scores], [(416, 416)], [SETTINGS], 416)
     np.testing.assert_array_equal(result.classes, [0, 1, 0])
@@ -136,14 +143,23 @@ def test_pad_detections_marks_padding_with_class_minus_one() -> None:
 
 
 def test_settings_from_config_and_request_overrides() -> None:
-    config = {"score_threshold": "0.3", "iou_threshold": "0.5", "max_detections": "7",
-              "pre_nms_top_k": "50"}
+    config = {
+        "score_threshold": "0.3",
+        "iou_threshold": "0.5",
+        "max_detections": "7",
+        "pre_nms_top_k": "50",
+    }
     settings = post.Settings.from_config(config)
     assert settings == post.Settings(0.3, 0.5, 7, 50)
     assert settings.override({"max_detections": 3, "unrelated": "x"}).max_detections == 3
     assert settings.override({"score_threshold": "0.6"}).score_threshold == 0.6
-    for bad in ({"score_threshold": 1.5}, {"iou_threshold": 0}, {"max_detections": "many"},
-                {"max_detections": True}, {"pre_nms_top_k": 0}):
+    for bad in (
+        {"score_threshold": 1.5},
+        {"iou_threshold": 0},
+        {"max_detections": "many"},
+        {"max_detections": True},
+        {"pre_nms_top_k": 0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
             settings.override(bad)
     with pytest.raises(ValueError, match="missing"):
