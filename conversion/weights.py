@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +133,15 @@ def _from_file(path: Path, canonical: CanonicalWeights, source: str) -> Weights:
     return Weights(path=path, kind=kind, sha256=file_digest(path), source=source)
 
 
+def _generator_version(make_random: Callable[[Path, int], None]) -> str:
+    """A hash of the module that generates random weights: a change there makes a new file."""
+    source = Path(str(sys.modules[make_random.__module__].__file__)).read_bytes()
+    return hashlib.sha256(source).hexdigest()[:8]
+
+
 def _random(name: str, seed: int, suffix: str, make_random: Callable[[Path, int], None]) -> Weights:
-    path = cache_dir() / "weights" / f"{name}-random-seed{seed}{suffix}"
+    version = _generator_version(make_random)
+    path = cache_dir() / "weights" / f"{name}-random-seed{seed}-{version}{suffix}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
