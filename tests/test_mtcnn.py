@@ -95,6 +95,7 @@ def test_mtcnn_request_parameters_change_the_result(
     large_only = infer(client, images["collage"], {"min_face_size": 100})
     assert len(default) == 7
     assert len(strict) < len(default) and np.all(strict.scores > 0.99999)
+
     def smallest(faces: Detections) -> float:
         return float(np.min(faces.boxes[:, 2] - faces.boxes[:, 0]))
 

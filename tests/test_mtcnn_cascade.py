@@ -290,9 +290,7 @@ def test_detect_faces_on_tiny_images_needs_no_network() -> None:
         raise AssertionError("no network call expected")
 
     for shape in ((11, 11, 3), (1, 600, 3), (600, 1, 3), (0, 0, 3)):
-        faces = asyncio.run(
-            mc.detect_faces(np.zeros(shape, np.uint8), mc.Parameters(), no_network)
-        )
+        faces = asyncio.run(mc.detect_faces(np.zeros(shape, np.uint8), mc.Parameters(), no_network))
         assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
 
 
