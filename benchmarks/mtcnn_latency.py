@@ -14,6 +14,7 @@ likewise; the rest is the Python model: pyramid resampling, crops, NMS and BLS o
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import logging
 import shutil
@@ -135,8 +136,8 @@ def main() -> None:
                 before = stats(client)
                 package, triton = median_ms(
                     args.repeats,
-                    lambda i=image: detector.detect_faces(i),
-                    lambda i=image: triton_infer(client, i),
+                    functools.partial(detector.detect_faces, image),
+                    functools.partial(triton_infer, client, image),
                 )
                 after = stats(client)
                 delta = {
@@ -145,9 +146,9 @@ def main() -> None:
                 total = delta["mtcnn"]["request_ns"]
                 pnet = delta["mtcnn_pnet"]["compute_ns"] / total
                 later = (delta["mtcnn_rnet"]["compute_ns"] + delta["mtcnn_onet"]["compute_ns"])
+                pixels = image.astype(np.float32)
                 (resample,) = median_ms(
-                    args.repeats,
-                    lambda i=image, s=scales: cascade.pyramid(i.astype(np.float32), s),
+                    args.repeats, functools.partial(cascade.pyramid, pixels, scales)
                 )
                 print(
                     f"{name:<22}{f'{width}x{height}':>11}{faces:>6}{len(scales):>7}"
