@@ -46,6 +46,9 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=defaults.http)
     parser.add_argument("--grpc-port", type=int, default=defaults.grpc)
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
+    parser.add_argument(
+        "--triton-host", default=defaults.host, help="Triton's listen address (0.0.0.0: all)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +100,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_triton(args: argparse.Namespace) -> None:
-    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
+    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
     try:
@@ -126,7 +129,7 @@ def run_gateway(args: argparse.Namespace, triton_grpc_url: str | None = None) ->
 
 def run_serve(args: argparse.Namespace) -> None:
     """Triton first (until ready), then the gateway in this process; Ctrl+C stops both."""
-    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port)
+    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
     try:

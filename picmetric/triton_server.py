@@ -38,6 +38,7 @@ class TritonPorts:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+    host: str = "127.0.0.1"  # 0.0.0.0 to let other machines call this Triton
 
 
 def free_port() -> int:
@@ -110,6 +111,14 @@ def server_environment(libs: Path) -> dict[str, str]:
     return env
 
 
+def _die_with_parent(args: list[str]) -> list[str]:
+    """Wrap the command so Triton gets SIGTERM when the process that started it dies, even by
+    SIGKILL (a killed test run must leave no server behind). util-linux's setpriv sets the
+    parent-death signal without a preexec_fn, which is unsafe in threaded programs."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+
+
 class TritonServer:
     """A local tritonserver process: `with TritonServer(...) as server:` starts it and waits
     until it is ready; leaving the block stops it."""
@@ -146,6 +155,9 @@ class TritonServer:
             str(server / "bin" / "tritonserver"),
             f"--model-repository={self.repository}",
             f"--backend-directory={assemble_backends(server)}",
+            f"--http-address={self.ports.host}",
+            f"--grpc-address={self.ports.host}",
+            f"--metrics-address={self.ports.host}",
             f"--http-port={self.ports.http}",
             f"--grpc-port={self.ports.grpc}",
             f"--metrics-port={self.ports.metrics}",
@@ -168,7 +180,11 @@ class TritonServer:
         )
         with self.log_file.open("wb") as out:
             self.process = subprocess.Popen(
-                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                _die_with_parent(args),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         started = time.perf_counter()
         self._wait_ready(timeout)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,21 +59,23 @@ def test_picmetric_triton_serves_and_stops_on_sigterm(
         str(ports.metrics),
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{ports.http}/v2/models/resnet50/ready").is_success:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("picmetric triton did not become ready")
+        while not any("Serving" in line for line in lines):
+            if time.monotonic() > deadline or process.poll() is not None:
+                pytest.fail("picmetric triton did not become ready:\n" + "".join(lines))
+            time.sleep(0.2)
+        assert httpx.get(f"http://127.0.0.1:{ports.http}/v2/models/resnet50/ready").is_success
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
+    output = "".join(lines)
     assert process.returncode == 0, output
     assert "Triton is ready" in output and "Stopping Triton" in output
     with pytest.raises(httpx.TransportError):
