@@ -54,7 +54,8 @@ def load_images(large: bool) -> dict[str, np.ndarray]:
 def prepare_repository(target: Path) -> Path:
     for model in MODELS:
         shutil.copytree(
-            MODEL_REPOSITORY / model, target / model,
+            MODEL_REPOSITORY / model,
+            target / model,
             ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
         )
     converter.convert(target)
@@ -121,17 +122,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repository = prepare_repository(Path(tmp))
         ports = TritonPorts(free_port(), free_port(), free_port())
-        with TritonServer(repository, ports) as server, grpcclient.InferenceServerClient(
-            server.grpc_url
-        ) as client:
+        with (
+            TritonServer(repository, ports) as server,
+            grpcclient.InferenceServerClient(server.grpc_url) as client,
+        ):
             print(
                 f"{'image':<22}{'size':>11}{'faces':>6}{'levels':>7}{'package ms':>12}"
                 f"{'triton ms':>11}{'ratio':>7}{'PNet':>7}{'RNet+ONet':>10}{'resample ms':>13}"
             )
             for name, image in images.items():
                 height, width = image.shape[:2]
-                scales = cascade.pyramid_scales(height, width, params.min_face_size,
-                                                params.scale_factor)
+                scales = cascade.pyramid_scales(
+                    height, width, params.min_face_size, params.scale_factor
+                )
                 faces = triton_infer(client, image)
                 before = stats(client)
                 package, triton = median_ms(
@@ -140,12 +143,10 @@ def main() -> None:
                     functools.partial(triton_infer, client, image),
                 )
                 after = stats(client)
-                delta = {
-                    m: {k: after[m][k] - before[m][k] for k in after[m]} for m in MODELS
-                }
+                delta = {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in MODELS}
                 total = delta["mtcnn"]["request_ns"]
                 pnet = delta["mtcnn_pnet"]["compute_ns"] / total
-                later = (delta["mtcnn_rnet"]["compute_ns"] + delta["mtcnn_onet"]["compute_ns"])
+                later = delta["mtcnn_rnet"]["compute_ns"] + delta["mtcnn_onet"]["compute_ns"]
                 pixels = image.astype(np.float32)
                 (resample,) = median_ms(
                     args.repeats, functools.partial(cascade.pyramid, pixels, scales)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
+from _throughput import items_per_second
 
 from conversion.samples import sample_photos
 from picmetric.paths import MODEL_REPOSITORY
@@ -23,16 +23,6 @@ from picmetric.preprocessing import resize_for_resnet50
 from picmetric.triton_server import TritonPorts, TritonServer, free_port
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
-
-
-def images_per_second(
-    infer: Callable[[np.ndarray], object], images: list[np.ndarray], workers: int
-) -> float:
-    infer(images[0])  # warm-up
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(infer, images))
-    return len(images) / (time.perf_counter() - started)
 
 
 def triton_infer(grpc_url: str) -> Callable[[np.ndarray], object]:
@@ -64,8 +54,8 @@ def main() -> None:
         print(f"Triton start-up: {time.perf_counter() - started:.1f} s")
         print("concurrency  onnxruntime img/s  triton-grpc img/s  triton/onnxruntime")
         for workers in (1, 8):
-            direct = images_per_second(raw, images, workers)
-            served = images_per_second(triton_infer(server.grpc_url), images, workers)
+            direct = items_per_second(raw, images, workers)
+            served = items_per_second(triton_infer(server.grpc_url), images, workers)
             print(f"{workers:>11}  {direct:>17.1f}  {served:>17.1f}  {served / direct:>18.2f}")
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
+from _throughput import items_per_second
 
 from conversion.samples import sample_photos
 from picmetric.paths import MODEL_REPOSITORY
@@ -27,18 +27,6 @@ from picmetric.triton_server import TritonPorts, TritonServer, free_port
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 STEPS = ("yolov3_backbone", "yolov3_postprocess")
-
-
-def images_per_second(
-    infer: Callable[[tuple[np.ndarray, Letterbox]], object],
-    images: list[tuple[np.ndarray, Letterbox]],
-    workers: int,
-) -> float:
-    infer(images[0])  # warm-up
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(infer, images))
-    return len(images) / (time.perf_counter() - started)
 
 
 def triton_infer(grpc_url: str) -> Callable[[tuple[np.ndarray, Letterbox]], object]:
@@ -88,17 +76,21 @@ def main() -> None:
     started = time.perf_counter()
     with TritonServer(args.repository, ports) as server:
         print(f"Triton start-up: {time.perf_counter() - started:.1f} s")
-        print("concurrency  onnxruntime img/s  yolov3 ensemble img/s  ensemble/onnxruntime"
-              "  postprocess share")
+        print(
+            "concurrency  onnxruntime img/s  yolov3 ensemble img/s  ensemble/onnxruntime"
+            "  postprocess share"
+        )
         for workers in (1, 4):
-            direct = images_per_second(raw, images, workers)
+            direct = items_per_second(raw, images, workers)
             before = compute_ns(server.grpc_url)
-            served = images_per_second(triton_infer(server.grpc_url), images, workers)
+            served = items_per_second(triton_infer(server.grpc_url), images, workers)
             after = compute_ns(server.grpc_url)
             spent = {model: after[model] - before[model] for model in STEPS}
             share = spent["yolov3_postprocess"] / max(1, sum(spent.values()))
-            print(f"{workers:>11}  {direct:>17.2f}  {served:>21.2f}  {served / direct:>20.2f}"
-                  f"  {share:>17.1%}")
+            print(
+                f"{workers:>11}  {direct:>17.2f}  {served:>21.2f}  {served / direct:>20.2f}"
+                f"  {share:>17.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -99,22 +99,6 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_triton(args: argparse.Namespace) -> None:
-    ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    server = TritonServer(args.repository, ports)
-    try:
-        server.start()
-        log.info("Serving; press Ctrl+C to stop")
-        code = server.wait()
-        log.error("Triton exited with code %d.\n%s", code, server.log_tail())
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log.info("Stopping Triton")
-    finally:
-        server.stop()
-
-
 def run_gateway(args: argparse.Namespace, triton_grpc_url: str | None = None) -> None:
     import uvicorn
 
@@ -127,14 +111,21 @@ def run_gateway(args: argparse.Namespace, triton_grpc_url: str | None = None) ->
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
 
-def run_serve(args: argparse.Namespace) -> None:
-    """Triton first (until ready), then the gateway in this process; Ctrl+C stops both."""
+def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
+    """Triton until ready, then (with_gateway) the gateway in this process; Ctrl+C or SIGTERM
+    stops both, Triton last."""
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
     try:
         server.start()
-        run_gateway(args, triton_grpc_url=server.grpc_url)
+        if with_gateway:
+            run_gateway(args, triton_grpc_url=server.grpc_url)
+            return
+        log.info("Serving; press Ctrl+C to stop")
+        code = server.wait()
+        log.error("Triton exited with code %d.\n%s", code, server.log_tail())
+        sys.exit(1)
     except KeyboardInterrupt:
         pass
     finally:
@@ -168,10 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.command == "convert":
             run_convert(args)
-        elif args.command == "triton":
-            run_triton(args)
-        elif args.command == "serve":
-            run_serve(args)
+        elif args.command in ("triton", "serve"):
+            run_servers(args, with_gateway=args.command == "serve")
         elif args.command == "gateway":
             run_gateway(args)
         elif args.command == "analyze":
