@@ -29,6 +29,7 @@ from tests.utils.mtcnn_faces import (
     oracle,
     photos,
 )
+from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
 
@@ -232,11 +233,11 @@ def test_mtcnn_runs_pnet_per_pyramid_level_and_one_rnet_and_onet_request(
     image = images["collage"]
     params = cascade().Parameters()
     levels = cascade().pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor)
-    before = _request_counts(client)
+    want = {"mtcnn_pnet": len(levels), "mtcnn_rnet": 1, "mtcnn_onet": 1}
+    before = settled(lambda: _request_counts(client))
     infer(client, image)
-    after = _request_counts(client)
-    delta = {model: after[model] - before[model] for model in after}
-    assert delta == {"mtcnn_pnet": len(levels), "mtcnn_rnet": 1, "mtcnn_onet": 1}
+    after = settled(lambda: _request_counts(client))
+    assert {model: after[model] - before[model] for model in after} == want
 
 
 def test_mtcnn_networks_record_the_package_weights(model_repository: Path) -> None:

@@ -16,6 +16,7 @@ from conversion import resnet50
 from picmetric.preprocessing import resize_for_resnet50
 from picmetric.triton_server import TritonServer
 from tests.conftest import TEST_SEED
+from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +91,11 @@ def test_resnet50_classification_extension_returns_label_names(
 
 
 def _statistics(client: grpcclient.InferenceServerClient) -> tuple[int, int]:
-    stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
-    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+    def read() -> tuple[int, int]:
+        stats = client.get_inference_statistics(MODEL, as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    return settled(read)
 
 
 def test_resnet50_dynamic_batching_runs_fewer_executions_than_inferences(

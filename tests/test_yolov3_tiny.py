@@ -18,6 +18,7 @@ from picmetric.preprocessing import letterbox, letterbox_geometry
 from picmetric.triton_server import TritonPorts, TritonServer, free_port
 from tests.conftest import TEST_SEED
 from tests.utils.darknet_oracle import OpenCVDarknet, assert_same_detections, opencv_nms
+from tests.utils.triton_stats import settled
 from tests.utils.yolov3 import (
     CRAFTED_CLASS,
     copy_yolov3_repository,
@@ -140,10 +141,10 @@ def test_concurrent_requests_of_different_sizes_each_get_their_own_detections(
             return _detect(client, image)
 
     with grpcclient.InferenceServerClient(crafted_triton.grpc_url) as client:
-        before = client.get_inference_statistics("yolov3_backbone", as_json=True)
+        before = settled(lambda: client.get_inference_statistics("yolov3_backbone", as_json=True))
         with ThreadPoolExecutor(len(cases)) as pool:
             results = list(pool.map(detect, [image for image, _ in cases]))
-        after = client.get_inference_statistics("yolov3_backbone", as_json=True)
+        after = settled(lambda: client.get_inference_statistics("yolov3_backbone", as_json=True))
     for (image, want), (boxes, _, classes) in zip(cases, results, strict=True):
         assert classes.tolist() == [CRAFTED_CLASS], image.shape
         np.testing.assert_allclose(boxes[0], want, atol=0.05, err_msg=str(image.shape))

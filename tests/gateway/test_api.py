@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 
 from picmetric.triton_server import TritonServer, free_port
 from tests.gateway.conftest import BUCKET, Gateway, s3_client
+from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +125,12 @@ def test_v1_upload_goes_to_s3_then_is_readable_by_id(gateway: Gateway, photo_ser
 
 def _inference_count(triton: TritonServer) -> int:
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-        stats = client.get_inference_statistics("resnet50", as_json=True)["model_stats"][0]
-    return int(stats.get("inference_count", 0))
+
+        def read() -> int:
+            stats = client.get_inference_statistics("resnet50", as_json=True)["model_stats"][0]
+            return int(stats.get("inference_count", 0))
+
+        return settled(read)
 
 
 def test_cache_hit_leaves_triton_statistics_unchanged(

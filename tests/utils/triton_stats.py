@@ -1,0 +1,23 @@
+"""Reading Triton's statistics in tests: a model reports them just after it answered, so a read
+right after a reply may trail it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def settled(read: Callable[[], T], quiet_s: float = 0.3, timeout_s: float = 10.0) -> T:
+    """Call `read` until its value has not changed for `quiet_s` seconds."""
+    last = read()
+    still_since = time.monotonic()
+    deadline = still_since + timeout_s
+    while time.monotonic() - still_since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.05)
+        value = read()
+        if value != last:
+            last, still_since = value, time.monotonic()
+    return last
