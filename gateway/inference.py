@@ -151,7 +151,7 @@ async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Dete
     return [
         {"label": names[int(c)], "confidence": float(s), "box": _box(*map(float, box))}
         for box, s, c in zip(boxes, scores, classes, strict=True)
-        if s >= options.threshold
+        if s >= options.threshold and c >= 0  # -1 pads multi-image requests
     ]
 
 
