@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from gateway import metrics
 from gateway.decode import decode_rgb
 from gateway.fetch import FetchedImage, fetch
@@ -72,7 +74,8 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
         metrics.CACHE_HITS.inc()
         return response(cached, cached=True)
     with _stage("decode", timings):
-        rgb = decode_rgb(image.data, services.settings.max_image_pixels)
+        # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
+        rgb = await run_in_threadpool(decode_rgb, image.data, services.settings.max_image_pixels)
     results, preprocess = await run_models(specs, services.call(), rgb, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from starlette.concurrency import run_in_threadpool
 from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
@@ -183,7 +184,7 @@ async def run_models(
     """Prepare every model's tensors, then run the models concurrently. Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
-    prepared = [spec.prepare(rgb) for spec in specs]
+    prepared = await run_in_threadpool(lambda: [spec.prepare(rgb) for spec in specs])
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
         *(_infer(s, call, p, options) for s, p in zip(specs, prepared, strict=True))
