@@ -40,7 +40,7 @@ _BOTH_BODIES = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/AnalyzeRequest"}},
+            "application/json": {"schema": AnalyzeRequest.model_json_schema()},
             "multipart/form-data": _MULTIPART,
         },
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -231,6 +232,10 @@ def test_health_readiness_models_and_docs(gateway: Gateway) -> None:
     assert models["mtcnn"]["weights"]["kind"] == "pretrained"
     spec = httpx.get(f"{gateway.url}/openapi.json").json()
     assert {"/api", "/v1/analyze", "/v1/images", "/v1/models"} <= set(spec["paths"])
+    body = spec["paths"]["/v1/analyze"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "multipart/form-data"}
+    refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(spec))
+    assert set(refs) <= set(spec["components"]["schemas"]), "dangling $ref in the OpenAPI spec"
     assert httpx.get(f"{gateway.url}/docs").status_code == 200
 
 
