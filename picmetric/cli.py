@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from pydantic import ValidationError
+
 from picmetric import gpu, tensorrt
 from picmetric.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
@@ -173,3 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     except (TritonError, RuntimeError) as exc:
         log.error("%s", exc)
         sys.exit(1)
+    except ValidationError as exc:  # a PICMETRIC_* setting that makes no sense
+        problems = "; ".join(
+            f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        log.error("Invalid settings: %s", problems)
+        sys.exit(2)
