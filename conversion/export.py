@@ -17,7 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from conversion.weights import Weights
-from picmetric.paths import cache_dir
+from picmetric.paths import cache_dir, publish_folder
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,15 @@ def cache_key(modules: Iterable[ModuleType], weights: Weights, options: dict[str
     return h.hexdigest()[:16]
 
 
-def installed_key(repository: Path, model: str) -> str | None:
-    """The cache key of the model currently installed in `repository`, if any."""
-    record = repository / model / "1" / PROVENANCE_FILE
-    if not record.exists() or not (record.parent / MODEL_FILE).exists():
-        return None
-    return str(json.loads(record.read_text()).get("cache_key"))
-
-
 def compare_outputs(name: str, got: np.ndarray, want: np.ndarray, atol: float) -> float:
     """Max abs difference between the exported and the source model; raises above `atol`."""
+    if got.shape != want.shape:
+        raise ValidationError(
+            f"{name}: ONNX output shape {got.shape} differs from the source model's {want.shape}; "
+            "the model was not installed."
+        )
     diff = float(np.max(np.abs(got.astype(np.float64) - want))) if want.size else 0.0
-    if got.shape != want.shape or diff > atol:
+    if diff > atol:
         raise ValidationError(
             f"{name}: ONNX output differs from the source model (shape {got.shape} vs "
             f"{want.shape}, max abs diff {diff:.3g} > {atol:g}); the model was not installed."
@@ -76,7 +73,11 @@ def convert_cached(
         staging = cached.with_name(f"{key}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        extra = export(staging / MODEL_FILE)
+        try:
+            extra = export(staging / MODEL_FILE)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         record = {
             "model": model,
             "cache_key": key,
@@ -86,8 +87,7 @@ def convert_cached(
             **extra,
         }
         (staging / PROVENANCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        shutil.rmtree(cached, ignore_errors=True)
-        os.replace(staging, cached)
+        publish_folder(staging, cached)
         log.info("Converted %s in %.0f s", model, record["conversion_seconds"])
     else:
         log.info("%s is cached (%s)", model, weights.describe())

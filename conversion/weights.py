@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +83,8 @@ def download(url: str, expected: str | None, dest: Path) -> Path:
     """Download `url` to `dest` through `dest.part` (resumed when a previous try left one),
     verify `expected` ("algo:hex") and only then move it into place."""
     if dest.exists():
+        if expected:
+            _check_digest(dest, expected)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -94,6 +95,10 @@ def download(url: str, expected: str | None, dest: Path) -> Path:
         with httpx.stream(
             "GET", url, headers=headers, timeout=DOWNLOAD_TIMEOUT, follow_redirects=True
         ) as response:
+            if response.status_code == 416:  # the partial file is already complete
+                response.close()
+                part.unlink()
+                return download(url, expected, dest)
             response.raise_for_status()
             if response.status_code != 206:
                 offset = 0
@@ -133,14 +138,17 @@ def _from_file(path: Path, canonical: CanonicalWeights, source: str) -> Weights:
     return Weights(path=path, kind=kind, sha256=file_digest(path), source=source)
 
 
-def _generator_version(make_random: Callable[[Path, int], None]) -> str:
-    """A hash of the module that generates random weights: a change there makes a new file."""
-    source = Path(str(sys.modules[make_random.__module__].__file__)).read_bytes()
-    return hashlib.sha256(source).hexdigest()[:8]
+def _generator_version() -> str:
+    """A hash of the converter code (where random weights are made): any change there makes a
+    new random file rather than reusing one an older generator wrote."""
+    h = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _random(name: str, seed: int, suffix: str, make_random: Callable[[Path, int], None]) -> Weights:
-    version = _generator_version(make_random)
+    version = _generator_version()
     path = cache_dir() / "weights" / f"{name}-random-seed{seed}-{version}{suffix}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -17,3 +18,14 @@ def cache_dir() -> Path:
     path = Path(base) / "picmetric"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Move a finished staging folder into place atomically. If a concurrent run got there
+    first (same key, so same content), keep theirs and drop ours."""
+    try:
+        os.replace(staging, target)
+    except OSError:
+        if not target.exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)

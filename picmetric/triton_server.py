@@ -19,7 +19,13 @@ from types import TracebackType
 
 import httpx
 
-from picmetric.paths import BACKENDS_SOURCE, MODEL_REPOSITORY, PROJECT_ROOT, cache_dir
+from picmetric.paths import (
+    BACKENDS_SOURCE,
+    MODEL_REPOSITORY,
+    PROJECT_ROOT,
+    cache_dir,
+    publish_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,7 @@ def _python_libdir() -> str:
 
 def assemble_backends(server: Path) -> Path:
     """A backend directory: `python/` (backend + stub for this interpreter) and our Python-based
-    `onnxruntime/`. Keyed by content, so concurrent servers share it safely."""
+    `onnxruntime/`. Keyed by content and published atomically, so concurrent servers share it."""
     stub = server / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub"
     if not stub.exists():
         raise TritonError(
@@ -96,7 +102,7 @@ def assemble_backends(server: Path) -> Path:
         for name, source in files.items():
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, staging / name)
-        os.replace(staging, target)
+        publish_folder(staging, target)
     return target
 
 
@@ -137,16 +143,21 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def address(self) -> str:
+        """Where clients on this machine reach the server."""
+        return "127.0.0.1" if self.ports.host in ("0.0.0.0", "::") else self.ports.host
+
+    @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports.http}"
+        return f"{self.address}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        return f"{self.address}:{self.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+        return f"http://{self.address}:{self.ports.metrics}/metrics"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         server, libs = _pytriton_dirs()
@@ -169,6 +180,7 @@ class TritonServer:
         return args, env
 
     def start(self, timeout: float = 300.0) -> None:
+        self._check_ports_free()
         args, env = self.command()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         log.info(
@@ -195,6 +207,22 @@ class TritonServer:
             self.grpc_url,
             self.metrics_url,
         )
+
+    def _check_ports_free(self) -> None:
+        """Another server on our ports would answer the readiness probe in our place."""
+        for name, port in (
+            ("HTTP", self.ports.http),
+            ("gRPC", self.ports.grpc),
+            ("metrics", self.ports.metrics),
+        ):
+            with socket.socket() as probe:
+                try:
+                    probe.bind((self.ports.host, port))
+                except OSError as exc:
+                    raise TritonError(
+                        f"Triton's {name} port {port} on {self.ports.host} is taken "
+                        f"({exc.strerror}); stop what uses it or pick another port."
+                    ) from exc
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -80,3 +81,14 @@ def test_picmetric_triton_serves_and_stops_on_sigterm(
     assert "Triton is ready" in output and "Stopping Triton" in output
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{ports.http}/v2/health/live")
+
+
+def test_a_taken_port_is_a_clear_error_before_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = TritonServer(tmp_path, TritonPorts(free_port(), port, free_port()))
+        with pytest.raises(TritonError, match=f"gRPC port {port} on 127.0.0.1 is taken"):
+            server.start()
+    assert server.process is None

@@ -110,3 +110,27 @@ def test_convert_resnet50_from_url_checks_the_hash(
     assert provenance["weights"] == {"kind": "file", "source": url, "sha256": weights.sha256}
     downloads = tmp_path / "cache" / "picmetric" / "downloads"
     assert [p.name.endswith(weights.path.name) for p in downloads.iterdir()] == [True]
+
+
+def test_a_cached_download_is_checked_against_the_hash_asked_for(
+    served: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, payload = served
+    dest = tmp_path / "dl" / "weights.bin"
+    download(url, None, dest)
+    with pytest.raises(WeightsError, match="Checksum mismatch"):
+        download(url, "sha256:" + "0" * 64, dest)
+    assert download(url, f"sha256:{file_digest(payload)}", dest) == dest
+
+
+def test_a_complete_partial_file_is_not_stuck(served: tuple[str, Path], tmp_path: Path) -> None:
+    """A run killed after the last byte but before the rename leaves a full .part; the server
+    answers 416 to its range request, and the download starts over."""
+    _, payload = served
+    dest = tmp_path / "dl" / "weights.bin"
+    dest.parent.mkdir()
+    (dest.parent / "weights.bin.part").write_bytes(payload.read_bytes())
+    with serve_directory(payload.parent) as (base, requests):
+        download(f"{base}/weights.bin", f"sha256:{file_digest(payload)}", dest)
+    assert dest.read_bytes() == payload.read_bytes()
+    assert [r.get("Range") for r in requests] == [f"bytes={payload.stat().st_size}-", None]

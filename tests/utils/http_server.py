@@ -26,7 +26,14 @@ class RangeRequestHandler(SimpleHTTPRequestHandler):
             super().do_GET()
             return
         start = int(header.removeprefix("bytes=").split("-")[0])
-        body = path.read_bytes()[start:]
+        data = path.read_bytes()
+        if start >= len(data):  # as real servers answer a range past the end
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = data[start:]
         self.send_response(206)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/*")
