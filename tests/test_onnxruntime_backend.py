@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from picmetric.paths import BACKENDS_SOURCE
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer, free_port
 from tests.utils.tiny_models import GATHER_TABLE, write_gather_model
 from tests.utils.triton_stats import settled
 
@@ -80,3 +80,15 @@ def test_backend_batches_requests_and_a_failing_one_fails_alone(
         stats = settled(lambda: client.get_inference_statistics("gather", as_json=True))
         stats = stats["model_stats"][0]
     assert int(stats["execution_count"]) < int(stats["inference_count"])
+
+
+@pytest.mark.integration
+def test_a_config_that_disagrees_with_the_model_fails_to_load(tmp_path: Path) -> None:
+    """config.pbtxt says INT32 where the ONNX file gives float: the model must not load."""
+    write_gather_model(tmp_path)
+    config = tmp_path / "gather" / "config.pbtxt"
+    config.write_text(config.read_text().replace("TYPE_FP32", "TYPE_INT32"))
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    server = TritonServer(tmp_path, ports, log_file=tmp_path / "triton.log")
+    with pytest.raises(TritonError, match="config.pbtxt says int32"):
+        server.start(timeout=120)

@@ -43,6 +43,35 @@ def split_rows(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(array, np.cumsum(sizes)[:-1])
 
 
+# ONNX Runtime's type names for the tensor types our configs use.
+ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def check_outputs(
+    session: ort.InferenceSession, outputs: list[tuple[str, type]], path: str
+) -> None:
+    """Refuse to load when config.pbtxt names an output the model lacks or gives it another
+    type: the native backend refuses such a config too, and a silent cast would hide it."""
+    actual = {o.name: ORT_TYPES.get(o.type) for o in session.get_outputs()}
+    for name, dtype in outputs:
+        if name not in actual:
+            raise ValueError(f"{path} has no output '{name}' (it has {sorted(actual)}).")
+        if actual[name] is not None and np.dtype(actual[name]) != np.dtype(dtype):
+            raise ValueError(
+                f"Output '{name}' of {path} is {np.dtype(actual[name])}, config.pbtxt says "
+                f"{np.dtype(dtype)}."
+            )
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
@@ -58,6 +87,7 @@ class TritonPythonModel:
         self.outputs = [
             (o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]
         ]
+        check_outputs(self.session, self.outputs, path)
 
     def execute(self, requests: list) -> list:
         feeds = [self._feed(request) for request in requests]
