@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command set-up for Picmetric's inference service.
-#   ./bootstrap.sh serve   create .venv, convert the models (cached), start Triton (+ gateway)
+#   ./bootstrap.sh serve   create .venv, convert the models (cached), start Triton and the gateway
 #   ./bootstrap.sh test    create .venv, lint, type-check, convert what tests need, run pytest
 #   sudo ./bootstrap.sh deploy   GPU host: Docker + NVIDIA toolkit, convert, docker compose up -d
 #   (no argument on a host with Docker and an NVIDIA GPU means deploy)
