@@ -79,7 +79,8 @@ class Yolo:
 
 @dataclass
 class ConvWeights:
-    """A convolution's parameters as darknet stores them (`bn` is beta, gamma, mean, var)."""
+    """A convolution's parameters as darknet stores them. With batch norm, `bias` is its beta
+    and `bn` holds (gamma, mean, var)."""
 
     bias: np.ndarray
     kernel: np.ndarray  # [filters, in_channels, size, size]
@@ -165,6 +166,11 @@ def parse_cfg(path: Path) -> Network:
             channels.append(sum(channels[s] for s in sources))
         elif layer.kind == "shortcut":
             source = absolute_index(index, int(layer.get("from")))
+            if not 0 <= source < index:
+                raise DarknetError(
+                    f"[shortcut] at line {layer.line}: from={layer.get('from')} is layer {source}, "
+                    f"not one of the {index} layers before it."
+                )
             if channels[source] != previous or layer.get("activation", "linear") != "linear":
                 raise DarknetError(f"[shortcut] at line {layer.line}: only linear, equal channels.")
             channels.append(previous)
@@ -202,8 +208,15 @@ def _conv(index: int, layer: Section, in_channels: int) -> Conv:
 
 def _yolo(index: int, layer: Section, in_channels: int) -> Yolo:
     values = [float(v) for v in layer.get("anchors").split(",") if v.strip()]
+    if len(values) % 2:
+        raise DarknetError(
+            f"[yolo] at line {layer.line}: anchors need width,height pairs, got {len(values)} "
+            "numbers."
+        )
     pairs = list(zip(values[0::2], values[1::2], strict=True))
     mask = layer.ints("mask", ",".join(str(i) for i in range(len(pairs))))
+    if any(not 0 <= i < len(pairs) for i in mask):
+        raise DarknetError(f"[yolo] at line {layer.line}: mask {mask} for {len(pairs)} anchors.")
     classes = int(layer.get("classes", "20"))
     if in_channels != len(mask) * (5 + classes):
         raise DarknetError(

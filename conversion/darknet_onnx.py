@@ -65,7 +65,8 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
             x = g.op(
                 "Conv",
                 [x, g.const(kernel.transpose(3, 2, 0, 1), "kernel"), g.const(bias, "bias")],
-                kernel_shape=[conv.size, conv.size], strides=[conv.stride, conv.stride],
+                kernel_shape=[conv.size, conv.size],
+                strides=[conv.stride, conv.stride],
                 pads=[p, p, p, p],
             )
             spatial = (spatial + 2 * p - conv.size) // conv.stride + 1
@@ -81,15 +82,25 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
         elif layer.kind == "upsample":
             stride = int(layer.get("stride", "2"))
             scales = g.const(np.array([1, 1, stride, stride], np.float32), "scales")
-            x = g.op("Resize", [x, "", scales], mode="nearest", nearest_mode="floor",
-                     coordinate_transformation_mode="asymmetric")
+            x = g.op(
+                "Resize",
+                [x, "", scales],
+                mode="nearest",
+                nearest_mode="floor",
+                coordinate_transformation_mode="asymmetric",
+            )
             spatial *= stride
         elif layer.kind == "maxpool":
             pool, stride = int(layer.get("size", "1")), int(layer.get("stride", "1"))
             # darknet pads size - 1 in all, (size - 1) // 2 of it before; padding never wins.
             before, after = (pool - 1) // 2, pool - 1 - (pool - 1) // 2
-            x = g.op("MaxPool", [x], kernel_shape=[pool, pool], strides=[stride, stride],
-                     pads=[before, before, after, after])
+            x = g.op(
+                "MaxPool",
+                [x],
+                kernel_shape=[pool, pool],
+                strides=[stride, stride],
+                pads=[before, before, after, after],
+            )
             spatial = (spatial + pool - 1 - pool) // stride + 1
         elif layer.kind == "yolo":
             heads.append(x)
@@ -105,7 +116,11 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
     graph = helper.make_graph(
         g.nodes,
         network.name,
-        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", size, size, 3])],
+        [
+            helper.make_tensor_value_info(
+                "image", TensorProto.UINT8, ["batch", size, size, network.channels]
+            )
+        ],
         [
             helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["batch", "candidates", 4]),
             helper.make_tensor_value_info(
@@ -120,7 +135,11 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
 
 
 def _decode(
-    g: _Graph, head: str, anchors: tuple[tuple[float, float], ...], classes: int, cells: int,
+    g: _Graph,
+    head: str,
+    anchors: tuple[tuple[float, float], ...],
+    classes: int,
+    cells: int,
     size: int,
 ) -> tuple[str, str]:
     """sigmoid + grid offset for the centre, exp x anchor for the size, objectness x class."""
@@ -135,8 +154,13 @@ def _decode(
     grid = np.repeat(grid.reshape(-1, 1, 2), len(anchors), axis=1).reshape(1, -1, 2)
     stride = np.float32(size / cells)
     half_anchor = np.tile(np.array(anchors, np.float32) / 2, (cells * cells, 1))[None]
-    centre = g.op("Mul", [g.op("Add", [g.op("Sigmoid", [xy]), g.const(grid, "grid")]),
-                          g.const(np.array(stride), "stride")])
+    centre = g.op(
+        "Mul",
+        [
+            g.op("Add", [g.op("Sigmoid", [xy]), g.const(grid, "grid")]),
+            g.const(np.array(stride), "stride"),
+        ],
+    )
     half = g.op("Mul", [g.op("Exp", [wh]), g.const(half_anchor, "anchors")])
     box = g.op("Concat", [g.op("Sub", [centre, half]), g.op("Add", [centre, half])], axis=2)
     score = g.op("Mul", [g.op("Sigmoid", [objectness]), g.op("Sigmoid", [class_logits])])

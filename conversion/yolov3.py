@@ -9,6 +9,7 @@ configs when `--size` is not the one they say."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import re
 import sys
@@ -40,6 +41,8 @@ CANONICAL = {
         digest="md5:3bcd6b390912c18924b46b26a9e7ff53",
     ),
 }
+# What a custom cfg is compared with: no URL and a digest no file has, so its weights are "file".
+UNPUBLISHED = weights_lib.CanonicalWeights(url="", digest="sha256:")
 # ONNX Runtime against TensorFlow, same float32 weights, 75 layers deep: boxes in units of the
 # input size (as darknet reports them; observed ~3e-5), scores in [0, 1].
 VALIDATION_ATOL_BOXES = 1e-4
@@ -70,14 +73,37 @@ def write_random_weights(cfg: Path, path: Path, seed: int) -> None:
     darknet.write_weights(path, network, weights)
 
 
+def canonical_weights(path: Path) -> weights_lib.CanonicalWeights | None:
+    """The published weights of a bundled cfg; None for any other cfg (even one named alike)."""
+    return CANONICAL.get(path.name) if path == DATA_DIR / path.name else None
+
+
 def resolve(
     spec: str, seed: int, cfg: str = "yolov3.cfg", expected_hash: str | None = None
 ) -> weights_lib.Weights:
+    """`--weights` for `cfg`. `auto` downloads the published weights of a bundled cfg; another
+    cfg has none, so it needs an explicit PATH, URL or `random` (WeightsError otherwise)."""
     path = cfg_path(cfg)
+    if not path.is_file():
+        raise darknet.DarknetError(
+            f"--cfg {cfg}: {path} does not exist; name {' or '.join(CFGS)} or a darknet .cfg."
+        )
+    canonical = canonical_weights(path)
+    if canonical is None and spec == "auto":
+        raise weights_lib.WeightsError(
+            f"--weights auto downloads the published weights of {' and '.join(CFGS)} only; "
+            f"{path} has none. Pass --weights PATH or URL with weights trained for it, or "
+            "--weights random."
+        )
+    # A custom cfg's random weights are cached under its content's hash: "yolov3.cfg" elsewhere
+    # must not reuse the bundled network's file.
+    name = path.stem
+    if canonical is None:
+        name += "-" + hashlib.sha256(path.read_bytes()).hexdigest()[:8]
     return weights_lib.resolve_weights(
         spec,
-        name=path.stem,
-        canonical=CANONICAL.get(path.name, CANONICAL["yolov3.cfg"]),
+        name=name,
+        canonical=canonical or UNPUBLISHED,
         seed=seed,
         random_suffix=".weights",
         make_random=lambda p, s: write_random_weights(path, p, s),
@@ -184,11 +210,15 @@ def convert(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--cfg", default="yolov3.cfg",
+        "--cfg",
+        default="yolov3.cfg",
         help=f"darknet network: {' or '.join(CFGS)} (bundled) or a path to a .cfg",
     )
     parser.add_argument(
-        "--size", type=int, default=YOLOV3_INPUT_SIZE, choices=SIZES,
+        "--size",
+        type=int,
+        default=YOLOV3_INPUT_SIZE,
+        choices=SIZES,
         help="network input size in pixels (square)",
     )
 

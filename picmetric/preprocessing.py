@@ -41,7 +41,8 @@ class Letterbox:
 
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Boxes [N, 4] (x_min, y_min, x_max, y_max) in letterboxed pixels to original-image
-        pixels, clipped to the image."""
+        pixels, clipped to the image: for `yolov3_backbone`'s candidates (the `yolov3` ensemble
+        already answers in original-image pixels)."""
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scale = np.array(
             [self.width / self.new_width, self.height / self.new_height] * 2, np.float32
@@ -67,7 +68,9 @@ def letterbox_geometry(height: int, width: int, size: int = YOLOV3_INPUT_SIZE) -
 def letterbox(rgb: np.ndarray, size: int = YOLOV3_INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
     """Resize an RGB uint8 image into a grey `size` x `size` square, keeping its aspect ratio:
     the [size, size, 3] tensor `yolov3` expects, and where the image went (send
-    `[height, width]` as `image_shape`; `Letterbox.to_original` maps boxes back)."""
+    `[height, width]` as `image_shape`). The `yolov3` ensemble already answers in original-image
+    pixels; `Letterbox.to_original` maps boxes back for clients that call `yolov3_backbone`
+    directly, and for tests."""
     geometry = letterbox_geometry(rgb.shape[0], rgb.shape[1], size)
     resized = cv2.resize(
         rgb, (geometry.new_width, geometry.new_height), interpolation=cv2.INTER_LINEAR

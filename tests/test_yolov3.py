@@ -140,3 +140,41 @@ def test_yolov3_bad_request_fails_alone(
     for result in results.values():
         assert not isinstance(result, InferenceServerException)
         np.testing.assert_allclose(result[1], first[1], atol=1e-5)
+
+
+def test_yolov3_postprocess_rejects_boxes_and_scores_that_disagree(triton: TritonServer) -> None:
+    """A direct caller sending fewer candidate boxes than score rows gets a clear INVALID_ARG
+    error; good requests sent at the same time still get their detections. (Triton batches only
+    requests of equal shapes, so those requests are checked per request in execute().)"""
+    boxes = np.array([[[10, 10, 50, 50], [12, 12, 52, 52], [200, 200, 260, 260]]], np.float32)
+    scores = np.zeros((1, 3, 80), np.float32)
+    scores[0, :, 7] = [0.9, 0.8, 0.7]
+
+    def call(rows: int) -> tuple[np.ndarray, np.ndarray] | InferenceServerException:
+        inputs = [
+            grpcclient.InferInput("candidate_boxes", [1, rows, 4], "FP32"),
+            grpcclient.InferInput("candidate_scores", [1, 3, 80], "FP32"),
+            grpcclient.InferInput("image_shape", [1, 2], "INT32"),
+        ]
+        inputs[0].set_data_from_numpy(boxes[:, :rows])
+        inputs[1].set_data_from_numpy(scores)
+        inputs[2].set_data_from_numpy(np.array([[416, 416]], np.int32))
+        try:
+            with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+                result = client.infer("yolov3_postprocess", inputs)
+        except InferenceServerException as exc:
+            return exc
+        return result.as_numpy("scores")[0], result.as_numpy("classes")[0]
+
+    cases = [3] * 3 + [2, 1] + [3] * 3
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = list(pool.map(call, cases))
+    for rows, result in zip(cases, results, strict=True):
+        if rows < 3:
+            assert isinstance(result, InferenceServerException), rows
+            assert "same batch and candidate counts" in str(result)
+            assert result.status() == "StatusCode.INVALID_ARGUMENT"
+        else:
+            assert not isinstance(result, InferenceServerException), result
+            np.testing.assert_allclose(result[0], [0.9, 0.7])
+            np.testing.assert_array_equal(result[1], [7, 7])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conversion import darknet, yolov3
+from conversion import weights as weights_lib
 from conversion.weights import WeightsError
 from picmetric.cli import main
 from tests.utils.yolov3 import write_crafted_tiny_weights
@@ -98,3 +99,48 @@ def test_unsupported_cfg_sections_are_named(tmp_path: Path) -> None:
     cfg.write_text("[net]\nwidth=32\n")
     with pytest.raises(darknet.DarknetError, match="needs 'height'"):
         darknet.parse_cfg(cfg)
+
+
+def test_malformed_shortcut_and_anchors_are_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "odd.cfg"
+    conv = "[convolutional]\nfilters=255\nsize=1\nactivation=linear\n\n"
+    cfg.write_text(f"[net]\nwidth=32\nheight=32\n\n{conv}[shortcut]\nfrom=-3\n")
+    with pytest.raises(darknet.DarknetError, match=r"\[shortcut\] at line 10: from=-3 is layer -2"):
+        darknet.parse_cfg(cfg)
+    cfg.write_text(f"[net]\nwidth=32\nheight=32\n\n{conv}[yolo]\nanchors=10,13,16\nclasses=80\n")
+    with pytest.raises(darknet.DarknetError, match=r"line 10: anchors need width,height pairs"):
+        darknet.parse_cfg(cfg)
+    cfg.write_text(f"[net]\nwidth=32\nheight=32\n\n{conv}[yolo]\nanchors=10,13\nmask=0,1,2\n")
+    with pytest.raises(darknet.DarknetError, match=r"mask \[0, 1, 2\] for 1 anchors"):
+        darknet.parse_cfg(cfg)
+
+
+@pytest.mark.parametrize("name", ["custom.cfg", "yolov3.cfg"])
+def test_auto_weights_need_a_bundled_cfg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """A cfg of our own (even one named like a bundled one) has no published weights: `auto`
+    fails before any download and says what to pass instead; a weights file still works."""
+    cfg = tmp_path / name
+    cfg.write_text(yolov3.cfg_path("yolov3-tiny.cfg").read_text())
+
+    def no_download(*args: object, **kwargs: object) -> Path:
+        raise AssertionError("auto must not download anything for a custom cfg")
+
+    monkeypatch.setattr(weights_lib, "download", no_download)
+    argv = ["convert", "yolov3", "--cfg", str(cfg), "--weights", "auto"]
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--repository", str(tmp_path / "repository")])
+    assert exit_info.value.code == 1
+    assert "--weights auto" in caplog.text and "--weights PATH or URL" in caplog.text
+    assert "--weights random" in caplog.text
+    weights = tmp_path / "tiny.weights"
+    write_crafted_tiny_weights(weights)
+    resolved = yolov3.resolve(str(weights), 0, str(cfg))
+    assert resolved.kind == "file" and resolved.path == weights
+    assert yolov3.resolve(str(weights), 0, "yolov3-tiny.cfg").kind == "file"  # not published
+
+
+def test_missing_cfg_is_named(tmp_path: Path) -> None:
+    with pytest.raises(darknet.DarknetError, match=r"nowhere\.cfg does not exist"):
+        yolov3.resolve("random", 0, str(tmp_path / "nowhere.cfg"))

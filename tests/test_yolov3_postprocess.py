@@ -87,6 +87,23 @@ def test_nms_keeps_a_box_at_exactly_the_iou_threshold() -> None:
     np.testing.assert_array_equal(keep, [0])
 
 
+def test_nms_of_one_image_ignores_a_huge_box_in_another() -> None:
+    """A finite but huge candidate (exp of a large size logit) in image 0 leaves the NMS of
+    image 1 as it is alone."""
+    huge, huge_scores = _candidates([([0, 0, 1e30, 1e30], 0, 0.95), ([0, 0, 100, 100], 0, 0.5)])
+    boxes, scores = _candidates(
+        [([0, 0, 100, 100], 3, 0.9), ([5, 5, 105, 105], 3, 0.8), ([5, 5, 105, 105], 4, 0.7)]
+    )
+    shapes, settings = [(416, 416)] * 2, [SETTINGS] * 2
+    alone = post.detect([boxes], [scores], shapes[:1], settings[:1], 416)[0]
+    first, second = post.detect([huge, boxes], [huge_scores, scores], shapes, settings, 416)
+    np.testing.assert_array_equal(second.classes, [3, 4])
+    for name in ("boxes", "scores", "classes"):
+        np.testing.assert_array_equal(getattr(second, name), getattr(alone, name))
+    np.testing.assert_array_equal(first.classes, [0, 0])  # IoU ~1e-56: both stay
+    np.testing.assert_allclose(first.boxes, [[0, 0, 416, 416], [0, 0, 100, 100]])
+
+
 def test_every_class_above_the_threshold_is_a_candidate() -> None:
     """As in darknet, one box scoring high for two classes yields two detections."""
     boxes = np.array([[10, 10, 50, 50]], np.float32)
@@ -170,3 +187,16 @@ def test_parse_shapes_rejects_non_positive_sizes() -> None:
     assert post.parse_shapes(np.array([[480, 640]], np.int32)) == [(480, 640)]
     with pytest.raises(ValueError, match="positive"):
         post.parse_shapes(np.array([[0, 640]], np.int32))
+
+
+def test_check_candidates_rejects_boxes_and_scores_that_disagree() -> None:
+    boxes, scores = np.zeros((2, 10, 4), np.float32), np.zeros((2, 10, 80), np.float32)
+    post.check_candidates(boxes, scores, 2)
+    with pytest.raises(ValueError, match="same batch and candidate counts"):
+        post.check_candidates(boxes[:, :7], scores, 2)
+    with pytest.raises(ValueError, match="same batch and candidate counts"):
+        post.check_candidates(boxes[:1], scores, 1)
+    with pytest.raises(ValueError, match=r"\[batch, N, 4\]"):
+        post.check_candidates(boxes[0], scores, 2)
+    with pytest.raises(ValueError, match="one \\[height, width\\] per image"):
+        post.check_candidates(boxes, scores, 1)

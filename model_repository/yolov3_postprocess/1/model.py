@@ -123,19 +123,16 @@ def nms(
     """Greedy NMS within each group (boxes of different groups never suppress each other):
     indices kept, by descending score. A box is dropped when its IoU with a kept box of its
     group exceeds `iou_threshold`."""
-    if boxes.shape[0] == 0:
-        return np.zeros(0, np.int64)
-    # Shift every group to its own region so one pass handles all groups; float64 keeps the
-    # shifted coordinates exact enough.
-    boxes = boxes.astype(np.float64)
-    span = float(np.max(np.abs(boxes))) * 2.0 + 1.0
-    shifted = boxes + (groups.astype(np.float64) * span)[:, None]
+    # One pass over all groups; a mask keeps them apart. Offsetting each group by a span (the
+    # batched-NMS trick) would tie every group to the batch's largest coordinate instead.
+    boxes = boxes.astype(np.float64)  # areas of huge but finite boxes stay finite
     order = np.argsort(-scores, kind="stable")
     keep = []
     while order.size:
         best, order = order[0], order[1:]
         keep.append(best)
-        order = order[iou(shifted[best], shifted[order]) <= iou_threshold]
+        apart = groups[order] != groups[best]
+        order = order[apart | (iou(boxes[best], boxes[order]) <= iou_threshold)]
     return np.array(keep, np.int64)
 
 
@@ -163,8 +160,7 @@ def detect(
     all_scores = np.concatenate(picked_scores).astype(np.float32)
     all_classes = np.concatenate(picked_classes).astype(np.int64)
     all_images = np.concatenate(picked_images).astype(np.int64)
-    classes_count = scores[0].shape[1] if scores else 1
-    groups = all_images * classes_count + all_classes
+    groups = all_images * scores[0].shape[1] + all_classes
 
     kept = np.zeros(0, np.int64)
     # Usually one pass: requests rarely ask for different IoU thresholds.
@@ -201,6 +197,23 @@ def pad_detections(results: list[Detections]) -> tuple[np.ndarray, np.ndarray, n
     return boxes, scores, classes
 
 
+def check_candidates(boxes: np.ndarray, scores: np.ndarray, images: int) -> None:
+    """Raises ValueError unless `boxes` [B, N, 4] and `scores` [B, N, C] of one request agree
+    with each other and with the request's `images` image shapes."""
+    if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3:
+        raise ValueError(
+            f"candidate_boxes must be [batch, N, 4] and candidate_scores [batch, N, classes], "
+            f"got {list(boxes.shape)} and {list(scores.shape)}."
+        )
+    if boxes.shape[:2] != scores.shape[:2]:
+        raise ValueError(
+            f"candidate_boxes {list(boxes.shape)} and candidate_scores {list(scores.shape)} "
+            "must have the same batch and candidate counts."
+        )
+    if images != boxes.shape[0]:
+        raise ValueError("image_shape needs one [height, width] per image.")
+
+
 def parse_shapes(image_shape: np.ndarray) -> list[tuple[int, int]]:
     """`image_shape` [B, 2] as (height, width) pairs; raises ValueError on nonsense."""
     shapes = [(int(h), int(w)) for h, w in np.asarray(image_shape).reshape(-1, 2)]
@@ -229,8 +242,7 @@ class TritonPythonModel:
                 s = pb_utils.get_input_tensor_by_name(request, "candidate_scores").as_numpy()
                 image_shape = pb_utils.get_input_tensor_by_name(request, "image_shape").as_numpy()
                 request_shapes = parse_shapes(image_shape)
-                if len(request_shapes) != b.shape[0]:
-                    raise ValueError("image_shape needs one [height, width] per image.")
+                check_candidates(b, s, len(request_shapes))
             except ValueError as exc:
                 error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 responses[index] = pb_utils.InferenceResponse(error=error)
