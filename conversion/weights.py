@@ -156,6 +156,9 @@ def _random(name: str, seed: int, suffix: str, make_random: Callable[[Path, int]
         log.info("Generating deterministic random weights for %s (seed %d)", name, seed)
         make_random(tmp, seed)
         os.replace(tmp, path)
+        for older in path.parent.glob(f"{name}-random-seed{seed}-*{suffix}"):
+            if older != path:  # written by an older generator: never used again
+                older.unlink(missing_ok=True)
     return Weights(path=path, kind="random", sha256=file_digest(path), source="random", seed=seed)
 
 

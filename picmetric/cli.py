@@ -172,12 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "tensorrt":
             changed = tensorrt.switch(args.repository, args.state == "on")
             log.info("TensorRT %s: %d config(s) changed", args.state, len(changed))
-    except (TritonError, RuntimeError) as exc:
-        log.error("%s", exc)
-        sys.exit(1)
     except ValidationError as exc:  # a PICMETRIC_* setting that makes no sense
         problems = "; ".join(
             f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         log.error("Invalid settings: %s", problems)
         sys.exit(2)
+    except (TritonError, RuntimeError, ValueError) as exc:  # ours say what to do
+        log.error("%s", exc)
+        sys.exit(1)
