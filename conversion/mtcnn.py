@@ -62,7 +62,10 @@ NETWORKS = (
     Network("mtcnn_pnet", "mtcnn.network.pnet:PNet", "pnet.lz4", None, PNET_RNET_OUTPUTS),
     Network("mtcnn_rnet", "mtcnn.network.rnet:RNet", "rnet.lz4", 24, PNET_RNET_OUTPUTS),
     Network(
-        "mtcnn_onet", "mtcnn.network.onet:ONet", "onet.lz4", 48,
+        "mtcnn_onet",
+        "mtcnn.network.onet:ONet",
+        "onet.lz4",
+        48,
         ("offsets", "landmarks", "probabilities"),
     ),
 )
@@ -86,15 +89,15 @@ def package_weights(network: Network) -> weights_lib.Weights:
     if not path.is_file():
         raise weights_lib.WeightsError(f"{source} ships no {network.weights_file}; reinstall it.")
     return weights_lib.Weights(
-        path=path, kind="pretrained", sha256=weights_lib.file_digest(path),
+        path=path,
+        kind="pretrained",
+        sha256=weights_lib.file_digest(path),
         source=f"{source} ({PACKAGE}/assets/weights/{network.weights_file})",
     )
 
 
 def keras_model(network: Network, weights: weights_lib.Weights) -> Any:
     """The package's Keras network with its shipped weights (as its stages build it)."""
-    import importlib
-
     from mtcnn.utils.tensorflow import load_weights
 
     module, _, name = network.keras_class.partition(":")

@@ -155,9 +155,12 @@ def test_mtcnn_bad_requests_fail_alone_with_clear_errors(
     """Bad parameters and wrong inputs get an error each; good requests sent at the same time
     get their faces, and the model stays ready."""
     good = images["astronaut"]
+    large = cv2.resize(good, (4000, 3000), interpolation=cv2.INTER_NEAREST)
     cases: list[tuple[np.ndarray, str, dict[str, Any] | None, str]] = [
         (good, "UINT8", {"min_face": 40}, "Unknown parameter 'min_face'"),
-        (good, "UINT8", {"scale_factor": 1.5}, "scale_factor must be between 0 and 1"),
+        (good, "UINT8", {"scale_factor": 1.5}, "scale_factor must be > 0 and at most 0.9"),
+        (large, "UINT8", {"scale_factor": 0.999}, "scale_factor must be > 0 and at most 0.9"),
+        (large, "UINT8", {"min_face_size": 12, "scale_factor": 0.9}, "lower scale_factor"),
         (good, "UINT8", {"threshold_onet": "high"}, "must be a number"),
         (good, "UINT8", {"min_face_size": 1}, "raise min_face_size"),
         (good[..., :2], "UINT8", None, "image"),  # two channels
@@ -180,6 +183,30 @@ def test_mtcnn_bad_requests_fail_alone_with_clear_errors(
     for (_, _, _, expected), message in zip(cases, messages, strict=True):
         assert expected in message
     assert all(len(f) == 1 for f in faces)
+    assert client.is_model_ready("mtcnn")
+
+
+def test_mtcnn_request_with_nothing_filtered_does_bounded_work_beside_good_requests(
+    triton: TritonServer, client: grpcclient.InferenceServerClient, images: dict[str, np.ndarray]
+) -> None:
+    """threshold_pnet=0 makes every PNet cell of the 1200x800 collage a proposal (~150k) and no
+    threshold or NMS drops any: the request still finishes, with at most PNET_TOP_K boxes, and
+    good requests sent at the same time get their faces."""
+    worst = {
+        **dict.fromkeys(("threshold_pnet", "threshold_rnet", "threshold_onet"), 0),
+        **dict.fromkeys(("nms_pnet1", "nms_pnet2", "nms_rnet", "nms_onet"), 1),
+    }
+
+    def one(parameters: dict[str, Any] | None) -> Detections:
+        with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+            return infer(c, images["collage"] if parameters else images["astronaut"], parameters)
+
+    with ThreadPoolExecutor(5) as pool:
+        flooded = pool.submit(one, worst)
+        good = list(pool.map(one, [None] * 4))
+        everything = flooded.result()
+    assert all(len(f) == 1 for f in good)
+    assert 0 < len(everything) <= cascade().PNET_TOP_K
     assert client.is_model_ready("mtcnn")
 
 

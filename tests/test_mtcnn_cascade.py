@@ -34,6 +34,14 @@ def _max_batch_size(model: str) -> int:
     return int(match.group(1))
 
 
+CROP_BATCH = int(_config_parameters("mtcnn")["crop_batch_size"])
+# Every PNet output cell a proposal, and no box suppressed or dropped at any stage.
+NOTHING_FILTERED = {
+    **dict.fromkeys(("threshold_pnet", "threshold_rnet", "threshold_onet"), 0),
+    **dict.fromkeys(("nms_pnet1", "nms_pnet2", "nms_rnet", "nms_onet"), 1),
+}
+
+
 # --- parameters and configuration ------------------------------------------------------------
 
 
@@ -47,7 +55,9 @@ def test_parameters_update_accepts_numbers_and_numeric_strings() -> None:
     ("values", "message"),
     [
         ({"min_face": 40}, "Unknown parameter 'min_face'"),
-        ({"scale_factor": 1.0}, "scale_factor must be between 0 and 1"),
+        ({"scale_factor": 1.0}, "scale_factor must be > 0 and at most 0.9"),
+        ({"scale_factor": 0.999}, "scale_factor must be > 0 and at most 0.9"),
+        ({"scale_factor": 0}, "scale_factor must be > 0 and at most 0.9"),
         ({"min_face_size": 0}, "min_face_size must be > 0"),
         ({"threshold_pnet": 1.5}, "threshold_pnet must be between 0 and 1"),
         ({"threshold_rnet": "high"}, "'threshold_rnet' must be a number"),
@@ -63,9 +73,25 @@ def test_parameters_update_rejects_nonsense_with_a_clear_message(
 
 
 def test_config_crop_batch_size_fits_rnet_and_onet_batches() -> None:
-    crop_batch = int(_config_parameters("mtcnn")["crop_batch_size"])
-    assert crop_batch <= _max_batch_size("mtcnn_rnet")
-    assert crop_batch <= _max_batch_size("mtcnn_onet")
+    assert 1 <= CROP_BATCH <= _max_batch_size("mtcnn_rnet")
+    assert CROP_BATCH <= _max_batch_size("mtcnn_onet")
+
+
+def test_config_defaults_equal_the_parameters_dataclass_defaults() -> None:
+    """config.pbtxt is the server's one source of defaults; the dataclass's (for the pure
+    functions and benchmarks) must agree with it."""
+    configured = _config_parameters("mtcnn")
+    configured.pop("crop_batch_size")
+    assert mc.Parameters.from_config(configured) == mc.Parameters()
+
+
+def test_parameters_from_config_requires_every_parameter() -> None:
+    configured = _config_parameters("mtcnn")
+    del configured["crop_batch_size"], configured["nms_onet"], configured["scale_factor"]
+    with pytest.raises(
+        mc.CascadeError, match=re.escape("['nms_onet', 'scale_factor'] are missing")
+    ):
+        mc.Parameters.from_config(configured)
 
 
 @pytest.mark.slow
@@ -117,6 +143,36 @@ def test_pyramid_refuses_a_level_over_the_pixel_budget() -> None:
         mc.pyramid(image, [12 / 2])
 
 
+def test_check_budget_counts_the_pixels_of_all_levels() -> None:
+    """min_face_size 12 on 4000x3000 passes at the default scale_factor (24 megapixels over 15
+    levels); at scale_factor 0.9 the first level is as big, but there are 51 (63 megapixels)."""
+    mc.check_budget(3000, 4000, mc.pyramid_scales(3000, 4000, 12, 0.709))
+    scales = mc.pyramid_scales(3000, 4000, 12, mc.MAX_SCALE_FACTOR)
+    assert len(scales) == 51
+    with pytest.raises(mc.CascadeError, match="in 51 levels .* lower scale_factor"):
+        mc.check_budget(3000, 4000, scales)
+
+
+def test_pyramid_levels_stay_few_at_the_largest_scale_factor() -> None:
+    """The budgets allow at most a 5657-px short side at scale 1, so about 60 levels."""
+    side = math.isqrt(mc.MAX_PYRAMID_PIXELS)
+    assert len(mc.pyramid_scales(side, side, mc.PNET_WINDOW, mc.MAX_SCALE_FACTOR)) <= 60
+    assert len(mc.pyramid_scales(100_000, 100_000, 20, mc.MAX_SCALE_FACTOR)) <= 100
+
+
+def test_detect_faces_refuses_a_huge_image_before_converting_it() -> None:
+    """A 60-megapixel image (a broadcast view: no memory behind it) with a large min_face_size
+    (a small pyramid) is refused on its size, before any pixel is converted to float."""
+
+    async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("no network call expected")
+
+    image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10_000, 6_000, 3))
+    params = mc.Parameters(min_face_size=400)
+    with pytest.raises(mc.CascadeError, match="6000x10000 pixels, more than 50,000,000"):
+        asyncio.run(mc.detect_faces(image, params, no_network, CROP_BATCH))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(71, 54), (12, 12), (50, 76), (13, 9), (100, 77)])
 def test_resize_area_matches_tensorflow(size: tuple[int, int]) -> None:
@@ -140,6 +196,37 @@ def test_pnet_proposals_window_regression_and_scale() -> None:
     boxes = mc.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
     x1, y1, x2, y2 = 11 + 1.1, 7, 22 - 1.1, 18
     np.testing.assert_allclose(boxes, [[x1 / 0.5, y1 / 0.5, x2 / 0.5, y2 / 0.5, 0.9]], rtol=1e-6)
+
+
+def test_pnet_proposals_keep_the_best_top_k() -> None:
+    rng = np.random.default_rng(0)
+    probabilities = rng.uniform(0, 1, (20, 30, 2)).astype(np.float32)
+    offsets = rng.uniform(-0.2, 0.2, (20, 30, 4)).astype(np.float32)
+    every = mc.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=600)
+    best = mc.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=50)
+    assert len(every) == 600 and len(best) == 50
+    np.testing.assert_array_equal(best, every[:50])
+    assert np.all(np.diff(best[:, 4]) <= 0)
+
+
+def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without thresholds or NMS, PNet's whole output (400 cells) would be candidates; the
+    cross-level cap keeps the best PNET_TOP_K, then NMS runs on those only."""
+    rng = np.random.default_rng(0)
+    outputs = [
+        {
+            "offsets": np.zeros((1, 10, 10, 4), np.float32),
+            "probabilities": rng.uniform(0, 1, (1, 10, 10, 2)).astype(np.float32),
+        }
+        for _ in range(4)
+    ]
+    params = mc.Parameters().update(NOTHING_FILTERED)
+    scales = [1.0, 0.7, 0.5, 0.35]
+    assert len(mc.pnet_stage(outputs, scales, params)) == 400
+    monkeypatch.setattr(mc, "PNET_TOP_K", 30)
+    capped = mc.pnet_stage(outputs, scales, params)
+    scores = np.concatenate([o["probabilities"][0, ..., 1].ravel() for o in outputs])
+    np.testing.assert_allclose(capped[:, 4], np.sort(scores)[::-1][:30])
 
 
 def test_pnet_proposals_none_above_threshold() -> None:
@@ -260,7 +347,7 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
     """Oracle: MTCNN().detect_faces(), same parameters; IoU > 0.95, score +-0.01, 2 px."""
     images = {**photos(), "collage": collage()}
     for name, image in images.items():
-        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer))
+        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH))
         assert_same_faces(got, oracle(detector, image), name)
 
 
@@ -269,7 +356,7 @@ def test_detect_faces_calls_pnet_per_level_and_rnet_onet_in_crop_batches(onnx_in
     image = collage()
     params = mc.Parameters()
     onnx_infer.calls.clear()
-    whole = asyncio.run(mc.detect_faces(image, params, onnx_infer))
+    whole = asyncio.run(mc.detect_faces(image, params, onnx_infer, CROP_BATCH))
     calls = list(onnx_infer.calls)
     levels = len(mc.pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor))
     assert [m for m, _ in calls].count("mtcnn_pnet") == levels
@@ -285,12 +372,25 @@ def test_detect_faces_calls_pnet_per_level_and_rnet_onet_in_crop_batches(onnx_in
     np.testing.assert_allclose(chunked.boxes, whole.boxes, atol=1e-3)
 
 
+@pytest.mark.slow
+def test_detect_faces_with_nothing_filtered_does_bounded_work(onnx_infer) -> None:  # type: ignore[no-untyped-def]
+    """threshold_pnet=0 makes each of the collage's ~150k PNet cells a proposal, and no NMS or
+    threshold drops any: RNet and ONet still see at most PNET_TOP_K crops."""
+    onnx_infer.calls.clear()
+    params = mc.Parameters().update(NOTHING_FILTERED)
+    faces = asyncio.run(mc.detect_faces(collage(), params, onnx_infer, CROP_BATCH))
+    rnet = sum(n for m, n in onnx_infer.calls if m == "mtcnn_rnet")
+    onet = sum(n for m, n in onnx_infer.calls if m == "mtcnn_onet")
+    assert rnet == onet == mc.PNET_TOP_K and len(faces.scores) <= mc.PNET_TOP_K
+
+
 def test_detect_faces_on_tiny_images_needs_no_network() -> None:
     async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
         raise AssertionError("no network call expected")
 
     for shape in ((11, 11, 3), (1, 600, 3), (600, 1, 3), (0, 0, 3)):
-        faces = asyncio.run(mc.detect_faces(np.zeros(shape, np.uint8), mc.Parameters(), no_network))
+        image = np.zeros(shape, np.uint8)
+        faces = asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH))
         assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
 
 
@@ -299,4 +399,5 @@ def test_detect_faces_rejects_images_that_are_not_rgb() -> None:
         raise AssertionError("no network call expected")
 
     with pytest.raises(mc.CascadeError, match="height x width x 3"):
-        asyncio.run(mc.detect_faces(np.zeros((50, 50), np.uint8), mc.Parameters(), no_network))
+        image = np.zeros((50, 50), np.uint8)
+        asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH))

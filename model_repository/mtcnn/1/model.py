@@ -6,7 +6,8 @@ Input `image` UINT8 [height, width, 3] RGB. Outputs in original pixels, best fir
 FP32 [n, 4] (x_min, y_min, x_max, y_max), `scores` FP32 [n], `landmarks` FP32 [n, 5, 2] (x, y)
 for left_eye, right_eye, nose, mouth_left, mouth_right. An image too small for PNet's 12-px
 window has no faces. The cascade's parameters (see `cascade.Parameters`) default to this model's
-config.pbtxt `parameters` and can be overridden per request with Triton request parameters.
+config.pbtxt `parameters`, which must name them all, and can be overridden per request with
+Triton request parameters. A request over the cascade's budgets (cascade.py) fails alone.
 
 Needs only numpy and Triton's Python backend (no OpenCV, no `picmetric`), so it runs unchanged
 in the NGC image.
@@ -31,8 +32,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         values = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        self.crop_batch_size = int(values.pop("crop_batch_size", "1024"))
-        self.defaults = Parameters().update(values)
+        if "crop_batch_size" not in values:
+            raise CascadeError("config.pbtxt parameter 'crop_batch_size' is missing.")
+        self.crop_batch_size = int(values.pop("crop_batch_size"))
+        self.defaults = Parameters.from_config(values)
         self.dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
         }
