@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import logging
-import shutil
 import statistics
 import sys
 import tempfile
@@ -32,6 +30,7 @@ import tritonclient.grpc as grpcclient
 
 from conversion import mtcnn as converter
 from picmetric.paths import MODEL_REPOSITORY
+from picmetric.repository import copy_models, load_module
 from picmetric.triton_server import TritonPorts, TritonServer, free_port
 
 MODELS = ("mtcnn", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
@@ -52,12 +51,7 @@ def load_images(large: bool) -> dict[str, np.ndarray]:
 
 
 def prepare_repository(target: Path) -> Path:
-    for model in MODELS:
-        shutil.copytree(
-            MODEL_REPOSITORY / model,
-            target / model,
-            ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
-        )
+    copy_models(MODELS, target)
     converter.convert(target)
     return target
 
@@ -110,13 +104,7 @@ def main() -> None:
 
     images = load_images(args.large)
     detector = MTCNN()
-    spec = importlib.util.spec_from_file_location(
-        "mtcnn_cascade", MODEL_REPOSITORY / "mtcnn" / "1" / "cascade.py"
-    )
-    assert spec is not None and spec.loader is not None
-    cascade = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = cascade
-    spec.loader.exec_module(cascade)
+    cascade = load_module(MODEL_REPOSITORY / "mtcnn" / "1" / "cascade.py", "mtcnn_cascade")
     params = cascade.Parameters()
 
     with tempfile.TemporaryDirectory() as tmp:

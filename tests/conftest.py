@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from conversion.registry import converters
 from conversion.samples import sample_photos
 from picmetric.cli import build_parser, run_convert
 from picmetric.paths import MODEL_REPOSITORY
+from picmetric.repository import copy_models
 from picmetric.triton_server import TritonPorts, TritonServer, free_port
 
 TEST_SEED = 0
@@ -23,14 +23,12 @@ TEST_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of model_repository/ with every registered converter's models converted (random
     weights, seed 0). A Triton model belongs to the converter its name starts with."""
-    repository = tmp_path_factory.mktemp("model_repository")
-    for folder in MODEL_REPOSITORY.iterdir():
-        if folder.is_dir() and folder.name.startswith(tuple(converters())):
-            shutil.copytree(
-                folder,
-                repository / folder.name,
-                ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
-            )
+    models = [
+        folder.name
+        for folder in MODEL_REPOSITORY.iterdir()
+        if folder.is_dir() and folder.name.startswith(tuple(converters()))
+    ]
+    repository = copy_models(models, tmp_path_factory.mktemp("model_repository"))
     args = ["convert", "all", "--weights", "random", "--seed", str(TEST_SEED)]
     run_convert(build_parser().parse_args([*args, "--repository", str(repository)]))
     return repository

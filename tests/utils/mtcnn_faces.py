@@ -4,8 +4,6 @@ tritonclient call and the parity check."""
 from __future__ import annotations
 
 import functools
-import importlib.util
-import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -15,6 +13,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from picmetric.paths import MODEL_REPOSITORY
+from picmetric.repository import load_module
 
 MODEL = "mtcnn"
 # The issue's parity tolerances against the mtcnn package.
@@ -26,13 +25,7 @@ MAX_LANDMARK_PX = 2.0
 @functools.cache
 def cascade() -> ModuleType:
     """model_repository/mtcnn/1/cascade.py, imported without Triton."""
-    path = MODEL_REPOSITORY / MODEL / "1" / "cascade.py"
-    spec = importlib.util.spec_from_file_location("mtcnn_cascade", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_module(MODEL_REPOSITORY / MODEL / "1" / "cascade.py", "mtcnn_cascade")
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,7 @@ models, and crafted yolov3-tiny weights whose one detection is known in advance.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import shutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +12,7 @@ import numpy as np
 from conversion import darknet, yolov3
 from picmetric.paths import MODEL_REPOSITORY
 from picmetric.preprocessing import letterbox_geometry
+from picmetric.repository import copy_models, load_module
 
 YOLOV3_MODELS = ("yolov3_backbone", "yolov3_postprocess", "yolov3")
 POSTPROCESS_SOURCE = MODEL_REPOSITORY / "yolov3_postprocess" / "1" / "model.py"
@@ -28,23 +26,12 @@ CRAFTED_CLASS = 0  # person
 
 def postprocess_module() -> ModuleType:
     """model_repository/yolov3_postprocess/1/model.py, imported without Triton."""
-    spec = importlib.util.spec_from_file_location("yolov3_postprocess_model", POSTPROCESS_SOURCE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_module(POSTPROCESS_SOURCE, "yolov3_postprocess_model")
 
 
 def copy_yolov3_repository(target: Path) -> Path:
     """The committed yolov3 model folders (no converted files) in `target`."""
-    for model in YOLOV3_MODELS:
-        shutil.copytree(
-            MODEL_REPOSITORY / model,
-            target / model,
-            ignore=shutil.ignore_patterns("*.onnx", "provenance.json", "__pycache__"),
-        )
-    return target
+    return copy_models(YOLOV3_MODELS, target)
 
 
 def write_crafted_tiny_weights(path: Path) -> None:
