@@ -32,6 +32,16 @@ class ModelState:
     version: str | None = None
     weights: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_PROVENANCE))
     cache_key: str | None = None
+    input_size: int | None = None  # of a square `image` input
+
+
+def square_input_size(metadata: dict[str, Any]) -> int | None:
+    """S of an `image` input shaped [batch, S, S, 3] in Triton's model metadata, else None."""
+    for tensor in metadata.get("inputs", []):
+        shape = [int(d) for d in tensor.get("shape", [])]
+        if tensor.get("name") == "image" and len(shape) == 4 and shape[1] == shape[2] > 0:
+            return shape[1]
+    return None
 
 
 def read_provenance(repository: Path, model: str, version: str | None) -> dict[str, Any] | None:
@@ -73,6 +83,7 @@ class ModelCatalog:
             if state.ready:
                 metadata = await client.get_model_metadata(spec.triton_model, as_json=True)
                 state.version = max(metadata.get("versions", ["1"]), key=int)
+                state.input_size = square_input_size(metadata)
         except InferenceServerException:
             state.ready = False
         record = read_provenance(self.repository, spec.provenance_model, state.version)

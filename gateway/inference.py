@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
 from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-from picmetric.preprocessing import letterbox, resize_for_resnet50
+from picmetric.preprocessing import YOLOV3_INPUT_SIZE, letterbox, resize_for_resnet50
 
 Detections = list[dict[str, Any]]
 # The order of the `mtcnn` model's landmarks output.
@@ -42,6 +42,7 @@ class Call:
     client: Client
     timeout: float
     repository: Path
+    input_sizes: Mapping[str, int] = field(default_factory=dict)  # square inputs, from Triton
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ModelSpec:
     name: str
     triton_model: str
     provenance_model: str
-    prepare: Callable[[np.ndarray], Prepared]
+    prepare: Callable[[np.ndarray, int | None], Prepared]  # (image, the input size Triton says)
     infer: Callable[[Call, Prepared, Options], Awaitable[Detections]]
 
 
@@ -71,7 +72,7 @@ def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput
     return tensor
 
 
-def prepare_resnet50(rgb: np.ndarray) -> Prepared:
+def prepare_resnet50(rgb: np.ndarray, size: int | None) -> Prepared:
     return {"image": resize_for_resnet50(rgb)[None]}
 
 
@@ -98,7 +99,7 @@ def _box(x_min: float, y_min: float, x_max: float, y_max: float) -> dict[str, fl
     return {key: round(value, PIXEL_DECIMALS) for key, value in corners.items()}
 
 
-def prepare_mtcnn(rgb: np.ndarray) -> Prepared:
+def prepare_mtcnn(rgb: np.ndarray, size: int | None) -> Prepared:
     return {"image": np.ascontiguousarray(rgb)}
 
 
@@ -128,8 +129,9 @@ def coco_names(repository: Path) -> tuple[str, ...]:
     return tuple((repository / "yolov3" / "coco_names.txt").read_text().splitlines())
 
 
-def prepare_yolov3(rgb: np.ndarray) -> Prepared:
-    image, geometry = letterbox(rgb)
+def prepare_yolov3(rgb: np.ndarray, size: int | None) -> Prepared:
+    """Letterboxed to the size the served model was converted for (`--size`), 416 by default."""
+    image, geometry = letterbox(rgb, size or YOLOV3_INPUT_SIZE)
     shape = np.array([[geometry.height, geometry.width]], np.int32)
     return {"image": image[None], "image_shape": shape}
 
@@ -184,7 +186,9 @@ async def run_models(
     """Prepare every model's tensors, then run the models concurrently. Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
-    prepared = await run_in_threadpool(lambda: [spec.prepare(rgb) for spec in specs])
+    prepared = await run_in_threadpool(
+        lambda: [spec.prepare(rgb, call.input_sizes.get(spec.name)) for spec in specs]
+    )
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
         *(_infer(s, call, p, options) for s, p in zip(specs, prepared, strict=True))

@@ -48,7 +48,14 @@ class Services:
         )
 
     def call(self) -> Call:
-        return Call(self.triton, self.settings.triton_timeout_s, self.settings.model_repository)
+        sizes = {
+            name: state.input_size
+            for name, state in self.catalog.states.items()
+            if state.input_size is not None
+        }
+        return Call(
+            self.triton, self.settings.triton_timeout_s, self.settings.model_repository, sizes
+        )
 
     async def close(self) -> None:
         await self.triton.close()
