@@ -8,46 +8,19 @@ source model that the export is validated against, and OpenCV's darknet importer
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from conversion.darknet import LEAKY_SLOPE, ConvWeights, Network, absolute_index
-
-OPSET = 17
-
-
-class _Graph:
-    """Nodes and initializers under construction, with unique names."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.count = 0
-
-    def name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
-
-    def const(self, value: np.ndarray, hint: str = "const") -> str:
-        name = self.name(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def op(self, op_type: str, inputs: list[str], output: str = "", **attrs: Any) -> str:
-        output = output or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))
-        return output
+from conversion.onnx_graph import Graph
 
 
 def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.ModelProto:
     """`image` UINT8 [batch, size, size, C] RGB in; `boxes` [batch, N, 4] (x_min, y_min, x_max,
     y_max in input pixels) and `scores` [batch, N, classes] out, rows ordered as in
     `darknet.decode`."""
-    g = _Graph()
+    g = Graph()
     folded = {conv.index: w.folded() for conv, w in zip(network.convs, weights, strict=True)}
     convs = {conv.index: conv for conv in network.convs}
     x = g.op("Cast", ["image"], to=TensorProto.FLOAT)
@@ -113,8 +86,7 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
         scores.append(s)
     g.op("Concat", boxes, "boxes", axis=1)
     g.op("Concat", scores, "scores", axis=1)
-    graph = helper.make_graph(
-        g.nodes,
+    return g.model(
         network.name,
         [
             helper.make_tensor_value_info(
@@ -127,15 +99,11 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
                 "scores", TensorProto.FLOAT, ["batch", "candidates", network.classes]
             ),
         ],
-        g.initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    return model
 
 
 def _decode(
-    g: _Graph,
+    g: Graph,
     head: str,
     anchors: tuple[tuple[float, float], ...],
     classes: int,
@@ -166,7 +134,3 @@ def _decode(
     score = g.op("Mul", [g.op("Sigmoid", [objectness]), g.op("Sigmoid", [class_logits])])
     return box, score
 
-
-def save(model: onnx.ModelProto, path: Path) -> None:
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))

@@ -1,20 +1,24 @@
 """MTCNN's three networks (PNet, RNet, ONet) to ONNX, from the `mtcnn` package's Keras models and
 the real weights that ship inside its wheel (so this model is trained even offline).
 
+The graphs are written node by node from the Keras weights (`mtcnn_onnx.py` says how and why)
+and checked against the Keras models on real photos and noise.
+
 What the package does to an image before its networks see it, and where that lives here:
 
-- Normalisation `(pixel - 127.5) / 128` (`mtcnn.utils.images.normalize_images`) is inside each
-  ONNX graph. The networks take FP32 pixels in 0..255, RGB, height x width x channels: their
-  inputs are resampled images (the pyramid levels and the box crops the cascade makes), whose
-  pixels are fractional; rounding them to UINT8 would move the results away from the package's.
-  Clients of the `mtcnn` cascade model send UINT8 RGB.
-- No axis transposition: mtcnn 1.0 feeds images as (height, width, channels); the transposition
-  older Caffe ports needed is baked into its weights and the Permute layers of RNet and ONet.
+- Normalisation `(pixel - 127.5) / 128` (`mtcnn.utils.images.normalize_images`) is folded into
+  each graph's first convolution. The networks take FP32 pixels in 0..255, RGB: their inputs are
+  resampled images (the pyramid levels and the box crops the cascade makes), whose pixels are
+  fractional; rounding them to UINT8 would move the results away from the package's. Clients of
+  the `mtcnn` cascade model send UINT8 RGB.
+- Layout: channels first, [N, 3, height, width], which the convolutions use (the package feeds
+  (height, width, channels); the transposition older Caffe ports needed is baked into its
+  weights and the Permute layers of RNet and ONet, which the graphs keep).
 
 Outputs, in the networks' own order and units:
 
-- `mtcnn_pnet`: `offsets` [N, h, w, 4] (x1, y1, x2, y2 box regression, in units of the 12-px
-  window) and `probabilities` [N, h, w, 2] (softmax: not face, face), for an input of any height
+- `mtcnn_pnet`: `offsets` [N, 4, h, w] (x1, y1, x2, y2 box regression, in units of the 12-px
+  window) and `probabilities` [N, 2, h, w] (softmax: not face, face), for an input of any height
   and width >= 12.
 - `mtcnn_rnet`: 24x24 crops in; `offsets` [N, 4], `probabilities` [N, 2].
 - `mtcnn_onet`: 48x48 crops in; `offsets` [N, 4], `landmarks` [N, 10] (x of the five points, then
@@ -35,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from conversion import export as export_lib
-from conversion import samples, tf_export
+from conversion import mtcnn_onnx, onnx_graph, samples
 from conversion import weights as weights_lib
 
 log = logging.getLogger(__name__)
@@ -116,24 +120,14 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
 
 def export(network: Network, weights: weights_lib.Weights, path: Path) -> dict[str, object]:
     """Write the ONNX model to `path` and check it against Keras."""
-    import tensorflow as tf
-
     model = keras_model(network, weights)
-    size = network.input_size
-    signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name="image")]
-
-    @tf.function(input_signature=signature)
-    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = model((image - 127.5) / 128.0, training=False)
-        return dict(zip(network.outputs, outputs, strict=True))
-
-    # tf.function flattens a returned dict in sorted key order; so do the graph's outputs.
-    tf_export.export_function(serve, signature, sorted(network.outputs), path)
+    graph = mtcnn_onnx.build(model, network.model, network.input_size, network.outputs)
+    onnx_graph.save(graph, path)
     diff = validate(network, model, path)
     return {
         "validation_max_abs_diff": diff,
         "validated_on": [*samples.SAMPLE_PHOTOS, f"uniform noise seed={VALIDATION_SEED}"],
-        "input": "FP32 RGB pixels 0..255, (pixel - 127.5) / 128 inside the graph",
+        "input": "FP32 RGB pixels 0..255, NCHW, (pixel - 127.5) / 128 inside the graph",
     }
 
 
@@ -153,27 +147,34 @@ def validation_inputs(network: Network) -> list[np.ndarray]:
 
 
 def validate(network: Network, model: Any, path: Path) -> float:
-    """Compare ONNX Runtime on the exported file with Keras on the package's normalisation."""
+    """Compare ONNX Runtime on the exported file (NCHW) with Keras (NHWC) on the package's
+    normalisation."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for batch in validation_inputs(network):
         want = [np.asarray(w) for w in model(normalize(batch), training=False)]
-        got = session.run(list(network.outputs), {"image": batch})
+        got = session.run(list(network.outputs), {"image": channels_first(batch)})
         for name, g, w in zip(network.outputs, got, want, strict=True):
             label = f"{network.model}.{name} {list(batch.shape)}"
+            g = g.transpose(0, 2, 3, 1) if g.ndim == 4 else g
             worst = max(worst, export_lib.compare_outputs(label, g, w, VALIDATION_ATOL))
     return worst
+
+
+def channels_first(images: np.ndarray) -> np.ndarray:
+    """[N, H, W, C] to the networks' [N, C, H, W]."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2))
 
 
 def convert_network(network: Network, repository: Path) -> Path:
     """Convert one network (or reuse its cached conversion) and install it into `repository`."""
     weights = package_weights(network)
     key = export_lib.cache_key(
-        [export_lib, tf_export, sys.modules[__name__]],
+        [export_lib, onnx_graph, mtcnn_onnx, sys.modules[__name__]],
         weights,
-        {"network": network.model, "package": weights.source, "opset": tf_export.OPSET},
+        {"network": network.model, "package": weights.source, "opset": onnx_graph.OPSET},
     )
     return export_lib.convert_cached(
         network.model, key, weights, lambda p: export(network, weights, p), repository

@@ -7,7 +7,7 @@ from typing import Any
 
 import onnx
 
-OPSET = 17
+from conversion.onnx_graph import OPSET
 
 
 def export_function(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from conversion import darknet, darknet_onnx, samples
+from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
 from picmetric.paths import MODEL_REPOSITORY
@@ -131,7 +131,7 @@ def export(cfg: Path, weights: weights_lib.Weights, size: int, path: Path) -> di
     if size % 32:
         raise ValueError(f"--size must be a multiple of 32, not {size}.")
     network, conv_weights = load(cfg, weights)
-    darknet_onnx.save(darknet_onnx.build(network, conv_weights, size), path)
+    onnx_graph.save(darknet_onnx.build(network, conv_weights, size), path)
     model = darknet.keras_model(network, conv_weights, size)
 
     @tf.function
@@ -197,7 +197,7 @@ def convert(
     weights = resolve(spec, seed, cfg, expected_hash)
     darknet.check_weights_size(weights.path, darknet.parse_cfg(path))  # fail before any work
     key = export_lib.cache_key(
-        [export_lib, darknet, darknet_onnx, sys.modules[__name__]],
+        [export_lib, darknet, darknet_onnx, onnx_graph, sys.modules[__name__]],
         weights,
         {"cfg": path.read_text(), "size": size},
     )

@@ -24,7 +24,8 @@ Deviations, which real photos with sensible parameters never meet:
   PNet's proposals are cut to the best PNET_LEVEL_TOP_K per level and PNET_TOP_K across levels
   before NMS (the package keeps them all, so `threshold_pnet=0` makes every PNet cell a box).
 
-Coordinates are (x, y) in original image pixels; images are float32 RGB pixels, 0..255.
+Coordinates are (x, y) in original image pixels. The networks get float32 RGB pixels 0..255,
+channels first ([N, 3, height, width]).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ MAX_SCALE_FACTOR = 0.9
 # below (at most ~450 per level and ~550 across levels, on a collage of seven faces).
 PNET_LEVEL_TOP_K = 2000
 PNET_TOP_K = 5000
+# Output rows of a pyramid level made at a time: a band's temporaries (a few MB for a 12 MP
+# photo) stay in cache.
+ROWS_PER_BAND = 32
 # Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for PNET_TOP_K boxes.
 NMS_CHUNK = 256
 
@@ -177,18 +181,54 @@ def _area_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(index, 0, in_size - 1), weight
 
 
-def resize_area(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """`tf.image.resize(image, (height, width), method="area")` for one HxWxC float32 image."""
-    rows, row_weights = _area_taps(image.shape[0], height)
-    cols, col_weights = _area_taps(image.shape[1], width)
-    tall = np.zeros((height, image.shape[1], image.shape[2]), np.float32)
-    for k in range(rows.shape[1]):
-        tall += row_weights[:, k, None, None] * image[rows[:, k]]
-    out = np.zeros((height, width, image.shape[2]), np.float32)
-    for k in range(cols.shape[1]):
-        out += col_weights[None, :, k, None] * tall[:, cols[:, k]]
-    scale = np.float32(image.shape[0] / height) * np.float32(image.shape[1] / width)
-    return out * (np.float32(1.0) / scale)
+def _area_edges(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The out_size + 1 cell edges of TensorFlow's area resize along one axis (edge i at
+    i * in_size / out_size, in float32 as TensorFlow computes it): the input pixel each edge
+    falls in, and the part of that pixel after the edge."""
+    edge = np.arange(out_size + 1, dtype=np.float32) * np.float32(in_size / out_size)
+    edge = np.minimum(edge, np.float32(in_size))
+    index = np.minimum(np.floor(edge).astype(np.intp), in_size - 1)
+    return index, np.float32(1) - (edge - index.astype(np.float32))
+
+
+def image_rows(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An HxWxC image as rows [H, C, W] and their running sums down the image (inclusive):
+    exact int32 for 8-bit pixels, float64 otherwise. Every pyramid level is made from these."""
+    rows = np.ascontiguousarray(image.transpose(0, 2, 1))
+    if rows.dtype != np.uint8:
+        rows = rows.astype(np.float64)
+    sums = np.empty(rows.shape, np.int32 if rows.dtype == np.uint8 else np.float64)
+    sums[0] = rows[0]
+    for i in range(1, len(rows)):  # one vector add per row: numpy's cumsum down axis 0 is slow
+        np.add(sums[i - 1], rows[i], out=sums[i])
+    return rows, sums
+
+
+def area_level(rows: np.ndarray, sums: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`tf.image.resize(image, (height, width), method="area")`, channels first [C, height,
+    width] float32, from `image_rows(image)`. Down the image each output row is a difference
+    of two running sums (with the fractional pixels at its edges), so a level costs its own
+    rows times the input width, not the input's whole height; across, the few overlapping
+    input columns are weighted. Worked in bands of ROWS_PER_BAND output rows that stay in cache."""
+    in_height, channels, in_width = rows.shape
+    row_index, row_rest = _area_edges(in_height, height)
+    columns, column_weights = _area_taps(in_width, width)
+    area = np.float32(height / in_height) * np.float32(width / in_width)
+    column_weights = np.ascontiguousarray((column_weights * area).T)  # [taps, width]
+    level = np.empty((channels, height, width), np.float32)
+    by_row = level.transpose(1, 0, 2)  # [height, C, width], a view
+    for start in range(0, height, ROWS_PER_BAND):
+        stop = min(start + ROWS_PER_BAND, height)
+        index, rest = row_index[start : stop + 1], row_rest[start : stop + 1, None, None]
+        band = np.diff(sums[index], axis=0).astype(np.float32)  # whole pixels, exact
+        partial = rows[index] * rest  # the parts of the edge pixels after each edge
+        band -= partial[1:]
+        band += partial[:-1]
+        out = by_row[start:stop]
+        np.multiply(np.take(band, columns[:, 0], axis=2), column_weights[0], out=out)
+        for tap in range(1, columns.shape[1]):
+            out += np.take(band, columns[:, tap], axis=2) * column_weights[tap]
+    return level
 
 
 def check_budget(height: int, width: int, scales: list[float]) -> None:
@@ -209,10 +249,11 @@ def check_budget(height: int, width: int, scales: list[float]) -> None:
 
 
 def pyramid(image: np.ndarray, scales: list[float]) -> list[np.ndarray]:
-    """The resampled levels, checked against the pixel budgets first."""
+    """The resampled levels [C, h, w], checked against the pixel budgets first."""
     height, width = image.shape[:2]
     check_budget(height, width, scales)
-    return [resize_area(image, *level_size(height, width, s)) for s in scales]
+    rows, sums = image_rows(image)
+    return [area_level(rows, sums, *level_size(height, width, s)) for s in scales]
 
 
 # --- boxes ---------------------------------------------------------------------------------------
@@ -231,13 +272,13 @@ def pnet_proposals(
     top_k: int = PNET_LEVEL_TOP_K,
 ) -> np.ndarray:
     """Boxes [n, 5] (x1, y1, x2, y2, score) in original pixels from one level's PNet output
-    (offsets [h, w, 4], probabilities [h, w, 2]), regressed, best first, at most `top_k`."""
-    score = probabilities[..., 1]
+    (offsets [4, h, w], probabilities [2, h, w]), regressed, best first, at most `top_k`."""
+    score = probabilities[1]
     ys, xs = np.nonzero(score > threshold)
     if len(ys) > top_k:
         best = np.sort(np.argpartition(score[ys, xs], len(ys) - top_k)[-top_k:])
         ys, xs = ys[best], xs[best]
-    regression = offsets[ys, xs].astype(np.float64)
+    regression = offsets[:, ys, xs].T.astype(np.float64)
     cell = PNET_WINDOW - 1
     left, top = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
     right, bottom = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
@@ -330,9 +371,10 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear crops [n, size, size, C] of boxes (x1, y1, x2, y2) from one HxWxC image, as
-    `tf.image.crop_and_resize` samples them for the package (boxes divided by the image size),
-    with OUTSIDE_PIXEL where a sample falls outside the image."""
+    """Bilinear crops [n, C, size, size] (channels first, as the networks take them) of boxes
+    (x1, y1, x2, y2) from one HxWxC image of any numeric dtype, as `tf.image.crop_and_resize`
+    samples them for the package (boxes divided by the image size), with OUTSIDE_PIXEL where a
+    sample falls outside the image."""
     height, width = image.shape[:2]
     normalised = (boxes[:, :4] / np.array([width, height, width, height])).astype(np.float32)
     ys = _sample_positions(normalised[:, 1], normalised[:, 3], height, size)
@@ -345,15 +387,19 @@ def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarr
     right = np.clip(np.ceil(xs), 0, width - 1).astype(np.int64)
     y_lerp = (ys - np.floor(ys))[:, :, None, None]
     x_lerp = (xs - np.floor(xs))[:, None, :, None]
+    flat = image.reshape(height * width, -1)
 
     def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return image[rows[:, :, None], cols[:, None, :]]
+        index = rows[:, :, None] * width + cols[:, None, :]
+        return np.take(flat, index, axis=0).astype(np.float32)
 
-    upper = pixels(top, left) + (pixels(top, right) - pixels(top, left)) * x_lerp
-    lower = pixels(bottom, left) + (pixels(bottom, right) - pixels(bottom, left)) * x_lerp
+    top_left, bottom_left = pixels(top, left), pixels(bottom, left)
+    upper = top_left + (pixels(top, right) - top_left) * x_lerp
+    lower = bottom_left + (pixels(bottom, right) - bottom_left) * x_lerp
     crops = upper + (lower - upper) * y_lerp
     inside = (y_valid[:, :, None] & x_valid[:, None, :])[..., None]
-    return np.where(inside, crops, np.float32(OUTSIDE_PIXEL)).astype(np.float32)
+    crops = np.where(inside, crops, np.float32(OUTSIDE_PIXEL)).astype(np.float32)
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
 
 
 def _sample_positions(start: np.ndarray, end: np.ndarray, extent: int, size: int) -> np.ndarray:
@@ -439,12 +485,15 @@ async def detect_faces(
     if not scales:
         return Faces.empty()
     check_budget(height, width, scales)
-    pixels = image.astype(np.float32)
-    levels = pyramid(pixels, scales)
+    rows, sums = image_rows(image)
     outputs = ["offsets", "probabilities"]
-    pnet = await asyncio.gather(
-        *(infer("mtcnn_pnet", {"image": level[None]}, outputs) for level in levels)
-    )
+    pending = []
+    for scale in scales:  # largest first: PNet works on one level while the next is made
+        level = area_level(rows, sums, *level_size(height, width, scale))
+        pending.append(asyncio.ensure_future(infer("mtcnn_pnet", {"image": level[None]}, outputs)))
+        await asyncio.sleep(0)  # let the request go out
+    del rows, sums
+    pnet = await asyncio.gather(*pending)
     boxes = pnet_stage(list(pnet), scales, params)
     if not len(boxes):
         return Faces.empty()
@@ -452,7 +501,7 @@ async def detect_faces(
     rnet = await _infer_crops(
         infer,
         "mtcnn_rnet",
-        crop_and_resize(pixels, boxes, RNET_SIZE),
+        crop_and_resize(image, boxes, RNET_SIZE),
         ["offsets", "probabilities"],
         crop_batch_size,
     )
@@ -463,7 +512,7 @@ async def detect_faces(
     onet = await _infer_crops(
         infer,
         "mtcnn_onet",
-        crop_and_resize(pixels, boxes, ONET_SIZE),
+        crop_and_resize(image, boxes, ONET_SIZE),
         ["offsets", "landmarks", "probabilities"],
         crop_batch_size,
     )

@@ -1,0 +1,206 @@
+"""MTCNN's three Keras networks written straight to ONNX, layer by layer, in the form ONNX Runtime
+(and TensorRT) run fast.
+
+Why not tf2onnx: its graph keeps TensorFlow's NHWC layout (transposes around the convolutions), and
+spells PReLU as Relu/Neg/Relu/Mul/Add over full-resolution feature maps, so PNet ran at about a
+fifteenth of the GFLOP/s ONNX Runtime reaches on ResNet50 here. Written directly:
+
+- the networks take and give channels-first tensors (NCHW), the layout the convolutions use, so
+  there is no transpose at full resolution (the cascade makes its pyramid levels and crops in it);
+- the package's normalisation `(pixel - 127.5) / 128` is folded into the first convolution (exact:
+  it has no padding);
+- a PReLU followed by a max-pool is moved behind the pool, so it runs on a quarter of the pixels:
+  PReLU with a slope <= 1 is convex and with a slope >= 0 non-decreasing (every slope is one or
+  the other), so over any window its maximum is at the window's maximum or minimum input:
+  maxpool(prelu(y)) = max(prelu(maxpool(y)), prelu(-maxpool(-y))). The convolution before it
+  computes y and -y as one (its weights stacked with their negation), so the full-resolution
+  work is one convolution and one pool;
+- a two-way softmax over channels is a sigmoid of the difference, softmax(a, b) = (sigmoid(a - b),
+  sigmoid(b - a)), computed by one convolution or matrix product whose weights are the differences:
+  ONNX Runtime fuses it and skips its slow channel-axis softmax.
+
+`mtcnn.py` validates every export against the Keras model, as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from conversion.onnx_graph import Graph
+
+# (pixel - MEAN) / SCALE: the package's normalisation (mtcnn.utils.images.normalize_images).
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 128.0
+# ONNX Runtime keeps a convolution's output in its blocked NCHWc layout (and the pool after it)
+# only when the channel count is a multiple of its block: 8 with AVX2, 16 with AVX-512.
+CHANNEL_BLOCK = 16
+# NHWC axis (1 = height, 2 = width, 3 = channels) to its NCHW position.
+_NCHW_AXIS = {1: 2, 2: 3, 3: 1}
+
+
+def build(
+    model: Any, name: str, input_size: int | None, outputs: tuple[str, ...]
+) -> onnx.ModelProto:
+    """The ONNX graph of one of the package's networks (PNet, RNet or ONet, built with weights).
+    Its last `len(outputs)` layers are the heads, in the order of `outputs`; the layers before
+    them are the trunk, applied in attribute order (as the package's `call()` applies them).
+
+    `image` FP32 [batch, 3, height, width] RGB pixels 0..255 in. PNet's heads come out as maps
+    [batch, channels, rows, columns], RNet's and ONet's as rows [batch, units]."""
+    layers = list(model.layers)
+    trunk, heads = layers[: -len(outputs)], layers[-len(outputs) :]
+    g = Graph()
+    x = "image"
+    keras_order = False  # True once a Permute has put the axes in Keras' own order
+    normalise = True  # the first convolution takes the normalisation
+    i = 0
+    while i < len(trunk):
+        layer, kind = trunk[i], _kind(trunk[i])
+        following = [_kind(later) for later in trunk[i + 1 : i + 3]]
+        if kind == "Conv2D" and following == ["PReLU", "MaxPooling2D"]:
+            x = _conv_prelu_pool(g, x, layer, trunk[i + 1], trunk[i + 2], normalise)
+            normalise = False
+            i += 3
+            continue
+        if kind == "Conv2D":
+            x = _conv(g, x, *_conv_weights(layer, normalise), layer)
+            normalise = False
+        elif kind == "PReLU":
+            x = _prelu(g, x, layer)
+        elif kind == "MaxPooling2D":
+            x = _pool(g, x, layer)
+        elif kind == "Permute":
+            x = g.op("Transpose", [x], perm=[0, *(_NCHW_AXIS[a] for a in layer.dims)])
+            keras_order = True
+        elif kind == "Flatten":
+            if not keras_order:  # Keras flattens height, width, channels
+                x = g.op("Transpose", [x], perm=[0, 2, 3, 1])
+            x = g.op("Flatten", [x], axis=1)
+        elif kind == "Dense":
+            x = _dense(g, x, *_dense_weights(layer))
+        else:
+            raise ValueError(f"{name}: no ONNX translation for Keras layer {kind} ({layer.name}).")
+        i += 1
+    spatial = all(_kind(head) == "Conv2D" for head in heads)  # PNet: maps, not rows
+    for head, output in zip(heads, outputs, strict=True):
+        _head(g, x, head, output)
+    side: list[str | int] = ["height", "width"] if input_size is None else [input_size] * 2
+    shapes: list[list[str | int]] = [
+        ["batch", _units(head), "rows", "columns"] if spatial else ["batch", _units(head)]
+        for head in heads
+    ]
+    return g.model(
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, *side])],
+        [
+            helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)
+            for output, shape in zip(outputs, shapes, strict=True)
+        ],
+    )
+
+
+def _kind(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def _units(layer: Any) -> int:
+    config = layer.get_config()
+    return int(config.get("filters") or config["units"])
+
+
+def _conv_weights(layer: Any, normalise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A Keras Conv2D's kernel as ONNX's [out, in, kh, kw] and its bias, float64; with
+    `normalise`, the package's normalisation folded in:
+    W (p - m) / s + b = (W / s) p + b - m/s ΣW."""
+    if layer.padding != "valid" or tuple(layer.dilation_rate) != (1, 1):
+        raise ValueError(f"{layer.name}: only valid, undilated convolutions are translated.")
+    kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
+    if normalise:
+        bias = bias - PIXEL_MEAN / PIXEL_SCALE * kernel.sum(axis=(0, 1, 2))
+        kernel = kernel / PIXEL_SCALE
+    return kernel.transpose(3, 2, 0, 1), bias
+
+
+def _conv(g: Graph, x: str, kernel: np.ndarray, bias: np.ndarray, layer: Any) -> str:
+    return g.op(
+        "Conv",
+        [x, g.const(kernel.astype(np.float32), "kernel"), g.const(bias.astype(np.float32), "bias")],
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.strides),
+    )
+
+
+def _dense_weights(layer: Any) -> tuple[np.ndarray, np.ndarray]:
+    kernel, bias = (np.asarray(w, np.float64) for w in layer.get_weights())
+    return kernel, bias
+
+
+def _dense(g: Graph, x: str, kernel: np.ndarray, bias: np.ndarray) -> str:
+    return g.op(
+        "Gemm",
+        [x, g.const(kernel.astype(np.float32), "kernel"), g.const(bias.astype(np.float32), "bias")],
+    )
+
+
+def _slopes(layer: Any) -> np.ndarray:
+    """PReLU slopes, shaped to broadcast over NCHW maps ([C, 1, 1]) or rows ([units])."""
+    alpha = np.asarray(layer.get_weights()[0], np.float32)
+    return alpha.reshape(-1, 1, 1) if alpha.ndim == 3 else alpha
+
+
+def _prelu(g: Graph, x: str, layer: Any) -> str:
+    return g.op("PRelu", [x, g.const(_slopes(layer), "alpha")])
+
+
+def _pool(g: Graph, x: str, layer: Any) -> str:
+    """A Keras max-pool. TensorFlow's "same" padding puts floor(total / 2) before and the rest
+    after; where the total is at most 1 (pool size at most stride + 1, as in all three networks)
+    nothing goes before, which is ONNX's ceil_mode: the last window may overhang the end. Unlike
+    auto_pad, ceil_mode keeps the pool in ONNX Runtime's blocked (NCHWc) layout."""
+    pool, strides = list(layer.pool_size), list(layer.strides)
+    same = layer.padding == "same"
+    if same and any(p > s + 1 for p, s in zip(pool, strides, strict=True)):
+        raise ValueError(f"{layer.name}: 'same' pooling with padding before the input.")
+    return g.op("MaxPool", [x], kernel_shape=pool, strides=strides, ceil_mode=int(same))
+
+
+def _conv_prelu_pool(
+    g: Graph, x: str, conv: Any, prelu: Any, pool: Any, normalise: bool
+) -> str:
+    """maxpool(prelu(conv(x))) as max(prelu(maxpool(y)), prelu(-maxpool(-y))), y = conv(x), with
+    y and -y from one convolution (see the module docstring)."""
+    kernel, bias = _conv_weights(conv, normalise)
+    channels = kernel.shape[0]
+    # Zero filters up to a multiple of CHANNEL_BLOCK keep the pool in ONNX Runtime's blocked layout.
+    unused = -2 * channels % CHANNEL_BLOCK
+    kernel = np.concatenate([kernel, -kernel, np.zeros((unused, *kernel.shape[1:]))])
+    both = _conv(g, x, kernel, np.concatenate([bias, -bias, np.zeros(unused)]), conv)
+    pooled = _pool(g, both, pool)
+    split = g.const(np.array([channels, channels, unused], np.int64), "split")
+    high, negated_low, rest = g.name("high"), g.name("negated_low"), g.name("unused")
+    g.nodes.append(helper.make_node("Split", [pooled, split], [high, negated_low, rest], axis=1))
+    low = g.op("Neg", [negated_low])
+    return g.op("Max", [_prelu(g, high, prelu), _prelu(g, low, prelu)])
+
+
+def _head(g: Graph, x: str, layer: Any, output: str) -> None:
+    """One output layer into `output`: linear, or a two-way softmax as sigmoids of differences."""
+    activation = layer.get_config()["activation"]
+    conv = _kind(layer) == "Conv2D"
+    kernel, bias = _conv_weights(layer, False) if conv else _dense_weights(layer)
+    if activation == "softmax":
+        if kernel.shape[0 if conv else 1] != 2:
+            raise ValueError(f"{layer.name}: only two-way softmax heads are translated.")
+        swap = [1, 0]  # column i gets logit_i - logit_other
+        if conv:
+            kernel, bias = kernel - kernel[swap], bias - bias[swap]
+        else:
+            kernel, bias = kernel - kernel[:, swap], bias - bias[swap]
+    elif activation != "linear":
+        raise ValueError(f"{layer.name}: no ONNX translation for activation {activation}.")
+    y = _conv(g, x, kernel, bias, layer) if conv else _dense(g, x, kernel, bias)
+    g.op("Sigmoid" if activation == "softmax" else "Identity", [y], output)
