@@ -17,7 +17,7 @@ from gateway import metrics
 from gateway.decode import decode_rgb
 from gateway.fetch import FetchedImage, fetch
 from gateway.formatting import summarize
-from gateway.inference import ModelSpec, Options, run_models
+from gateway.inference import ModelSpec, Options, decode_side, run_models
 from gateway.services import Services
 from gateway.storage import AnalysisRow, new_id
 
@@ -73,10 +73,13 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
     if cached is not None:
         metrics.CACHE_HITS.inc()
         return response(cached, cached=True)
+    call = services.call()
     with _stage("decode", timings):
         # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
-        rgb = await run_in_threadpool(decode_rgb, image.data, services.settings.max_image_pixels)
-    results, preprocess = await run_models(specs, services.call(), rgb, options)
+        decoded = await run_in_threadpool(
+            decode_rgb, image.data, services.settings.max_image_pixels, decode_side(specs, call)
+        )
+    results, preprocess = await run_models(specs, call, decoded, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in results.items():
@@ -90,8 +93,8 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
         source=request.source,
         image_sha256=sha256,
         cache_key=key,
-        width=int(rgb.shape[1]),
-        height=int(rgb.shape[0]),
+        width=decoded.width,
+        height=decoded.height,
         models={
             name: {
                 "version": states[name].version,

@@ -15,12 +15,13 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from gateway import metrics
+from gateway.decode import DecodedImage
 from gateway.errors import ModelUnavailable, PicmetricError
 from gateway.inference import MODELS, Call, ModelSpec, Options, run_models
 
 log = logging.getLogger(__name__)
 
-CANARY_IMAGE = np.full((64, 64, 3), 127, np.uint8)
+CANARY_IMAGE = DecodedImage(np.full((64, 64, 3), 127, np.uint8), width=64, height=64)
 UNKNOWN_PROVENANCE = {"kind": "unknown"}
 
 

@@ -17,8 +17,14 @@ from starlette.concurrency import run_in_threadpool
 from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
+from gateway.decode import DecodedImage
 from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-from picmetric.preprocessing import YOLOV3_INPUT_SIZE, letterbox, resize_for_resnet50
+from picmetric.preprocessing import (
+    RESNET50_INPUT_SIZE,
+    YOLOV3_INPUT_SIZE,
+    letterbox,
+    resize_for_resnet50,
+)
 
 Detections = list[dict[str, Any]]
 # The order of the `mtcnn` model's landmarks output.
@@ -53,8 +59,16 @@ class ModelSpec:
     name: str
     triton_model: str
     provenance_model: str
-    prepare: Callable[[np.ndarray, int | None], Prepared]  # (image, the input size Triton says)
+    prepare: Callable[[DecodedImage, int | None], Prepared]  # (image, the input size Triton says)
     infer: Callable[[Call, Prepared, Options], Awaitable[Detections]]
+    input_size: int | None  # the square side it resizes to by default; None: every pixel
+
+
+def decode_side(specs: list[ModelSpec], call: Call) -> int | None:
+    """The shortest image side these models need from the decoder (the largest input size);
+    None when one of them needs full resolution."""
+    sizes = [call.input_sizes.get(spec.name, spec.input_size) for spec in specs]
+    return None if None in sizes else max(s for s in sizes if s is not None)
 
 
 def _map_triton_error(model: str, exc: InferenceServerException) -> Exception:
@@ -72,8 +86,8 @@ def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput
     return tensor
 
 
-def prepare_resnet50(rgb: np.ndarray, size: int | None) -> Prepared:
-    return {"image": resize_for_resnet50(rgb)[None]}
+def prepare_resnet50(image: DecodedImage, size: int | None) -> Prepared:
+    return {"image": resize_for_resnet50(image.rgb)[None]}
 
 
 async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> Detections:
@@ -99,8 +113,10 @@ def _box(x_min: float, y_min: float, x_max: float, y_max: float) -> dict[str, fl
     return {key: round(value, PIXEL_DECIMALS) for key, value in corners.items()}
 
 
-def prepare_mtcnn(rgb: np.ndarray, size: int | None) -> Prepared:
-    return {"image": np.ascontiguousarray(rgb)}
+def prepare_mtcnn(image: DecodedImage, size: int | None) -> Prepared:
+    if not image.full_resolution:
+        raise ValueError("mtcnn needs the image at full resolution (see decode_side).")
+    return {"image": np.ascontiguousarray(image.rgb)}
 
 
 async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> Detections:
@@ -129,11 +145,12 @@ def coco_names(repository: Path) -> tuple[str, ...]:
     return tuple((repository / "yolov3" / "coco_names.txt").read_text().splitlines())
 
 
-def prepare_yolov3(rgb: np.ndarray, size: int | None) -> Prepared:
-    """Letterboxed to the size the served model was converted for (`--size`), 416 by default."""
-    image, geometry = letterbox(rgb, size or YOLOV3_INPUT_SIZE)
+def prepare_yolov3(image: DecodedImage, size: int | None) -> Prepared:
+    """Letterboxed to the size the served model was converted for (`--size`), 416 by default;
+    boxes come back in the photo's pixels, also from a reduced decode."""
+    boxed, geometry = letterbox(image.rgb, size or YOLOV3_INPUT_SIZE, (image.height, image.width))
     shape = np.array([[geometry.height, geometry.width]], np.int32)
-    return {"image": image[None], "image_shape": shape}
+    return {"image": boxed[None], "image_shape": shape}
 
 
 async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Detections:
@@ -159,9 +176,13 @@ async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Dete
 
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet50": ModelSpec("resnet50", "resnet50", "resnet50", prepare_resnet50, infer_resnet50),
-    "yolov3": ModelSpec("yolov3", "yolov3", "yolov3_backbone", prepare_yolov3, infer_yolov3),
-    "mtcnn": ModelSpec("mtcnn", "mtcnn", "mtcnn_pnet", prepare_mtcnn, infer_mtcnn),
+    "resnet50": ModelSpec(
+        "resnet50", "resnet50", "resnet50", prepare_resnet50, infer_resnet50, RESNET50_INPUT_SIZE
+    ),
+    "yolov3": ModelSpec(
+        "yolov3", "yolov3", "yolov3_backbone", prepare_yolov3, infer_yolov3, YOLOV3_INPUT_SIZE
+    ),
+    "mtcnn": ModelSpec("mtcnn", "mtcnn", "mtcnn_pnet", prepare_mtcnn, infer_mtcnn, None),
 }
 
 
@@ -181,13 +202,13 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
 
 
 async def run_models(
-    specs: list[ModelSpec], call: Call, rgb: np.ndarray, options: Options
+    specs: list[ModelSpec], call: Call, image: DecodedImage, options: Options
 ) -> tuple[dict[str, ModelResult], float]:
     """Prepare every model's tensors, then run the models concurrently. Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
     prepared = await run_in_threadpool(
-        lambda: [spec.prepare(rgb, call.input_sizes.get(spec.name)) for spec in specs]
+        lambda: [spec.prepare(image, call.input_sizes.get(spec.name)) for spec in specs]
     )
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(

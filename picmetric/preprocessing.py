@@ -65,13 +65,17 @@ def letterbox_geometry(height: int, width: int, size: int = YOLOV3_INPUT_SIZE) -
     return Letterbox(height, width, size, new_height, new_width, top, left)
 
 
-def letterbox(rgb: np.ndarray, size: int = YOLOV3_INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
+def letterbox(
+    rgb: np.ndarray, size: int = YOLOV3_INPUT_SIZE, shape: tuple[int, int] | None = None
+) -> tuple[np.ndarray, Letterbox]:
     """Resize an RGB uint8 image into a grey `size` x `size` square, keeping its aspect ratio:
     the [size, size, 3] tensor `yolov3` expects, and where the image went (send
-    `[height, width]` as `image_shape`). The `yolov3` ensemble already answers in original-image
-    pixels; `Letterbox.to_original` maps boxes back for clients that call `yolov3_backbone`
-    directly, and for tests."""
-    geometry = letterbox_geometry(rgb.shape[0], rgb.shape[1], size)
+    `[height, width]` as `image_shape`). `shape`: the (height, width) of the photo when `rgb` is
+    a reduced decode of it; the geometry is the photo's. The `yolov3` ensemble already answers in
+    original-image pixels; `Letterbox.to_original` maps boxes back for clients that call
+    `yolov3_backbone` directly, and for tests."""
+    height, width = shape or rgb.shape[:2]
+    geometry = letterbox_geometry(height, width, size)
     resized = cv2.resize(
         rgb, (geometry.new_width, geometry.new_height), interpolation=cv2.INTER_LINEAR
     )

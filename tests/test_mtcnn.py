@@ -29,6 +29,7 @@ from tests.utils.mtcnn_faces import (
     oracle,
     photos,
 )
+from tests.utils.real_photos import decoded, jpeg_bytes, real_photo
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -72,6 +73,20 @@ def test_mtcnn_parity_with_mtcnn_package_iou95_score001_landmarks2px(
     for name, image in images.items():
         assert_same_faces(infer(client, image), oracle(detector, image), name)
     assert len(oracle(detector, images["collage"])) == 7
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("megapixels", [1, 3, 12])
+def test_mtcnn_parity_at_phone_photo_sizes_iou95_score001_landmarks2px(
+    client: grpcclient.InferenceServerClient, detector: Any, megapixels: int
+) -> None:
+    """Oracle: MTCNN().detect_faces(), default parameters, on 1, 3 and 12 MP JPEG photos
+    (tests/utils/real_photos.py: six faces from 40 px to a quarter of the short side), decoded
+    as the gateway decodes them."""
+    image = decoded(jpeg_bytes(real_photo(megapixels)))
+    want = oracle(detector, image)
+    assert len(want) >= 5, f"the package finds only {len(want)} faces"
+    assert_same_faces(infer(client, image), want, f"{megapixels} MP")
 
 
 @pytest.mark.slow

@@ -53,16 +53,23 @@ def photos() -> dict[str, np.ndarray]:
     return {name: rgb(getattr(data, name)()) for name in names}
 
 
+def faces() -> list[np.ndarray]:
+    """The astronaut's face (180x170) and the cameraman's (150x125), RGB."""
+    from skimage import data
+
+    return [data.astronaut()[30:210, 140:310], rgb(data.camera())[80:230, 165:290]]
+
+
 def collage() -> np.ndarray:
     """1200x800: the astronaut's and the cameraman's faces at seven sizes (about 35 to 190 px)
     pasted on the coffee photo."""
     from skimage import data
 
-    faces = [data.astronaut()[30:210, 140:310], rgb(data.camera())[80:230, 165:290]]
     canvas = cv2.resize(data.coffee(), (1200, 800), interpolation=cv2.INTER_AREA)
+    sources = faces()
     x = y = row = 10
     for i, scale in enumerate((0.45, 1.0, 1.7, 0.6, 1.3, 2.0, 0.8)):
-        face = faces[i % 2]
+        face = sources[i % 2]
         size = (int(face.shape[1] * scale), int(face.shape[0] * scale))
         face = cv2.resize(face, size, interpolation=cv2.INTER_AREA)
         height, width = face.shape[:2]
