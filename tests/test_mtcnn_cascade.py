@@ -202,6 +202,19 @@ def test_pyramid_of_a_12_megapixel_photo_matches_tensorflow() -> None:
         np.testing.assert_allclose(level.transpose(1, 2, 0), want, atol=1e-3, err_msg=f"{scale}")
 
 
+@pytest.mark.parametrize("height", [12, 13, 400, 401, 411, 1814])
+def test_pnet_bands_cover_the_level_on_even_rows_with_the_window_overlap(height: int) -> None:
+    width = 2419
+    bands = mc.pnet_bands(height, width)
+    assert bands[0][0] == 0 and bands[-1][1] == height
+    for (start, stop), (next_start, _) in zip(bands, bands[1:], strict=False):
+        assert start % 2 == 0 and (stop - start) % 2 == 0
+        assert stop - next_start == mc.PNET_WINDOW - mc.PNET_STRIDE
+        assert (stop - start) * width <= mc.PNET_BAND_PIXELS
+    if height == 1814:
+        assert len(bands) == 5  # 412 rows of 2419 pixels each but the last
+
+
 # --- boxes -----------------------------------------------------------------------------------
 
 
@@ -368,6 +381,26 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
     for name, image in images.items():
         got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH))
         assert_same_faces(got, oracle(detector, image), name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(400, 300), (401, 299), (131, 90)])
+def test_pnet_in_bands_gives_the_whole_levels_output(onnx_infer, monkeypatch, shape) -> None:  # type: ignore[no-untyped-def]
+    """PNet's output over bands of rows, stacked, equals its output over the whole level."""
+    monkeypatch.setattr(mc, "PNET_BAND_PIXELS", 30 * shape[1])
+    level = np.random.default_rng(0).uniform(0, 255, (1, 3, *shape)).astype(np.float32)
+    outputs = ["offsets", "probabilities"]
+    whole = asyncio.run(onnx_infer("mtcnn_pnet", {"image": level}, outputs))
+    bands = mc.pnet_bands(*shape)
+    assert len(bands) > 3
+    parts = [
+        asyncio.run(onnx_infer("mtcnn_pnet", {"image": level[:, :, a:b]}, outputs))
+        for a, b in bands
+    ]
+    for name in outputs:
+        stacked = np.concatenate([part[name] for part in parts], axis=2)
+        assert stacked.shape == whole[name].shape
+        np.testing.assert_allclose(stacked, whole[name], atol=1e-5)
 
 
 @pytest.mark.slow

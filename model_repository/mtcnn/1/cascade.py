@@ -59,6 +59,10 @@ PNET_TOP_K = 5000
 # Output rows of a pyramid level made at a time: a band's temporaries (a few MB for a 12 MP
 # photo) stay in cache.
 ROWS_PER_BAND = 32
+# Pixels of one PNet request: larger pyramid levels go in bands of rows, so PNet's memory stays
+# bounded whatever the photo's size (its feature maps take ~130 bytes a pixel: a 12 MP photo's
+# first level whole would take 0.6 GB) and its work on a level starts before the level is done.
+PNET_BAND_PIXELS = 1_000_000
 # Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for PNET_TOP_K boxes.
 NMS_CHUNK = 256
 
@@ -254,6 +258,20 @@ def pyramid(image: np.ndarray, scales: list[float]) -> list[np.ndarray]:
     check_budget(height, width, scales)
     rows, sums = image_rows(image)
     return [area_level(rows, sums, *level_size(height, width, s)) for s in scales]
+
+
+def pnet_bands(height: int, width: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of a pyramid level that PNet sees one request at a time, each at
+    most about PNET_BAND_PIXELS. PNet's output row y covers input rows 2y .. 2y + 11, so bands that
+    start on even rows, have even heights (all but the last) and overlap by PNET_WINDOW -
+    PNET_STRIDE rows give output rows that, stacked, are exactly the whole level's."""
+    overlap = PNET_WINDOW - PNET_STRIDE
+    rows = max(2 * overlap, PNET_BAND_PIXELS // max(width, 1) // 2 * 2)
+    bands = [(0, min(rows, height))]
+    while bands[-1][1] < height:
+        start = bands[-1][1] - overlap
+        bands.append((start, min(start + rows, height)))
+    return bands
 
 
 # --- boxes ---------------------------------------------------------------------------------------
@@ -490,11 +508,18 @@ async def detect_faces(
     pending = []
     for scale in scales:  # largest first: PNet works on one level while the next is made
         level = area_level(rows, sums, *level_size(height, width, scale))
-        pending.append(asyncio.ensure_future(infer("mtcnn_pnet", {"image": level[None]}, outputs)))
-        await asyncio.sleep(0)  # let the request go out
+        bands = [
+            asyncio.ensure_future(infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs))
+            for a, b in pnet_bands(*level.shape[1:])
+        ]
+        pending.append(asyncio.gather(*bands))
+        await asyncio.sleep(0)  # let the requests go out
     del rows, sums
-    pnet = await asyncio.gather(*pending)
-    boxes = pnet_stage(list(pnet), scales, params)
+    pnet = [
+        {name: np.concatenate([band[name] for band in level], axis=2) for name in outputs}
+        for level in await asyncio.gather(*pending)
+    ]
+    boxes = pnet_stage(pnet, scales, params)
     if not len(boxes):
         return Faces.empty()
 
