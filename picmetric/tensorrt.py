@@ -26,11 +26,19 @@ optimization {{
 """
 
 
+# Models left on the plain CUDA provider, and why.
+NOT_TENSORRT = {
+    "mtcnn_pnet": "its input height and width change with every photo size and band of rows; "
+    "TensorRT would build an engine for each shape",
+}
+
+
 def onnxruntime_configs(repository: Path) -> list[Path]:
+    """The `onnxruntime` model configs that TensorRT suits (not those in NOT_TENSORRT)."""
     return sorted(
         path
         for path in repository.glob("*/config.pbtxt")
-        if 'backend: "onnxruntime"' in path.read_text()
+        if 'backend: "onnxruntime"' in path.read_text() and path.parent.name not in NOT_TENSORRT
     )
 
 

@@ -60,6 +60,7 @@ def test_tensorrt_switch_adds_fp16_with_engine_cache_and_removes_it_exactly(tmp_
     before = {p: p.read_text() for p in repository.glob("*/config.pbtxt")}
     changed = tensorrt.switch(repository, enable=True)
     assert changed and set(changed) == set(tensorrt.onnxruntime_configs(repository))
+    assert repository / "mtcnn_pnet" / "config.pbtxt" not in changed  # one engine per shape
     text = (repository / "resnet50" / "config.pbtxt").read_text()
     assert 'name : "tensorrt"' in text and '"FP16"' in text and tensorrt.ENGINE_CACHE in text
     assert tensorrt.switch(repository, enable=True) == []  # idempotent
