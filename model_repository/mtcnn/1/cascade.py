@@ -483,9 +483,11 @@ def onet_stage(
 async def _infer_crops(
     infer: Infer, model: str, crops: np.ndarray, outputs: list[str], batch: int
 ) -> dict[str, np.ndarray]:
-    """Run `crops` through `model` in requests of at most `batch` rows, all in flight together."""
+    """Run `crops` through `model` in requests of at most `batch` rows, one after another: on
+    Triton's CPU server three requests of a 12 MP photo's RNet crops took 0.62-0.69 s in flight
+    together and 0.28-0.29 s in turn (the same as one request of all of them)."""
     chunks = [crops[i : i + batch] for i in range(0, len(crops), batch)]
-    results = await asyncio.gather(*(infer(model, {"image": c}, outputs) for c in chunks))
+    results = [await infer(model, {"image": chunk}, outputs) for chunk in chunks]
     return {name: np.concatenate([r[name] for r in results]) for name in outputs}
 
 
