@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -63,6 +65,8 @@ ROWS_PER_BAND = 32
 # bounded whatever the photo's size (its feature maps take ~130 bytes a pixel: a 12 MP photo's
 # first level whole would take 0.6 GB) and its work on a level starts before the level is done.
 PNET_BAND_PIXELS = 1_000_000
+# Worker threads making pyramid levels, shared by the requests of one process.
+_PYRAMID_THREADS = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "mtcnn-pyramid")
 # Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for PNET_TOP_K boxes.
 NMS_CHUNK = 256
 
@@ -491,6 +495,30 @@ async def _infer_crops(
     return {name: np.concatenate([r[name] for r in results]) for name in outputs}
 
 
+async def _pnet_outputs(
+    image: np.ndarray, scales: list[float], infer: Infer
+) -> list[dict[str, np.ndarray]]:
+    """PNet's output maps for every pyramid level. Levels are made in worker threads (numpy
+    releases the GIL), largest first, so several are made at once and the event loop sends each
+    level's PNet requests (in bands) as soon as it is ready."""
+    height, width = image.shape[:2]
+    rows, sums = image_rows(image)
+    outputs = ["offsets", "probabilities"]
+    loop = asyncio.get_running_loop()
+
+    async def level_output(scale: float) -> dict[str, np.ndarray]:
+        size = level_size(height, width, scale)
+        level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, rows, sums, *size)
+        requests = [
+            infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs)
+            for a, b in pnet_bands(*size)
+        ]
+        bands = await asyncio.gather(*requests)
+        return {name: np.concatenate([band[name] for band in bands], axis=2) for name in outputs}
+
+    return list(await asyncio.gather(*(level_output(scale) for scale in scales)))
+
+
 async def detect_faces(
     image: np.ndarray, params: Parameters, infer: Infer, crop_batch_size: int
 ) -> Faces:
@@ -505,22 +533,7 @@ async def detect_faces(
     if not scales:
         return Faces.empty()
     check_budget(height, width, scales)
-    rows, sums = image_rows(image)
-    outputs = ["offsets", "probabilities"]
-    pending = []
-    for scale in scales:  # largest first: PNet works on one level while the next is made
-        level = area_level(rows, sums, *level_size(height, width, scale))
-        bands = [
-            asyncio.ensure_future(infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs))
-            for a, b in pnet_bands(*level.shape[1:])
-        ]
-        pending.append(asyncio.gather(*bands))
-        await asyncio.sleep(0)  # let the requests go out
-    del rows, sums
-    pnet = [
-        {name: np.concatenate([band[name] for band in level], axis=2) for name in outputs}
-        for level in await asyncio.gather(*pending)
-    ]
+    pnet = await _pnet_outputs(image, scales, infer)
     boxes = pnet_stage(pnet, scales, params)
     if not len(boxes):
         return Faces.empty()

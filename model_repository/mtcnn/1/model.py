@@ -1,7 +1,8 @@
 """MTCNN face detection: the cascade in cascade.py, with PNet, RNet and ONet (`mtcnn_pnet`,
-`mtcnn_rnet`, `mtcnn_onet`) called through BLS. PNet's requests (pyramid levels, large ones in
-bands of rows) are in flight together, as are the requests of one execute(); RNet's and ONet's
-crop batches go one after another.
+`mtcnn_rnet`, `mtcnn_onet`) called through BLS. Pyramid levels are made in worker threads and
+each level's PNet requests (large levels in bands of rows) go out as soon as it is ready, all in
+flight together, as are the requests of one execute(); RNet's and ONet's crop batches go one
+after another.
 
 Input `image` UINT8 [height, width, 3] RGB. Outputs in original pixels, best first: `boxes`
 FP32 [n, 4] (x_min, y_min, x_max, y_max), `scores` FP32 [n], `landmarks` FP32 [n, 5, 2] (x, y)
