@@ -63,7 +63,7 @@ PNET_TOP_K = 5000
 ROWS_PER_BAND = 32
 # Pixels of one PNet request: larger pyramid levels go in bands of rows, so PNet's memory stays
 # bounded whatever the photo's size (its feature maps take ~130 bytes a pixel: a 12 MP photo's
-# first level whole would take 0.6 GB) and its work on a level starts before the level is done.
+# first level whole would take 0.6 GB).
 PNET_BAND_PIXELS = 1_000_000
 # Worker threads making pyramid levels, shared by the requests of one process.
 _PYRAMID_THREADS = ThreadPoolExecutor(min(4, os.cpu_count() or 1), "mtcnn-pyramid")
