@@ -33,6 +33,24 @@ def backend() -> object:
         del sys.path[:2]
 
 
+def test_run_in_chunks_runs_a_few_rows_at_a_time_and_joins_the_outputs(backend) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.append(len(feed["image"]))
+        return [feed["image"] * 2, feed["image"][:, :1]]
+
+    image = np.arange(7 * 3).reshape(7, 3)
+    doubled, first = backend.run_in_chunks(run, {"image": image}, 3)
+    assert seen == [3, 3, 1]
+    np.testing.assert_array_equal(doubled, image * 2)
+    np.testing.assert_array_equal(first, image[:, :1])
+    seen.clear()
+    backend.run_in_chunks(run, {"image": image}, None)
+    backend.run_in_chunks(run, {"image": image}, 7)
+    assert seen == [7, 7]
+
+
 def test_group_by_shape_keeps_equal_shapes_together(backend) -> None:  # type: ignore[no-untyped-def]
     a, b = np.zeros((1, 4, 4, 3), np.uint8), np.zeros((2, 5, 4, 3), np.uint8)
     groups = backend.group_by_shape([{"image": a}, {"image": b}, {"image": a}])

@@ -6,6 +6,11 @@ with the same config.pbtxt.
 All requests of one execute() whose inputs share shapes are concatenated along the batch
 dimension and run as one ONNX Runtime call, so Triton's dynamic batching pays off here too.
 
+Memory: `parameters { key: "max_rows_per_run" ... }` (ours; the native backend ignores it) makes
+ONNX Runtime run a dynamic batch a few rows at a time. On the CPU a larger run computes no faster,
+but ONNX Runtime's arena grows with it: the YOLOv3 backbone on 16 images at once peaked at 2.3 GB,
+in runs of 2 at 0.8 GB, with 2.0 vs 2.3 images/s (measured on 2 cores).
+
 Threads: `parameters { key: "intra_op_thread_count" ... }` (the native backend's parameter name)
 sets ONNX Runtime's intra-op threads per instance; 0 or absent lets ONNX Runtime use every
 physical core, which suits one busy model per machine. Inter-op threads stay at 1, and idle
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -36,6 +42,23 @@ def group_by_shape(feeds: list[dict[str, np.ndarray]]) -> dict[tuple, list[int]]
         signature = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feed.items()))
         groups[signature].append(index)
     return groups
+
+
+def run_in_chunks(
+    run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    feed: dict[str, np.ndarray],
+    rows: int | None,
+) -> list[np.ndarray]:
+    """`run(feed)`, on at most `rows` rows of the batch at a time (None: all at once), with the
+    outputs joined back."""
+    total = len(next(iter(feed.values())))
+    if rows is None or total <= rows:
+        return run(feed)
+    parts = [
+        run({name: array[start : start + rows] for name, array in feed.items()})
+        for start in range(0, total, rows)
+    ]
+    return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
 
 
 def split_rows(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
@@ -83,6 +106,8 @@ class TritonPythonModel:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.batched = config.get("max_batch_size", 0) > 0
+        rows = int(_parameter(config, "max_rows_per_run", "0"))
+        self.rows_per_run = rows if rows > 0 and self.batched else None
         self.input_names = [i["name"] for i in config["input"]]
         self.outputs = [
             (o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]
@@ -108,7 +133,7 @@ class TritonPythonModel:
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         names = [name for name, _ in self.outputs]
-        return self.session.run(names, feed)
+        return run_in_chunks(lambda f: self.session.run(names, f), feed, self.rows_per_run)
 
     def _run_group(self, feeds: list[dict], indices: list[int], responses: list) -> None:
         sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
