@@ -180,9 +180,11 @@ def _conv_prelu_pool(
     kernel = np.concatenate([kernel, -kernel, np.zeros((unused, *kernel.shape[1:]))])
     both = _conv(g, x, kernel, np.concatenate([bias, -bias, np.zeros(unused)]), conv)
     pooled = _pool(g, both, pool)
-    split = g.const(np.array([channels, channels, unused], np.int64), "split")
-    high, negated_low, rest = g.name("high"), g.name("negated_low"), g.name("unused")
-    g.nodes.append(helper.make_node("Split", [pooled, split], [high, negated_low, rest], axis=1))
+    parts = [channels, channels, unused] if unused else [channels, channels]
+    names = [g.name("high"), g.name("negated_low"), g.name("unused")][: len(parts)]
+    split = g.const(np.array(parts, np.int64), "split")
+    g.nodes.append(helper.make_node("Split", [pooled, split], names, axis=1))
+    high, negated_low = names[:2]
     low = g.op("Neg", [negated_low])
     return g.op("Max", [_prelu(g, high, prelu), _prelu(g, low, prelu)])
 
