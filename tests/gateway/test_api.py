@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -12,10 +13,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from PIL import Image
 from sqlalchemy import create_engine, text
 
 from picmetric.triton_server import TritonServer, free_port
 from tests.gateway.conftest import BUCKET, Gateway, s3_client
+from tests.utils.real_photos import jpeg_bytes, real_photo
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -301,3 +304,37 @@ def test_v1_analyze_accepts_a_multipart_upload(gateway: Gateway, photo_server: s
     assert bad.status_code == 422 and "models" in bad.json()["message"]
     empty = _post(gateway, "/v1/analyze", files={"file": ("x.png", b"", "image/png")})
     assert empty.status_code == 422 and "empty" in empty.json()["message"]
+
+
+def test_v1_objects_from_a_reduced_decode_are_in_the_photos_pixels(gateway: Gateway) -> None:
+    """YOLOv3 alone needs no more than 416 px: a 3 MP JPEG is decoded at half size (1008x756),
+    yet the answer gives the photo's size and boxes in its pixels, turned by its EXIF
+    orientation (6: shown as 1512x2016)."""
+    jpeg = jpeg_bytes(real_photo(3))
+    for orientation, data, (width, height) in (
+        (1, jpeg, (2016, 1512)),
+        (6, _turned(jpeg), (1512, 2016)),
+    ):
+        body = _post(
+            gateway,
+            "/v1/analyze",
+            files={"file": ("phone.jpg", data, "image/jpeg")},
+            data={"models": "yolov3", "threshold": "0"},
+        ).json()
+        assert (body["image"]["width"], body["image"]["height"]) == (width, height), orientation
+        boxes = [item["box"] for item in body["results"]["yolov3"]]
+        assert len(boxes) > 10, "threshold 0 keeps every detection after NMS"
+        assert all(0 <= b["x_min"] <= b["x_max"] <= width for b in boxes)
+        assert all(0 <= b["y_min"] <= b["y_max"] <= height for b in boxes)
+        # In the decoded image's pixels they would all be within half the photo's size.
+        assert max(b["x_max"] for b in boxes) > width / 2 + 50, orientation
+        assert max(b["y_max"] for b in boxes) > height / 2 + 50, orientation
+
+
+def _turned(jpeg: bytes) -> bytes:
+    """The JPEG re-encoded with EXIF orientation 6 (shown turned a quarter clockwise)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buffer, format="JPEG", quality=90, exif=exif.tobytes())
+    return buffer.getvalue()
