@@ -37,6 +37,7 @@ class ImageHeader:
     format: str
     width: int  # as stored, before EXIF orientation
     height: int
+    turned: bool = False  # a JPEG whose EXIF orientation swaps width and height
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,10 @@ def read_header(data: bytes) -> ImageHeader:
     """The format and size from the first bytes, without decoding pixels."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            header = ImageHeader(image.format or "", image.width, image.height)
+            # A JPEG's EXIF sits in its header; other formats would load pixels to find theirs.
+            jpeg = image.format == "JPEG"
+            turned = jpeg and image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS
+            header = ImageHeader(image.format or "", image.width, image.height, turned)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UnsupportedImage(
             "The data is not an image we can read; send JPEG, PNG, WebP, BMP or TIFF."
@@ -90,13 +94,7 @@ def decode_rgb(data: bytes, max_pixels: int, min_side: int | None = None) -> Dec
         raise UnsupportedImage(f"The {header.format} image is corrupt or truncated.")
     if factor == 1:
         return DecodedImage(rgb, rgb.shape[1], rgb.shape[0])
-    turned = _jpeg_orientation(data) in _QUARTER_TURNS  # OpenCV applied it; so do we
-    width, height = (header.height, header.width) if turned else (header.width, header.height)
-    return DecodedImage(rgb, width, height)
-
-
-def _jpeg_orientation(data: bytes) -> int | None:
-    """The EXIF orientation of a JPEG (read from its header, no pixels decoded)."""
-    with Image.open(io.BytesIO(data)) as image:
-        value = image.getexif().get(_EXIF_ORIENTATION)
-    return int(value) if isinstance(value, int) else None
+    # OpenCV applied the EXIF orientation to the pixels; the photo's size follows it.
+    if header.turned:
+        return DecodedImage(rgb, header.height, header.width)
+    return DecodedImage(rgb, header.width, header.height)
