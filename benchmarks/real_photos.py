@@ -384,8 +384,9 @@ def cascade_split(
     photos: dict[str, np.ndarray], repository: Path, repeats: int
 ) -> dict[str, dict[str, float]]:
     """Per size, median seconds of the MTCNN cascade in-process (cascade.py with the three
-    networks under ONNX Runtime, called one after another as BLS would): the whole cascade, the
-    networks' share, the pyramid alone, and the rest (Python: proposals, NMS, crops)."""
+    networks under ONNX Runtime in place of BLS): the whole cascade, the time inside the networks
+    (pyramid levels are made in worker threads meanwhile, so part of the pyramid hides there), and
+    the pyramid made alone, one level after another."""
     import asyncio
 
     mc = cascade()
