@@ -3,6 +3,7 @@ FROM python:3.11-slim AS base
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY core core
 COPY picmetric picmetric
 COPY conversion conversion
 COPY gateway gateway

@@ -2,7 +2,7 @@
 stage, next to the same three models run in-process (ONNX Runtime for ResNet50 and the YOLOv3
 backbone, the mtcnn package for faces) on the same photos in the same run.
 
-    python benchmarks/gateway_latency.py [--repository model_repository] [--rounds 3]
+    python -m benchmarks.gateway_latency [--repository model_repository] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 import onnxruntime as ort
 
 from conversion.samples import sample_photos
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import letterbox, resize_for_resnet50
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import letterbox, resize_for_resnet50
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 

@@ -2,7 +2,7 @@
 at a time) against the mtcnn package in-process (`MTCNN().detect_faces()`) on the same photos,
 and how much of Triton's time is PNet, from Triton's own statistics.
 
-    python benchmarks/mtcnn_latency.py [--repeats 5] [--large]
+    python -m benchmarks.mtcnn_latency [--repeats 5] [--large]
 
 Starts its own Triton on free ports with only the four MTCNN models (converted into a temporary
 repository, cached). Latencies are medians; the machine is shared, so compare the ratios.
@@ -17,7 +17,6 @@ import argparse
 import functools
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,9 +28,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from conversion import mtcnn as converter
-from picmetric.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY
 from picmetric.repository import copy_models, load_module
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 MODELS = ("mtcnn", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 PHOTOS = ("astronaut", "camera", "coffee", "hubble_deep_field")
@@ -40,7 +40,6 @@ PHOTOS = ("astronaut", "camera", "coffee", "hubble_deep_field")
 def load_images(large: bool) -> dict[str, np.ndarray]:
     from skimage import data
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.utils.mtcnn_faces import collage, rgb
 
     images = {name: rgb(getattr(data, name)()) for name in PHOTOS}

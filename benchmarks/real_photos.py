@@ -18,7 +18,7 @@ the same photos:
 
 Prints Markdown tables for BENCHMARKS.md (progress goes to stderr).
 
-    python benchmarks/real_photos.py [--sizes 1mp,3mp,12mp] [--repeats 5] [--concurrency 1,4]
+    python -m benchmarks.real_photos [--sizes 1mp,3mp,12mp] [--repeats 5] [--concurrency 1,4]
                                      [--repository PATH] [--skip-package]
 
 Without --repository it uses ./model_repository when all its networks are converted, and
@@ -55,17 +55,15 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import RESNET50_CAFFE_MEAN_BGR, YOLOV3_INPUT_SIZE, letterbox
 from gateway.settings import Settings
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import RESNET50_CAFFE_MEAN_BGR, YOLOV3_INPUT_SIZE, letterbox
 from picmetric.repository import copy_models
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.utils
-
-from tests.utils.mtcnn_faces import cascade  # noqa: E402
-from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo  # noqa: E402
-from tests.utils.services import gateway_process  # noqa: E402
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.mtcnn_faces import cascade
+from tests.utils.ports import free_port
+from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
+from tests.utils.services import gateway_process
 
 NETWORKS = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "resnet50", "yolov3_backbone")
 MODELS = "resnet50,yolov3,mtcnn"

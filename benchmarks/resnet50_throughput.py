@@ -2,7 +2,7 @@
 concurrency 1 and 8, measured side by side in one run (the machines are shared and noisy, so
 compare the ratio, not the absolute numbers).
 
-    python benchmarks/resnet50_throughput.py [--repository model_repository] [--requests 64]
+    python -m benchmarks.resnet50_throughput [--repository model_repository] [--requests 64]
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import tritonclient.grpc as grpcclient
 from _throughput import items_per_second
 
 from conversion.samples import sample_photos
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import resize_for_resnet50
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import resize_for_resnet50
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 

@@ -5,7 +5,7 @@ and 4, measured side by side in one run, and the share of Triton's compute time 
 ratios, not the absolute numbers.
 
     picmetric convert yolov3 --repository DIR ...   # first, unless DIR has it already
-    python benchmarks/yolov3_throughput.py [--repository model_repository] [--requests 32]
+    python -m benchmarks.yolov3_throughput [--repository model_repository] [--requests 32]
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import tritonclient.grpc as grpcclient
 from _throughput import items_per_second
 
 from conversion.samples import sample_photos
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import Letterbox, letterbox
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import Letterbox, letterbox
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 STEPS = ("yolov3_backbone", "yolov3_postprocess")

@@ -133,4 +133,3 @@ def _decode(
     box = g.op("Concat", [g.op("Sub", [centre, half]), g.op("Add", [centre, half])], axis=2)
     score = g.op("Mul", [g.op("Sigmoid", [objectness]), g.op("Sigmoid", [class_logits])])
     return box, score
-

@@ -17,7 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from conversion.weights import Weights
-from picmetric.paths import cache_dir, publish_folder
+from core.paths import cache_dir, publish_folder
 
 log = logging.getLogger(__name__)
 

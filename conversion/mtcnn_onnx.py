@@ -168,9 +168,7 @@ def _pool(g: Graph, x: str, layer: Any) -> str:
     return g.op("MaxPool", [x], kernel_shape=pool, strides=strides, ceil_mode=int(same))
 
 
-def _conv_prelu_pool(
-    g: Graph, x: str, conv: Any, prelu: Any, pool: Any, normalise: bool
-) -> str:
+def _conv_prelu_pool(g: Graph, x: str, conv: Any, prelu: Any, pool: Any, normalise: bool) -> str:
     """maxpool(prelu(conv(x))) as max(prelu(maxpool(y)), prelu(-maxpool(-y))), y = conv(x), with
     y and -y from one convolution (see the module docstring)."""
     kernel, bias = _conv_weights(conv, normalise)

@@ -13,7 +13,7 @@ import numpy as np
 from conversion import export as export_lib
 from conversion import samples, tf_export
 from conversion import weights as weights_lib
-from picmetric.preprocessing import (
+from core.preprocessing import (
     RESNET50_CAFFE_MEAN_BGR,
     RESNET50_INPUT_SIZE,
     resize_for_resnet50,

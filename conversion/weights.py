@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import httpx
 from tqdm import tqdm
 
-from picmetric.paths import cache_dir
+from core.paths import cache_dir
 
 log = logging.getLogger(__name__)
 

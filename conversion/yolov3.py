@@ -21,8 +21,8 @@ import numpy as np
 from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import YOLOV3_INPUT_SIZE, letterbox
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from starlette.concurrency import run_in_threadpool
 from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
-from gateway.decode import DecodedImage
-from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-from picmetric.preprocessing import (
+from core.preprocessing import (
     RESNET50_INPUT_SIZE,
     YOLOV3_INPUT_SIZE,
     letterbox,
     resize_for_resnet50,
 )
+from gateway.decode import DecodedImage
+from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
 
 Detections = list[dict[str, Any]]
 # The order of the `mtcnn` model's landmarks output.

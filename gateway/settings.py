@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from picmetric.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY
 
 MiB = 1 << 20
 

@@ -12,8 +12,8 @@ from types import FrameType
 
 from pydantic import ValidationError
 
+from core.paths import MODEL_REPOSITORY
 from picmetric import gpu, tensorrt
-from picmetric.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 
 log = logging.getLogger("picmetric")

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-from picmetric.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY
 
 GENERATED = ("*.onnx", "provenance.json", "__pycache__")
 

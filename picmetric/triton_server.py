@@ -19,8 +19,7 @@ from types import TracebackType
 
 import httpx
 
-from picmetric.paths import (
-    BACKENDS_SOURCE,
+from core.paths import (
     MODEL_REPOSITORY,
     PROJECT_ROOT,
     cache_dir,
@@ -28,6 +27,9 @@ from picmetric.paths import (
 )
 
 log = logging.getLogger(__name__)
+
+# Our CPU stand-in for the onnxruntime backend (see its module docstring).
+BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 LOG_TAIL_LINES = 40
@@ -45,12 +47,6 @@ class TritonPorts:
     grpc: int = 8001
     metrics: int = 8002
     host: str = "127.0.0.1"  # 0.0.0.0 to let other machines call this Triton
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pytriton_dirs() -> tuple[Path, Path]:

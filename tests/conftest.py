@@ -10,10 +10,11 @@ import pytest
 
 from conversion.registry import converters
 from conversion.samples import sample_photos
+from core.paths import MODEL_REPOSITORY
 from picmetric.cli import build_parser, run_convert
-from picmetric.paths import MODEL_REPOSITORY
 from picmetric.repository import copy_models
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 TEST_SEED = 0
 TEST_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

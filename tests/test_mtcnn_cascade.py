@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from picmetric.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY
 from tests.utils.mtcnn_faces import assert_same_faces, cascade, collage, oracle, photos
 
 mc = cascade()

@@ -12,8 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from picmetric.paths import BACKENDS_SOURCE
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer, free_port
+from picmetric.triton_server import BACKENDS_SOURCE, TritonError, TritonPorts, TritonServer
+from tests.utils.ports import free_port
 from tests.utils.tiny_models import GATHER_TABLE, write_gather_model
 from tests.utils.triton_stats import settled
 

@@ -13,7 +13,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conversion import resnet50
-from picmetric.preprocessing import resize_for_resnet50
+from core.preprocessing import resize_for_resnet50
 from picmetric.triton_server import TritonServer
 from tests.conftest import TEST_SEED
 from tests.utils.triton_stats import settled

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from picmetric import triton_server
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer, free_port
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from tests.utils.ports import free_port
 
 
 def test_python_without_shared_libpython_is_a_one_line_error(

@@ -12,9 +12,9 @@ import pytest
 from conversion import resnet50
 from conversion.weights import CanonicalWeights, WeightsError, download, file_digest
 from picmetric.cli import build_parser, run_convert
-from picmetric.triton_server import free_port
 from tests.conftest import TEST_SEED
 from tests.utils.http_server import serve_directory
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

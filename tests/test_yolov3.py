@@ -13,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from conversion import yolov3
-from picmetric.preprocessing import Letterbox, letterbox
+from core.preprocessing import Letterbox, letterbox
 from picmetric.triton_server import TritonServer
 from tests.conftest import TEST_SEED
 from tests.utils.darknet_oracle import OpenCVDarknet, assert_same_detections, opencv_nms

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from picmetric.preprocessing import LETTERBOX_FILL, letterbox, letterbox_geometry
+from core.preprocessing import LETTERBOX_FILL, letterbox, letterbox_geometry
 from tests.utils.yolov3 import postprocess_module
 
 post = postprocess_module()

@@ -14,10 +14,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from conversion import yolov3
-from picmetric.preprocessing import letterbox, letterbox_geometry
-from picmetric.triton_server import TritonPorts, TritonServer, free_port
+from core.preprocessing import letterbox, letterbox_geometry
+from picmetric.triton_server import TritonPorts, TritonServer
 from tests.conftest import TEST_SEED
 from tests.utils.darknet_oracle import OpenCVDarknet, assert_same_detections, opencv_nms
+from tests.utils.ports import free_port
 from tests.utils.triton_stats import settled
 from tests.utils.yolov3 import (
     CRAFTED_CLASS,

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from picmetric.paths import PROJECT_ROOT
+from core.paths import PROJECT_ROOT
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from core.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from picmetric import tensorrt
-from picmetric.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from tests.utils.promql import DASHBOARD, DEPLOY, expressions, metric_names
 
 

@@ -16,8 +16,9 @@ import tritonclient.grpc as grpcclient
 from PIL import Image
 from sqlalchemy import create_engine, text
 
-from picmetric.triton_server import TritonServer, free_port
+from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, Gateway, s3_client
+from tests.utils.ports import free_port
 from tests.utils.real_photos import jpeg_bytes, real_photo
 from tests.utils.triton_stats import settled
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from gateway.main import create_app
 from gateway.settings import Settings
-from picmetric.triton_server import free_port
+from tests.utils.ports import free_port
 
 
 @pytest.fixture

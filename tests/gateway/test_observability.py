@@ -14,8 +14,9 @@ import httpx
 import pytest
 import yaml
 
-from picmetric.triton_server import TritonServer, free_port
+from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import Gateway
+from tests.utils.ports import free_port
 from tests.utils.promql import GPU_ONLY, expressions, metric_names, scraped_names
 from tests.utils.services import wait_for_http
 

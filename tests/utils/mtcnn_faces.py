@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from picmetric.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY
 from picmetric.repository import load_module
 
 MODEL = "mtcnn"

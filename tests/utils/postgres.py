@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from picmetric.triton_server import free_port
+from tests.utils.ports import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from picmetric.paths import PROJECT_ROOT
+from core.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from picmetric.triton_server import free_port
+from tests.utils.ports import free_port
 
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",

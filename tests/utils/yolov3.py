@@ -10,8 +10,8 @@ from types import ModuleType
 import numpy as np
 
 from conversion import darknet, yolov3
-from picmetric.paths import MODEL_REPOSITORY
-from picmetric.preprocessing import letterbox_geometry
+from core.paths import MODEL_REPOSITORY
+from core.preprocessing import letterbox_geometry
 from picmetric.repository import copy_models, load_module
 
 YOLOV3_MODELS = ("yolov3_backbone", "yolov3_postprocess", "yolov3")

@@ -79,7 +79,7 @@ class Detections:
 
 def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
     """(new_height, new_width, top, left) of an image letterboxed into `size` x `size`; the same
-    arithmetic as `picmetric.preprocessing.letterbox_geometry` (tests check they agree)."""
+    arithmetic as `core.preprocessing.letterbox_geometry` (tests check they agree)."""
     scale = min(size / width, size / height)
     new_width = min(size, max(1, int(width * scale + 0.5)))
     new_height = min(size, max(1, int(height * scale + 0.5)))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
-BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
 
 
 def cache_dir() -> Path:
