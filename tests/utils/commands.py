@@ -1,0 +1,20 @@
+"""Run a command-line tool from a test; a tool that is missing fails the test, never skips it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from core.paths import PROJECT_ROOT
+
+
+def run_tool(*command: str, cwd: Path = PROJECT_ROOT) -> str:
+    """Run ``command``; return its stdout. Fail the test if the tool is absent or exits non-zero."""
+    if shutil.which(command[0]) is None:
+        pytest.fail(f"{command[0]} is not installed; ./bootstrap.sh test installs it")
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
