@@ -9,7 +9,13 @@ import httpx
 import pytest
 
 from gateway import urlguard
-from gateway.errors import FetchError, ForbiddenURL, ImageTooLarge, UnsupportedScheme
+from gateway.errors import (
+    FetchError,
+    ForbiddenURL,
+    ImageTooLarge,
+    InvalidRequest,
+    UnsupportedScheme,
+)
 from gateway.fetch import FetchedImage, fetch_http, split_s3_url
 from gateway.settings import Settings
 
@@ -63,11 +69,19 @@ def test_fetch_counts_bytes_while_reading_without_content_length() -> None:
 
 
 def test_fetch_trusts_a_large_content_length_to_refuse_early() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, headers={"Content-Length": "5000"}, content=b"x" * 5000)
+    """The declared 5000 bytes are refused before the body is read (it would be small)."""
+    read: list[bytes] = []
 
-    with pytest.raises(ImageTooLarge):
+    async def body() -> AsyncIterator[bytes]:
+        read.append(b"x")
+        yield b"x"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": "5000"}, content=body())
+
+    with pytest.raises(ImageTooLarge, match="1000 byte limit"):
         _fetch(handler)
+    assert read == [], "the body was read although Content-Length was over the limit"
 
 
 @pytest.mark.parametrize(
@@ -96,5 +110,6 @@ def test_unsupported_schemes_are_named(url: str) -> None:
 
 def test_split_s3_url() -> None:
     assert split_s3_url("s3://bucket/a/b.jpg") == ("bucket", "a/b.jpg")
-    with pytest.raises(Exception, match="s3://bucket/key"):
+    with pytest.raises(InvalidRequest, match="must look like s3://bucket/key") as error:
         split_s3_url("s3://bucket/")
+    assert error.value.errortype == "invalid_request"
