@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 from gateway import metrics
 from gateway.errors import InvalidRequest, PicmetricError
 from gateway.formatting import seed_error
+from gateway.migrate import check_schema, upgrade_schema
 from gateway.routes import health, seed, v1
 from gateway.services import Services
 from gateway.settings import Settings
@@ -99,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            upgrade_schema(settings.database_url)
+        else:  # the deployment migrates (compose's `migrate` service); only check it did
+            check_schema(settings.database_url)
         services = Services.create(settings)
         app.state.services = services
         await services.catalog.refresh(services.triton)

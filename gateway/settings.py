@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(30.0, gt=0)
     model_repository: Path = MODEL_REPOSITORY
     database_url: str = "sqlite:///picmetric.db"
+    # false where the deployment runs `picmetric migrate` itself before the gateway starts
+    migrate_on_start: bool = True
     s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"

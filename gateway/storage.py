@@ -1,5 +1,6 @@
 """Stored analyses with SQLAlchemy: an SQLite file by default, PostgreSQL by URL. A row is
-written only for a finished analysis, in one transaction, so a failure leaves nothing behind."""
+written only for a finished analysis, in one transaction, so a failure leaves nothing behind.
+The schema is Alembic's (gateway.migrate): a change to `AnalysisRow` needs a new revision."""
 
 from __future__ import annotations
 
@@ -41,11 +42,11 @@ def new_id() -> str:
 
 
 class AnalysisStore:
-    """Create the schema on start-up; read and write analyses off the event loop."""
+    """Read and write analyses off the event loop, in a database already migrated to the newest
+    revision (gateway.migrate.upgrade_schema)."""
 
     def __init__(self, url: str) -> None:
         self.engine: Engine = create_engine(url, pool_pre_ping=True)
-        Base.metadata.create_all(self.engine)
 
     async def save(self, row: AnalysisRow) -> None:
         def write() -> None:
