@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway_options(serve)
     gateway = commands.add_parser("gateway", help="run the gateway alone (Triton runs elsewhere)")
     _add_gateway_options(gateway)
+    commands.add_parser(
+        "migrate", help="upgrade the database (PICMETRIC_DATABASE_URL) to the newest schema"
+    )
     analyze = commands.add_parser("analyze", help="analyse one image through a running gateway")
     analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
     analyze.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
@@ -135,6 +138,13 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
         server.stop()
 
 
+def run_migrate() -> None:
+    from gateway.migrate import upgrade_schema
+    from gateway.settings import Settings
+
+    upgrade_schema(Settings().database_url)
+
+
 def run_analyze(args: argparse.Namespace) -> None:
     import httpx
 
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
             run_servers(args, with_gateway=args.command == "serve")
         elif args.command == "gateway":
             run_gateway(args)
+        elif args.command == "migrate":
+            run_migrate()
         elif args.command == "analyze":
             run_analyze(args)
         elif args.command == "check-gpu":
