@@ -11,11 +11,20 @@ from core.paths import PROJECT_ROOT
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-BUILT = {"gateway", "convert"}
+BUILT = {"gateway", "migrate", "convert"}
+ONE_SHOT = {"migrate", "convert"}
 
 
 def test_compose_has_every_service() -> None:
-    assert set(SERVICES) == {"triton", "gateway", "postgres", "prometheus", "grafana", "convert"}
+    assert set(SERVICES) == {
+        "triton",
+        "gateway",
+        "migrate",
+        "postgres",
+        "prometheus",
+        "grafana",
+        "convert",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - BUILT))
@@ -52,9 +61,21 @@ def test_gateway_waits_for_healthy_triton_and_checks_readyz() -> None:
 
 def test_every_long_running_service_has_a_healthcheck_and_restarts() -> None:
     for name, service in SERVICES.items():
-        if name != "convert":
+        if name not in ONE_SHOT:
             assert "healthcheck" in service, name
             assert service["restart"] == "unless-stopped", name
+
+
+def test_migrate_runs_once_with_the_gateway_image_before_the_gateway() -> None:
+    migrate, gateway = SERVICES["migrate"], SERVICES["gateway"]
+    assert migrate["image"] == gateway["image"] and migrate["build"] == gateway["build"]
+    assert migrate["command"] == ["picmetric", "migrate"]
+    assert migrate["restart"] == "no" and "profiles" not in migrate
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    url = "PICMETRIC_DATABASE_URL"
+    assert migrate["environment"][url] == gateway["environment"][url]
+    assert gateway["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert gateway["environment"]["PICMETRIC_MIGRATE_ON_START"] == "false"
 
 
 def test_state_lives_in_named_volumes() -> None:
