@@ -1,0 +1,218 @@
+"""Schema migrations (gateway.migrate) on a fresh SQLite file and a fresh database on a real
+PostgreSQL server: an empty database, one made by the old `create_all`, a second run, a schema
+newer than the code, and the revisions against the models (Alembic's autogenerate comparison)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
+
+from gateway.migrate import SchemaError, check_schema, head_revision, upgrade_schema
+from gateway.storage import AnalysisRow, AnalysisStore, Base
+from tests.utils.postgres import fresh_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a new SQLite file, or a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'analyses.db'}"
+        return
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
+
+
+def _row(analysis_id: str) -> AnalysisRow:
+    return AnalysisRow(
+        id=analysis_id,
+        created_at=dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
+        source_kind="url",
+        source="https://example.com/cat.jpg",
+        image_sha256="a" * 64,
+        cache_key="b" * 64,
+        width=640,
+        height=480,
+        models={"resnet50": {"version": "1"}},
+        result={"labels": [{"label": "tabby", "score": 0.9}]},
+        timings={"total_ms": 12.5},
+    )
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _revision(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def _differences(url: str, metadata: MetaData) -> list[object]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+    finally:
+        engine.dispose()
+
+
+def _stored(url: str, analysis_id: str) -> AnalysisRow | None:
+    store = AnalysisStore(url)
+    try:
+        return asyncio.run(store.get(analysis_id))
+    finally:
+        store.dispose()
+
+
+def test_upgrade_schema_creates_the_table_and_alembic_version_on_an_empty_database(
+    database_url: str,
+) -> None:
+    upgrade_schema(database_url)
+    assert _tables(database_url) == {"analyses", "alembic_version"}
+    assert _revision(database_url) == head_revision()
+    store = AnalysisStore(database_url)
+    try:
+        asyncio.run(store.save(_row("new")))
+    finally:
+        store.dispose()
+    stored = _stored(database_url, "new")
+    assert stored is not None and stored.result == _row("new").result
+
+
+def test_upgrade_schema_adopts_a_database_made_by_create_all(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pre-migration code path: create_all on the models, then a stored analysis."""
+    engine = create_engine(database_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    store = AnalysisStore(database_url)
+    asyncio.run(store.save(_row("old")))
+    store.dispose()
+
+    with caplog.at_level(logging.INFO, logger="gateway.migrate"):
+        upgrade_schema(database_url)
+
+    assert "adopting the analyses table" in caplog.text
+    assert _revision(database_url) == head_revision()
+    stored = _stored(database_url, "old")
+    assert stored is not None
+    assert (stored.source, stored.width, stored.models) == (
+        "https://example.com/cat.jpg",
+        640,
+        {"resnet50": {"version": "1"}},
+    )
+    created = stored.created_at  # SQLite gives it back without its time zone
+    assert created.replace(tzinfo=created.tzinfo or dt.timezone.utc) == _row("old").created_at
+
+
+def test_migrations_match_the_models(database_url: str) -> None:
+    """Oracle: Alembic's autogenerate comparison finds no difference between the database at
+    head and `Base.metadata`; a change to AnalysisRow without a revision fails here."""
+    upgrade_schema(database_url)
+    assert _differences(database_url, Base.metadata) == []
+
+
+def test_migrations_comparison_sees_a_column_missing_from_the_revisions(
+    database_url: str,
+) -> None:
+    """The oracle above is not blind: a model with one more column differs from the revisions."""
+    upgrade_schema(database_url)
+    changed = MetaData()
+    Base.metadata.tables["analyses"].to_metadata(changed).append_column(Column("extra", Integer))
+    (difference,) = _differences(database_url, changed)
+    assert isinstance(difference, tuple) and difference[0] == "add_column"
+
+
+def test_upgrade_schema_twice_is_a_no_op(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upgrade_schema(database_url)
+    store = AnalysisStore(database_url)
+    asyncio.run(store.save(_row("kept")))
+    store.dispose()
+
+    with caplog.at_level(logging.INFO, logger="gateway.migrate"):
+        upgrade_schema(database_url)
+
+    assert f"already at {head_revision()}" in caplog.text and "upgrading" not in caplog.text
+    assert _revision(database_url) == head_revision()
+    assert _stored(database_url, "kept") is not None
+
+
+def test_upgrade_schema_refuses_a_schema_newer_than_the_code(database_url: str) -> None:
+    upgrade_schema(database_url)
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+
+    with pytest.raises(SchemaError, match="revision 9999, which this Picmetric does not know"):
+        upgrade_schema(database_url)
+    assert _revision(database_url) == "9999"
+
+
+def test_upgrade_schema_refuses_an_analyses_table_it_did_not_make(database_url: str) -> None:
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE analyses (id VARCHAR(36) PRIMARY KEY)"))
+    engine.dispose()
+
+    with pytest.raises(SchemaError, match="not those of the table made before migrations"):
+        upgrade_schema(database_url)
+    assert _revision(database_url) is None
+
+
+def test_check_schema_fails_until_the_database_is_migrated(database_url: str) -> None:
+    with pytest.raises(SchemaError, match="run `picmetric migrate` first"):
+        check_schema(database_url)
+    upgrade_schema(database_url)
+    check_schema(database_url)
+
+
+def _picmetric_migrate(database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "picmetric", "migrate"],
+        env={**os.environ, "PICMETRIC_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_picmetric_migrate_upgrades_and_refuses_a_newer_schema_in_one_line(
+    tmp_path: Path,
+) -> None:
+    database_url = f"sqlite:///{tmp_path / 'analyses.db'}"
+    done = _picmetric_migrate(database_url)
+    assert done.returncode == 0, done.stderr
+    assert f"upgrading from an empty database to {head_revision()}" in done.stderr
+    assert _revision(database_url) == head_revision()
+
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    refused = _picmetric_migrate(database_url)
+    assert refused.returncode == 1
+    assert "does not know" in refused.stderr and "Traceback" not in refused.stderr
