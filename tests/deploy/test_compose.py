@@ -89,16 +89,22 @@ def test_convert_is_a_one_shot_profile_writing_the_repository() -> None:
     assert "./model_repository:/app/model_repository" in convert["volumes"]
 
 
-def _environment_values() -> list[tuple[str, str, str]]:
+def _secret_settings() -> list[tuple[str, str, str]]:
+    """Environment entries that name a password, secret, token or key, or hold a URL with
+    credentials (user:password@host)."""
     return [
         (name, key, str(value))
         for name, service in SERVICES.items()
         for key, value in (service.get("environment") or {}).items()
+        if re.search(r"PASSWORD|SECRET|TOKEN|KEY", key) or ":" in str(value) and "@" in str(value)
     ]
 
 
-@pytest.mark.parametrize(("service", "key", "value"), _environment_values())
+def test_secret_settings_are_recognised_by_name_and_by_url() -> None:
+    found = {(service, key) for service, key, _ in _secret_settings()}
+    assert {("postgres", "POSTGRES_PASSWORD"), ("gateway", "PICMETRIC_DATABASE_URL")} <= found
+
+
+@pytest.mark.parametrize(("service", "key", "value"), _secret_settings())
 def test_no_secret_is_written_inline(service: str, key: str, value: str) -> None:
-    secret_like = re.search(r"PASSWORD|SECRET|TOKEN|KEY", key) or ":" in value and "@" in value
-    if secret_like:
-        assert "${" in value, f"{service}.{key} must come from the environment (.env)"
+    assert "${" in value, f"{service}.{key} must come from the environment (.env)"

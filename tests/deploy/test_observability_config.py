@@ -31,4 +31,6 @@ def test_dashboard_queries_the_provisioned_datasource() -> None:
 
 
 def test_every_expression_reads_some_metric() -> None:
-    assert all(metric_names(expr) for expr in expressions())
+    exprs = expressions()
+    assert exprs, "no PromQL found in the alert rules or the dashboard"
+    assert [expr for expr in exprs if not metric_names(expr)] == []
