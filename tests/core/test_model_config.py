@@ -1,0 +1,87 @@
+"""core/model_config.py: Triton's ModelConfig read and written as protobuf text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.model_config import (
+    ModelConfig,
+    ModelConfigError,
+    format_config,
+    input_dims,
+    parameter,
+    read_config,
+    square_image_size,
+    write_config,
+)
+from core.paths import MODEL_REPOSITORY
+
+COMMITTED = sorted(MODEL_REPOSITORY.glob("*/config.pbtxt"))
+
+
+def test_the_repository_has_configs() -> None:
+    assert len(COMMITTED) >= 8
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_read_write_round_trip_gives_an_equal_message(path: Path, tmp_path: Path) -> None:
+    config = read_config(path.parent)
+    assert config.name == path.parent.name  # Triton requires it
+    written = write_config(tmp_path / "config.pbtxt", config)
+    assert read_config(written) == config
+
+
+def test_malformed_config_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken" / "config.pbtxt"
+    path.parent.mkdir()
+    path.write_text('name: "broken"\nbackend: "onnxruntime"\nmax_batch_size: "eight"\n')
+    with pytest.raises(ModelConfigError, match=f"{path} is not a valid Triton model config"):
+        read_config(path.parent)
+
+
+def test_unknown_field_is_an_error_naming_the_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "config.pbtxt"
+    path.write_text('name: "x"\nmax_batch_sise: 8\n')
+    with pytest.raises(ModelConfigError, match=f"(?s){path}.*max_batch_sise"):
+        read_config(path)
+
+
+def test_missing_config_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelConfigError, match=str(tmp_path / "config.pbtxt")):
+        read_config(tmp_path)
+
+
+def test_write_config_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    (tmp_path / "config.pbtxt").write_text("old")
+    write_config(tmp_path, ModelConfig(name="m", backend="python", max_batch_size=4))
+    assert [p.name for p in tmp_path.iterdir()] == ["config.pbtxt"]
+    text = (tmp_path / "config.pbtxt").read_text()
+    assert text.splitlines()[2:] == ['name: "m"', 'backend: "python"', "max_batch_size: 4"]
+
+
+def test_format_config_puts_name_and_backend_first_and_repeats_dims_on_one_line() -> None:
+    config = ModelConfig(name="m", backend="onnxruntime", max_batch_size=2)
+    config.input.add(name="image", data_type="TYPE_UINT8", dims=[416, 416, 3])
+    config.parameters["input_size"].string_value = "416"
+    body = format_config(config).split("\n", 2)[2]
+    assert body.startswith('name: "m"\nbackend: "onnxruntime"\nmax_batch_size: 2\n\ninput {')
+    assert "dims: [416, 416, 3]" in body
+
+
+def test_helpers_read_dims_sizes_and_parameters() -> None:
+    backbone = read_config(MODEL_REPOSITORY / "yolov3_backbone")
+    assert input_dims(backbone, "image")[2] == 3
+    assert square_image_size(backbone) == input_dims(backbone, "image")[0]
+    assert parameter(backbone, "max_rows_per_run") == "2"
+
+
+def test_helpers_say_what_is_missing() -> None:
+    pnet = read_config(MODEL_REPOSITORY / "mtcnn_pnet")
+    with pytest.raises(ModelConfigError, match="no input 'pixels'; its inputs: \\['image'\\]"):
+        input_dims(pnet, "pixels")
+    with pytest.raises(ModelConfigError, match=r"is \[3, -1, -1\], not a square"):
+        square_image_size(pnet)
+    with pytest.raises(ModelConfigError, match="'mtcnn_pnet' has no parameter 'input_size'"):
+        parameter(pnet, "input_size")
