@@ -134,7 +134,7 @@ wait_ready() {
     [ "$i" -eq 1 ] && echo "Waiting for the gateway and every model to be ready..."
     sleep 5
   done
-  echo "The service was not ready after 10 minutes; see: docker compose logs triton gateway" >&2
+  echo "The service was not ready after 10 minutes; see: docker compose logs triton migrate gateway" >&2
   return 1
 }
 
