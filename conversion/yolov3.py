@@ -3,15 +3,14 @@
 x_max, y_max in input pixels) and `scores` [N,80] (objectness x class probability) out.
 
 `yolov3_postprocess` (threshold, NMS, letterbox undo) and the `yolov3` ensemble are committed
-Triton models; this module only writes the backbone, and rewrites the input size in their
-configs when `--size` is not the one they say."""
+Triton models; this module only writes the backbone, and sets the input size in their configs
+(through protobuf: core/model_config.py) when `--size` is not the one they say."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import numpy as np
 from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
+from core.model_config import CONFIG_FILE, ModelConfig, read_config, write_config
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
 
@@ -170,18 +170,33 @@ def validate(serve: Any, path: Path, size: int) -> tuple[dict[str, float], int]:
     return diffs, int(boxes.shape[1])
 
 
+def sized(config: ModelConfig, size: int) -> ModelConfig:
+    """A copy of `config` with `size` x `size` for its `image` input, its warm-up image and its
+    `input_size` parameter, where it has them."""
+    new = ModelConfig()
+    new.CopyFrom(config)
+    for tensor in new.input:
+        if tensor.name == "image":
+            tensor.dims[:] = [size, size, 3]
+    for warmup in new.model_warmup:
+        if "image" in warmup.inputs:
+            warmup.inputs["image"].dims[:] = [size, size, 3]
+    if "input_size" in new.parameters:
+        new.parameters["input_size"].string_value = str(size)
+    return new
+
+
 def set_input_size(repository: Path, size: int) -> None:
     """Make the Triton configs in `repository` agree with the exported input size."""
     for model in SIZED_CONFIGS:
-        config = repository / model / "config.pbtxt"
-        if not config.exists():  # a scratch repository with the backbone only
+        path = repository / model / CONFIG_FILE
+        if not path.exists():  # a scratch repository with the backbone only
             continue
-        text = config.read_text()
-        new = re.sub(r"dims: \[ \d+, \d+, 3 \]", f"dims: [ {size}, {size}, 3 ]", text)
-        new = re.sub(r'(key: "input_size"\s+value: \{ string_value: )"\d+"', rf'\1"{size}"', new)
-        if new != text:
-            config.write_text(new)
-            log.warning("Set the input size in %s to %d", config, size)
+        config = read_config(path)
+        new = sized(config, size)
+        if new != config:
+            write_config(path, new)
+            log.warning("Set the input size in %s to %d", path, size)
 
 
 def convert(

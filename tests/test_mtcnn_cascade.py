@@ -13,25 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.model_config import read_config
 from core.paths import MODEL_REPOSITORY
 from tests.utils.mtcnn_faces import assert_same_faces, cascade, collage, oracle, photos
 
 mc = cascade()
 
 
-def _config(model: str) -> str:
-    return (MODEL_REPOSITORY / model / "config.pbtxt").read_text()
-
-
 def _config_parameters(model: str) -> dict[str, str]:
-    pairs = re.findall(r'key: "(\w+)" value: \{ string_value: "([^"]*)" \}', _config(model))
-    return dict(pairs)
+    config = read_config(MODEL_REPOSITORY / model)
+    return {key: value.string_value for key, value in config.parameters.items()}
 
 
 def _max_batch_size(model: str) -> int:
-    match = re.search(r"^max_batch_size: (\d+)", _config(model), re.MULTILINE)
-    assert match is not None
-    return int(match.group(1))
+    return int(read_config(MODEL_REPOSITORY / model).max_batch_size)
 
 
 CROP_BATCH = int(_config_parameters("mtcnn")["crop_batch_size"])
@@ -295,7 +290,7 @@ def test_suppress_matches_the_package_nms_also_in_chunks(monkeypatch: pytest.Mon
         with_id = np.concatenate([np.zeros((300, 1)), boxes], axis=1)
         want = smart_nms_from_bboxes(with_id, threshold=0.5, method=method)[:, 1:]
         np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
-        monkeypatch.setattr(mc, "NMS_CHUNK", 7)
+        monkeypatch.setattr(cascade("boxes"), "NMS_CHUNK", 7)
         np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
         monkeypatch.undo()
 
@@ -387,7 +382,7 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
 @pytest.mark.parametrize("shape", [(400, 300), (401, 299), (131, 90)])
 def test_pnet_in_bands_gives_the_whole_levels_output(onnx_infer, monkeypatch, shape) -> None:  # type: ignore[no-untyped-def]
     """PNet's output over bands of rows, stacked, equals its output over the whole level."""
-    monkeypatch.setattr(mc, "PNET_BAND_PIXELS", 30 * shape[1])
+    monkeypatch.setattr(cascade("pyramid"), "PNET_BAND_PIXELS", 30 * shape[1])
     level = np.random.default_rng(0).uniform(0, 255, (1, 3, *shape)).astype(np.float32)
     outputs = ["offsets", "probabilities"]
     whole = asyncio.run(onnx_infer("mtcnn_pnet", {"image": level}, outputs))

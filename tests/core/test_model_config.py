@@ -33,6 +33,15 @@ def test_read_write_round_trip_gives_an_equal_message(path: Path, tmp_path: Path
     assert read_config(written) == config
 
 
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.parent.name)
+def test_committed_config_is_in_the_writers_form(path: Path) -> None:
+    """So a command that rewrites it changes only what it means to change."""
+    assert path.read_text() == format_config(read_config(path)), (
+        f"{path} is not as core/model_config.py writes it: run "
+        f"`python -m core.model_config {path}` (notes belong in model_repository/README.md)."
+    )
+
+
 def test_malformed_config_is_an_error_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "broken" / "config.pbtxt"
     path.parent.mkdir()
