@@ -1,30 +1,23 @@
 """`picmetric tensorrt on|off`: switch the native onnxruntime backend (NGC image, GPU) to the
 TensorRT execution accelerator with FP16 and an engine cache, in every `onnxruntime` model config
-of a repository. Off restores the configs exactly. The local CPU backend ignores the block."""
+of a repository, through Triton's ModelConfig message (core/model_config.py). Off removes the
+accelerator again, which gives back the committed configs byte for byte (they are in the
+writer's form). The local CPU backend ignores it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-BEGIN = "# >>> picmetric tensorrt (picmetric tensorrt on|off)"
-END = "# <<< picmetric tensorrt"
+from core.model_config import ModelConfig, read_config, write_config
+
 ENGINE_CACHE = "/cache/tensorrt"  # a volume of the triton service in docker-compose.yml
-
-BLOCK = f"""{BEGIN}
-optimization {{
-  execution_accelerators {{
-    gpu_execution_accelerator : [ {{
-      name : "tensorrt"
-      parameters {{ key: "precision_mode" value: "FP16" }}
-      parameters {{ key: "max_workspace_size_bytes" value: "1073741824" }}
-      parameters {{ key: "trt_engine_cache_enable" value: "1" }}
-      parameters {{ key: "trt_engine_cache_path" value: "{ENGINE_CACHE}" }}
-    }} ]
-  }}
-}}
-{END}
-"""
-
+ACCELERATOR = "tensorrt"
+PARAMETERS = {
+    "precision_mode": "FP16",
+    "max_workspace_size_bytes": "1073741824",
+    "trt_engine_cache_enable": "1",
+    "trt_engine_cache_path": ENGINE_CACHE,
+}
 
 # Models left on the plain CUDA provider, and why.
 NOT_TENSORRT = {
@@ -38,27 +31,37 @@ def onnxruntime_configs(repository: Path) -> list[Path]:
     return sorted(
         path
         for path in repository.glob("*/config.pbtxt")
-        if 'backend: "onnxruntime"' in path.read_text() and path.parent.name not in NOT_TENSORRT
+        if path.parent.name not in NOT_TENSORRT and read_config(path).backend == "onnxruntime"
     )
 
 
-def without_block(text: str) -> str:
-    start = text.find(BEGIN)
-    if start < 0:
-        return text
-    end = text.index(END, start) + len(END) + 1
-    return text[:start].rstrip("\n") + "\n" + text[end:].lstrip("\n")
+def switched(config: ModelConfig, enable: bool) -> ModelConfig:
+    """A copy of `config` with the TensorRT accelerator (enable) or without it; blocks left
+    empty go too."""
+    new = ModelConfig()
+    new.CopyFrom(config)
+    accelerators = new.optimization.execution_accelerators.gpu_execution_accelerator
+    others = [a for a in accelerators if a.name != ACCELERATOR]
+    del accelerators[:]
+    accelerators.extend(others)
+    if enable:
+        accelerators.add(name=ACCELERATOR, parameters=PARAMETERS)
+    if not accelerators:
+        new.optimization.execution_accelerators.ClearField("gpu_execution_accelerator")
+        if not new.optimization.execution_accelerators.ByteSize():
+            new.optimization.ClearField("execution_accelerators")
+    if not new.optimization.ByteSize():
+        new.ClearField("optimization")
+    return new
 
 
 def switch(repository: Path, enable: bool) -> list[Path]:
-    """Add (enable) or remove the accelerator block; returns the configs it changed."""
+    """Add (enable) or remove the accelerator; returns the configs it changed."""
     changed = []
     for path in onnxruntime_configs(repository):
-        text = path.read_text()
-        new = without_block(text)
-        if enable:
-            new = new.rstrip("\n") + "\n\n" + BLOCK
-        if new != text:
-            path.write_text(new)
+        config = read_config(path)
+        new = switched(config, enable)
+        if new != config:
+            write_config(path, new)
             changed.append(path)
     return changed
