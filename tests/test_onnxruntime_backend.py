@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from core.model_config import read_config, write_config
 from picmetric.triton_server import BACKENDS_SOURCE, TritonError, TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.tiny_models import GATHER_TABLE, write_gather_model
@@ -104,8 +106,9 @@ def test_backend_batches_requests_and_a_failing_one_fails_alone(
 def test_a_config_that_disagrees_with_the_model_fails_to_load(tmp_path: Path) -> None:
     """config.pbtxt says INT32 where the ONNX file gives float: the model must not load."""
     write_gather_model(tmp_path)
-    config = tmp_path / "gather" / "config.pbtxt"
-    config.write_text(config.read_text().replace("TYPE_FP32", "TYPE_INT32"))
+    config = read_config(tmp_path / "gather")
+    config.output[0].data_type = model_config_pb2.TYPE_INT32  # value: FP32 in ONNX
+    write_config(tmp_path / "gather", config)
     ports = TritonPorts(free_port(), free_port(), free_port())
     server = TritonServer(tmp_path, ports, log_file=tmp_path / "triton.log")
     with pytest.raises(TritonError, match="config.pbtxt says int32"):

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.model_config import ModelConfig, write_config
 from picmetric import triton_server
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 from tests.utils.ports import free_port
@@ -34,7 +35,7 @@ def test_python_without_shared_libpython_is_a_one_line_error(
 def test_start_failure_shows_tritons_log(tmp_path: Path) -> None:
     broken = tmp_path / "repository" / "broken"
     broken.mkdir(parents=True)
-    (broken / "config.pbtxt").write_text('name: "broken"\nbackend: "no_such_backend"\n')
+    write_config(broken, ModelConfig(name="broken", backend="no_such_backend"))
     ports = TritonPorts(free_port(), free_port(), free_port())
     server = TritonServer(tmp_path / "repository", ports, log_file=tmp_path / "triton.log")
     with pytest.raises(TritonError, match="(?s)Last lines of Triton's log:.*broken"):

@@ -8,16 +8,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from core.model_config import ModelConfig, write_config
+
 GATHER_TABLE = np.arange(10, 14, dtype=np.float32)  # out-of-range indices make ORT fail
 
-GATHER_CONFIG = """
-name: "gather"
-backend: "onnxruntime"
-max_batch_size: 16
-input [ { name: "index" data_type: TYPE_INT64 dims: [ 1 ] } ]
-output [ { name: "value" data_type: TYPE_FP32 dims: [ 1 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 200000 }
-"""
+
+def gather_config() -> ModelConfig:
+    """`gather`: INT64 index [1] in, FP32 value [1] out, batches of up to 16 after 0.2 s."""
+    config = ModelConfig(name="gather", backend="onnxruntime", max_batch_size=16)
+    config.input.add(name="index", data_type="TYPE_INT64", dims=[1])
+    config.output.add(name="value", data_type="TYPE_FP32", dims=[1])
+    config.dynamic_batching.max_queue_delay_microseconds = 200000
+    return config
 
 
 def write_gather_model(repository: Path) -> None:
@@ -33,5 +35,5 @@ def write_gather_model(repository: Path) -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     (repository / "gather" / "1").mkdir(parents=True)
-    (repository / "gather" / "config.pbtxt").write_text(GATHER_CONFIG)
+    write_config(repository / "gather" / "config.pbtxt", gather_config())
     onnx.save(model, str(repository / "gather" / "1" / "model.onnx"))
