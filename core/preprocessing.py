@@ -8,15 +8,17 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+# The committed `model_repository/{resnet50,yolov3,yolov3_backbone}/config.pbtxt` say these sizes
+# too (tests/core/test_preprocessing.py checks it); the gateway asks Triton for the served ones.
 RESNET50_INPUT_SIZE = 224
 # Keras "caffe" preprocessing: RGB -> BGR, then subtract these per-channel means (BGR order).
 RESNET50_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
-def resize_for_resnet50(rgb: np.ndarray) -> np.ndarray:
-    """Resize an RGB uint8 image to the [224, 224, 3] tensor `resnet50` expects."""
-    size = (RESNET50_INPUT_SIZE, RESNET50_INPUT_SIZE)
-    return np.ascontiguousarray(cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR))
+def resize_for_resnet50(rgb: np.ndarray, size: int = RESNET50_INPUT_SIZE) -> np.ndarray:
+    """Resize an RGB uint8 image to the [size, size, 3] tensor `resnet50` expects (the size
+    Triton says, 224 by default)."""
+    return np.ascontiguousarray(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR))
 
 
 # --- YOLOv3 ----------------------------------------------------------------------------------
