@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from fastapi.testclient import TestClient
 from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
 
+from gateway.main import create_app
 from gateway.migrate import SchemaError, check_schema, head_revision, upgrade_schema
+from gateway.settings import Settings
 from gateway.storage import AnalysisRow, AnalysisStore, Base
+from tests.utils.ports import free_port
 from tests.utils.postgres import fresh_database
 
 
@@ -188,6 +192,28 @@ def test_check_schema_fails_until_the_database_is_migrated(database_url: str) ->
         check_schema(database_url)
     upgrade_schema(database_url)
     check_schema(database_url)
+
+
+def test_gateway_start_migrates_unless_told_the_deployment_does(tmp_path: Path) -> None:
+    """The real app with no Triton behind it (a closed port): its start-up is what is tested."""
+
+    def settings(name: str, migrate_on_start: bool) -> Settings:
+        return Settings(
+            triton_grpc_url=f"127.0.0.1:{free_port()}",
+            triton_timeout_s=2,
+            database_url=f"sqlite:///{tmp_path / name}",
+            migrate_on_start=migrate_on_start,
+        )
+
+    with TestClient(create_app(settings("started.db", migrate_on_start=True))):
+        pass
+    assert _revision(f"sqlite:///{tmp_path / 'started.db'}") == head_revision()
+
+    with (
+        pytest.raises(SchemaError, match="run `picmetric migrate` first"),
+        TestClient(create_app(settings("unmigrated.db", migrate_on_start=False))),
+    ):
+        pass
 
 
 def _picmetric_migrate(database_url: str) -> subprocess.CompletedProcess[str]:
