@@ -9,27 +9,49 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics
+from gateway import metrics, urlguard
 from gateway.decode import decode_rgb
 from gateway.fetch import FetchedImage, fetch
-from gateway.formatting import summarize
-from gateway.inference import ModelSpec, Options, decode_side, run_models
+from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
+from gateway.results import (
+    Analysis,
+    ImageInfo,
+    ModelRun,
+    Options,
+    Results,
+    Source,
+    SourceKind,
+    Summary,
+)
 from gateway.services import Services
+from gateway.settings import Settings
 from gateway.storage import AnalysisRow, new_id
 
 
 @dataclass(frozen=True)
 class AnalysisRequest:
-    source_kind: str  # "url", "s3" or "upload"
+    source_kind: SourceKind
     source: str  # the URL, or the s3:// pointer of the stored upload
     models: list[str] | None  # None: every model that is ready
-    threshold: float
-    max_results: int
+    options: Options
     data: bytes | None = None  # the uploaded bytes
+
+
+def url_kind(url: str) -> SourceKind:
+    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
+
+
+def options_or_defaults(
+    settings: Settings, threshold: float | None, max_results: int | None
+) -> Options:
+    """The request's options; what it leaves out comes from the settings."""
+    return Options(
+        threshold=settings.default_threshold if threshold is None else threshold,
+        max_results=settings.default_max_results if max_results is None else max_results,
+    )
 
 
 @contextmanager
@@ -58,11 +80,11 @@ async def _fetch(request: AnalysisRequest, services: Services) -> FetchedImage:
     return await fetch(services.http, services.s3, request.source, services.settings)
 
 
-async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any]:
-    """The /v1 answer for one image; stored, or answered from the store when cached."""
+async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
+    """The analysis of one image; stored, or answered from the store when cached."""
     started = time.perf_counter()
     specs = await services.catalog.specs_for(services.triton, request.models)
-    options = Options(request.threshold, request.max_results)
+    options = request.options
     timings: dict[str, float] = {}
     with _stage("fetch", timings):
         image = await _fetch(request, services)
@@ -72,20 +94,18 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
     cached = await services.store.find_cached(sha256, key)
     if cached is not None:
         metrics.CACHE_HITS.inc()
-        return response(cached, cached=True)
+        return stored_analysis(cached, cached=True)
     call = services.call()
     with _stage("decode", timings):
         # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
         decoded = await run_in_threadpool(
             decode_rgb, image.data, services.settings.max_image_pixels, decode_side(specs, call)
         )
-    results, preprocess = await run_models(specs, call, decoded, options)
+    found, preprocess = await run_models(specs, call, decoded, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
-    for name, result in results.items():
+    for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
-    states = services.catalog.states
-    detections = {name: result.detections for name, result in results.items()}
     row = AnalysisRow(
         id=new_id(),
         created_at=dt.datetime.now(dt.timezone.utc),
@@ -95,24 +115,34 @@ async def analyze(request: AnalysisRequest, services: Services) -> dict[str, Any
         cache_key=key,
         width=decoded.width,
         height=decoded.height,
-        models={
-            name: {
-                "version": states[name].version,
-                "weights": states[name].weights,
-                "latency_ms": round(result.seconds * 1000, 2),
-            }
-            for name, result in results.items()
-        },
+        models=_model_runs(found, services),
         result={
-            "results": detections,
-            "options": {"threshold": options.threshold, "max_results": options.max_results},
+            "results": _results(found).model_dump(mode="json", exclude_none=True),
+            "options": options.model_dump(),
         },
         timings=timings,
     )
     with _stage("store", timings):
         await services.store.save(row)
     row.timings = {**timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    return response(row, cached=False)
+    return stored_analysis(row, cached=False)
+
+
+def _results(found: dict[str, ModelResult]) -> Results:
+    return Results.model_validate({name: result.detections for name, result in found.items()})
+
+
+def _model_runs(found: dict[str, ModelResult], services: Services) -> dict[str, dict[str, object]]:
+    """Per model: the Triton version, the weights it runs on and its latency, as stored."""
+    states = services.catalog.states
+    return {
+        name: {
+            "version": states[name].version,
+            "weights": states[name].weights,
+            "latency_ms": round(result.seconds * 1000, 2),
+        }
+        for name, result in found.items()
+    }
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -120,18 +150,18 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def response(row: AnalysisRow, cached: bool) -> dict[str, Any]:
-    """The /v1 JSON of a stored analysis."""
-    results = row.result["results"]
-    return {
-        "id": row.id,
-        "cached": cached,
-        "created_at": _utc(row.created_at).isoformat(),
-        "source": {"kind": row.source_kind, "url": row.source},
-        "image": {"width": row.width, "height": row.height, "sha256": row.image_sha256},
-        "options": row.result["options"],
-        "models": [{"name": name, **info} for name, info in row.models.items()],
-        "results": results,
-        "summary": summarize(results),
-        "timings_ms": row.timings,
-    }
+def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
+    """The typed analysis of a stored row."""
+    results = Results.model_validate(row.result["results"])
+    return Analysis(
+        id=row.id,
+        cached=cached,
+        created_at=_utc(row.created_at).isoformat(),
+        source=Source.model_validate({"kind": row.source_kind, "url": row.source}),
+        image=ImageInfo(width=row.width, height=row.height, sha256=row.image_sha256),
+        options=Options.model_validate(row.result["options"]),
+        models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
+        results=results,
+        summary=Summary.of(results),
+        timings_ms=row.timings,
+    )

@@ -3,6 +3,9 @@ mapped to responses in one place (gateway.main)."""
 
 from __future__ import annotations
 
+# How long a client should wait before retrying a 503: about one model reload or restart.
+RETRY_AFTER = {"Retry-After": "10"}
+
 
 class PicmetricError(Exception):
     """Base class: a failure with a message a person can act on."""
@@ -71,6 +74,10 @@ class ImageTooLarge(PicmetricError):
     status_code = 413
     errortype = "image_too_large"
 
+    @classmethod
+    def over(cls, limit: int) -> ImageTooLarge:
+        return cls(f"Image is larger than the {limit} byte limit.")
+
 
 class UnsupportedImage(PicmetricError):
     """The bytes are not an image format we decode."""
@@ -91,7 +98,7 @@ class ModelUnavailable(PicmetricError):
 
     status_code = 503
     errortype = "model_unavailable"
-    headers = {"Retry-After": "10"}
+    headers = RETRY_AFTER
 
 
 class InferenceTimeout(PicmetricError):
@@ -113,4 +120,4 @@ class StorageError(PicmetricError):
 
     status_code = 503
     errortype = "storage_unavailable"
-    headers = {"Retry-After": "10"}
+    headers = RETRY_AFTER

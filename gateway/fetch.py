@@ -1,5 +1,5 @@
-"""Getting image bytes: http(s) with httpx (streamed, capped, redirects checked hop by hop) and
-s3://bucket/key with boto3. Third-party exceptions become ours here."""
+"""Getting image bytes: http(s) with httpx (streamed, capped, redirects checked hop by hop), and
+s3://bucket/key through gateway.s3. httpx's exceptions become ours here."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-from botocore.exceptions import BotoCoreError, ClientError
-from starlette.concurrency import run_in_threadpool
 
+from gateway import s3 as s3_objects
 from gateway import urlguard
 from gateway.errors import (
     FetchError,
     FetchTimeout,
     ImageTooLarge,
-    InvalidRequest,
     RemoteHTTPError,
     URLUnreachable,
 )
@@ -30,10 +28,6 @@ USER_AGENT = "picmetric-gateway/0.1"
 class FetchedImage:
     data: bytes
     source: str  # the URL or s3:// pointer
-
-
-def _too_large(limit: int) -> ImageTooLarge:
-    return ImageTooLarge(f"Image is larger than the {limit} byte limit.")
 
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
@@ -68,45 +62,18 @@ async def fetch_http(client: httpx.AsyncClient, url: str, settings: Settings) ->
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
+        raise ImageTooLarge.over(limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
-            raise _too_large(limit)
+            raise ImageTooLarge.over(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def split_s3_url(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    key = parts.path.lstrip("/")
-    if not parts.netloc or not key:
-        raise InvalidRequest(f"S3 URL '{url}' must look like s3://bucket/key.")
-    return parts.netloc, key
-
-
-async def fetch_s3(s3: Any, url: str, settings: Settings) -> FetchedImage:
-    """Read s3://bucket/key with boto3 (in a worker thread), capped at max_image_bytes."""
-    bucket, key = split_s3_url(url)
-
-    def read() -> bytes:
-        response = s3.get_object(Bucket=bucket, Key=key)
-        if response["ContentLength"] > settings.max_image_bytes:
-            raise _too_large(settings.max_image_bytes)
-        return bytes(response["Body"].read())
-
-    try:
-        return FetchedImage(await run_in_threadpool(read), url)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise FetchError(f"S3 could not return {url}: {code}.") from exc
-    except BotoCoreError as exc:
-        raise URLUnreachable(f"S3 is unreachable for {url}: {exc}") from exc
-
-
 async def fetch(client: httpx.AsyncClient, s3: Any, url: str, settings: Settings) -> FetchedImage:
     if urlguard.check_scheme(url) == "s3":
-        return await fetch_s3(s3, url, settings)
+        return FetchedImage(await s3_objects.read(s3, url, settings.max_image_bytes), url)
     return await fetch_http(client, url, settings)

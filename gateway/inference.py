@@ -1,12 +1,13 @@
 """The three models through Triton's asyncio gRPC client: client-side preparation, the call, and
-the answer as plain numbers. One client per process; models run concurrently per request."""
+the answer as typed results (`gateway.results`). One client per process; models run concurrently
+per request."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from tritonclient.grpc.aio import InferenceServerClient as Client
 from tritonclient.utils import InferenceServerException
 
+from core.models import COCO_NAMES
 from core.preprocessing import (
     RESNET50_INPUT_SIZE,
     YOLOV3_INPUT_SIZE,
@@ -25,17 +27,7 @@ from core.preprocessing import (
 )
 from gateway.decode import DecodedImage
 from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-
-Detections = list[dict[str, Any]]
-# The order of the `mtcnn` model's landmarks output.
-FACE_KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
-
-@dataclass(frozen=True)
-class Options:
-    threshold: float
-    max_results: int
-
+from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
 
 Prepared = dict[str, Any]
 
@@ -60,7 +52,7 @@ class ModelSpec:
     triton_model: str
     provenance_model: str
     prepare: Callable[[DecodedImage, int | None], Prepared]  # (image, the input size Triton says)
-    infer: Callable[[Call, Prepared, Options], Awaitable[Detections]]
+    infer: Callable[[Call, Prepared, Options], Awaitable[Sequence[Detection]]]
     input_size: int | None  # the square side it resizes to by default; None: every pixel
 
 
@@ -87,10 +79,10 @@ def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput
 
 
 def prepare_resnet50(image: DecodedImage, size: int | None) -> Prepared:
-    return {"image": resize_for_resnet50(image.rgb)[None]}
+    return {"image": resize_for_resnet50(image.rgb, size or RESNET50_INPUT_SIZE)[None]}
 
 
-async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> Detections:
+async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> list[Label]:
     """Top labels by Triton's classification extension, above the threshold."""
     inputs = [_input("image", prepared["image"], "UINT8")]
     outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
@@ -101,16 +93,8 @@ async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> De
     for entry in result.as_numpy("probabilities").reshape(-1):
         score, _, label = entry.decode().split(":", 2)
         if float(score) >= options.threshold:
-            labels.append({"label": label, "confidence": float(score)})
+            labels.append(Label(label=label, confidence=float(score)))
     return labels
-
-
-PIXEL_DECIMALS = 2  # coordinates to a hundredth of a pixel; more digits are noise
-
-
-def _box(x_min: float, y_min: float, x_max: float, y_max: float) -> dict[str, float]:
-    corners = {"x_min": x_min, "y_min": y_min, "x_max": x_max, "y_max": y_max}
-    return {key: round(value, PIXEL_DECIMALS) for key, value in corners.items()}
 
 
 def prepare_mtcnn(image: DecodedImage, size: int | None) -> Prepared:
@@ -119,21 +103,14 @@ def prepare_mtcnn(image: DecodedImage, size: int | None) -> Prepared:
     return {"image": np.ascontiguousarray(image.rgb)}
 
 
-async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> Detections:
+async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> list[Face]:
     """Faces above the threshold, with boxes and landmarks in original pixels."""
     inputs = [_input("image", prepared["image"], "UINT8")]
     result = await call.client.infer("mtcnn", inputs, client_timeout=call.timeout)
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")
     return [
-        {
-            "confidence": float(score),
-            "box": _box(*map(float, box)),
-            "keypoints": {
-                name: (round(float(x), PIXEL_DECIMALS), round(float(y), PIXEL_DECIMALS))
-                for name, (x, y) in zip(FACE_KEYPOINTS, points, strict=True)
-            },
-        }
+        Face.of(score, box, points)
         for box, score, points in zip(boxes, scores, landmarks, strict=True)
         if score >= options.threshold
     ]
@@ -142,7 +119,7 @@ async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> Detec
 @functools.lru_cache(maxsize=4)
 def coco_names(repository: Path) -> tuple[str, ...]:
     """The `yolov3` class names, one per line, in the model repository."""
-    return tuple((repository / "yolov3" / "coco_names.txt").read_text().splitlines())
+    return tuple((repository / COCO_NAMES).read_text().splitlines())
 
 
 def prepare_yolov3(image: DecodedImage, size: int | None) -> Prepared:
@@ -153,7 +130,7 @@ def prepare_yolov3(image: DecodedImage, size: int | None) -> Prepared:
     return {"image": boxed[None], "image_shape": shape}
 
 
-async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Detections:
+async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> list[DetectedObject]:
     """Located COCO objects above the threshold, boxes in original pixels."""
     inputs = [
         _input("image", prepared["image"], "UINT8"),
@@ -169,7 +146,7 @@ async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> Dete
     boxes = result.as_numpy("boxes").reshape(-1, 4)
     scores, classes = result.as_numpy("scores").reshape(-1), result.as_numpy("classes").reshape(-1)
     return [
-        {"label": names[int(c)], "confidence": float(s), "box": _box(*map(float, box))}
+        DetectedObject(label=names[int(c)], confidence=float(s), box=Box.of(box))
         for box, s, c in zip(boxes, scores, classes, strict=True)
         if s >= options.threshold and c >= 0  # -1 pads multi-image requests
     ]
@@ -188,7 +165,7 @@ MODELS: dict[str, ModelSpec] = {
 
 @dataclass(frozen=True)
 class ModelResult:
-    detections: Detections
+    detections: Sequence[Detection]
     seconds: float
 
 

@@ -13,17 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from gateway import metrics
+from gateway import metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
-from gateway.formatting import seed_error
 from gateway.migrate import check_schema, upgrade_schema
 from gateway.routes import health, seed, v1
 from gateway.services import Services
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
-
-SEED_ROUTE = "/api"
 
 
 def _error_response(
@@ -33,11 +30,11 @@ def _error_response(
     message: str,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
+    """The error in the shape of the route that failed (its `render_error`), /v1's by default."""
     metrics.ERRORS.labels(errortype).inc()
-    body = {"errortype": errortype, "message": message}
-    if request.url.path == SEED_ROUTE:
-        body = seed_error(errortype, message)
-    return JSONResponse(body, status_code=status, headers=headers)
+    route = request.scope.get("route")
+    render: rendering.ErrorRenderer = getattr(route, "render_error", rendering.v1_error)
+    return JSONResponse(render(errortype, message), status_code=status, headers=headers)
 
 
 async def _picmetric_error(request: Request, exc: Exception) -> JSONResponse:

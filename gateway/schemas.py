@@ -1,12 +1,13 @@
-"""Request and response bodies of the typed /v1 API and the seed's /api (for OpenAPI at /docs)."""
+"""Request bodies, and the response bodies other than an analysis (`gateway.results`), of the
+typed /v1 API and the seed's /api, for validation and for OpenAPI at /docs."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-ModelName = Literal["resnet50", "yolov3", "mtcnn"]
+from core.models import ModelName
 
 
 class AnalysisOptions(BaseModel):
@@ -21,78 +22,20 @@ class AnalyzeRequest(AnalysisOptions):
 
 class SeedRequest(BaseModel):
     url: str
-    threshold: float = Field(0.2, ge=0, lt=1)
+    threshold: float | None = Field(None, ge=0, lt=1, description="default: the gateway's")
 
 
-class Box(BaseModel):
-    x_min: float
-    y_min: float
-    x_max: float
-    y_max: float
-
-
-class Label(BaseModel):
-    label: str
-    confidence: float
-
-
-class DetectedObject(Label):
-    box: Box
-
-
-class Face(BaseModel):
-    confidence: float
-    box: Box
-    keypoints: dict[str, tuple[float, float]]
-
-
-class Results(BaseModel):
-    resnet50: list[Label] | None = None
-    yolov3: list[DetectedObject] | None = None
-    mtcnn: list[Face] | None = None
-
-
-class Summary(BaseModel):
-    people: int
-    faces: int
-    objects: dict[str, int]
-    labels: list[str]
-
-
-class ImageInfo(BaseModel):
-    width: int
-    height: int
-    sha256: str
-
-
-class Source(BaseModel):
-    kind: Literal["url", "s3", "upload"]
-    url: str
-
-
-class ModelRun(BaseModel):
-    name: str
-    version: str | None
-    weights: dict[str, object]
-    latency_ms: float
-
-
-class Options(BaseModel):
-    threshold: float
-    max_results: int
-
-
-class Analysis(BaseModel):
-    id: str
-    cached: bool
-    created_at: str
-    source: Source
-    image: ImageInfo
-    options: Options
-    models: list[ModelRun]
-    results: Results
-    summary: Summary
-    timings_ms: dict[str, float]
+def multipart_schema() -> dict[str, Any]:
+    """An upload's form: the image as `file`; the options as in JSON, `models` comma-separated."""
+    schema = AnalysisOptions.model_json_schema()
+    models = {"type": "string", "description": "comma-separated, e.g. resnet50,yolov3"}
+    schema["properties"] = {
+        "file": {"type": "string", "format": "binary"},
+        **schema["properties"],
+        "models": models,
+    }
+    schema["required"] = ["file"]
+    return schema
 
 
 class ModelInfo(BaseModel):

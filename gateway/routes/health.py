@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.deps import ServicesDep
+from gateway.errors import RETRY_AFTER
 
 router = APIRouter(tags=["health"])
 
@@ -32,7 +33,7 @@ async def read_readiness(services: ServicesDep) -> JSONResponse:
         fresh = await catalog.canary(services.call())
     ready = catalog.live and all(models.values()) and fresh
     body = {"ready": ready, "triton_live": catalog.live, "models": models, "canary_ok": fresh}
-    headers = {} if ready else {"Retry-After": "10"}
+    headers = {} if ready else RETRY_AFTER
     return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
 

@@ -1,29 +1,36 @@
-"""POST /api: the seed Flask service's contract, for the existing front end."""
+"""POST /api: the seed Flask service's contract, for the existing front end; errors too are in
+the seed's shape."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from fastapi.routing import APIRoute
 
-from gateway.analysis import AnalysisRequest, analyze
+from gateway import rendering
+from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
 from gateway.deps import ServicesDep, require_api_key
-from gateway.formatting import seed_response
-from gateway.routes.v1 import source_kind
 from gateway.schemas import SeedRequest, SeedResponse
 
-router = APIRouter(tags=["seed"], dependencies=[Depends(require_api_key)])
+
+class SeedRoute(APIRoute):
+    """A route whose errors the front end reads in the seed's shape."""
+
+    render_error = staticmethod(rendering.seed_error)
+
+
+router = APIRouter(tags=["seed"], dependencies=[Depends(require_api_key)], route_class=SeedRoute)
 
 
 @router.post("/api", response_model=SeedResponse)
 async def analyze_seed(body: SeedRequest, services: ServicesDep) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
     request = AnalysisRequest(
-        source_kind=source_kind(body.url),
+        source_kind=url_kind(body.url),
         source=body.url,
         models=None,
-        threshold=body.threshold,
-        max_results=services.settings.default_max_results,
+        options=options_or_defaults(services.settings, body.threshold, None),
     )
-    result = await analyze(request, services)
-    return seed_response(body.url, result["results"])
+    analysis = await analyze(request, services)
+    return rendering.seed_analysis(body.url, analysis.results)

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from gateway import urlguard
-from gateway.analysis import AnalysisRequest, analyze, response
+from gateway import rendering
+from gateway import s3 as s3_objects
+from gateway.analysis import (
+    AnalysisRequest,
+    analyze,
+    options_or_defaults,
+    stored_analysis,
+    url_kind,
+)
 from gateway.deps import ServicesDep, require_api_key
-from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, StorageError, UpstreamError
-from gateway.schemas import Analysis, AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo
+from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, StorageError
+from gateway.results import Analysis
+from gateway.schemas import AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo, multipart_schema
 from gateway.services import Services
+
+Body = TypeVar("Body", bound=BaseModel)
 
 router = APIRouter(
     prefix="/v1",
@@ -24,48 +33,36 @@ router = APIRouter(
     responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503)},
 )
 
-_MULTIPART = {
-    "schema": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "models": {"type": "string", "description": "comma-separated, e.g. resnet50,yolov3"},
-            "threshold": {"type": "number"},
-            "max_results": {"type": "integer"},
-        },
-    }
-}
-_BOTH_BODIES = {
+# One route takes JSON or a multipart upload, which FastAPI cannot declare from the signature.
+_JSON_OR_UPLOAD = {
     "requestBody": {
         "required": True,
         "content": {
             "application/json": {"schema": AnalyzeRequest.model_json_schema()},
-            "multipart/form-data": _MULTIPART,
+            "multipart/form-data": {"schema": multipart_schema()},
         },
+    }
+}
+_UPLOAD = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": multipart_schema()}},
     }
 }
 
 
-def source_kind(url: str) -> str:
-    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
-
-
-def _validated(data: dict[str, Any], schema: type[AnalysisOptions] = AnalyzeRequest) -> Any:
+def _validated(data: dict[str, Any], schema: type[Body]) -> Body:
+    """Validate like FastAPI does for declared bodies, so errors read the same."""
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidRequest(f"Invalid request: {problems}.") from exc
+        raise RequestValidationError(exc.errors()) from exc
 
 
 def _request(body: AnalysisOptions, services: Services, **source: Any) -> AnalysisRequest:
-    settings = services.settings
+    options = options_or_defaults(services.settings, body.threshold, body.max_results)
     return AnalysisRequest(
-        models=list(body.models) if body.models else None,
-        threshold=settings.default_threshold if body.threshold is None else body.threshold,
-        max_results=body.max_results or settings.default_max_results,
-        **source,
+        models=list(body.models) if body.models else None, options=options, **source
     )
 
 
@@ -76,27 +73,14 @@ async def _read_upload(form: FormData, limit: int) -> tuple[bytes, str]:
         raise InvalidRequest("Send the image as a multipart form field named 'file'.")
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise ImageTooLarge(f"Image is larger than the {limit} byte limit.")
+        raise ImageTooLarge.over(limit)
     if not data:
         raise InvalidRequest("The uploaded file is empty.")
     return data, upload.filename or "upload"
 
 
-async def _store_upload(data: bytes, services: Services) -> str:
-    """Put the bytes into the uploads bucket under their sha256; returns the s3:// pointer."""
-    bucket = services.settings.s3_bucket
-    if not bucket:
-        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
-    key = f"uploads/{hashlib.sha256(data).hexdigest()}"
-    try:
-        await run_in_threadpool(services.s3.put_object, Bucket=bucket, Key=key, Body=data)
-    except Exception as exc:  # botocore raises many unrelated types; all mean "S3 failed"
-        raise UpstreamError(f"Could not store the upload in s3://{bucket}: {exc}") from exc
-    return f"s3://{bucket}/{key}"
-
-
-async def _analyze_upload(request: Request, services: Services, require_s3: bool) -> dict[str, Any]:
-    """Analyse a multipart upload; it is kept in S3 when a bucket is set (or `require_s3`)."""
+async def _analyze_upload(request: Request, services: Services, keep: bool) -> Analysis:
+    """Analyse a multipart upload; it is kept in S3 when a bucket is set (or `keep`)."""
     async with request.form(max_files=1, max_fields=10) as form:
         data, filename = await _read_upload(form, services.settings.max_image_bytes)
         fields: dict[str, Any] = {
@@ -105,42 +89,38 @@ async def _analyze_upload(request: Request, services: Services, require_s3: bool
     if "models" in fields:
         fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
     body = _validated(fields, AnalysisOptions)
-    if require_s3 or services.settings.s3_bucket:
-        pointer = await _store_upload(data, services)
-    else:
-        pointer = f"upload:{filename}"
-    request_ = _request(body, services, source_kind="upload", source=pointer, data=data)
-    return await analyze(request_, services)
+    bucket = services.settings.s3_bucket
+    if keep and not bucket:
+        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+    pointer = (
+        await s3_objects.keep_upload(services.s3, bucket, data) if bucket else f"upload:{filename}"
+    )
+    return await analyze(
+        _request(body, services, source_kind="upload", source=pointer, data=data), services
+    )
 
 
-@router.post("/analyze", response_model=Analysis, openapi_extra=_BOTH_BODIES)
+@router.post("/analyze", response_model=Analysis, openapi_extra=_JSON_OR_UPLOAD)
 async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        return await _analyze_upload(request, services, require_s3=False)
+        return rendering.v1_analysis(await _analyze_upload(request, services, keep=False))
     try:
         payload = await request.json()
     except ValueError as exc:
         raise InvalidRequest(
             'Send JSON like {"url": "https://..."} or a multipart upload.'
         ) from exc
-    body = _validated(payload if isinstance(payload, dict) else {})
-    source = {"source_kind": source_kind(body.url), "source": body.url}
-    return await analyze(_request(body, services, **source), services)
+    body = _validated(payload if isinstance(payload, dict) else {}, AnalyzeRequest)
+    analysis_request = _request(body, services, source_kind=url_kind(body.url), source=body.url)
+    return rendering.v1_analysis(await analyze(analysis_request, services))
 
 
-@router.post(
-    "/images",
-    response_model=Analysis,
-    status_code=201,
-    openapi_extra={
-        "requestBody": {"required": True, "content": {"multipart/form-data": _MULTIPART}}
-    },
-)
+@router.post("/images", response_model=Analysis, status_code=201, openapi_extra=_UPLOAD)
 async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
-    return await _analyze_upload(request, services, require_s3=True)
+    return rendering.v1_analysis(await _analyze_upload(request, services, keep=True))
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)
@@ -149,20 +129,20 @@ async def read_analysis(analysis_id: str, services: ServicesDep) -> dict[str, An
     row = await services.store.get(analysis_id)
     if row is None:
         raise NotFound(f"No analysis with id '{analysis_id}'.")
-    return response(row, cached=True)
+    return rendering.v1_analysis(stored_analysis(row, cached=True))
 
 
 @router.get("/models", response_model=list[ModelInfo])
-async def read_models(services: ServicesDep) -> list[dict[str, Any]]:
+async def read_models(services: ServicesDep) -> list[ModelInfo]:
     """The models, their Triton versions, readiness and weight provenance."""
     await services.catalog.refresh(services.triton)
     return [
-        {
-            "name": state.name,
-            "triton_model": state.triton_model,
-            "ready": state.ready,
-            "version": state.version,
-            "weights": state.weights,
-        }
+        ModelInfo(
+            name=state.name,
+            triton_model=state.triton_model,
+            ready=state.ready,
+            version=state.version,
+            weights=state.weights,
+        )
         for state in services.catalog.states.values()
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import tritonclient.grpc as grpcclient
 
+from core.models import OFFERED_MODELS
 from gateway.catalog import square_input_size
 from picmetric.triton_server import TritonServer
 
@@ -22,6 +23,6 @@ def test_square_input_sizes_from_the_real_triton(triton: TritonServer) -> None:
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
         sizes = {
             model: square_input_size(client.get_model_metadata(model, as_json=True))
-            for model in ("resnet50", "yolov3", "mtcnn")
+            for model in OFFERED_MODELS
         }
     assert sizes == {"resnet50": 224, "yolov3": 416, "mtcnn": None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.models import OFFERED_MODELS
 from gateway.decode import decode_rgb
 from gateway.inference import MODELS, Call, decode_side, prepare_resnet50, prepare_yolov3
 from tests.utils.real_photos import jpeg_bytes, real_photo
@@ -36,3 +37,8 @@ def test_resnet50_and_yolov3_from_a_reduced_decode_see_the_same_photo() -> None:
     assert np.abs(a["image"].astype(int) - b["image"]).mean() < 4
     c, d = prepare_resnet50(full, 224)["image"], prepare_resnet50(reduced, 224)["image"]
     assert np.abs(c.astype(int) - d).mean() < 4
+
+
+def test_the_gateway_offers_exactly_the_contracts_models() -> None:
+    assert tuple(MODELS) == OFFERED_MODELS
+    assert all(name == spec.name for name, spec in MODELS.items())
