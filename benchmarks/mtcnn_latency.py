@@ -28,8 +28,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from conversion import mtcnn as converter
-from core.paths import MODEL_REPOSITORY
-from picmetric.repository import copy_models, load_module
+from picmetric.repository import copy_models, load_model_module
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
 
@@ -103,7 +102,7 @@ def main() -> None:
 
     images = load_images(args.large)
     detector = MTCNN()
-    cascade = load_module(MODEL_REPOSITORY / "mtcnn" / "1" / "cascade.py", "mtcnn_cascade")
+    cascade = load_model_module("mtcnn", "cascade")
     params = cascade.Parameters()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,8 @@ importing a Triton Python model's maths without Triton (tests, benchmarks)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
 import importlib.util
 import shutil
 import sys
@@ -25,12 +27,18 @@ def copy_models(models: Iterable[str], target: Path) -> Path:
     return target
 
 
-def load_module(path: Path, name: str) -> ModuleType:
-    """Import a Python file from the repository (a Triton model's pure functions) as `name`."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+def load_model_module(model: str, module: str) -> ModuleType:
+    """`model_repository/<model>/1/<module>.py` (a Triton Python model's pure functions) imported
+    without Triton. As Triton imports it, it is a module of its folder's package, so its relative
+    imports of the files beside it work; Triton's package is named `1`, this one
+    `triton_model_<model>` (not `<model>`, which may be a library's name, e.g. mtcnn)."""
+    package = f"triton_model_{model}"
+    folder = MODEL_REPOSITORY / model / "1"
+    if package not in sys.modules:
+        spec = importlib.machinery.ModuleSpec(package, None, is_package=True)
+        spec.submodule_search_locations = [str(folder)]
+        sys.modules[package] = importlib.util.module_from_spec(spec)
+    loaded = sys.modules[package].__path__
+    if list(loaded) != [str(folder)]:
+        raise ImportError(f"{package} is already imported from {loaded[0]}, not {folder}")
+    return importlib.import_module(f"{package}.{module}")

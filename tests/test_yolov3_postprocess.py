@@ -168,19 +168,27 @@ def test_settings_from_config_and_request_overrides() -> None:
     }
     settings = post.Settings.from_config(config)
     assert settings == post.Settings(0.3, 0.5, 7, 50)
-    assert settings.override({"max_detections": 3, "unrelated": "x"}).max_detections == 3
+    assert settings.override({"max_detections": 3}).max_detections == 3
+    assert settings.override('{"max_detections": "4.0"}').max_detections == 4  # Triton's JSON
     assert settings.override({"score_threshold": "0.6"}).score_threshold == 0.6
     for bad in (
         {"score_threshold": 1.5},
         {"iou_threshold": 0},
         {"max_detections": "many"},
         {"max_detections": True},
+        {"max_detections": 2.5},
         {"pre_nms_top_k": 0},
     ):
         with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
             settings.override(bad)
     with pytest.raises(ValueError, match="missing"):
         post.Settings.from_config({"score_threshold": "0.3"})
+
+
+def test_settings_override_refuses_an_unknown_name_naming_the_known_ones() -> None:
+    """As MTCNN does: a misspelt parameter fails its request instead of being ignored."""
+    with pytest.raises(ValueError, match="Unknown parameter 'max_detection'; the parameters are"):
+        SETTINGS.override({"max_detections": 3, "max_detection": 3})
 
 
 def test_parse_shapes_rejects_non_positive_sizes() -> None:

@@ -12,8 +12,7 @@ import cv2
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from core.paths import MODEL_REPOSITORY
-from picmetric.repository import load_module
+from picmetric.repository import load_model_module
 
 MODEL = "mtcnn"
 # The issue's parity tolerances against the mtcnn package.
@@ -23,9 +22,11 @@ MAX_LANDMARK_PX = 2.0
 
 
 @functools.cache
-def cascade() -> ModuleType:
-    """model_repository/mtcnn/1/cascade.py, imported without Triton."""
-    return load_module(MODEL_REPOSITORY / MODEL / "1" / "cascade.py", "mtcnn_cascade")
+def cascade(module: str = "cascade") -> ModuleType:
+    """model_repository/mtcnn/1/cascade.py, or another `module` of that folder (pyramid, boxes,
+    parameters, common), imported without Triton. cascade.py re-exports what tests use of the
+    others; patch a constant in the module that uses it."""
+    return load_model_module(MODEL, module)
 
 
 @dataclass(frozen=True)

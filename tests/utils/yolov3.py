@@ -10,12 +10,10 @@ from types import ModuleType
 import numpy as np
 
 from conversion import darknet, yolov3
-from core.paths import MODEL_REPOSITORY
 from core.preprocessing import letterbox_geometry
-from picmetric.repository import copy_models, load_module
+from picmetric.repository import copy_models, load_model_module
 
 YOLOV3_MODELS = ("yolov3_backbone", "yolov3_postprocess", "yolov3")
-POSTPROCESS_SOURCE = MODEL_REPOSITORY / "yolov3_postprocess" / "1" / "model.py"
 
 # The crafted network answers one box per bright-red 16 x 16 cell of the letterboxed input: the
 # cell's centre, CRAFTED_BOX_SIZE pixels square, class CRAFTED_CLASS, score ~1.
@@ -26,7 +24,7 @@ CRAFTED_CLASS = 0  # person
 
 def postprocess_module() -> ModuleType:
     """model_repository/yolov3_postprocess/1/model.py, imported without Triton."""
-    return load_module(POSTPROCESS_SOURCE, "yolov3_postprocess_model")
+    return load_model_module("yolov3_postprocess", "model")
 
 
 def copy_yolov3_repository(target: Path) -> Path:

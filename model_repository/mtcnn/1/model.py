@@ -1,15 +1,16 @@
-"""MTCNN face detection: the cascade in cascade.py, with PNet, RNet and ONet (`mtcnn_pnet`,
-`mtcnn_rnet`, `mtcnn_onet`) called through BLS. Pyramid levels are made in worker threads and
-each level's PNet requests (large levels in bands of rows) go out as soon as it is ready, all in
-flight together, as are the requests of one execute(); RNet's and ONet's crop batches go one
-after another.
+"""MTCNN face detection: the cascade in cascade.py (with pyramid.py and boxes.py), with PNet,
+RNet and ONet (`mtcnn_pnet`, `mtcnn_rnet`, `mtcnn_onet`) called through BLS. Pyramid levels are
+made in worker threads and each level's PNet requests (large levels in bands of rows) go out as
+soon as it is ready, all in flight together, as are the requests of one execute(); RNet's and
+ONet's crop batches go one after another.
 
 Input `image` UINT8 [height, width, 3] RGB. Outputs in original pixels, best first: `boxes`
 FP32 [n, 4] (x_min, y_min, x_max, y_max), `scores` FP32 [n], `landmarks` FP32 [n, 5, 2] (x, y)
 for left_eye, right_eye, nose, mouth_left, mouth_right. An image too small for PNet's 12-px
-window has no faces. The cascade's parameters (see `cascade.Parameters`) default to this model's
-config.pbtxt `parameters`, which must name them all, and can be overridden per request with
-Triton request parameters. A request over the cascade's budgets (cascade.py) fails alone.
+window has no faces. The cascade's parameters (see `parameters.Parameters`) default to this
+model's config.pbtxt `parameters`, which must name them all, and can be overridden per request
+with Triton request parameters; an unknown name or a bad value fails that request alone, as does
+a request over the cascade's budgets (pyramid.py).
 
 Needs only numpy and Triton's Python backend (no OpenCV, no `picmetric`), so it runs unchanged
 in the NGC image.
@@ -21,7 +22,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from .cascade import CascadeError, Parameters, detect_faces
+from .cascade import detect_faces
+from .parameters import CascadeError, Parameters
 
 OUTPUTS = ("boxes", "scores", "landmarks")
 
@@ -49,10 +51,8 @@ class TritonPythonModel:
     async def _respond(self, request) -> "pb_utils.InferenceResponse":
         try:
             image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
-            overrides = json.loads(request.parameters() or "{}")
-            faces = await detect_faces(
-                image, self.defaults.update(overrides), self._infer, self.crop_batch_size
-            )
+            params = self.defaults.update(request.parameters())
+            faces = await detect_faces(image, params, self._infer, self.crop_batch_size)
         except CascadeError as exc:
             error = pb_utils.TritonError(f"mtcnn: {exc}", pb_utils.TritonError.INVALID_ARG)
             return pb_utils.InferenceResponse(error=error)

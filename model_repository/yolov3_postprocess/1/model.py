@@ -6,16 +6,20 @@ score = objectness x class probability (the backbone computes it) above `score_t
 
 All requests of one execute() are handled together: one NMS pass over every image and class.
 Defaults come from config.pbtxt `parameters`; a request overrides them with Triton request
-parameters of the same name. This file needs only numpy (it also runs in the NGC image); the
-maths are module-level functions that unit tests import without Triton.
+parameters of the same name (an unknown name or a bad value fails that request alone). This
+folder needs only numpy (it also runs in the NGC image); the maths are module-level functions
+that unit tests import without Triton, IoU and parameter parsing in common.py.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
+
+from .common import from_parameters, overlap, with_parameters
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -37,18 +41,13 @@ class Settings:
 
     @classmethod
     def from_config(cls, parameters: dict[str, str]) -> Settings:
-        missing = [f.name for f in fields(cls) if f.name not in parameters]
-        if missing:
-            raise ValueError(f"config.pbtxt parameters {missing} are missing, and have no default.")
-        values = {f.name: _number(f.name, f.type, parameters[f.name]) for f in fields(cls)}
-        return cls(**values).check()  # type: ignore[arg-type]
+        """The settings from config.pbtxt, which must name every one. Raises ValueError."""
+        return from_parameters(cls, parameters).check()
 
-    def override(self, values: dict[str, object]) -> Settings:
-        """These settings with the known keys of `values` replaced; other keys are ignored
-        (ensembles forward every request parameter to every step). Raises ValueError."""
-        known = [f for f in fields(self) if f.name in values]
-        changes = {f.name: _number(f.name, f.type, values[f.name]) for f in known}
-        return replace(self, **changes).check() if changes else self
+    def override(self, values: str | Mapping[str, object]) -> Settings:
+        """These settings with `values` applied: Triton request parameters (their JSON text or a
+        mapping), every name one of the fields. Raises ValueError."""
+        return with_parameters(self, values).check()
 
     def check(self) -> Settings:
         if not 0.0 <= self.score_threshold < 1.0:
@@ -58,16 +57,6 @@ class Settings:
         if self.max_detections < 1 or self.pre_nms_top_k < 1:
             raise ValueError("max_detections and pre_nms_top_k must be at least 1.")
         return self
-
-
-def _number(name: str, kind: object, raw: object) -> float | int:
-    """A request or config parameter as the field's type (annotations are strings here)."""
-    try:
-        if isinstance(raw, bool) or raw is None:
-            raise ValueError
-        return int(raw) if kind in ("int", int) else float(raw)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"Parameter '{name}' must be a number, got {raw!r}.") from None
 
 
 @dataclass(frozen=True)
@@ -106,17 +95,6 @@ def select_candidates(
     return rows, classes
 
 
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Intersection over union of one box [4] with boxes [N, 4] (x_min, y_min, x_max, y_max)."""
-    low = np.maximum(box[:2], boxes[:, :2])
-    high = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(high - low, 0.0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    union = area + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def nms(
     boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
@@ -132,7 +110,8 @@ def nms(
         best, order = order[0], order[1:]
         keep.append(best)
         apart = groups[order] != groups[best]
-        order = order[apart | (iou(boxes[best], boxes[order]) <= iou_threshold)]
+        iou = overlap(boxes[best][None], boxes[order])[0]
+        order = order[apart | (iou <= iou_threshold)]
     return np.array(keep, np.int64)
 
 
@@ -237,7 +216,7 @@ class TritonPythonModel:
         owners, boxes, scores, shapes, settings = [], [], [], [], []
         for index, request in enumerate(requests):
             try:
-                options = self.defaults.override(json.loads(request.parameters() or "{}"))
+                options = self.defaults.override(request.parameters())
                 b = pb_utils.get_input_tensor_by_name(request, "candidate_boxes").as_numpy()
                 s = pb_utils.get_input_tensor_by_name(request, "candidate_scores").as_numpy()
                 image_shape = pb_utils.get_input_tensor_by_name(request, "image_shape").as_numpy()

@@ -1,0 +1,159 @@
+"""Boxes through the cascade, as the mtcnn package computes them: PNet's proposals, NMS, box
+regression, squaring, landmarks, clipping, and the crops RNet and ONet see.
+
+The package's quirks are kept so results agree with it: PNet windows are `[2x + 1, 2x + 12]`
+(and likewise in y) and regressed *before* NMS; NMS drops every box that overlaps any
+higher-scored box by more than the threshold, even one that was itself dropped; IoU uses areas
+`(x2 - x1) * (y2 - y1)`; crops follow `tf.image.crop_and_resize` with boxes divided by the image
+size (not size - 1), and pixels outside the image are the value that normalises to 0 (127.5).
+Boxes are rows [x1, y1, x2, y2, score, ...] in original image pixels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import overlap
+from .pyramid import PNET_STRIDE, PNET_WINDOW
+
+# The pixel value the networks' normalisation (p - 127.5) / 128 maps to 0: TensorFlow's
+# crop_and_resize fills outside the (normalised) image with 0.
+OUTSIDE_PIXEL = 127.5
+# PNet proposals kept, best first, per level before that level's NMS (the package keeps them all,
+# so `threshold_pnet=0` would make every PNet cell a box). The test photos stay far below (at most
+# ~450 per level, on a collage of seven faces).
+PNET_LEVEL_TOP_K = 2000
+# Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for 5,000 boxes.
+NMS_CHUNK = 256
+
+
+def sort_by_score(boxes: np.ndarray) -> np.ndarray:
+    """Rows [x1, y1, x2, y2, score, ...] by descending score (the package's argsort, reversed)."""
+    return boxes[np.argsort(boxes[:, 4])[::-1]]
+
+
+def pnet_proposals(
+    offsets: np.ndarray,
+    probabilities: np.ndarray,
+    scale: float,
+    threshold: float,
+    top_k: int = PNET_LEVEL_TOP_K,
+) -> np.ndarray:
+    """Boxes [n, 5] (x1, y1, x2, y2, score) in original pixels from one level's PNet output
+    (offsets [4, h, w], probabilities [2, h, w]), regressed, best first, at most `top_k`."""
+    score = probabilities[1]
+    ys, xs = np.nonzero(score > threshold)
+    if len(ys) > top_k:
+        best = np.sort(np.argpartition(score[ys, xs], len(ys) - top_k)[-top_k:])
+        ys, xs = ys[best], xs[best]
+    regression = offsets[:, ys, xs].T.astype(np.float64)
+    cell = PNET_WINDOW - 1
+    left, top = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
+    right, bottom = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
+    boxes = np.stack(
+        [
+            left + regression[:, 0] * cell,
+            top + regression[:, 1] * cell,
+            right + regression[:, 2] * cell,
+            bottom + regression[:, 3] * cell,
+            score[ys, xs].astype(np.float64),
+        ],
+        axis=1,
+    ).reshape(-1, 5)
+    boxes = sort_by_score(boxes)
+    boxes[:, :4] /= scale
+    return boxes
+
+
+def suppress(
+    boxes: np.ndarray, threshold: float, method: str = "union", sort: bool = True
+) -> np.ndarray:
+    """The package's NMS on rows [x1, y1, x2, y2, score, ...]: keep a box unless a box before it
+    (higher score) overlaps it by more than `threshold`. Memory stays O(n * NMS_CHUNK)."""
+    if sort:
+        boxes = sort_by_score(boxes)
+    keep = np.ones(len(boxes), dtype=bool)
+    for start in range(0, len(boxes), NMS_CHUNK):
+        stop = min(start + NMS_CHUNK, len(boxes))
+        iou = overlap(boxes[:stop, :4], boxes[start:stop, :4], method)
+        earlier = np.arange(stop)[:, None] < np.arange(start, stop)[None, :]
+        keep[start:stop] = ~np.any((iou > threshold) & earlier, axis=0)
+    return boxes[keep]
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Grow each box to a square around its centre (side = the longer side)."""
+    boxes = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0]
+    height = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(width, height)
+    boxes[:, 0] += width * 0.5 - side * 0.5
+    boxes[:, 1] += height * 0.5 - side * 0.5
+    boxes[:, 2] = boxes[:, 0] + side
+    boxes[:, 3] = boxes[:, 1] + side
+    return boxes
+
+
+def regress(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Apply RNet/ONet offsets [n, 4], in units of the box size (x2 - x1 + 1)."""
+    boxes = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0] + 1
+    height = boxes[:, 3] - boxes[:, 1] + 1
+    boxes[:, :4] += offsets * np.stack([width, height, width, height], axis=1)
+    return boxes
+
+
+def place_landmarks(landmarks: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """ONet's landmarks [n, 10] (five x, then five y, as box fractions) to pixels [n, 5, 2]."""
+    width = boxes[:, 2:3] - boxes[:, 0:1] + 1
+    height = boxes[:, 3:4] - boxes[:, 1:2] + 1
+    xs = width * landmarks[:, 0:5] + boxes[:, 0:1] - 1
+    ys = height * landmarks[:, 5:10] + boxes[:, 1:2] - 1
+    return np.stack([xs, ys], axis=-1)
+
+
+def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Clip x to [0, width - 1] and y to [0, height - 1]."""
+    boxes = boxes.copy()
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
+    return boxes
+
+
+def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear crops [n, C, size, size] (channels first, as the networks take them) of boxes
+    (x1, y1, x2, y2) from one HxWxC image of any numeric dtype, as `tf.image.crop_and_resize`
+    samples them for the package (boxes divided by the image size), with OUTSIDE_PIXEL where a
+    sample falls outside the image."""
+    height, width = image.shape[:2]
+    normalised = (boxes[:, :4] / np.array([width, height, width, height])).astype(np.float32)
+    ys = _sample_positions(normalised[:, 1], normalised[:, 3], height, size)
+    xs = _sample_positions(normalised[:, 0], normalised[:, 2], width, size)
+    y_valid = (ys >= 0) & (ys <= height - 1)
+    x_valid = (xs >= 0) & (xs <= width - 1)
+    top = np.clip(np.floor(ys), 0, height - 1).astype(np.int64)
+    bottom = np.clip(np.ceil(ys), 0, height - 1).astype(np.int64)
+    left = np.clip(np.floor(xs), 0, width - 1).astype(np.int64)
+    right = np.clip(np.ceil(xs), 0, width - 1).astype(np.int64)
+    y_lerp = (ys - np.floor(ys))[:, :, None, None]
+    x_lerp = (xs - np.floor(xs))[:, None, :, None]
+    flat = image.reshape(height * width, -1)
+
+    def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        index = rows[:, :, None] * width + cols[:, None, :]
+        return np.take(flat, index, axis=0).astype(np.float32)
+
+    top_left, bottom_left = pixels(top, left), pixels(bottom, left)
+    upper = top_left + (pixels(top, right) - top_left) * x_lerp
+    lower = bottom_left + (pixels(bottom, right) - bottom_left) * x_lerp
+    crops = upper + (lower - upper) * y_lerp
+    inside = (y_valid[:, :, None] & x_valid[:, None, :])[..., None]
+    crops = np.where(inside, crops, np.float32(OUTSIDE_PIXEL)).astype(np.float32)
+    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+
+
+def _sample_positions(start: np.ndarray, end: np.ndarray, extent: int, size: int) -> np.ndarray:
+    """Sample coordinates [n, size] along one axis, in float32 as TensorFlow computes them."""
+    step = (end - start) * np.float32(extent - 1) / np.float32(size - 1)
+    steps = np.arange(size, dtype=np.float32)
+    return start[:, None] * np.float32(extent - 1) + steps[None, :] * step[:, None]
