@@ -102,8 +102,9 @@ def check_schema(url: str) -> None:
     with _connection(url) as connection:
         current = _current_revision(connection)
     if current != head:
+        where = f"at revision {current}" if current else "not versioned (no alembic_version)"
         raise SchemaError(
-            f"The database schema is at {current or 'nothing (no tables)'}, not {head}: "
+            f"The database schema is {where}, but this gateway needs {head}: "
             "run `picmetric migrate` first, or set PICMETRIC_MIGRATE_ON_START=true."
         )
 
