@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from picmetric.repository import load_model_module
 
 MODELS = ("mtcnn", "yolov3_postprocess")
@@ -23,6 +23,13 @@ def test_every_python_model_has_the_same_common_py() -> None:
     for model in MODELS:  # each model imports its own copy
         model_common = load_model_module(model, "common")
         assert model_common.__file__ == str(MODEL_REPOSITORY / model / "1" / "common.py")
+
+
+def test_every_python_model_is_type_checked() -> None:
+    """mypy reaches each model folder through a link in typecheck/ (pyproject.toml says why)."""
+    for model in MODELS:
+        link = PROJECT_ROOT / "typecheck" / f"triton_{model}"
+        assert link.resolve() == (MODEL_REPOSITORY / model / "1").resolve(), link
 
 
 def _pixel_overlap(a: np.ndarray, b: np.ndarray, method: str) -> float:
