@@ -2,8 +2,9 @@
 
 Why not tf2onnx here: on yolov3's 62 million weights tf2onnx's graph rewrites hold ~17 GB
 (measured), more than the CI machine and the shared workstation have. Writing the ONNX nodes
-directly needs the weights once (~0.5 GB) and a second; the Keras model of `darknet.py` stays the
-source model that the export is validated against, and OpenCV's darknet importer the oracle.
+directly needs the weights once (~0.5 GB) and a second; the Keras model of `darknet/keras_graph.py`
+stays the source model that the export is validated against, and OpenCV's darknet importer the
+oracle. Each layer type's ONNX nodes are in `darknet/layers.py`, beside its Keras layers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from conversion.darknet import LEAKY_SLOPE, ConvWeights, Network, absolute_index
+from conversion.darknet import ConvWeights, Network
+from conversion.darknet.layers import LAYERS, OnnxWalk
 from conversion.onnx_graph import Graph
 
 
@@ -26,62 +28,15 @@ def build(network: Network, weights: list[ConvWeights], size: int) -> onnx.Model
     x = g.op("Cast", ["image"], to=TensorProto.FLOAT)
     x = g.op("Mul", [x, g.const(np.array(1 / 255, np.float32))])
     x = g.op("Transpose", [x], perm=[0, 3, 1, 2])  # NCHW inside
-    outputs: list[str] = []
-    heads: list[str] = []
-    spatial = size
-    sizes: list[int] = []  # spatial size after each layer
+    walk = OnnxWalk(g, convs, folded, spatial=size)
     for index, layer in enumerate(network.layers):
-        if layer.kind == "convolutional":
-            conv = convs[index]
-            kernel, bias = folded[index]
-            p = conv.padding
-            x = g.op(
-                "Conv",
-                [x, g.const(kernel.transpose(3, 2, 0, 1), "kernel"), g.const(bias, "bias")],
-                kernel_shape=[conv.size, conv.size],
-                strides=[conv.stride, conv.stride],
-                pads=[p, p, p, p],
-            )
-            spatial = (spatial + 2 * p - conv.size) // conv.stride + 1
-            if conv.activation == "leaky":
-                x = g.op("LeakyRelu", [x], alpha=LEAKY_SLOPE)
-        elif layer.kind == "route":
-            sources = [absolute_index(index, i) for i in layer.ints("layers")]
-            parts = [outputs[s] for s in sources]
-            x = parts[0] if len(parts) == 1 else g.op("Concat", parts, axis=1)
-            spatial = sizes[sources[0]]
-        elif layer.kind == "shortcut":
-            x = g.op("Add", [x, outputs[absolute_index(index, int(layer.get("from")))]])
-        elif layer.kind == "upsample":
-            stride = int(layer.get("stride", "2"))
-            scales = g.const(np.array([1, 1, stride, stride], np.float32), "scales")
-            x = g.op(
-                "Resize",
-                [x, "", scales],
-                mode="nearest",
-                nearest_mode="floor",
-                coordinate_transformation_mode="asymmetric",
-            )
-            spatial *= stride
-        elif layer.kind == "maxpool":
-            pool, stride = int(layer.get("size", "1")), int(layer.get("stride", "1"))
-            # darknet pads size - 1 in all, (size - 1) // 2 of it before; padding never wins.
-            before, after = (pool - 1) // 2, pool - 1 - (pool - 1) // 2
-            x = g.op(
-                "MaxPool",
-                [x],
-                kernel_shape=[pool, pool],
-                strides=[stride, stride],
-                pads=[before, before, after, after],
-            )
-            spatial = (spatial + pool - 1 - pool) // stride + 1
-        elif layer.kind == "yolo":
-            heads.append(x)
-        outputs.append(x)
-        sizes.append(spatial)
+        x, walk.spatial = LAYERS[layer.kind].onnx(walk, index, layer, x)
+        walk.outputs.append(x)
+        walk.sizes.append(walk.spatial)
     boxes, scores = [], []
-    for yolo, head in zip(network.yolos, heads, strict=True):
-        b, s = _decode(g, head, yolo.anchors, yolo.classes, sizes[yolo.index], size)
+    for yolo in network.yolos:
+        head = walk.outputs[yolo.index]
+        b, s = _decode(g, head, yolo.anchors, yolo.classes, walk.sizes[yolo.index], size)
         boxes.append(b)
         scores.append(s)
     g.op("Concat", boxes, "boxes", axis=1)
