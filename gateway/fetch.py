@@ -1,8 +1,25 @@
 """Getting image bytes: http(s) with httpx (streamed, capped, redirects checked hop by hop), and
-s3://bucket/key through gateway.s3. httpx's exceptions become ours here."""
+s3://bucket/key through gateway.s3. httpx's exceptions become ours here.
+
+Every hop is pinned to the addresses the guard checked (no second DNS lookup, so no DNS
+rebinding): the request goes to a URL whose host is the checked IP, while the `Host` header and
+the `sni_hostname` request extension (httpx/httpcore's documented way to set the TLS server name)
+carry the URL's own host name, so virtual hosting, SNI and certificate verification see the name,
+not the address. Everything that pins is in the request itself, so the one `AsyncClient` a
+process shares serves any number of concurrent fetches, each to its own checked address; no
+transport, context variable or shared map is involved. If an address refuses the connection the
+next checked one is tried, as a resolving client would.
+
+httpcore pools connections by (scheme, address, port). Over http a pooled connection to a checked
+address is as good as a new one. Over https it is not: a connection verified for one name must
+not carry a request for another name on the same address, so https requests ask for
+`Connection: close` and no TLS connection is ever reused.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -41,9 +58,9 @@ async def fetch_http(client: httpx.AsyncClient, url: str, settings: Settings) ->
     """GET `url`, following at most `max_redirects` redirects, each hop checked by the guard."""
     current = url
     for _ in range(settings.max_redirects + 1):
-        await urlguard.check_http_url(current, settings.allow_private_urls)
+        addresses = await urlguard.check_http_url(current, settings.allow_private_urls)
         try:
-            async with client.stream("GET", current) as response:
+            async with _get_pinned(client, current, addresses) as response:
                 if response.status_code in REDIRECT_CODES and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])
                     continue
@@ -56,7 +73,39 @@ async def fetch_http(client: httpx.AsyncClient, url: str, settings: Settings) ->
             raise FetchTimeout(f"Fetching {current} timed out.") from exc
         except httpx.TransportError as exc:
             raise URLUnreachable(f"Could not connect to {urlsplit(current).netloc}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise FetchError(f"{current} is not a URL that can be fetched: {exc}") from exc
     raise FetchError(f"Too many redirects (more than {settings.max_redirects}) from {url}.")
+
+
+@asynccontextmanager
+async def _get_pinned(
+    client: httpx.AsyncClient, url: str, addresses: list[str]
+) -> AsyncIterator[httpx.Response]:
+    """GET `url` (streamed) over a connection to the first of `addresses` that accepts one."""
+    target = httpx.URL(url)
+    headers = {"Host": target.netloc.decode("ascii")}
+    if target.scheme == "https":
+        headers["Connection"] = "close"
+    extensions = {"sni_hostname": target.raw_host.decode("ascii")}
+
+    def pinned(address: str) -> httpx.Request:
+        return client.build_request(
+            "GET", target.copy_with(host=address), headers=headers, extensions=extensions
+        )
+
+    for address in addresses[:-1]:
+        try:
+            response = await client.send(pinned(address), stream=True)
+            break
+        except httpx.ConnectError:
+            continue
+    else:
+        response = await client.send(pinned(addresses[-1]), stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:

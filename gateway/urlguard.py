@@ -1,4 +1,10 @@
-"""The one place that decides which image URLs the gateway may fetch (SSRF guard)."""
+"""The one place that decides which image URLs the gateway may fetch (SSRF guard), and the one
+place it resolves their host names.
+
+`check_http_url` answers the addresses it checked; the fetcher connects to those and never asks
+DNS again, so a name that answers a public address to the guard and a loopback one a moment later
+(DNS rebinding) cannot steer the connection inside.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from gateway.errors import ForbiddenURL, UnsupportedScheme, URLUnreachable
 
 HTTP_SCHEMES = ("http", "https")
 ALLOWED_SCHEMES = (*HTTP_SCHEMES, "s3")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def check_scheme(url: str) -> str:
@@ -24,29 +31,60 @@ def check_scheme(url: str) -> str:
     return scheme
 
 
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, in the system's order of preference, each once.
+
+    The only DNS lookup of an image URL; tests replace it to play a rebinding name server.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
 def _is_public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%")[0])
     return ip.is_global and not ip.is_multicast
 
 
-async def check_http_url(url: str, allow_private: bool) -> None:
-    """Refuse URLs whose host resolves to a loopback, private, link-local or reserved address,
-    unless `allow_private` (tests and local demos)."""
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+async def check_http_url(url: str, allow_private: bool) -> list[str]:
+    """The addresses the fetcher may connect to for `url`, in order of preference.
+
+    Refuses URLs whose host resolves to a loopback, private, link-local, multicast or reserved
+    address (every address it resolves to must be public), unless `allow_private` (tests and
+    local demos). The host is resolved either way, so the fetch is pinned to what was checked.
+    """
     parts = urlsplit(url)
-    if parts.scheme.lower() not in HTTP_SCHEMES:
+    scheme = parts.scheme.lower()
+    if scheme not in HTTP_SCHEMES:
         check_scheme(url)
         raise UnsupportedScheme(f"Redirect to a non-HTTP URL ({parts.scheme}://) is not followed.")
     if not parts.hostname:
         raise URLUnreachable(f"URL '{url}' has no host name.")
-    if allow_private:
-        return
-    loop = asyncio.get_running_loop()
+    host = parts.hostname
     try:
-        infos = await loop.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise URLUnreachable(f"Host '{parts.hostname}' could not be resolved.") from exc
-    if not all(_is_public(str(info[4][0])) for info in infos):
+        port = parts.port or DEFAULT_PORTS[scheme]
+    except ValueError as exc:
+        raise URLUnreachable(f"URL '{url}' has an invalid port.") from exc
+    if _is_literal(host):
+        addresses = [host]
+    else:
+        try:
+            addresses = await resolve(host, port)
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            raise URLUnreachable(f"Host '{host}' could not be resolved.") from exc
+        if not addresses:
+            raise URLUnreachable(f"Host '{host}' could not be resolved.")
+    if not allow_private and not all(_is_public(address) for address in addresses):
         raise ForbiddenURL(
-            f"Host '{parts.hostname}' resolves to a private or internal address; only public "
+            f"Host '{host}' resolves to a private or internal address; only public "
             "hosts can be fetched."
         )
+    return addresses

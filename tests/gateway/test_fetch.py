@@ -1,9 +1,11 @@
-"""Fetching rules without a network: redirect and byte caps (httpx.MockTransport), the URL guard."""
+"""Fetching rules without a network: redirect and byte caps (httpx.MockTransport), the URL guard,
+each hop pinned to the address the guard checked (a fake resolver; DNS rebinding against real
+loopback servers is in test_dns_rebinding.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -15,19 +17,84 @@ from gateway.errors import (
     ImageTooLarge,
     InvalidRequest,
     UnsupportedScheme,
+    URLUnreachable,
 )
-from gateway.fetch import FetchedImage, fetch_http, split_s3_url
+from gateway.fetch import FetchedImage, fetch_http
+from gateway.s3 import split_s3_url
 from gateway.settings import Settings
 
 SETTINGS = Settings(allow_private_urls=True, max_image_bytes=1000, max_redirects=2)
+PUBLIC = "93.184.216.34"  # never contacted: every request here goes to a MockTransport
 
 
-def _fetch(handler, url: str = "http://images.test/a.jpg") -> FetchedImage:  # type: ignore[no-untyped-def]
+@pytest.fixture(autouse=True)
+def names(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The guard's resolver answers from this table (every other name fails to resolve)."""
+    table = {"images.test": [PUBLIC]}
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host not in table:
+            raise OSError(f"no such host {host}")
+        return table[host]
+
+    monkeypatch.setattr(urlguard, "resolve", resolve)
+    return table
+
+
+def _fetch(
+    handler: Callable[[httpx.Request], httpx.Response],
+    url: str = "http://images.test/a.jpg",
+    settings: Settings = SETTINGS,
+) -> FetchedImage:
     async def run() -> FetchedImage:
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-            return await fetch_http(client, url, SETTINGS)
+            return await fetch_http(client, url, settings)
 
     return asyncio.run(run())
+
+
+def test_fetch_sends_each_hop_to_the_checked_address_under_its_host_name(
+    names: dict[str, list[str]],
+) -> None:
+    names["cdn.test"] = ["2001:db8::7"]
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(
+            (str(request.url), request.headers.get("host"), request.extensions.get("sni_hostname"))
+        )
+        if request.url.host == PUBLIC:
+            return httpx.Response(302, headers={"Location": "https://cdn.test:8443/b.jpg"})
+        return httpx.Response(200, content=b"image")
+
+    assert _fetch(handler).data == b"image"
+    assert seen == [
+        (f"http://{PUBLIC}/a.jpg", "images.test", "images.test"),
+        ("https://[2001:db8::7]:8443/b.jpg", "cdn.test:8443", "cdn.test"),
+    ]
+
+
+def test_fetch_checks_the_address_of_a_redirect_to_another_name(
+    names: dict[str, list[str]],
+) -> None:
+    names["inside.test"] = ["10.0.0.5"]
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"Location": "http://inside.test/secret"})
+
+    with pytest.raises(ForbiddenURL, match="'inside.test' resolves to a private"):
+        _fetch(handler, settings=SETTINGS.model_copy(update={"allow_private_urls": False}))
+    assert seen == [f"http://{PUBLIC}/a.jpg"]
+
+
+def test_fetch_of_an_unknown_host_is_unreachable() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("nothing may be requested")
+
+    with pytest.raises(URLUnreachable, match="'nowhere.test' could not be resolved"):
+        _fetch(handler, url="http://nowhere.test/a.jpg")
 
 
 def test_fetch_follows_redirects_up_to_the_cap() -> None:
@@ -99,7 +166,20 @@ def test_url_guard_refuses_internal_addresses(url: str) -> None:
 
 
 def test_url_guard_allows_internal_addresses_when_told() -> None:
-    asyncio.run(urlguard.check_http_url("http://127.0.0.1/a.jpg", allow_private=True))
+    addresses = asyncio.run(urlguard.check_http_url("http://127.0.0.1/a.jpg", allow_private=True))
+    assert addresses == ["127.0.0.1"]
+
+
+def test_url_guard_refuses_a_name_with_any_internal_address(names: dict[str, list[str]]) -> None:
+    names["mixed.test"] = [PUBLIC, "127.0.0.1"]
+    with pytest.raises(ForbiddenURL, match="'mixed.test' resolves to a private"):
+        asyncio.run(urlguard.check_http_url("https://mixed.test/a.jpg", allow_private=False))
+
+
+def test_url_guard_answers_every_checked_address_in_order(names: dict[str, list[str]]) -> None:
+    names["twice.test"] = ["2606:2800:220:1:248:1893:25c8:1946", PUBLIC]
+    addresses = asyncio.run(urlguard.check_http_url("http://twice.test/", allow_private=False))
+    assert addresses == names["twice.test"]
 
 
 @pytest.mark.parametrize("url", ["ftp://host/a.jpg", "file:///etc/passwd", "a.jpg"])
