@@ -33,10 +33,17 @@ def cache_key(modules: Iterable[ModuleType], weights: Weights, options: dict[str
     """Hash of the converter code, the weights file and the conversion options."""
     h = hashlib.sha256()
     for module in modules:
-        h.update(Path(str(module.__file__)).read_bytes())
+        for source in _source_files(module):
+            h.update(source.read_bytes())
     h.update(weights.sha256.encode())
     h.update(json.dumps(options, sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def _source_files(module: ModuleType) -> list[Path]:
+    """A module's file; for a package (conversion.darknet), every Python file in it."""
+    path = Path(str(module.__file__))
+    return sorted(path.parent.rglob("*.py")) if hasattr(module, "__path__") else [path]
 
 
 def compare_outputs(name: str, got: np.ndarray, want: np.ndarray, atol: float) -> float:

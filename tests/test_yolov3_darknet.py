@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conversion import darknet, yolov3
+from conversion import export as export_lib
 from conversion import weights as weights_lib
 from conversion.weights import WeightsError
 from picmetric.cli import main
@@ -144,3 +145,10 @@ def test_auto_weights_need_a_bundled_cfg(
 def test_missing_cfg_is_named(tmp_path: Path) -> None:
     with pytest.raises(darknet.DarknetError, match=r"nowhere\.cfg does not exist"):
         yolov3.resolve("random", 0, str(tmp_path / "nowhere.cfg"))
+
+
+def test_conversion_cache_key_covers_every_file_of_the_darknet_package() -> None:
+    """yolov3's cache key names the package `darknet`: a change in any of its files (the layer
+    table included) must make a new conversion, not reuse a stale one."""
+    files = {path.name for path in export_lib._source_files(darknet)}
+    assert {"cfg.py", "layers.py", "weights_file.py", "keras_graph.py", "random_init.py"} <= files
