@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from gateway import metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
-from gateway.migrate import check_schema, upgrade_schema
+from gateway.migrate import prepare_schema
 from gateway.routes import health, seed, v1
 from gateway.services import Services
 from gateway.settings import Settings
@@ -97,10 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.migrate_on_start:
-            upgrade_schema(settings.database_url)
-        else:  # the deployment migrates (compose's `migrate` service); only check it did
-            check_schema(settings.database_url)
+        prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)
         app.state.services = services
         await services.catalog.refresh(services.triton)

@@ -24,8 +24,6 @@ from sqlalchemy import Connection, create_engine, inspect, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger("gateway.migrate")
-# Alembic announces each of its autogenerate plugins at INFO on every command.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 FIRST_REVISION = "0001"
@@ -107,6 +105,15 @@ def check_schema(url: str) -> None:
             f"The database schema is {where}, but this gateway needs {head}: "
             "run `picmetric migrate` first, or set PICMETRIC_MIGRATE_ON_START=true."
         )
+
+
+def prepare_schema(url: str, upgrade: bool) -> None:
+    """Before the gateway serves: upgrade the schema, or (when the deployment migrates, as
+    compose's `migrate` service does) only check that it did."""
+    if upgrade:
+        upgrade_schema(url)
+    else:
+        check_schema(url)
 
 
 @contextmanager

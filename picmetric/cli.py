@@ -9,12 +9,16 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from core.paths import MODEL_REPOSITORY
 from picmetric import gpu, tensorrt
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 log = logging.getLogger("picmetric")
 
@@ -104,14 +108,24 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_gateway(args: argparse.Namespace, triton_grpc_url: str | None = None) -> None:
-    import uvicorn
-
-    from gateway.main import create_app
+def _prepared_settings(triton_grpc_url: str | None = None) -> Settings:
+    """The gateway's settings, with its database schema ready (a problem is one clear line
+    here, before any server starts)."""
+    from gateway.migrate import prepare_schema
     from gateway.settings import Settings
 
     overrides = {"triton_grpc_url": triton_grpc_url} if triton_grpc_url else {}
-    app = create_app(Settings(**overrides))  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
+    return settings
+
+
+def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> None:
+    import uvicorn
+
+    from gateway.main import create_app
+
+    app = create_app(settings or _prepared_settings())
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
@@ -122,10 +136,11 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
+    settings = _prepared_settings(server.grpc_url) if with_gateway else None
     try:
         server.start()
-        if with_gateway:
-            run_gateway(args, triton_grpc_url=server.grpc_url)
+        if settings is not None:
+            run_gateway(args, settings)
             return
         log.info("Serving; press Ctrl+C to stop")
         code = server.wait()
@@ -167,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for chatty in ("httpx", "alembic"):  # our own lines say what they do
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if args.command == "convert":
             run_convert(args)
