@@ -34,298 +34,36 @@ import argparse
 import datetime as dt
 import functools
 import math
-import os
-import platform
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
-import httpx
 import numpy as np
 import onnxruntime as ort
 
-from core.paths import MODEL_REPOSITORY
+from benchmarks._measure import (
+    Memory,
+    conv_flops,
+    log,
+    machine,
+    median_seconds,
+    table,
+)
+from benchmarks._served import Served, prepare_repository, through_gateway
 from core.preprocessing import RESNET50_CAFFE_MEAN_BGR, YOLOV3_INPUT_SIZE, letterbox
 from gateway.settings import Settings
-from picmetric.repository import copy_models
-from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.mtcnn_faces import cascade
-from tests.utils.ports import free_port
 from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
-from tests.utils.services import gateway_process
 
-NETWORKS = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "resnet50", "yolov3_backbone")
-MODELS = "resnet50,yolov3,mtcnn"
 PEAK = "resnet50"
 MB = 1 << 20
-# 12 MP at concurrency 4 can outlast the gateway's default 30 s per Triton call on a small CPU;
-# the benchmark waits, and the report says which rows would have timed out.
-TRITON_TIMEOUT_S = 600
-
-
-@dataclass(frozen=True)
-class Served:
-    """One size at one concurrency through the gateway: ms samples by column (`wall`, each
-    stage, each model), photos per second, and the faces in the last answer."""
-
-    samples: dict[str, list[float]]
-    rate: float
-    faces: int
-
-
-Memory = dict[str, tuple[float, float]]  # process -> (VmHWM, VmRSS) MB
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table; floats get one decimal."""
-
-    def cell(value: object) -> str:
-        return f"{value:.1f}" if isinstance(value, float) else str(value)
-
-    lines = [headers, ["---"] * len(headers), *[[cell(v) for v in row] for row in rows]]
-    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"nproc {len(os.sched_getaffinity(0))}, {cpu}, onnxruntime {ort.__version__}"
-
-
-# --- FLOPs ---------------------------------------------------------------------------------------
-
-
-def conv_flops(model_path: Path, input_shape: Sequence[int]) -> int:
-    """2 x multiply-accumulates of every Conv, Gemm and MatMul node of an ONNX model for one
-    concrete input shape, from ONNX shape inference (bias additions and the rest not counted).
-    The useful work only: a convolution's all-zero filters and the negated copies of earlier
-    filters (mtcnn_onnx.py adds both for speed) are left out."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(model_path))
-    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    initializers = {t.name: list(t.dims) for t in model.graph.initializer}
-    (image,) = [i for i in model.graph.input if i.name not in initializers]
-    dims = image.type.tensor_type.shape.dim
-    if len(dims) != len(input_shape):
-        raise ValueError(f"{model_path} takes {len(dims)} dimensions, not {len(input_shape)}")
-    for dim, value in zip(dims, input_shape, strict=True):
-        dim.Clear()
-        dim.dim_value = int(value)
-    graph = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True).graph
-    shapes: dict[str, list[int | None]] = dict(initializers)
-    for info in [*graph.input, *graph.value_info, *graph.output]:
-        shapes[info.name] = [
-            d.dim_value if d.HasField("dim_value") else None
-            for d in info.type.tensor_type.shape.dim
-        ]
-    total = 0
-    for node in graph.node:
-        useful = 1.0  # the share of a convolution's output channels that are real work
-        if node.op_type == "Conv":  # weight [out, in / groups, *kernel]
-            inner = shapes[node.input[1]][1:]
-            kernel = weights[node.input[1]]
-            useful = distinct_filters(kernel) / len(kernel)
-        elif node.op_type == "Gemm":
-            trans_a = any(a.name == "transA" and a.i for a in node.attribute)
-            inner = [shapes[node.input[0]][0 if trans_a else -1]]
-        elif node.op_type == "MatMul":
-            inner = [shapes[node.input[0]][-1]]
-        else:
-            continue
-        dims_used = [*shapes.get(node.output[0], [None]), *inner]
-        if any(d is None for d in dims_used):
-            raise ValueError(f"{model_path}: shape inference left {node.name} partly unknown")
-        total += round(2 * useful * math.prod(d for d in dims_used if d is not None))
-    return total
-
-
-def distinct_filters(kernel: np.ndarray) -> int:
-    """Filters [out, ...] that are neither all zero nor the negation of an earlier one."""
-    seen: list[np.ndarray] = []
-    for f in kernel.reshape(len(kernel), -1):
-        if np.any(f) and not any(np.array_equal(f, -g) for g in seen):
-            seen.append(f)
-    return len(seen)
-
-
-# --- the served models -----------------------------------------------------------------------
-
-
-def prepare_repository(requested: Path | None, stack: ExitStack) -> Path:
-    """--repository, ./model_repository when converted, or a converted temporary copy."""
-    if requested is not None:
-        return requested
-    if all((MODEL_REPOSITORY / n / "1" / "model.onnx").exists() for n in NETWORKS):
-        return MODEL_REPOSITORY
-    target = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "model_repository"
-    models = [p.name for p in MODEL_REPOSITORY.iterdir() if (p / "config.pbtxt").exists()]
-    copy_models(models, target)
-    log(f"Converting the models into {target} (cached after the first time)")
-    subprocess.run(
-        [sys.executable, "-m", "picmetric", "convert", "all", "--weights", "random", "--seed", "0"]
-        + ["--repository", str(target)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return target
-
-
-def wait_ready(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if httpx.get(f"{url}/readyz", timeout=30).is_success:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"The gateway at {url} was not ready after {timeout:.0f} s")
-
-
-def analyze(url: str, name: str, jpeg: bytes, threshold: float) -> dict[str, Any]:
-    """One uncached analysis with all three models; its wall time is added as `wall_ms`."""
-    started = time.perf_counter()
-    answer = httpx.post(
-        f"{url}/v1/analyze",
-        files={"file": (f"{name}.jpg", jpeg, "image/jpeg")},
-        data={"models": MODELS, "threshold": f"{threshold:.5f}"},
-        timeout=600,
-    )
-    answer.raise_for_status()
-    body: dict[str, Any] = answer.json()
-    if body["cached"]:
-        raise RuntimeError("The gateway answered from its cache; the thresholds must differ")
-    body["wall_ms"] = (time.perf_counter() - started) * 1000
-    return body
-
-
-def at_concurrency(
-    url: str, name: str, jpeg: bytes, requests: int, workers: int, first: int
-) -> tuple[list[dict[str, Any]], float]:
-    """`requests` analyses on `workers` threads, thresholds 0.2 + (first + i) / 1e5; the
-    answers and the elapsed seconds."""
-    started = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        bodies = list(
-            pool.map(lambda i: analyze(url, name, jpeg, 0.2 + (first + i) / 1e5), range(requests))
-        )
-    return bodies, time.perf_counter() - started
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return sorted(found)
-
-
-def process_label(pid: int) -> str:
-    """tritonserver, a stub's model instance (e.g. mtcnn_0_1), or the gateway."""
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    if "triton_python_backend_stub" in args[0] and len(args) > 1:
-        model = Path(args[1]).parent.parent.name
-        pattern = re.compile(rf"{re.escape(model)}_\d+_\d+")
-        return next((a for a in args if pattern.fullmatch(a)), model) + " (stub)"
-    if "gateway" in args:
-        return "gateway (uvicorn)"
-    return Path(args[0]).name
-
-
-def memory(pids: Sequence[int]) -> Memory:
-    """(VmHWM, VmRSS) in MB by process label."""
-    result: Memory = {}
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            label = process_label(pid)
-        except OSError:
-            continue
-        kb = dict(re.findall(r"^(VmHWM|VmRSS):\s+(\d+) kB", status, re.MULTILINE))
-        if kb:
-            result[label] = (int(kb["VmHWM"]) / 1024, int(kb["VmRSS"]) / 1024)
-    return result
-
-
-def through_gateway(
-    jpegs: dict[str, bytes], repository: Path, repeats: int, concurrency: list[int]
-) -> tuple[dict[tuple[str, int], Served], dict[str, Memory]]:
-    """Per (size, concurrency): what the gateway did; per step ("1mp x4"): memory by process."""
-    results: dict[tuple[str, int], Served] = {}
-    memories: dict[str, Memory] = {}
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    with tempfile.TemporaryDirectory() as tmp, TritonServer(repository, ports) as server:
-        env = {
-            "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
-            "PICMETRIC_MODEL_REPOSITORY": str(repository),
-            "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp}/benchmark.db",
-            "PICMETRIC_TRITON_TIMEOUT_S": str(TRITON_TIMEOUT_S),
-        }
-        with gateway_process(env, Path(tmp) / "gateway.log") as url:
-            wait_ready(url)
-            assert server.process is not None
-            triton = server.process.pid
-            below = {triton, *descendants(triton)}
-            gateway = [p for p in descendants(os.getpid()) if p not in below]
-            count = 0
-            for size, jpeg in jpegs.items():
-                log(f"gateway: {size}")
-                analyze(url, size, jpeg, 0.1 + count / 1e5)  # warm-up: first of this size
-                for workers in concurrency:
-                    requests = repeats * workers
-                    bodies, seconds = at_concurrency(url, size, jpeg, requests, workers, count)
-                    count += requests
-                    samples: dict[str, list[float]] = defaultdict(list)
-                    for body in bodies:
-                        samples["wall"].append(body["wall_ms"])
-                        for stage, ms in body["timings_ms"].items():
-                            samples[stage].append(ms)
-                        for model in body["models"]:
-                            samples[model["name"]].append(model["latency_ms"])
-                    faces = len(bodies[-1]["results"]["mtcnn"] or [])
-                    results[size, workers] = Served(samples, requests / seconds, faces)
-                    step = f"{size} x{workers}"
-                    memories[step] = memory([triton, *descendants(triton), *gateway])
-    return results, memories
 
 
 # --- in-process ------------------------------------------------------------------------------
-
-
-def median_seconds(repeats: int, fn: Callable[[], object]) -> float:
-    """Median wall time of `fn` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def tiles(image: np.ndarray, side: int, count: int) -> np.ndarray:
