@@ -24,7 +24,8 @@ from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
 
-SEED_KEYS = {"success", "url", "resnet50_objects", "yolo_objects", "mtcnn_faces"}
+SEED_RESULTS = ("resnet50_objects", "yolo_objects", "mtcnn_faces")
+SEED_KEYS = {"success", "url", *SEED_RESULTS}
 BOX_KEYS = {"x_min", "x_max", "y_min", "y_max"}
 KEYPOINTS = {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
 
@@ -61,6 +62,7 @@ def test_seed_api_contract_field_by_field(gateway: Gateway, photo_server: str) -
     for item in body["resnet50_objects"]:
         assert set(item) == {"confidence", "object"}
         assert _is_float_string(item["confidence"]) and isinstance(item["object"], str)
+    assert body["yolo_objects"], "threshold 0 keeps every detection after NMS"
     for item in body["yolo_objects"]:
         assert set(item) == {"confidence", "object", "bounding_box"}
         assert _is_float_string(item["confidence"]) and isinstance(item["object"], str)
@@ -77,9 +79,21 @@ def test_seed_api_contract_field_by_field(gateway: Gateway, photo_server: str) -
         )
 
 
+def _seed_confidences(body: dict[str, list[dict[str, str]]]) -> list[float]:
+    return [float(item["confidence"]) for key in SEED_RESULTS for item in body[key]]
+
+
 def test_seed_api_threshold_defaults_to_0_2(gateway: Gateway, photo_server: str) -> None:
-    body = _post(gateway, "/api", json={"url": f"{photo_server}/chelsea.jpg"}).json()
-    assert all(float(o["confidence"]) >= 0.2 for o in body["resnet50_objects"])
+    """Without a threshold /api answers as with 0.2. On the astronaut something is kept (the
+    face: MTCNN has real weights) and something is dropped: at threshold 0 /api gives ResNet50's
+    top 10 labels, and the 10th of a softmax is at most 0.1."""
+    url = f"{photo_server}/astronaut.jpg"
+    default = _post(gateway, "/api", json={"url": url}).json()
+    assert default == _post(gateway, "/api", json={"url": url, "threshold": 0.2}).json()
+    kept = _seed_confidences(default)
+    assert kept and min(kept) >= 0.2
+    everything = _seed_confidences(_post(gateway, "/api", json={"url": url, "threshold": 0}).json())
+    assert min(everything) < 0.2, "threshold 0 must answer something the default drops"
 
 
 def test_v1_analyze_by_url_answers_numbers_and_is_stored(
@@ -142,8 +156,10 @@ def test_cache_hit_leaves_triton_statistics_unchanged(
     gateway: Gateway, photo_server: str, triton: TritonServer
 ) -> None:
     body = {"url": f"{photo_server}/astronaut.png", "threshold": 0.0123, "models": ["resnet50"]}
+    start = _inference_count(triton)
     first = _post(gateway, "/v1/analyze", json=body).json()
     before = _inference_count(triton)
+    assert before > start, "the first request is a miss and runs resnet50"
     second = _post(gateway, "/v1/analyze", json=body).json()
     assert _inference_count(triton) == before
     assert second["cached"] is True and second["id"] == first["id"]
@@ -254,6 +270,7 @@ def test_v1_faces_have_boxes_and_landmarks_in_original_pixels(
     height, width = photos["astronaut"].shape[:2]
     box = face["box"]
     assert 0 <= box["x_min"] < box["x_max"] <= width and 0 <= box["y_min"] < box["y_max"] <= height
+    assert set(face["keypoints"]) == KEYPOINTS
     for x, y in face["keypoints"].values():
         assert box["x_min"] <= x <= box["x_max"] and box["y_min"] <= y <= box["y_max"]
     left, right = face["keypoints"]["left_eye"], face["keypoints"]["right_eye"]
