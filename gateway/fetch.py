@@ -6,8 +6,10 @@ rebinding): the request goes to a URL whose host is the checked IP, while the `H
 the `sni_hostname` request extension (httpx/httpcore's documented way to set the TLS server name)
 carry the URL's own host name, so virtual hosting, SNI and certificate verification see the name,
 not the address. Everything that pins is in the request itself, so the one `AsyncClient` a
-process shares serves any number of concurrent fetches, each to its own checked address; no
-transport, context variable or shared map is involved. If an address refuses the connection the
+process shares serves any number of concurrent fetches, each to its own checked address. (The
+alternative, an httpcore network backend that maps the name to the address at connect time, is
+not reachable through httpx 0.28's public API, and a backend never sees the request, so it would
+need a context variable or a shared map.) If an address refuses the connection the
 next checked one is tried, as a resolving client would.
 
 httpcore pools connections by (scheme, address, port). Over http a pooled connection to a checked
