@@ -1,8 +1,9 @@
 """A copy in every Python model's folder, as Triton loads each folder alone; the copies are equal.
 
 What the Python models share, written once: box overlap (IoU), and Triton parameters (a request's
-or config.pbtxt's) read into numbers. numpy only, like the models; tests/test_model_common.py
-checks that every model folder's copy is the same bytes.
+or config.pbtxt's) read into numbers. numpy only, like the models;
+tests/model_repository/test_model_common.py checks that every model folder's copy is the same
+bytes.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Tests of conversion/: weights, the darknet reader, config edits."""

@@ -1,0 +1,1 @@
+"""Tests of the Python models' maths in model_repository/, without Triton."""

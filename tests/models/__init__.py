@@ -1,0 +1,1 @@
+"""Each network from conversion through a real Triton server, against its oracle."""
