@@ -111,3 +111,9 @@ def test_crop_and_resize_matches_tensorflow_with_outside_pixels_normalising_to_z
         ).numpy()
         got = (mc.crop_and_resize(image, boxes, size).transpose(0, 2, 3, 1) - 127.5) / 128
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_outside_pixel_is_the_value_the_networks_normalise_to_zero() -> None:
+    from conversion import mtcnn_onnx
+
+    assert cascade("boxes").OUTSIDE_PIXEL == mtcnn_onnx.PIXEL_MEAN
