@@ -129,7 +129,8 @@ async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
 
 
 def _results(found: dict[str, ModelResult]) -> Results:
-    return Results.model_validate({name: result.detections for name, result in found.items()})
+    results = Results.model_validate({name: result.detections for name, result in found.items()})
+    return results.with_faces_linked()
 
 
 def _model_runs(found: dict[str, ModelResult], services: Services) -> dict[str, dict[str, object]]:

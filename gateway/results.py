@@ -46,11 +46,13 @@ class DetectedObject(Label):
 
 
 class Face(Result):
-    """A face (MTCNN) with its five landmarks, named in `FACE_KEYPOINTS` order."""
+    """A face (MTCNN) with its five landmarks, named in `FACE_KEYPOINTS` order, and the index of
+    the YOLOv3 `person` box that contains it (None: no person box does, or YOLOv3 did not run)."""
 
     confidence: float
     box: Box
     keypoints: dict[str, tuple[float, float]]
+    person: int | None = None
 
     @classmethod
     def of(cls, confidence: float, box: Sequence[float], points: Sequence[Sequence[float]]) -> Face:
@@ -65,6 +67,23 @@ class Face(Result):
 Detection = Label | DetectedObject | Face
 
 
+# The share of a face box that must lie inside a person box for the face to be that person's:
+# faces at the edge of a loose person box still count.
+FACE_IN_PERSON = 0.8
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box.x_max - box.x_min) * max(0.0, box.y_max - box.y_min)
+
+
+def _share_inside(inner: Box, outer: Box) -> float:
+    """The share of `inner`'s area that lies inside `outer` (0 for an empty `inner`)."""
+    width = min(inner.x_max, outer.x_max) - max(inner.x_min, outer.x_min)
+    height = min(inner.y_max, outer.y_max) - max(inner.y_min, outer.y_min)
+    area = _area(inner)
+    return max(0.0, width) * max(0.0, height) / area if area > 0 else 0.0
+
+
 class Results(Result):
     """Per model, what it found; None for a model that did not run."""
 
@@ -72,10 +91,27 @@ class Results(Result):
     yolov3: list[DetectedObject] | None = None
     mtcnn: list[Face] | None = None
 
+    def with_faces_linked(self) -> Results:
+        """Each face linked to the person box that holds the largest share of it (at least
+        FACE_IN_PERSON; the smaller person box on a tie, as the nearer of overlapping people)."""
+        if not self.mtcnn or self.yolov3 is None:
+            return self
+        people = [
+            (i, found.box) for i, found in enumerate(self.yolov3) if found.label == PERSON_LABEL
+        ]
+        faces = []
+        for face in self.mtcnn:
+            shares = [(_share_inside(face.box, box), -_area(box), i) for i, box in people]
+            best = max(shares, default=None)
+            person = best[2] if best is not None and best[0] >= FACE_IN_PERSON else None
+            faces.append(face.model_copy(update={"person": person}))
+        return self.model_copy(update={"mtcnn": faces})
+
 
 class Summary(Result):
     people: int
     faces: int
+    people_with_face: int  # person boxes that hold a detected face
     objects: dict[str, int]
     labels: list[str]
 
@@ -83,9 +119,11 @@ class Summary(Result):
     def of(cls, results: Results) -> Summary:
         """People and faces counted, located objects counted per label, ImageNet labels."""
         objects = Counter(found.label for found in results.yolov3 or [])
+        linked = {face.person for face in results.mtcnn or [] if face.person is not None}
         return cls(
             people=objects.get(PERSON_LABEL, 0),
             faces=len(results.mtcnn or []),
+            people_with_face=len(linked),
             objects=dict(objects),
             labels=[found.label for found in results.resnet50 or []],
         )

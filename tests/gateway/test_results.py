@@ -1,0 +1,53 @@
+"""The typed results: faces linked to the YOLOv3 person box that contains them."""
+
+from __future__ import annotations
+
+from gateway import rendering
+from gateway.results import Box, DetectedObject, Face, Results, Summary
+
+POINTS = [(0.0, 0.0)] * 5
+
+
+def _face(x_min: float, y_min: float, x_max: float, y_max: float) -> Face:
+    return Face.of(0.99, (x_min, y_min, x_max, y_max), POINTS)
+
+
+def _found(label: str, *corners: float) -> DetectedObject:
+    return DetectedObject(label=label, confidence=0.9, box=Box.of(corners))
+
+
+def test_faces_link_to_the_person_box_holding_them() -> None:
+    results = Results(
+        yolov3=[
+            _found("dog", 0, 0, 500, 500),
+            _found("person", 0, 0, 400, 400),  # a crowd-sized box holding the other person
+            _found("person", 100, 100, 200, 300),
+            _found("person", 600, 0, 700, 300),
+        ],
+        mtcnn=[
+            _face(120, 110, 160, 160),  # inside both people: the smaller box, 2
+            _face(10, 10, 50, 50),  # only in the large box, 1
+            _face(690, 10, 730, 50),  # a quarter inside person 3: too little
+            _face(900, 900, 950, 950),  # nobody's
+        ],
+    ).with_faces_linked()
+    assert [face.person for face in results.mtcnn or []] == [2, 1, None, None]
+    summary = Summary.of(results)
+    assert (summary.people, summary.faces, summary.people_with_face) == (3, 4, 2)
+
+
+def test_faces_stay_unlinked_without_yolov3_or_without_people() -> None:
+    faces = [_face(10, 10, 50, 50)]
+    assert Results(mtcnn=faces).with_faces_linked().mtcnn == faces
+    no_people = Results(yolov3=[_found("cat", 0, 0, 100, 100)], mtcnn=faces).with_faces_linked()
+    assert [face.person for face in no_people.mtcnn or []] == [None]
+
+
+def test_the_seed_shape_does_not_gain_the_link() -> None:
+    results = Results(
+        yolov3=[_found("person", 0, 0, 100, 100)], mtcnn=[_face(10, 10, 50, 50)]
+    ).with_faces_linked()
+    assert results.mtcnn is not None and results.mtcnn[0].person == 0
+    (face,) = rendering.seed_analysis("u", results)["mtcnn_faces"]
+    assert set(face) == {"confidence", "bounding_box", "keypoints"}
+    assert results.model_dump(mode="json")["mtcnn"][0]["person"] == 0  # what /v1 renders
