@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -20,10 +22,33 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+def key_is_valid(key: str | None, keys: Sequence[str]) -> bool:
+    """Whether `key` is one of `keys`, compared in constant time against every one of them, so
+    the time taken says nothing about how much of a key was right or which key matched."""
+    if key is None:
+        return False
+    given = key.encode()
+    matched = False
+    for candidate in keys:
+        matched |= hmac.compare_digest(given, candidate.encode())
+    return matched
+
+
 def require_api_key(
     services: ServicesDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """When PICMETRIC_API_KEYS is set, every analysis request needs one of them in X-API-Key."""
     keys = services.settings.api_keys
-    if keys and key not in keys:
+    if keys and not key_is_valid(key, keys):
         raise Unauthorized("Send a valid API key in the X-API-Key header.")
+
+
+async def admit_analysis(services: ServicesDep) -> AsyncIterator[None]:
+    """Hold one of the process's analysis slots while the route runs, or answer 503 overloaded.
+    Async, so it counts on the event loop rather than in a worker thread."""
+    with services.admission.admit():
+        yield
+
+
+# scope="function": the slot is given back when the route returns, before the answer is sent.
+ADMIT_ANALYSIS = Depends(admit_analysis, scope="function")

@@ -121,3 +121,12 @@ class StorageError(PicmetricError):
     status_code = 503
     errortype = "storage_unavailable"
     headers = RETRY_AFTER
+
+
+class Overloaded(PicmetricError):
+    """The gateway already runs as many analyses as it may (PICMETRIC_MAX_ANALYSES_IN_FLIGHT)."""
+
+    status_code = 503
+    errortype = "overloaded"
+    # About one analysis on a CPU host: by then a slot has likely come free.
+    headers = {"Retry-After": "2"}

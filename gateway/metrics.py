@@ -37,3 +37,10 @@ MODEL_READY = Gauge(
     "picmetric_model_ready", "1 when Triton serves the model, as of the last check", ["model"]
 )
 TRITON_LIVE = Gauge("picmetric_triton_live", "1 when Triton answered, as of the last check")
+ANALYSES_IN_FLIGHT = Gauge(
+    "picmetric_analyses_in_flight",
+    "Analyses admitted and running (PICMETRIC_MAX_ANALYSES_IN_FLIGHT)",
+)
+ANALYSES_REJECTED = Counter(
+    "picmetric_analyses_rejected_total", "Analyses refused with 503 overloaded: the bound was full"
+)

@@ -1,4 +1,5 @@
-"""The long-lived clients one gateway process shares: Triton, HTTP, S3, the store, the catalog."""
+"""The long-lived clients one gateway process shares: Triton, HTTP, S3, the store, the catalog,
+and the admission limiter."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 import tritonclient.grpc.aio as grpcclient
 from botocore.config import Config
 
+from gateway.admission import AdmissionLimiter
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
@@ -25,6 +27,7 @@ class Services:
     s3: Any
     store: AnalysisStore
     catalog: ModelCatalog
+    admission: AdmissionLimiter
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -45,6 +48,7 @@ class Services:
             ),
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
+            admission=AdmissionLimiter(settings.max_analyses_in_flight),
         )
 
     def call(self) -> Call:

@@ -34,8 +34,12 @@ class Settings(BaseSettings):
     allow_private_urls: bool = False
     default_threshold: float = Field(0.2, ge=0, lt=1)
     default_max_results: int = Field(10, ge=1, le=100)
-    api_keys: Annotated[list[str], NoDecode] = []
+    # repr=False: the keys never show in a printed or logged Settings
+    api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
     canary_max_age_s: float = Field(60.0, gt=0)
+    # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
+    # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
+    max_analyses_in_flight: int = Field(4, ge=1, le=1024)
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from gateway import rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
-from gateway.deps import ServicesDep, require_api_key
+from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
 from gateway.schemas import SeedRequest, SeedResponse
 
 
@@ -23,7 +23,7 @@ class SeedRoute(APIRoute):
 router = APIRouter(tags=["seed"], dependencies=[Depends(require_api_key)], route_class=SeedRoute)
 
 
-@router.post("/api", response_model=SeedResponse)
+@router.post("/api", response_model=SeedResponse, dependencies=[ADMIT_ANALYSIS])
 async def analyze_seed(body: SeedRequest, services: ServicesDep) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
     request = AnalysisRequest(

@@ -18,7 +18,7 @@ from gateway.analysis import (
     stored_analysis,
     url_kind,
 )
-from gateway.deps import ServicesDep, require_api_key
+from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
 from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, StorageError
 from gateway.results import Analysis
 from gateway.schemas import AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo, multipart_schema
@@ -100,7 +100,12 @@ async def _analyze_upload(request: Request, services: Services, keep: bool) -> A
     )
 
 
-@router.post("/analyze", response_model=Analysis, openapi_extra=_JSON_OR_UPLOAD)
+@router.post(
+    "/analyze",
+    response_model=Analysis,
+    openapi_extra=_JSON_OR_UPLOAD,
+    dependencies=[ADMIT_ANALYSIS],
+)
 async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     content_type = request.headers.get("content-type", "")
@@ -117,7 +122,13 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
     return rendering.v1_analysis(await analyze(analysis_request, services))
 
 
-@router.post("/images", response_model=Analysis, status_code=201, openapi_extra=_UPLOAD)
+@router.post(
+    "/images",
+    response_model=Analysis,
+    status_code=201,
+    openapi_extra=_UPLOAD,
+    dependencies=[ADMIT_ANALYSIS],
+)
 async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
     return rendering.v1_analysis(await _analyze_upload(request, services, keep=True))
