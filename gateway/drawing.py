@@ -1,0 +1,91 @@
+"""The detections drawn on the photo (EXIF orientation applied, the pixels the boxes are in):
+YOLOv3 boxes with their class names, MTCNN face boxes with the five landmarks, and optionally
+every detected face blurred for privacy. Answered as a JPEG."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gateway.results import Box, Results
+
+JPEG_QUALITY = 90
+# RGB colours: objects amber, faces cyan, landmarks magenta; labels in black on the box colour.
+OBJECT_COLOUR = (255, 176, 0)
+FACE_COLOUR = (0, 220, 255)
+LANDMARK_COLOUR = (255, 0, 200)
+TEXT_COLOUR = (0, 0, 0)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _corners(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Whole-pixel corners clipped to the image."""
+    x0 = min(max(int(round(box.x_min)), 0), width - 1)
+    y0 = min(max(int(round(box.y_min)), 0), height - 1)
+    x1 = min(max(int(round(box.x_max)), 0), width - 1)
+    y1 = min(max(int(round(box.y_max)), 0), height - 1)
+    return x0, y0, x1, y1
+
+
+def blur_faces(rgb: np.ndarray, results: Results) -> None:
+    """Blur every face box in place, strongly enough that no feature is recognisable: a Gaussian
+    whose width is a quarter of the face, so the blur follows the face's size."""
+    height, width = rgb.shape[:2]
+    for face in results.mtcnn or []:
+        x0, y0, x1, y1 = _corners(face.box, width, height)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        sigma = max(x1 - x0, y1 - y0) / 4
+        region = rgb[y0 : y1 + 1, x0 : x1 + 1]
+        region[...] = cv2.GaussianBlur(region, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+
+
+def _label(canvas: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int]) -> None:
+    """`text` on a filled tab of `colour` just above (x, y), or below it at the top edge."""
+    scale = max(0.5, canvas.shape[0] / 1500)
+    thickness = max(1, round(scale * 1.5))
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    top = y - text_height - baseline - 4 if y - text_height - baseline - 4 >= 0 else y
+    cv2.rectangle(
+        canvas, (x, top), (x + text_width + 4, top + text_height + baseline + 4), colour, -1
+    )
+    cv2.putText(
+        canvas,
+        text,
+        (x + 2, top + text_height + 2),
+        FONT,
+        scale,
+        TEXT_COLOUR,
+        thickness,
+        cv2.LINE_AA,
+    )
+
+
+def draw(rgb: np.ndarray, results: Results, blur: bool = False) -> np.ndarray:
+    """A copy of the RGB photo with the detections drawn (faces blurred first when `blur`)."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    if blur:
+        blur_faces(canvas, results)
+    height, width = canvas.shape[:2]
+    line = max(2, round(min(height, width) / 400))
+    for found in results.yolov3 or []:
+        x0, y0, x1, y1 = _corners(found.box, width, height)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), OBJECT_COLOUR, line)
+        _label(canvas, f"{found.label} {found.confidence:.2f}", x0, y0, OBJECT_COLOUR)
+    for face in results.mtcnn or []:
+        x0, y0, x1, y1 = _corners(face.box, width, height)
+        cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, line)
+        _label(canvas, f"face {face.confidence:.2f}", x0, y0, FACE_COLOUR)
+        radius = max(2, round((x1 - x0) / 25))
+        for x, y in face.keypoints.values():
+            cv2.circle(canvas, (int(round(x)), int(round(y))), radius, LANDMARK_COLOUR, -1)
+    return canvas
+
+
+def jpeg(rgb: np.ndarray) -> bytes:
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the annotated image as JPEG.")
+    return bytes(encoded)
