@@ -21,7 +21,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, create_engine, inspect, make_url, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from gateway.storage import connect_args
 
 log = logging.getLogger("gateway.migrate")
 
@@ -120,7 +122,7 @@ def prepare_schema(url: str, upgrade: bool) -> None:
 def _connection(url: str) -> Iterator[Connection]:
     """One transaction for the whole upgrade (PostgreSQL's DDL is transactional), holding an
     advisory lock on PostgreSQL so that two gateways starting together take turns."""
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=connect_args(url))
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -130,9 +132,19 @@ def _connection(url: str) -> Iterator[Connection]:
             yield connection
     except SQLAlchemyError as exc:
         where = make_url(url).render_as_string(hide_password=True)
-        raise SchemaError(f"Could not reach or migrate the database at {where}: {exc}") from exc
+        raise SchemaError(
+            f"Could not reach or migrate the database at {where}: {_first_line(exc)}"
+        ) from exc
     finally:
         engine.dispose()
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    """The driver's own first line ("connection to server at ... failed: Connection refused"),
+    without SQLAlchemy's SQL echo and link, so that the start-up failure is one log line."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[0] if lines else type(cause).__name__
 
 
 def _current_revision(connection: Connection) -> str | None:

@@ -25,37 +25,63 @@ def _as_postgres(*command: str) -> list[str]:
     return list(command)
 
 
+class PostgresCluster:
+    """One PostgreSQL cluster (data directory) on a fixed loopback port, which a fault test can
+    stop and start again: the same data, port and URL."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port = root, port
+        self.data, self.sockets, self.log = root / "data", root / "sockets", root / "server.log"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+
+    def initdb(self) -> None:
+        self.sockets.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.sockets, "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust")
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: `fast` ends every session (rolling back open transactions) and shuts
+        down cleanly, `immediate` kills it as a crash would."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def _run(self, program: str, *args: str) -> None:
+        subprocess.run(
+            _as_postgres(str(BIN / program), *args),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+
 @contextmanager
-def postgres_server() -> Iterator[str]:
-    """Yields an SQLAlchemy URL of a fresh server; stops it and removes its files afterwards."""
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A fresh, started cluster on a free port; stopped (if running) and removed afterwards."""
     if not (BIN / "initdb").exists():
         raise RuntimeError(f"PostgreSQL 15 is not installed ({BIN}); apt-get install postgresql.")
     root = Path(tempfile.mkdtemp(prefix="picmetric-pg-"))
-    data, sockets = root / "data", root / "sockets"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    port = free_port()
-    run = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
-    subprocess.run(
-        _as_postgres(str(BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"), **run
-    )  # type: ignore[call-overload]
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    log = root / "server.log"
-    subprocess.run(
-        _as_postgres(
-            str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"
-        ),
-        **run,
-    )  # type: ignore[call-overload]
+    cluster = PostgresCluster(root, free_port())
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        cluster.initdb()
+        cluster.start()
+        yield cluster
     finally:
-        subprocess.run(
-            _as_postgres(str(BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"), **run
-        )  # type: ignore[call-overload]
+        if (cluster.data / "postmaster.pid").exists():
+            cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yields an SQLAlchemy URL of a fresh server; stops it and removes its files afterwards."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
 
 
 @contextmanager
