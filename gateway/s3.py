@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 from starlette.concurrency import run_in_threadpool
 
-from gateway.errors import FetchError, ImageTooLarge, InvalidRequest, UpstreamError, URLUnreachable
+from gateway.errors import FetchError, ImageTooLarge, InvalidRequest, StorageError, URLUnreachable
 
 UPLOADS_PREFIX = "uploads/"
 
@@ -33,6 +33,10 @@ async def read(s3: Any, url: str, max_bytes: int) -> bytes:
             raise ImageTooLarge.over(max_bytes)
         return bytes(response["Body"].read())
 
+    # S3 down here stays a fetch error (url_unreachable, 400), as for an http(s) URL that does not
+    # answer: the client chose this image's location, the request cannot go on without it and no
+    # retry on our side brings it, so the answer names the source. Storage of our own (the upload
+    # bucket in keep_upload, the results database) failing is 503 storage_unavailable instead.
     try:
         return await run_in_threadpool(get)
     except ClientError as exc:
@@ -43,10 +47,23 @@ async def read(s3: Any, url: str, max_bytes: int) -> bytes:
 
 
 async def keep_upload(s3: Any, bucket: str, data: bytes) -> str:
-    """Put uploaded bytes into `bucket` under their sha256; returns the s3:// pointer."""
+    """Put uploaded bytes into `bucket` under their sha256; returns the s3:// pointer. Runs before
+    the analysis, so an upload that cannot be kept is analysed and stored nowhere: 503
+    storage_unavailable with Retry-After (S3 unreachable, or refusing), the client sends it again.
+    The key is the content's hash, so a retry overwrites the same object, never adds one."""
     key = f"{UPLOADS_PREFIX}{hashlib.sha256(data).hexdigest()}"
     try:
         await run_in_threadpool(s3.put_object, Bucket=bucket, Key=key, Body=data)
-    except (ClientError, BotoCoreError) as exc:
-        raise UpstreamError(f"Could not store the upload in s3://{bucket}: {exc}") from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise StorageError(
+            f"S3 refused to keep the upload in s3://{bucket} ({code}); nothing was analysed or "
+            "stored. Retry in a few seconds; if it persists, the bucket or the gateway's "
+            "credentials need attention."
+        ) from exc
+    except BotoCoreError as exc:
+        raise StorageError(
+            f"S3 is unreachable, so the upload could not be kept in s3://{bucket}; nothing was "
+            "analysed or stored. Retry in a few seconds."
+        ) from exc
     return f"s3://{bucket}/{key}"
