@@ -47,7 +47,9 @@ def test_triton_reserves_a_gpu_and_mounts_the_repository_read_only() -> None:
     assert "./model_repository:/models:ro" in triton["volumes"]
     assert triton["shm_size"] and triton["restart"] == "unless-stopped"
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(triton["ports"])
+    assert {"127.0.0.1:8000:8000", "127.0.0.1:8001:8001", "127.0.0.1:8002:8002"} == set(
+        triton["ports"]
+    )
 
 
 def test_gateway_waits_for_healthy_triton_and_checks_readyz() -> None:
@@ -108,3 +110,32 @@ def test_secret_settings_are_recognised_by_name_and_by_url() -> None:
 @pytest.mark.parametrize(("service", "key", "value"), _secret_settings())
 def test_no_secret_is_written_inline(service: str, key: str, value: str) -> None:
     assert "${" in value, f"{service}.{key} must come from the environment (.env)"
+
+
+# Published on every interface: the gateway (API keys) and Grafana (its admin password) only.
+PUBLIC = {"gateway": {"8080"}, "grafana": {"3000"}}
+
+
+def _published(port: object) -> tuple[str, str]:
+    """(host address, host port) of a short-syntax `ports` entry; no address means all."""
+    parts = str(port).split(":")
+    if len(parts) == 3:
+        return parts[0], parts[1]
+    assert len(parts) == 2, f"{port}: publish as HOST_PORT:PORT or ADDRESS:HOST_PORT:PORT"
+    return "0.0.0.0", parts[0]
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_only_the_gateway_and_grafana_are_published_on_all_interfaces(name: str) -> None:
+    for port in SERVICES[name].get("ports", []):
+        address, host_port = _published(port)
+        if address != "127.0.0.1":
+            assert host_port in PUBLIC.get(name, set()), f"{name} publishes {port} to the world"
+    assert "password" in str(SERVICES["grafana"]["environment"]).lower()
+
+
+def test_unauthenticated_services_listen_on_loopback_only() -> None:
+    for name in ("triton", "prometheus"):
+        addresses = {_published(port)[0] for port in SERVICES[name]["ports"]}
+        assert addresses == {"127.0.0.1"}, name
+    assert "ports" not in SERVICES["postgres"]
