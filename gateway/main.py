@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from gateway import metrics, rendering
+from gateway import docs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
 from gateway.migrate import prepare_schema
 from gateway.routes import health, seed, v1
@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="What is in a photo: ImageNet labels, COCO objects with boxes, faces.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # docs.add_docs serves them without a CDN
+        redoc_url=None,
     )
     app.add_exception_handler(PicmetricError, _picmetric_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -125,4 +127,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(seed.router)
     app.include_router(v1.router)
     app.include_router(health.router)
+    docs.add_docs(app)
     return app
