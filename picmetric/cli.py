@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,7 +16,13 @@ from pydantic import ValidationError
 
 from core.paths import MODEL_REPOSITORY
 from picmetric import gpu, tensorrt
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from picmetric.triton_server import (
+    RestartPolicy,
+    TritonError,
+    TritonPorts,
+    TritonServer,
+    TritonSupervisor,
+)
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -54,6 +61,14 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
     parser.add_argument(
         "--triton-host", default=defaults.host, help="Triton's listen address (0.0.0.0: all)"
+    )
+    parser.add_argument(
+        "--triton-max-restarts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="when Triton exits it is restarted (backoff 1, 2, 4 … 30 s); give up and exit after "
+        "N restarts in a row that did not stay up a minute (default: never give up)",
     )
 
 
@@ -131,26 +146,35 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
-    """Triton until ready, then (with_gateway) the gateway in this process; Ctrl+C or SIGTERM
-    stops both, Triton last."""
+    """Triton until ready, then (with_gateway) the gateway in this process, under uvicorn in the
+    main thread; a watcher thread restarts Triton whenever it exits. Ctrl+C or SIGTERM stops
+    both, Triton last; this returns once Triton and its model processes are gone."""
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
+    supervisor = TritonSupervisor(
+        server,
+        RestartPolicy(max_restarts=args.triton_max_restarts),
+        # the main thread is in uvicorn or waiting: a SIGTERM to ourselves stops either
+        on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
     settings = _prepared_settings(server.grpc_url) if with_gateway else None
     try:
-        server.start()
+        supervisor.start()
         if settings is not None:
             run_gateway(args, settings)
-            return
-        log.info("Serving; press Ctrl+C to stop")
-        code = server.wait()
-        log.error("Triton exited with code %d.\n%s", code, server.log_tail())
-        sys.exit(1)
+        else:
+            log.info("Serving; press Ctrl+C to stop")
+            while not supervisor.gave_up.wait(1.0):
+                pass
     except KeyboardInterrupt:
         pass
     finally:
         log.info("Stopping Triton")
-        server.stop()
+        supervisor.stop()
+        log.info("Triton stopped; its ports are free")
+    if supervisor.gave_up.is_set():
+        sys.exit(1)
 
 
 def run_migrate() -> None:

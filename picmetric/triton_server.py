@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +35,8 @@ BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 LOG_TAIL_LINES = 40
+STOP_GRACE_S = 15.0  # after SIGTERM, before SIGKILL of the whole group
+LEFTOVER_TIMEOUT_S = 10.0  # for killed processes to disappear
 
 
 class TritonError(RuntimeError):
@@ -121,6 +125,31 @@ def _die_with_parent(args: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
 
 
+def process_group_members(group: int) -> list[tuple[int, str]]:
+    """(pid, name) of the live processes in a process group, read from /proc; zombies, which
+    hold no memory or ports, are left out."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
+        state, _parent, pgrp = fields.split()[:3]
+        if int(pgrp) == group and state not in ("Z", "X"):
+            members.append((int(entry.name), name))
+    return members
+
+
+def _kill_group(group: int) -> None:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:  # already gone
+        pass
+
+
 class TritonServer:
     """A local tritonserver process: `with TritonServer(...) as server:` starts it and waits
     until it is ready; leaving the block stops it."""
@@ -171,11 +200,24 @@ class TritonServer:
             "--allow-metrics=true",
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
+            # Explicit model control: every model loads at start, and the gateway can reload one
+            # whose Python stub died (gateway/repair.py) through Triton's repository API.
+            "--model-control-mode=explicit",
+            "--load-model=*",
             *self.extra_args,
         ]
         return args, env
 
     def start(self, timeout: float = 300.0) -> None:
+        """Launch the server and wait until it is ready."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the tritonserver process, in a session of its own so that its Python-backend
+        stubs share its process group and can be stopped with it. A relaunch appends to the log.
+        With setpriv, Triton gets SIGTERM when the *thread* that launched it ends (Linux ties the
+        parent-death signal to the thread), so launch from a thread that outlives the server."""
         self._check_ports_free()
         args, env = self.command()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -186,7 +228,11 @@ class TritonServer:
             self.ports.metrics,
             self.log_file,
         )
-        with self.log_file.open("wb") as out:
+        relaunch = self.process is not None
+        with self.log_file.open("ab" if relaunch else "wb") as out:
+            if relaunch:
+                out.write(b"\n=== picmetric: Triton restarted ===\n")
+                out.flush()
             self.process = subprocess.Popen(
                 _die_with_parent(args),
                 env=env,
@@ -194,24 +240,18 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        started = time.perf_counter()
-        self._wait_ready(timeout)
-        log.info(
-            "Triton is ready after %.1f s: HTTP %s, gRPC %s, metrics %s",
-            time.perf_counter() - started,
-            self.http_url,
-            self.grpc_url,
-            self.metrics_url,
-        )
 
     def _check_ports_free(self) -> None:
-        """Another server on our ports would answer the readiness probe in our place."""
+        """Another server on our ports would answer the readiness probe in our place.
+        SO_REUSEADDR, as servers use: connections of a killed server lingering in TIME_WAIT do not
+        block a restart, while a listening socket still does."""
         for name, port in (
             ("HTTP", self.ports.http),
             ("gRPC", self.ports.grpc),
             ("metrics", self.ports.metrics),
         ):
             with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((self.ports.host, port))
                 except OSError as exc:
@@ -220,8 +260,11 @@ class TritonServer:
                         f"({exc.strerror}); stop what uses it or pick another port."
                     ) from exc
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Wait until the launched server reports ready; TritonError (with the log's tail) when it
+        exits first, or after `timeout` (it is then stopped)."""
         assert self.process is not None
+        started = time.perf_counter()
         deadline = time.monotonic() + timeout
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
@@ -231,6 +274,13 @@ class TritonServer:
                 )
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200:
+                    log.info(
+                        "Triton is ready after %.1f s: HTTP %s, gRPC %s, metrics %s",
+                        time.perf_counter() - started,
+                        self.http_url,
+                        self.grpc_url,
+                        self.metrics_url,
+                    )
                     return
             except httpx.TransportError:
                 pass
@@ -242,16 +292,50 @@ class TritonServer:
         lines = self.log_file.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         return "Last lines of Triton's log:\n" + "\n".join(lines)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM lets Triton unload models cleanly; SIGKILL if it hangs."""
-        if self.process is None or self.process.poll() is not None:
+    def stop(self, timeout: float = STOP_GRACE_S) -> None:
+        """SIGTERM lets Triton unload models cleanly; if it has not exited after `timeout` seconds,
+        SIGKILL its whole process group. Returns once no process of the group is left (Python
+        stubs included), so the ports are free when it returns."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "Triton did not exit %.0f s after SIGTERM; killing it and its model processes",
+                    timeout,
+                )
+                _kill_group(self.process.pid)
+                self.process.wait()
+        self.kill_leftovers()
+
+    def kill_leftovers(self) -> None:
+        """After the server has exited: SIGKILL whatever of its process group is still running
+        (a Python-backend stub outlives a killed server for minutes) and wait until it is gone."""
+        assert self.process is not None and self.process.poll() is not None
+        group = self.process.pid  # its own session: the group id is the server's pid
+        left = process_group_members(group)
+        if not left:
+            return
+        log.warning(
+            "Killing %d process(es) that Triton (pid %d) left behind: %s",
+            len(left),
+            group,
+            ", ".join(f"{name} (pid {pid})" for pid, name in left),
+        )
+        _kill_group(group)
+        deadline = time.monotonic() + LEFTOVER_TIMEOUT_S
+        while (left := process_group_members(group)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            log.error(
+                "Processes of Triton's group %d still run %.0f s after SIGKILL: %s",
+                group,
+                LEFTOVER_TIMEOUT_S,
+                left,
+            )
 
     def wait(self) -> int:
         assert self.process is not None
@@ -268,3 +352,126 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a supervised Triton exits, restart it after 1, 2, 4 … at most 30 s; a server that
+    stayed up `healthy_s` seconds starts the count again. After `max_restarts` restarts in a row
+    without such a healthy period, give up (None: never give up)."""
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    healthy_s: float = 60.0
+    max_restarts: int | None = None
+
+    def delay(self, in_a_row: int) -> float:
+        """Seconds to wait before the `in_a_row`-th restart in a row (1, 2, …)."""
+        return float(min(self.first_delay_s * 2 ** (in_a_row - 1), self.max_delay_s))
+
+
+class TritonSupervisor:
+    """Keeps a TritonServer running: `start()` starts it and a watcher thread that restarts it
+    whenever it exits (its left-behind stubs killed first), with `RestartPolicy`'s backoff.
+    `stop()` stops the watcher and then the server, and returns when all its processes are gone.
+    `restarts` counts the restarts so far; when the watcher gives up, `gave_up` is set and
+    `on_give_up` is called from the watcher thread."""
+
+    def __init__(
+        self,
+        server: TritonServer,
+        policy: RestartPolicy | None = None,
+        ready_timeout: float = 300.0,
+        on_give_up: Callable[[], None] | None = None,
+    ) -> None:
+        self.server = server
+        self.policy = policy or RestartPolicy()
+        self.ready_timeout = ready_timeout
+        self.on_give_up = on_give_up
+        self.restarts = 0
+        self.gave_up = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # a launch and a stop never overlap
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the server, wait until it is ready, then watch it."""
+        self.server.start(self.ready_timeout)
+        self._watcher = threading.Thread(target=self._watch, name="triton-supervisor", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        """Stop watching, then stop the server (bounded: SIGTERM, then SIGKILL of its group)."""
+        self._stopping.set()
+        with self._lock:
+            self.server.stop()
+        if self._watcher is not None:
+            self._watcher.join(timeout=LEFTOVER_TIMEOUT_S)
+
+    def _wait_for_exit(self) -> int | None:
+        """The server's exit code once it exits; None when asked to stop first."""
+        process = self.server.process
+        assert process is not None
+        while not self._stopping.is_set():
+            try:
+                return process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+        return None
+
+    def _watch(self) -> None:
+        in_a_row = 0
+        ready_since: float | None = time.monotonic()  # None: the last restart failed
+        while (code := self._wait_for_exit()) is not None:
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.server.kill_leftovers()
+            if ready_since is not None and time.monotonic() - ready_since >= self.policy.healthy_s:
+                in_a_row = 0
+            if self.policy.max_restarts is not None and in_a_row >= self.policy.max_restarts:
+                log.error(
+                    "Triton exited with code %d after %d restart(s) in a row that did not stay "
+                    "up %.0f s; giving up.\n%s",
+                    code,
+                    in_a_row,
+                    self.policy.healthy_s,
+                    self.server.log_tail(),
+                )
+                self.gave_up.set()
+                if self.on_give_up is not None:
+                    self.on_give_up()
+                return
+            in_a_row += 1
+            self.restarts += 1
+            delay = self.policy.delay(in_a_row)
+            log.warning(
+                "Triton exited with code %d; restarting in %g s (restart %d)",
+                code,
+                delay,
+                self.restarts,
+            )
+            if self._stopping.wait(delay):
+                return
+            ready_since = time.monotonic() if self._restart() else None
+        # asked to stop: stop() stops the server
+
+    def _restart(self) -> bool:
+        """Launch the server again and wait until it is ready; False when that failed (the
+        process has then exited, or been stopped, and the next round of the watch sees it)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return True
+            try:
+                self.server.launch()
+            except TritonError as exc:
+                log.error("Could not restart Triton: %s", exc)
+                return False
+        try:
+            self.server.wait_ready(self.ready_timeout)
+        except TritonError as exc:
+            if not self._stopping.is_set():
+                log.error("Triton restart %d failed: %s", self.restarts, exc)
+            return False
+        log.info("Triton is serving again after restart %d", self.restarts)
+        return True

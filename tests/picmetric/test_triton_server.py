@@ -1,4 +1,5 @@
-"""The local Triton launcher: clear errors, start-up failures with the log, clean shutdown."""
+"""The local Triton launcher: clear errors, start-up failures with the log, clean shutdown,
+restarts of a killed server with nothing of it left behind."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,8 +18,15 @@ import pytest
 
 from core.model_config import ModelConfig, write_config
 from picmetric import triton_server
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from picmetric.triton_server import (
+    RestartPolicy,
+    TritonError,
+    TritonPorts,
+    TritonServer,
+    TritonSupervisor,
+)
 from tests.utils.ports import free_port
+from tests.utils.processes import group_of, port_free, stubs_of
 
 
 def test_python_without_shared_libpython_is_a_one_line_error(
@@ -94,3 +103,112 @@ def test_a_taken_port_is_a_clear_error_before_start(tmp_path: Path) -> None:
         with pytest.raises(TritonError, match=f"gRPC port {port} on 127.0.0.1 is taken"):
             server.start()
     assert server.process is None
+
+
+def _free_ports() -> TritonPorts:
+    return TritonPorts(free_port(), free_port(), free_port())
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until `condition()` held; fails the test after `timeout`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def _ready(server: TritonServer) -> bool:
+    try:
+        return httpx.get(f"http://{server.http_url}/v2/health/ready", timeout=2).is_success
+    except httpx.TransportError:
+        return False
+
+
+def _stopped_cleanly(server: TritonServer) -> None:
+    assert server.process is not None and server.process.poll() is not None
+    assert group_of(server.process.pid) == []
+    for port in (server.ports.http, server.ports.grpc, server.ports.metrics):
+        assert port_free(port), f"port {port} still answers after stop()"
+
+
+def test_restart_policy_backs_off_exponentially_to_a_bound() -> None:
+    policy = RestartPolicy(first_delay_s=1, max_delay_s=30)
+    assert [policy.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+@pytest.mark.integration
+def test_supervisor_restarts_a_killed_server_and_kills_its_stubs(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    server = TritonServer(model_repository, _free_ports(), log_file=tmp_path / "triton.log")
+    supervisor = TritonSupervisor(server, RestartPolicy(first_delay_s=0.5))
+    supervisor.start()
+    try:
+        assert server.process is not None
+        dead = server.process.pid
+        assert stubs_of(dead), "the Python models should run stubs under the server"
+        os.kill(dead, signal.SIGKILL)
+        recovered = _wait_until(
+            lambda: server.process is not None and server.process.pid != dead and _ready(server),
+            timeout=60,
+            what="Triton's restart",
+        )
+        assert supervisor.restarts == 1
+        assert stubs_of(dead) == [], "stubs of the killed server are still running"
+        assert httpx.get(f"http://{server.http_url}/v2/models/mtcnn/ready").is_success
+        print(f"Triton answered again {recovered:.1f} s after kill -9")
+    finally:
+        supervisor.stop()
+    _stopped_cleanly(server)
+    assert "=== picmetric: Triton restarted ===" in (tmp_path / "triton.log").read_text()
+
+
+@pytest.mark.integration
+def test_stop_kills_the_group_of_a_server_stuck_on_a_stopped_stub(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """A model whose stub no longer runs (SIGSTOP) must not keep the server, or its ports, past
+    stop()'s grace period."""
+    server = TritonServer(model_repository, _free_ports(), log_file=tmp_path / "triton.log")
+    server.start()
+    assert server.process is not None
+    try:
+        stub = stubs_of(server.process.pid)[0]
+        os.kill(stub.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        server.stop(timeout=3)
+        took = time.monotonic() - started
+    finally:
+        if server.process.poll() is None:
+            os.killpg(server.process.pid, signal.SIGKILL)
+    assert took < 3 + 10, f"stop() took {took:.1f} s"
+    _stopped_cleanly(server)
+
+
+@pytest.mark.integration
+def test_supervisor_gives_up_after_max_restarts_in_a_row(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    server = TritonServer(tmp_path / "empty", _free_ports(), log_file=tmp_path / "triton.log")
+    given_up = threading.Event()
+    supervisor = TritonSupervisor(
+        server, RestartPolicy(first_delay_s=0.1, max_restarts=1), on_give_up=given_up.set
+    )
+    supervisor.start()
+    try:
+        for _ in range(2):
+            process = server.process
+            assert process is not None
+            _wait_until(lambda: _ready(server), timeout=60, what="Triton's start")  # noqa: B023
+            os.kill(process.pid, signal.SIGKILL)
+            _wait_until(
+                lambda: server.process is not process or supervisor.gave_up.is_set(),  # noqa: B023
+                timeout=30,
+                what="a restart or giving up",
+            )
+        assert given_up.wait(10) and supervisor.gave_up.is_set()
+        assert supervisor.restarts == 1
+    finally:
+        supervisor.stop()
+    _stopped_cleanly(server)
