@@ -59,6 +59,8 @@ run_tests() {
   apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql
   apt_ensure promtool prometheus
   apt_ensure shellcheck shellcheck
+  # a real browser loads /docs offline (tests/gateway/test_docs.py)
+  apt_ensure chromium chromium
   say "Linting (ruff) and type-checking (mypy)"
   ruff check .
   mypy

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 from gateway.main import create_app
 from gateway.settings import Settings
 from tests.utils.ports import free_port
+from tests.utils.services import gateway_process
 
 KINDS = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "json"}
 
@@ -62,3 +65,39 @@ def test_docs_swagger_ui_is_version_5_which_reads_openapi_3_1(client: TestClient
 def test_docs_unknown_asset_is_a_plain_404(client: TestClient) -> None:
     answer = client.get("/docs/assets/nothing.js")
     assert answer.status_code == 404 and answer.json()["errortype"] == "not_found"
+
+
+@pytest.mark.integration
+def test_docs_swagger_ui_renders_in_headless_chromium_offline(tmp_path: Path) -> None:
+    """The real gateway under uvicorn and Debian's chromium, on a machine with no internet:
+    the DOM after Swagger UI ran shows the API's title and its analysis routes."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is missing: install Debian's chromium (./bootstrap.sh test does).")
+    env = {
+        "PICMETRIC_TRITON_GRPC_URL": f"127.0.0.1:{free_port()}",  # the docs need no Triton
+        "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+    }
+    with gateway_process(env, tmp_path / "gateway.log") as url:
+        browser = subprocess.run(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",  # tests may run as root
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=15000",  # let the scripts run, then print the DOM
+                "--dump-dom",
+                f"{url}/docs",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    dom = browser.stdout
+    assert 'class="swagger-ui' in dom and "Picmetric inference gateway" in dom
+    for path in ("/api", "/v1/analyze", "/v1/images"):
+        assert f'data-path="{path}"' in dom, f"Swagger UI did not render {path}"
