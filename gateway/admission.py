@@ -20,18 +20,19 @@ class AdmissionLimiter:
         self.in_flight = 0
 
     @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one slot for the duration of the block, or raise `Overloaded` when none is free."""
-        if self.in_flight >= self.limit:
+    def admit(self, count: int = 1) -> Iterator[None]:
+        """Hold `count` slots (a batch's photos) for the duration of the block, or raise
+        `Overloaded` when fewer are free."""
+        if self.in_flight + count > self.limit:
             metrics.ANALYSES_REJECTED.inc()
             raise Overloaded(
                 f"The gateway is already running {self.limit} analyses, its limit "
                 "(PICMETRIC_MAX_ANALYSES_IN_FLIGHT); retry in a few seconds."
             )
-        self.in_flight += 1
-        metrics.ANALYSES_IN_FLIGHT.inc()
+        self.in_flight += count
+        metrics.ANALYSES_IN_FLIGHT.inc(count)
         try:
             yield
         finally:
-            self.in_flight -= 1
-            metrics.ANALYSES_IN_FLIGHT.dec()
+            self.in_flight -= count
+            metrics.ANALYSES_IN_FLIGHT.dec(count)

@@ -94,9 +94,18 @@ async def _one(index: int, request: AnalysisRequest, services: Services) -> Batc
         return BatchItem(index=index, error=ErrorBody(errortype="internal_error", message=message))
 
 
-async def analyze_album(requests: list[AnalysisRequest], services: Services) -> BatchAnswer:
-    """Every photo analysed at the same time; answers in the order sent."""
-    items = await asyncio.gather(*(_one(i, r, services) for i, r in enumerate(requests)))
+async def analyze_album(
+    requests: list[AnalysisRequest], services: Services, concurrency: int
+) -> BatchAnswer:
+    """The photos analysed `concurrency` at a time (their tensors share Triton's dynamic
+    batches); answers in the order sent."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, request: AnalysisRequest) -> BatchItem:
+        async with slots:
+            return await _one(index, request, services)
+
+    items = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
     analyses = [item.analysis for item in items if item.analysis is not None]
     max_labels = max((r.options.max_results for r in requests), default=0)
     return BatchAnswer(

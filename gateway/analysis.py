@@ -74,7 +74,8 @@ def _cache_key(specs: list[ModelSpec], services: Services, options: Options) -> 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-async def _fetch(request: AnalysisRequest, services: Services) -> FetchedImage:
+async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedImage:
+    """The request's bytes: uploaded, or fetched from its URL."""
     if request.data is not None:
         return FetchedImage(request.data, request.source)
     return await fetch(services.http, services.s3, request.source, services.settings)
@@ -87,7 +88,7 @@ async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
     options = request.options
     timings: dict[str, float] = {}
     with _stage("fetch", timings):
-        image = await _fetch(request, services)
+        image = await fetch_image(request, services)
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(image.data))
     sha256 = hashlib.sha256(image.data).hexdigest()
     key = _cache_key(specs, services, options)

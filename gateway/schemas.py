@@ -20,17 +20,25 @@ class AnalyzeRequest(AnalysisOptions):
     url: str = Field(description="http(s):// URL or s3://bucket/key of the image")
 
 
+class BatchRequest(AnalysisOptions):
+    urls: list[str] = Field(
+        min_length=1, description="http(s):// URLs or s3://bucket/key, analysed in this order"
+    )
+
+
 class SeedRequest(BaseModel):
     url: str
     threshold: float | None = Field(None, ge=0, lt=1, description="default: the gateway's")
 
 
-def multipart_schema() -> dict[str, Any]:
-    """An upload's form: the image as `file`; the options as in JSON, `models` comma-separated."""
+def multipart_schema(files: bool = False) -> dict[str, Any]:
+    """An upload's form: the image as `file` (`files`: one or more `file` fields, a batch); the
+    options as in JSON, `models` comma-separated."""
     schema = AnalysisOptions.model_json_schema()
     models = {"type": "string", "description": "comma-separated, e.g. resnet50,yolov3"}
+    binary = {"type": "string", "format": "binary"}
     schema["properties"] = {
-        "file": {"type": "string", "format": "binary"},
+        "file": {"type": "array", "items": binary, "minItems": 1} if files else binary,
         **schema["properties"],
         "models": models,
     }

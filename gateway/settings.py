@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     s3_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
+    max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch
+    max_batch_bytes: int = Field(64 * MiB, gt=0)  # the uploads of one batch together
     fetch_connect_timeout_s: float = Field(5.0, gt=0)
     fetch_timeout_s: float = Field(20.0, gt=0)
     max_redirects: int = Field(3, ge=0)

@@ -1,30 +1,28 @@
-"""The typed API: analyse by URL or upload, read stored analyses, list models."""
+"""The typed API: analyse by URL or upload, draw the detections on the photo, analyse an album,
+read stored analyses, list models."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import dataclasses
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
-from starlette.datastructures import FormData, UploadFile
+from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from gateway import rendering
-from gateway import s3 as s3_objects
-from gateway.analysis import (
-    AnalysisRequest,
-    analyze,
-    options_or_defaults,
-    stored_analysis,
-    url_kind,
-)
+from gateway import drawing, intake, rendering
+from gateway.album import BatchAnswer, analyze_album
+from gateway.analysis import analyze, fetch_image, stored_analysis
+from gateway.decode import decode_rgb
 from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
-from gateway.errors import ImageTooLarge, InvalidRequest, NotFound, StorageError
+from gateway.errors import NotFound
 from gateway.results import Analysis
-from gateway.schemas import AnalysisOptions, AnalyzeRequest, ErrorBody, ModelInfo, multipart_schema
-from gateway.services import Services
-
-Body = TypeVar("Body", bound=BaseModel)
+from gateway.schemas import (
+    AnalyzeRequest,
+    BatchRequest,
+    ErrorBody,
+    ModelInfo,
+    multipart_schema,
+)
 
 router = APIRouter(
     prefix="/v1",
@@ -33,71 +31,18 @@ router = APIRouter(
     responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503)},
 )
 
+
 # One route takes JSON or a multipart upload, which FastAPI cannot declare from the signature.
-_JSON_OR_UPLOAD = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": AnalyzeRequest.model_json_schema()},
-            "multipart/form-data": {"schema": multipart_schema()},
-        },
-    }
-}
-_UPLOAD = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": multipart_schema()}},
-    }
-}
+def _body(json_schema: dict[str, Any], form_schema: dict[str, Any] | None) -> dict[str, Any]:
+    content = {"multipart/form-data": {"schema": form_schema}} if form_schema else {}
+    if json_schema:
+        content = {"application/json": {"schema": json_schema}, **content}
+    return {"requestBody": {"required": True, "content": content}}
 
 
-def _validated(data: dict[str, Any], schema: type[Body]) -> Body:
-    """Validate like FastAPI does for declared bodies, so errors read the same."""
-    try:
-        return schema.model_validate(data)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
-
-
-def _request(body: AnalysisOptions, services: Services, **source: Any) -> AnalysisRequest:
-    options = options_or_defaults(services.settings, body.threshold, body.max_results)
-    return AnalysisRequest(
-        models=list(body.models) if body.models else None, options=options, **source
-    )
-
-
-async def _read_upload(form: FormData, limit: int) -> tuple[bytes, str]:
-    """The uploaded bytes and file name."""
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest("Send the image as a multipart form field named 'file'.")
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        raise ImageTooLarge.over(limit)
-    if not data:
-        raise InvalidRequest("The uploaded file is empty.")
-    return data, upload.filename or "upload"
-
-
-async def _analyze_upload(request: Request, services: Services, keep: bool) -> Analysis:
-    """Analyse a multipart upload; it is kept in S3 when a bucket is set (or `keep`)."""
-    async with request.form(max_files=1, max_fields=10) as form:
-        data, filename = await _read_upload(form, services.settings.max_image_bytes)
-        fields: dict[str, Any] = {
-            k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v
-        }
-    if "models" in fields:
-        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
-    body = _validated(fields, AnalysisOptions)
-    bucket = services.settings.s3_bucket
-    if keep and not bucket:
-        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
-    pointer = (
-        await s3_objects.keep_upload(services.s3, bucket, data) if bucket else f"upload:{filename}"
-    )
-    return await analyze(
-        _request(body, services, source_kind="upload", source=pointer, data=data), services
-    )
+_JSON_OR_UPLOAD = _body(AnalyzeRequest.model_json_schema(), multipart_schema())
+_UPLOAD = _body({}, multipart_schema())
+_BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
 
 
 @router.post(
@@ -108,17 +53,7 @@ async def _analyze_upload(request: Request, services: Services, keep: bool) -> A
 )
 async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        return rendering.v1_analysis(await _analyze_upload(request, services, keep=False))
-    try:
-        payload = await request.json()
-    except ValueError as exc:
-        raise InvalidRequest(
-            'Send JSON like {"url": "https://..."} or a multipart upload.'
-        ) from exc
-    body = _validated(payload if isinstance(payload, dict) else {}, AnalyzeRequest)
-    analysis_request = _request(body, services, source_kind=url_kind(body.url), source=body.url)
+    analysis_request = await intake.analysis_request(request, services)
     return rendering.v1_analysis(await analyze(analysis_request, services))
 
 
@@ -131,7 +66,52 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
 )
 async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
-    return rendering.v1_analysis(await _analyze_upload(request, services, keep=True))
+    analysis_request = await intake.upload_request(request, services, keep=True)
+    return rendering.v1_analysis(await analyze(analysis_request, services))
+
+
+@router.post(
+    "/annotate",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the annotated photo"}},
+    openapi_extra=_JSON_OR_UPLOAD,
+    dependencies=[ADMIT_ANALYSIS],
+)
+async def annotate_image(
+    request: Request,
+    services: ServicesDep,
+    blur_faces: Annotated[bool, Query(description="blur every detected face")] = False,
+) -> Response:
+    """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
+    (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
+    analysis_request = await intake.analysis_request(request, services)
+    fetched_or_uploaded = analysis_request.data
+    if fetched_or_uploaded is None:
+        fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
+        analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
+    analysis = await analyze(analysis_request, services)
+
+    def annotated(data: bytes) -> bytes:
+        photo = decode_rgb(data, services.settings.max_image_pixels)
+        return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
+
+    body = await run_in_threadpool(annotated, fetched_or_uploaded)
+    return Response(body, media_type="image/jpeg", headers={"X-Analysis-Id": analysis.id})
+
+
+@router.post(
+    "/batch",
+    response_model=BatchAnswer,
+    openapi_extra=_BATCH,
+)
+async def analyze_batch(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
+    `file`s): one result per image in order, each failing alone, and an album summary."""
+    requests = await intake.batch_requests(request, services)
+    slots = min(len(requests), services.admission.limit)
+    with services.admission.admit(slots):
+        answer = await analyze_album(requests, services, concurrency=slots)
+    return answer.model_dump(mode="json")
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)

@@ -19,6 +19,7 @@ from tests.utils.services import S3_CREDENTIALS, gateway_process, s3_server
 
 BUCKET = "picmetric-test-uploads"
 MAX_IMAGE_BYTES = 3_000_000
+MAX_BATCH_BYTES = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def gateway(
         "PICMETRIC_S3_ENDPOINT_URL": s3_url,
         "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
         "PICMETRIC_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+        "PICMETRIC_MAX_BATCH_BYTES": str(MAX_BATCH_BYTES),
     }
     with gateway_process(env, folder / "gateway.log") as url:
         yield Gateway(url, database_url, s3_url)

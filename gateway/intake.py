@@ -1,0 +1,137 @@
+"""From an HTTP request to analysis requests: a JSON body with `url`, or a multipart upload
+(`file`, the options as form fields), or for a batch a list of either. Validation errors read
+as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from gateway import s3 as s3_objects
+from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
+from gateway.errors import ImageTooLarge, InvalidRequest, StorageError
+from gateway.schemas import AnalysisOptions, AnalyzeRequest, BatchRequest
+from gateway.services import Services
+
+Body = TypeVar("Body", bound=BaseModel)
+FORM_FIELDS = 10  # the options, with room to spare
+
+
+def validated(data: dict[str, Any], schema: type[Body]) -> Body:
+    """Validate like FastAPI does for declared bodies, so errors read the same."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+def _analysis_request(body: AnalysisOptions, services: Services, **source: Any) -> AnalysisRequest:
+    options = options_or_defaults(services.settings, body.threshold, body.max_results)
+    models: list[str] | None = list(body.models) if body.models else None
+    return AnalysisRequest(models=models, options=options, **source)
+
+
+async def _json(request: Request, example: str) -> dict[str, Any]:
+    try:
+        payload = await request.json()
+    except ValueError as exc:
+        raise InvalidRequest(f"Send JSON like {example} or a multipart upload.") from exc
+    return payload if isinstance(payload, dict) else {}
+
+
+def _form_options(form: FormData) -> AnalysisOptions:
+    fields: dict[str, Any] = {
+        k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v
+    }
+    if "models" in fields:
+        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
+    return validated(fields, AnalysisOptions)
+
+
+async def _read(upload: Any, limit: int) -> bytes:
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("Send the image as a multipart form field named 'file'.")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge.over(limit)
+    if not data:
+        raise InvalidRequest(f"The uploaded file '{upload.filename or 'file'}' is empty.")
+    return data
+
+
+async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
+    """Where the upload is kept: the S3 bucket when one is set (required when `keep`)."""
+    bucket = services.settings.s3_bucket
+    if keep and not bucket:
+        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+    if bucket:
+        return await s3_objects.keep_upload(services.s3, bucket, data)
+    return f"upload:{filename}"
+
+
+async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
+    """One multipart upload; kept in S3 when a bucket is set (or `keep`)."""
+    async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
+        upload = form.get("file")
+        data = await _read(upload, services.settings.max_image_bytes)
+        body = _form_options(form)
+    filename = getattr(upload, "filename", None) or "upload"
+    pointer = await _pointer(data, filename, services, keep)
+    return _analysis_request(body, services, source_kind="upload", source=pointer, data=data)
+
+
+async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
+    """JSON `{"url": ...}` or a multipart upload."""
+    if is_multipart(request):
+        return await upload_request(request, services, keep=False)
+    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+    return _analysis_request(body, services, source_kind=url_kind(body.url), source=body.url)
+
+
+async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
+    """JSON `{"urls": [...]}` or several multipart `file` fields, within the batch limits."""
+    settings = services.settings
+    most = settings.max_batch_images
+    if not is_multipart(request):
+        body = validated(await _json(request, '{"urls": ["https://...", ...]}'), BatchRequest)
+        if len(body.urls) > most:
+            raise InvalidRequest(f"A batch holds at most {most} images, not {len(body.urls)}.")
+        return [
+            _analysis_request(body, services, source_kind=url_kind(url), source=url)
+            for url in body.urls
+        ]
+    async with request.form(max_files=4 * most, max_fields=FORM_FIELDS) as form:
+        uploads = form.getlist("file")
+        if not uploads:
+            raise InvalidRequest("Send the images as multipart form fields named 'file'.")
+        if len(uploads) > most:
+            raise InvalidRequest(f"A batch holds at most {most} images, not {len(uploads)}.")
+        files: list[tuple[bytes, str]] = []
+        total = 0
+        for upload in uploads:
+            data = await _read(upload, settings.max_image_bytes)
+            total += len(data)
+            if total > settings.max_batch_bytes:
+                raise ImageTooLarge(
+                    f"The batch is larger than its {settings.max_batch_bytes} byte limit."
+                )
+            files.append((data, getattr(upload, "filename", None) or f"upload{len(files)}"))
+        options = _form_options(form)
+    return [
+        _analysis_request(
+            options,
+            services,
+            source_kind="upload",
+            source=await _pointer(data, filename, services, keep=False),
+            data=data,
+        )
+        for data, filename in files
+    ]
