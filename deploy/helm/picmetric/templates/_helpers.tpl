@@ -1,0 +1,119 @@
+{{- define "picmetric.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "picmetric.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object; "component" is triton, gateway or migrate. */}}
+{{- define "picmetric.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{ include "picmetric.selectorLabels" . }}
+{{- end }}
+
+{{- define "picmetric.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "picmetric.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "picmetric.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "picmetric.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "picmetric.gatewayImage" -}}
+{{ .Values.gateway.image.repository }}:{{ .Values.gateway.image.tag }}
+{{- end }}
+
+{{/* The model repository volume of a pod: filled by the fetch init container, or a claim. */}}
+{{- define "picmetric.modelVolume" -}}
+- name: models
+{{- if eq .Values.modelRepository.source "pvc" }}
+  persistentVolumeClaim:
+    claimName: {{ required "modelRepository.pvc.claimName is required when modelRepository.source is pvc" .Values.modelRepository.pvc.claimName }}
+    readOnly: true
+{{- else }}
+  emptyDir: {}
+- name: fetch-models
+  configMap:
+    name: {{ include "picmetric.fullname" . }}-fetch-models
+{{- end }}
+{{- end }}
+
+{{- define "picmetric.modelMount" -}}
+- name: models
+  mountPath: /models
+  readOnly: true
+{{- if and (eq .Values.modelRepository.source "pvc") .Values.modelRepository.pvc.subPath }}
+  subPath: {{ .Values.modelRepository.pvc.subPath }}
+{{- end }}
+{{- end }}
+
+{{/* Downloads and unpacks the versioned archive (the gateway image has Python and boto3). */}}
+{{- define "picmetric.fetchModelsInit" -}}
+{{- if eq .Values.modelRepository.source "s3" }}
+- name: fetch-models
+  image: {{ include "picmetric.gatewayImage" . }}
+  imagePullPolicy: {{ .Values.gateway.image.pullPolicy }}
+  command: ["python", "/scripts/fetch_models.py", "/models"]
+  env:
+    - name: MODEL_ARCHIVE_URL
+      value: {{ .Values.modelRepository.s3.url | quote }}
+    - name: MODEL_ARCHIVE_SHA256
+      value: {{ .Values.modelRepository.s3.sha256 | quote }}
+    - name: AWS_DEFAULT_REGION
+      value: {{ .Values.modelRepository.s3.region | quote }}
+    - name: S3_ENDPOINT_URL
+      value: {{ .Values.modelRepository.s3.endpointUrl | quote }}
+  securityContext:
+    {{- include "picmetric.restrictedContainer" . | nindent 4 }}
+  resources:
+    requests:
+      cpu: 100m
+      memory: 256Mi
+    limits:
+      memory: 1Gi
+  volumeMounts:
+    - name: models
+      mountPath: /models
+    - name: fetch-models
+      mountPath: /scripts
+      readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "picmetric.restrictedContainer" -}}
+allowPrivilegeEscalation: false
+runAsNonRoot: true
+runAsUser: 10001
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* gRPC target of Triton for the gateway (README.md: how requests are spread over Triton pods). */}}
+{{- define "picmetric.tritonGrpcTarget" -}}
+{{- $fullname := include "picmetric.fullname" . }}
+{{- if eq .Values.gateway.tritonBalancing "clientSide" }}
+{{- printf "dns:///%s-triton-headless.%s.svc.cluster.local:8001" $fullname .Release.Namespace }}
+{{- else }}
+{{- printf "%s-triton:8001" $fullname }}
+{{- end }}
+{{- end }}
