@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -21,18 +22,45 @@ S3_CREDENTIALS = {
 }
 
 
-@contextmanager
-def s3_server() -> Iterator[str]:
-    """moto in server mode (a real HTTP S3 API) on a free loopback port; yields its URL."""
-    from moto.server import ThreadedMotoServer
+class S3Server:
+    """moto in server mode (a real HTTP S3 API) on one loopback port, which a fault test can stop
+    (the port then refuses connections) and start again; moto keeps buckets and objects in this
+    process, so they are still there after a restart."""
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server._server.server_close()  # moto leaves the socket listening
+            self._server = None
+
+
+@contextmanager
+def restartable_s3_server() -> Iterator[S3Server]:
+    """A started S3Server on a free port; stopped afterwards."""
+    server = S3Server(free_port())
     server.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its URL."""
+    with restartable_s3_server() as server:
+        yield server.url
 
 
 def wait_for_http(
