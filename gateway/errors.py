@@ -109,14 +109,15 @@ class InferenceTimeout(PicmetricError):
 
 
 class UpstreamError(PicmetricError):
-    """Triton or S3 answered with an error."""
+    """Triton answered with an error."""
 
     status_code = 502
     errortype = "upstream_error"
 
 
 class StorageError(PicmetricError):
-    """The results database failed; nothing was stored."""
+    """The results database, or the bucket an upload must be kept in, is unavailable; nothing was
+    stored."""
 
     status_code = 503
     errortype = "storage_unavailable"
