@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from core.preprocessing import (
     resize_for_resnet50,
 )
 from gateway.decode import DecodedImage
-from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
+from gateway.errors import InferenceTimeout, ModelUnavailable, PicmetricError, UpstreamError
 from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
 
 Prepared = dict[str, Any]
@@ -41,6 +42,8 @@ class Call:
     timeout: float
     repository: Path
     input_sizes: Mapping[str, int] = field(default_factory=dict)  # square inputs, from Triton
+    # Told (Triton model, Triton's message) when a call finds a model's Python stub dead.
+    on_dead_stub: Callable[[str, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -63,13 +66,48 @@ def decode_side(specs: list[ModelSpec], call: Call) -> int | None:
     return None if None in sizes else max(s for s in sizes if s is not None)
 
 
-def _map_triton_error(model: str, exc: InferenceServerException) -> Exception:
-    status = str(exc.status() or "")
-    if "DEADLINE_EXCEEDED" in status or "Deadline" in str(exc):
+# Triton's Python backend, when a model instance's stub process has died: "Stub process
+# 'resnet50_0_0' is not healthy." (also inside an ensemble's or a BLS model's message). The
+# instance is named <Triton model>_<group>_<index>. Triton keeps the model READY (server issue
+# #7230) and does not restart the stub (#7347): only reloading the model repairs it.
+_DEAD_STUB = re.compile(r"Stub process '(?P<instance>[^']+)' is not healthy")
+# Triton's words for a model it does not serve right now (unloaded, being loaded, unknown), also
+# when an ensemble or a BLS model reports them for one of its steps.
+_NOT_SERVED = ("is not found", "has no available versions", "is not ready", "unavailable")
+
+
+def dead_stub_model(message: str) -> str | None:
+    """The Triton model whose Python stub died, named in Triton's error message; None when the
+    message is not about a dead stub."""
+    match = _DEAD_STUB.search(message)
+    if match is None:
+        return None
+    return re.sub(r"_\d+_\d+$", "", match["instance"])
+
+
+def _message(exc: InferenceServerException) -> str:
+    """Triton's message, without its closing full stop (ours follow it)."""
+    return str(exc.message() or exc).rstrip(".")
+
+
+def _map_triton_error(model: str, exc: InferenceServerException) -> PicmetricError:
+    """Triton's error as ours: 504 when it did not answer in time, 503 (retry shortly) when Triton
+    is unreachable or does not serve the model right now, 502 for any other failure it reports."""
+    status, message = str(exc.status() or ""), _message(exc)
+    if "DEADLINE_EXCEEDED" in status:
         return InferenceTimeout(f"{model}: Triton did not answer in time.")
-    if "UNAVAILABLE" in status or "not found" in str(exc) or "not ready" in str(exc):
-        return ModelUnavailable(f"{model}: Triton or the model is not available ({exc.message()}).")
-    return UpstreamError(f"{model}: Triton failed: {exc.message()}")
+    if "UNAVAILABLE" in status:
+        return ModelUnavailable(f"{model}: Triton is not reachable ({message}); try again shortly.")
+    if dead_stub_model(message):
+        return ModelUnavailable(
+            f"{model}: the model's process in Triton has died ({message}); the gateway is "
+            "reloading it, try again shortly."
+        )
+    if "NOT_FOUND" in status or any(words in message.lower() for words in _NOT_SERVED):
+        return ModelUnavailable(
+            f"{model}: Triton does not serve the model right now ({message}); try again shortly."
+        )
+    return UpstreamError(f"{model}: Triton failed: {message}")
 
 
 def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
@@ -174,6 +212,9 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
     try:
         detections = await spec.infer(call, prepared, options)
     except InferenceServerException as exc:
+        dead = dead_stub_model(_message(exc))
+        if dead is not None and call.on_dead_stub is not None:
+            call.on_dead_stub(dead, _message(exc))
         raise _map_triton_error(spec.name, exc) from exc
     return ModelResult(detections, time.perf_counter() - started)
 

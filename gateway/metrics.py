@@ -44,3 +44,9 @@ ANALYSES_IN_FLIGHT = Gauge(
 ANALYSES_REJECTED = Counter(
     "picmetric_analyses_rejected_total", "Analyses refused with 503 overloaded: the bound was full"
 )
+MODEL_REPAIRS = Counter(
+    "picmetric_model_repairs_total",
+    "Reloads of a Triton model whose Python stub died, by Triton model and outcome "
+    "(reloaded, failed)",
+    ["model", "outcome"],
+)

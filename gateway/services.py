@@ -1,5 +1,5 @@
 """The long-lived clients one gateway process shares: Triton, HTTP, S3, the store, the catalog,
-and the admission limiter."""
+the admission limiter and the model repair."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from gateway.admission import AdmissionLimiter
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
+from gateway.repair import ModelRepair
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
 
@@ -28,6 +29,7 @@ class Services:
     store: AnalysisStore
     catalog: ModelCatalog
     admission: AdmissionLimiter
+    repair: ModelRepair
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -36,9 +38,10 @@ class Services:
             read_timeout=settings.s3_timeout_s,
             retries={"max_attempts": 2},
         )
+        triton = grpcclient.InferenceServerClient(settings.triton_grpc_url)
         return cls(
             settings=settings,
-            triton=grpcclient.InferenceServerClient(settings.triton_grpc_url),
+            triton=triton,
             http=http_client(settings),
             s3=boto3.client(
                 "s3",
@@ -49,6 +52,7 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
+            repair=ModelRepair(triton),
         )
 
     def call(self) -> Call:
@@ -58,10 +62,21 @@ class Services:
             if state.input_size is not None
         }
         return Call(
-            self.triton, self.settings.triton_timeout_s, self.settings.model_repository, sizes
+            self.triton,
+            self.settings.triton_timeout_s,
+            self.settings.model_repository,
+            sizes,
+            on_dead_stub=self.dead_stub,
         )
 
+    def dead_stub(self, triton_model: str, reason: str) -> None:
+        """A call found a Triton model's Python stub dead: reload the model, and let /readyz run
+        its canary again rather than trust the last one."""
+        self.catalog.last_canary = None
+        self.repair.request(triton_model, reason)
+
     async def close(self) -> None:
+        await self.repair.close()
         await self.triton.close()
         await self.http.aclose()
         self.store.dispose()

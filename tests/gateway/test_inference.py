@@ -1,12 +1,28 @@
-"""Preparing the models' tensors from a decoded photo, at full resolution or reduced."""
+"""Preparing the models' tensors from a decoded photo, at full resolution or reduced; Triton's
+errors mapped to ours."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
 from gateway.decode import decode_rgb
-from gateway.inference import MODELS, Call, decode_side, prepare_resnet50, prepare_yolov3
+from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
+from gateway.inference import (
+    MODELS,
+    Call,
+    _map_triton_error,
+    dead_stub_model,
+    decode_side,
+    prepare_resnet50,
+    prepare_yolov3,
+)
+from tests.utils.ports import free_port
 from tests.utils.real_photos import jpeg_bytes, real_photo
 
 
@@ -42,3 +58,88 @@ def test_resnet50_and_yolov3_from_a_reduced_decode_see_the_same_photo() -> None:
 def test_the_gateway_offers_exactly_the_contracts_models() -> None:
     assert tuple(MODELS) == OFFERED_MODELS
     assert all(name == spec.name for name, spec in MODELS.items())
+
+
+# Triton's errors as its gRPC client raises them (tritonclient's get_error_grpc: the message,
+# and the status as str(grpc.StatusCode)), with the texts Triton 2.51 answered on this machine.
+def _triton_error(status: str, message: str) -> InferenceServerException:
+    return InferenceServerException(message, f"StatusCode.{status}", f"{status}:{message}")
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "dead"),
+    [
+        ("INTERNAL", "Stub process 'resnet50_0_0' is not healthy.", "resnet50"),
+        (
+            "INTERNAL",
+            "in ensemble 'yolov3', Stub process 'yolov3_backbone_0_0' is not healthy.",
+            "yolov3_backbone",
+        ),
+        (
+            "INTERNAL",
+            "mtcnn: mtcnn_pnet failed: Stub process 'mtcnn_pnet_0_0' is not healthy.",
+            "mtcnn_pnet",
+        ),
+        ("INTERNAL", "Stub process 'mtcnn_0_1' is not healthy.", "mtcnn"),
+    ],
+)
+def test_map_triton_error_dead_stub_is_503_naming_the_model_to_reload(
+    status: str, message: str, dead: str
+) -> None:
+    error = _map_triton_error("yolov3", _triton_error(status, message))
+    assert isinstance(error, ModelUnavailable)
+    assert error.status_code == 503 and error.headers["Retry-After"]
+    assert "reloading" in str(error) and f"({message.rstrip('.')})" in str(error)
+    assert dead_stub_model(message) == dead
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("NOT_FOUND", "Request for unknown model: 'resnet50' has no available versions"),
+        ("NOT_FOUND", "Request for unknown model: 'nosuch' is not found"),
+        (
+            "INTERNAL",
+            "in ensemble 'yolov3', Request for unknown model: 'yolov3_backbone' has no available "
+            "versions",
+        ),
+        ("UNAVAILABLE", "failed to connect to all addresses; last error: Connection refused"),
+        ("UNAVAILABLE", "Socket closed"),
+    ],
+)
+def test_map_triton_error_model_or_triton_not_serving_is_503(status: str, message: str) -> None:
+    error = _map_triton_error("resnet50", _triton_error(status, message))
+    assert isinstance(error, ModelUnavailable) and error.headers["Retry-After"]
+    assert dead_stub_model(message) is None
+
+
+def test_map_triton_error_deadline_is_504() -> None:
+    error = _map_triton_error("mtcnn", _triton_error("DEADLINE_EXCEEDED", "Deadline Exceeded"))
+    assert isinstance(error, InferenceTimeout) and error.status_code == 504
+
+
+def test_map_triton_error_other_failures_are_502_with_tritons_words() -> None:
+    message = "Failed to run the model: ONNX Runtime out of memory"
+    error = _map_triton_error("resnet50", _triton_error("INTERNAL", message))
+    assert type(error) is UpstreamError and error.status_code == 502
+    assert message in str(error)
+
+
+def test_map_triton_error_unreachable_triton_is_503() -> None:
+    """A real gRPC client against a loopback port where nothing listens."""
+
+    async def infer() -> InferenceServerException:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{free_port()}")
+        try:
+            image = np.zeros((1, 224, 224, 3), np.uint8)
+            tensor = grpcclient.InferInput("image", list(image.shape), "UINT8")
+            tensor.set_data_from_numpy(image)
+            await client.infer("resnet50", [tensor], client_timeout=10)
+        except InferenceServerException as exc:
+            return exc
+        finally:
+            await client.close()
+        raise AssertionError("nothing listens, yet the call succeeded")
+
+    error = _map_triton_error("resnet50", asyncio.run(infer()))
+    assert isinstance(error, ModelUnavailable) and "not reachable" in str(error)

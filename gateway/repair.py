@@ -1,0 +1,96 @@
+"""Repairing a Triton model whose Python stub process died: the gateway asks Triton to reload it.
+
+Triton keeps such a model READY and answers every request with "Stub process '<model>_0_0' is
+not healthy" until the model is reloaded (server issues #7230, #7347); Docker restarts only
+exited containers. So whoever sees the error (a request or the /readyz canary, through
+`inference.Call.on_dead_stub`) calls `ModelRepair.request`, and the reload runs in the background
+through Triton's repository API (Triton runs with --model-control-mode=explicit). The model to
+reload is the one named in the error: a step of the `yolov3` ensemble or a model the `mtcnn` BLS
+model calls. Reloading a step also reloads the ensembles that use it; a BLS model looks its steps
+up by name on every call and needs no reload of its own. While Triton loads the new instance the
+old one keeps answering (with the error), so requests get 503 meanwhile, never a wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from gateway import metrics
+
+log = logging.getLogger(__name__)
+
+# At most one reload of a model per this many seconds: a reload takes a few seconds, and
+# requests already queued on the dead instance still fail after it.
+REPAIR_INTERVAL_S = 20.0
+# A reload that takes longer has hung (on the GPU host a TensorRT engine build may take minutes).
+LOAD_TIMEOUT_S = 600.0
+
+
+class ModelRepair:
+    """Background reloads of Triton models: at most one per model at a time, and at most one per
+    model every `interval_s` seconds; counted in `picmetric_model_repairs_total`."""
+
+    def __init__(
+        self,
+        client: grpcclient.InferenceServerClient,
+        interval_s: float = REPAIR_INTERVAL_S,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
+    ) -> None:
+        self.client = client
+        self.interval_s = interval_s
+        self.load_timeout_s = load_timeout_s
+        self._started: dict[str, float] = {}  # Triton model -> when its last reload started
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def request(self, model: str, reason: str) -> bool:
+        """Start reloading Triton model `model` in the background, unless a reload of it is running
+        or started less than `interval_s` seconds ago. True when a reload was started."""
+        now = time.monotonic()
+        started = self._started.get(model)
+        if model in self._running or (started is not None and now - started < self.interval_s):
+            return False
+        self._started[model] = now
+        log.warning("Model %s is unhealthy (%s); reloading it through Triton", model, reason)
+        task = asyncio.get_running_loop().create_task(self._reload(model))
+        self._running[model] = task
+        task.add_done_callback(lambda _: self._running.pop(model, None))
+        return True
+
+    def running(self) -> list[str]:
+        """The Triton models being reloaded now."""
+        return sorted(self._running)
+
+    async def _reload(self, model: str) -> None:
+        started = time.monotonic()
+        try:
+            await self.client.load_model(model, client_timeout=self.load_timeout_s)
+        except InferenceServerException as exc:
+            metrics.MODEL_REPAIRS.labels(model, "failed").inc()
+            log.error(
+                "Reloading model %s through Triton failed after %.1f s: %s; the next error from "
+                "it tries again (at most every %.0f s)",
+                model,
+                time.monotonic() - started,
+                exc.message(),
+                self.interval_s,
+            )
+            return
+        metrics.MODEL_REPAIRS.labels(model, "reloaded").inc()
+        log.info(
+            "Model %s was reloaded through Triton in %.1f s", model, time.monotonic() - started
+        )
+
+    async def wait(self) -> None:
+        """Until the reloads running now have finished."""
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop waiting for running reloads (Triton finishes them on its own)."""
+        for task in list(self._running.values()):
+            task.cancel()
+        await self.wait()

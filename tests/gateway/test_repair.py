@@ -1,0 +1,64 @@
+"""Model repair's bookkeeping, with a real gRPC client whose reloads fail at once (nothing listens
+on its port): one reload per model at a time, at most one per interval, each counted and logged.
+A reload that works, against a real Triton, is in tests/faults/test_model_repair.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+import tritonclient.grpc.aio as grpcclient
+from prometheus_client import REGISTRY
+
+from gateway.repair import ModelRepair
+from tests.utils.ports import free_port
+
+REASON = "Stub process 'resnet50_0_0' is not healthy."
+
+
+def _repairs(model: str, outcome: str) -> float:
+    labels = {"model": model, "outcome": outcome}
+    return REGISTRY.get_sample_value("picmetric_model_repairs_total", labels) or 0.0
+
+
+async def _unreachable_triton() -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{free_port()}")
+
+
+def test_model_repair_runs_one_reload_per_model_at_a_time_in_the_background(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> tuple[list[bool], list[str], list[str]]:
+        repair = ModelRepair(await _unreachable_triton(), interval_s=0)
+        started = [repair.request("resnet50", REASON), repair.request("resnet50", REASON)]
+        started.append(repair.request("mtcnn_pnet", REASON))
+        running = repair.running()
+        await repair.wait()
+        left = repair.running()
+        await repair.client.close()
+        return started, running, left
+
+    failed = _repairs("resnet50", "failed")
+    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+        started, running, left = asyncio.run(scenario())
+    assert started == [True, False, True]  # the second resnet50 request found one running
+    assert running == ["mtcnn_pnet", "resnet50"] and left == []
+    assert _repairs("resnet50", "failed") == failed + 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"Model resnet50 is unhealthy ({REASON}); reloading it through Triton" in messages
+    assert any(m.startswith("Reloading model resnet50 through Triton failed") for m in messages)
+
+
+def test_model_repair_is_rate_limited_per_model() -> None:
+    async def scenario() -> list[bool]:
+        repair = ModelRepair(await _unreachable_triton(), interval_s=30)
+        first = repair.request("resnet50", REASON)
+        await repair.wait()
+        answers = [first, repair.request("resnet50", REASON), repair.request("yolov3", REASON)]
+        await repair.close()
+        await repair.client.close()
+        return answers
+
+    # resnet50 again within 30 s: no; another model: yes.
+    assert asyncio.run(scenario()) == [True, False, True]
