@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from core.paths import MODEL_REPOSITORY
-from picmetric import gpu, tensorrt
+from picmetric import client, gpu, tensorrt
 from picmetric.triton_server import (
     RestartPolicy,
     TritonError,
@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
     analyze.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
     analyze.add_argument("--models", help="comma-separated, e.g. resnet50,yolov3")
+    analyze.add_argument("--threshold", type=float, help="minimum confidence (gateway default)")
+    analyze.add_argument("--max-results", type=int, help="ImageNet labels, at most")
+    analyze.add_argument("--draw", type=Path, help="save the photo with the detections drawn")
+    analyze.add_argument("--blur-faces", action="store_true", help="with --draw: blur faces")
+    analyze.add_argument("--json", action="store_true", help="print the whole JSON answer")
+    analyze.add_argument(
+        "--api-key", default=os.environ.get("PICMETRIC_API_KEY"), help="or PICMETRIC_API_KEY"
+    )
     commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
@@ -185,19 +193,21 @@ def run_migrate() -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> None:
-    import httpx
-
-    url = f"{args.gateway.rstrip('/')}/v1/analyze"
-    fields = {"models": args.models} if args.models else {}
-    if "://" in args.image:
-        body = {"url": args.image, **({"models": args.models.split(",")} if args.models else {})}
-        response = httpx.post(url, json=body, timeout=120)
-    else:
-        with open(args.image, "rb") as f:
-            response = httpx.post(url, files={"file": f}, data=fields, timeout=120)
-    print(json.dumps(response.json(), indent=2))
-    if response.is_error:
-        sys.exit(1)
+    options = {
+        name: str(value)
+        for name, value in (
+            ("models", args.models),
+            ("threshold", args.threshold),
+            ("max_results", args.max_results),
+        )
+        if value is not None
+    }
+    analysis = client.analyze(
+        args.gateway, args.image, options, args.draw, args.blur_faces, args.api_key
+    )
+    print(json.dumps(analysis, indent=2) if args.json else "\n".join(client.summary(analysis)))
+    if args.draw:
+        log.info("Saved the annotated photo to %s", args.draw)
 
 
 def main(argv: list[str] | None = None) -> None:
