@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from core.paths import PROJECT_ROOT
+from picmetric.triton_server import TritonServer
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -50,6 +51,16 @@ def test_triton_reserves_a_gpu_and_mounts_the_repository_read_only() -> None:
     assert {"127.0.0.1:8000:8000", "127.0.0.1:8001:8001", "127.0.0.1:8002:8002"} == set(
         triton["ports"]
     )
+
+
+def test_triton_loads_every_model_under_explicit_control_as_locally() -> None:
+    """The gateway reloads a model whose Python stub died (gateway/repair.py) through Triton's
+    repository API, which needs explicit model control; --load-model=* still loads every model
+    at start. The local launcher runs Triton the same way."""
+    flags = {"--model-control-mode=explicit", "--load-model=*"}
+    assert flags <= set(SERVICES["triton"]["command"])
+    local, _ = TritonServer().command()
+    assert flags <= set(local)
 
 
 def test_gateway_waits_for_healthy_triton_and_checks_readyz() -> None:
