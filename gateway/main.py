@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from gateway import docs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
 from gateway.migrate import prepare_schema
-from gateway.routes import health, seed, v1
+from gateway.routes import health, page, seed, v1
 from gateway.services import Services
 from gateway.settings import Settings
 
@@ -128,4 +128,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1.router)
     app.include_router(health.router)
     docs.add_docs(app)
+    app.include_router(page.router)
     return app

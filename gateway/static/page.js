@@ -1,0 +1,452 @@
+// Picmetric's try-it page: choose a photo and models, POST /v1/analyze, draw the answer.
+// Plain JavaScript, no dependencies. The API key stays in this tab (sessionStorage).
+"use strict";
+
+const KEY_STORAGE = "picmetric.apiKey";
+const SVG = "http://www.w3.org/2000/svg";
+const MODEL_TITLES = { resnet50: "ResNet50", yolov3: "YOLOv3", mtcnn: "MTCNN" };
+
+const $ = (id) => document.getElementById(id);
+const form = $("analyze-form");
+const fileInput = $("file-input");
+const urlInput = $("url-input");
+const dropZone = $("drop-zone");
+const keyInput = $("key-input");
+const photo = $("photo");
+const overlay = $("overlay");
+
+let chosenFile = null; // the File to upload, or null when a URL is used
+let photoObjectUrl = null;
+let lastAnswer = null; // the last successful /v1/analyze answer, redrawn on resize
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORAGE) || "";
+}
+
+function headers(extra = {}) {
+  const key = apiKey();
+  return key ? { ...extra, "X-API-Key": key } : extra;
+}
+
+function element(tag, attributes = {}, text = null) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function svgElement(tag, attributes = {}) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+  return node;
+}
+
+function modelTitle(name) {
+  return MODEL_TITLES[name] || name;
+}
+
+function percent(confidence) {
+  return `${(confidence * 100).toFixed(1)}%`;
+}
+
+function listNames(names) {
+  if (names.length <= 1) return names.join("");
+  return `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`;
+}
+
+function randomWarning(names) {
+  const verb = names.length === 1 ? "runs" : "run";
+  const their = names.length === 1 ? "its" : "their";
+  return (
+    `Random weights: ${listNames(names.map(modelTitle))} ${verb} on random weights, ` +
+    `so ${their} labels and boxes are meaningless (see "Weights" in the README).`
+  );
+}
+
+function showWarning(target, names) {
+  target.hidden = names.length === 0;
+  target.textContent = names.length ? randomWarning(names) : "";
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+
+function showError(message, errortype = null, status = null) {
+  const box = $("error");
+  box.replaceChildren(element("strong", {}, "Error: "), document.createTextNode(message));
+  if (errortype || status) {
+    const detail = [errortype, status ? `HTTP ${status}` : null].filter(Boolean).join(", ");
+    box.append(" (", element("code", { class: "errortype" }, detail), ")");
+  }
+  if (errortype === "unauthorized") {
+    box.append(" Enter the gateway's API key under “API key”.");
+    $("key-details").open = true;
+  }
+  box.hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").replaceChildren();
+}
+
+// A gateway answer as {ok, status, body}; a body that is not JSON becomes an error message.
+async function callGateway(path, init = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...init, headers: headers(init.headers || {}) });
+  } catch (error) {
+    return { ok: false, status: null, body: { message: `The gateway could not be reached (${error}).` } };
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch {
+    body = { message: `The gateway answered HTTP ${response.status} ${response.statusText}.` };
+  }
+  return { ok: response.ok, status: response.status, body };
+}
+
+// ---- models ----------------------------------------------------------------------------------
+
+async function loadModels() {
+  const list = $("models-list");
+  const answer = await callGateway("/v1/models");
+  if (!answer.ok) {
+    list.replaceChildren(element("p", { class: "muted" }, "The models could not be listed."));
+    showError(answer.body.message || "Listing the models failed.", answer.body.errortype, answer.status);
+    return;
+  }
+  clearError();
+  const random = [];
+  list.replaceChildren();
+  for (const model of answer.body) {
+    const kind = (model.weights && model.weights.kind) || "unknown";
+    if (kind === "random") random.push(model.name);
+    const id = `model-${model.name}`;
+    const box = element("input", { type: "checkbox", id, name: "models", value: model.name });
+    box.checked = model.ready;
+    box.disabled = !model.ready;
+    const notes = [`${kind} weights`];
+    if (!model.ready) notes.push("not ready");
+    const label = element("label", { for: id });
+    label.append(box, `${modelTitle(model.name)} `);
+    label.append(element("span", { class: kind === "random" ? "random" : "muted" }, `(${notes.join(", ")})`));
+    list.append(label);
+  }
+  showWarning($("models-warning"), random);
+}
+
+function chosenModels() {
+  return [...document.querySelectorAll('#models-list input[name="models"]:checked')].map((b) => b.value);
+}
+
+// ---- the photo source --------------------------------------------------------------------------
+
+function useFile(file) {
+  chosenFile = file;
+  if (file) urlInput.value = "";
+}
+
+fileInput.addEventListener("change", () => useFile(fileInput.files[0] || null));
+
+urlInput.addEventListener("input", () => {
+  if (urlInput.value.trim()) {
+    fileInput.value = "";
+    chosenFile = null;
+  }
+});
+
+for (const type of ["dragenter", "dragover"]) {
+  dropZone.addEventListener(type, (event) => {
+    event.preventDefault();
+    dropZone.classList.add("dragging");
+  });
+}
+dropZone.addEventListener("dragleave", () => dropZone.classList.remove("dragging"));
+dropZone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropZone.classList.remove("dragging");
+  const transfer = event.dataTransfer;
+  if (transfer.files.length) {
+    fileInput.files = transfer.files;
+    useFile(transfer.files[0]);
+    return;
+  }
+  const dropped = (transfer.getData("text/uri-list") || transfer.getData("text/plain")).trim();
+  if (dropped) {
+    urlInput.value = dropped.split("\n")[0];
+    urlInput.dispatchEvent(new Event("input"));
+  }
+});
+
+// ---- the request -----------------------------------------------------------------------------
+
+function options() {
+  const body = {};
+  const models = chosenModels();
+  if (models.length) body.models = models;
+  const threshold = $("threshold-input").value.trim();
+  if (threshold !== "") body.threshold = Number(threshold);
+  const maxResults = $("max-results-input").value.trim();
+  if (maxResults !== "") body.max_results = Number(maxResults);
+  return body;
+}
+
+function analyzeRequest() {
+  const body = options();
+  if (chosenFile) {
+    const data = new FormData();
+    data.append("file", chosenFile, chosenFile.name);
+    for (const [name, value] of Object.entries(body)) {
+      data.append(name, Array.isArray(value) ? value.join(",") : String(value));
+    }
+    return { method: "POST", body: data };
+  }
+  const url = urlInput.value.trim();
+  if (!url) return null;
+  return {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ url, ...body }),
+  };
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearError();
+  const request = analyzeRequest();
+  if (!request) {
+    showError("Choose a photo to upload or paste an image URL.");
+    return;
+  }
+  if (!chosenModels().length) {
+    showError("Choose at least one model.");
+    return;
+  }
+  const button = $("analyze-button");
+  button.disabled = true;
+  $("busy").textContent = "Analysing…";
+  const source = chosenFile ? { file: chosenFile } : { url: urlInput.value.trim() };
+  try {
+    const answer = await callGateway("/v1/analyze", request);
+    if (!answer.ok) {
+      showError(answer.body.message || "The analysis failed.", answer.body.errortype, answer.status);
+      $("busy").textContent = "";
+      return;
+    }
+    await showAnswer(answer.body, source);
+    $("busy").textContent = "Done.";
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// ---- the answer ------------------------------------------------------------------------------
+
+// The photo as the browser shows it: the uploaded file, an http(s) URL, or, when the browser
+// cannot load it (s3://, a host only the gateway reaches), a blank area of the photo's size.
+function loadPhoto(source, image) {
+  if (photoObjectUrl) URL.revokeObjectURL(photoObjectUrl);
+  photoObjectUrl = null;
+  const blank = () =>
+    "data:image/svg+xml," +
+    encodeURIComponent(
+      `<svg xmlns="${SVG}" width="${image.width}" height="${image.height}">` +
+        `<rect width="100%" height="100%" fill="#e5e7eb"/></svg>`,
+    );
+  let src;
+  if (source.file) {
+    photoObjectUrl = URL.createObjectURL(source.file);
+    src = photoObjectUrl;
+  } else if (/^https?:\/\//i.test(source.url)) {
+    src = source.url;
+  } else {
+    src = blank();
+  }
+  return new Promise((resolve) => {
+    photo.onload = () => resolve(!src.startsWith("data:"));
+    photo.onerror = () => {
+      photo.onerror = null;
+      photo.src = blank();
+    };
+    photo.classList.toggle("blank", src.startsWith("data:"));
+    photo.src = src;
+  });
+}
+
+async function showAnswer(answer, source) {
+  lastAnswer = answer;
+  $("result").hidden = false;
+  const shown = await loadPhoto(source, answer.image);
+  const { width, height, sha256 } = answer.image;
+  $("caption").textContent =
+    `${width} × ${height} pixels, sha256 ${sha256.slice(0, 12)}…` +
+    (shown ? "" : " (the browser could not show this photo: boxes are drawn on a blank area)") +
+    (answer.cached ? ". Answered from the store (cached): same bytes, models and options." : ".");
+  drawOverlay(answer);
+  showSummary(answer.summary);
+  showLabels(answer.results.resnet50);
+  showObjects(answer.results.yolov3);
+  showFaces(answer.results.mtcnn);
+  showModels(answer);
+  $("raw-json").textContent = JSON.stringify(answer, null, 2);
+  $("result").scrollIntoView({ block: "start" });
+}
+
+// The overlay's viewBox is the photo's pixels, so the answer's coordinates are drawn as they are
+// and the browser scales them with the displayed photo; text and markers are sized per screen pixel.
+function drawOverlay(answer) {
+  const { width, height } = answer.image;
+  overlay.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  overlay.replaceChildren();
+  const scale = width / Math.max(photo.clientWidth, 1); // photo pixels per screen pixel
+  const fontSize = 13 * scale;
+  const tag = (x, y, text, kind) => {
+    const textWidth = text.length * fontSize * 0.6 + 6 * scale;
+    const tagHeight = fontSize * 1.35;
+    const top = y - tagHeight >= 0 ? y - tagHeight : y;
+    x = Math.max(0, Math.min(x, width - textWidth)); // inside the photo where it fits
+    const group = svgElement("g", { class: "tag" });
+    group.append(
+      svgElement("rect", { class: `tag-background ${kind}-tag`, x, y: top, width: textWidth, height: tagHeight }),
+    );
+    const label = svgElement("text", { x: x + 3 * scale, y: top + fontSize * 1.05, "font-size": fontSize });
+    label.textContent = text;
+    group.append(label);
+    return group;
+  };
+  const rectangle = (box, kind, index) =>
+    svgElement("rect", {
+      class: kind,
+      "data-index": index,
+      x: box.x_min,
+      y: box.y_min,
+      width: box.x_max - box.x_min,
+      height: box.y_max - box.y_min,
+    });
+  const title = (text) => {
+    const node = svgElement("title");
+    node.textContent = text;
+    return node;
+  };
+
+  (answer.results.yolov3 || []).forEach((found, index) => {
+    const text = `#${index} ${found.label} ${percent(found.confidence)}`;
+    const group = svgElement("g", { class: "detection object-detection" });
+    group.append(title(text), rectangle(found.box, "object", index), tag(found.box.x_min, found.box.y_min, text, "object"));
+    overlay.append(group);
+  });
+  (answer.results.mtcnn || []).forEach((face, index) => {
+    const person = Number.isInteger(face.person) ? ` → person #${face.person}` : "";
+    const text = `face ${percent(face.confidence)}${person}`;
+    const group = svgElement("g", { class: "detection face-detection" });
+    group.append(title(text), rectangle(face.box, "face", index));
+    for (const [name, [x, y]] of Object.entries(face.keypoints)) {
+      const point = svgElement("circle", { class: "landmark", "data-name": name, "data-face": index, cx: x, cy: y, r: 3.5 * scale });
+      point.append(title(name.replace("_", " ")));
+      group.append(point);
+    }
+    group.append(tag(face.box.x_min, face.box.y_min, text, "face"));
+    overlay.append(group);
+  });
+}
+
+window.addEventListener("resize", () => {
+  if (lastAnswer && !$("result").hidden) drawOverlay(lastAnswer);
+});
+
+function describe(value) {
+  if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
+  if (value && typeof value === "object") {
+    const entries = Object.entries(value);
+    return entries.length ? entries.map(([k, v]) => `${k}: ${v}`).join(", ") : "none";
+  }
+  return String(value);
+}
+
+function showSummary(summary) {
+  const list = $("summary");
+  list.replaceChildren();
+  for (const [name, value] of Object.entries(summary)) {
+    list.append(element("dt", {}, name.replaceAll("_", " ")), element("dd", { "data-field": name }, describe(value)));
+  }
+}
+
+function fillList(list, items, render, nothing) {
+  list.replaceChildren();
+  if (items === null || items === undefined) {
+    list.append(element("li", { class: "muted none" }, "not run"));
+    return;
+  }
+  if (!items.length) {
+    list.append(element("li", { class: "muted none" }, nothing));
+    return;
+  }
+  items.forEach((item, index) => list.append(render(item, index)));
+}
+
+function showLabels(labels) {
+  fillList($("labels"), labels, (found) => {
+    const item = element("li", { class: "label" });
+    item.append(element("span", { class: "name" }, found.label), " ", element("span", { class: "confidence" }, percent(found.confidence)));
+    return item;
+  }, "none above the threshold");
+}
+
+function showObjects(objects) {
+  fillList($("objects"), objects, (found) => {
+    const b = found.box;
+    const corners = `(${Math.round(b.x_min)}, ${Math.round(b.y_min)})–(${Math.round(b.x_max)}, ${Math.round(b.y_max)})`;
+    return element("li", { class: "object" }, `${found.label} ${percent(found.confidence)}, box ${corners}`);
+  }, "none above the threshold");
+}
+
+function showFaces(faces) {
+  fillList($("faces"), faces, (face) => {
+    let text = `face ${percent(face.confidence)}`;
+    if (Number.isInteger(face.person)) text += `, in person #${face.person}`;
+    else if (face.person === null) text += ", in no person box";
+    return element("li", { class: "face" }, text);
+  }, "none above the threshold");
+}
+
+function showModels(answer) {
+  const body = $("models-table").tBodies[0];
+  body.replaceChildren();
+  const random = [];
+  for (const run of answer.models) {
+    const kind = (run.weights && run.weights.kind) || "unknown";
+    if (kind === "random") random.push(run.name);
+    const row = element("tr", { "data-model": run.name });
+    row.append(
+      element("td", {}, modelTitle(run.name)),
+      element("td", {}, run.version ?? "?"),
+      element("td", { class: kind === "random" ? "random" : "" }, kind),
+      element("td", { class: "number latency" }, `${run.latency_ms.toFixed(1)} ms`),
+    );
+    body.append(row);
+  }
+  showWarning($("result-warning"), random);
+  const timings = Object.entries(answer.timings_ms || {}).map(([k, v]) => `${k} ${v.toFixed(1)} ms`);
+  $("timings").textContent = timings.length ? `Timings: ${timings.join(" · ")}` : "";
+}
+
+// ---- the API key -----------------------------------------------------------------------------
+
+function applyKey() {
+  const key = keyInput.value.trim();
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+  loadModels();
+}
+
+$("key-button").addEventListener("click", applyKey);
+keyInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter") {
+    event.preventDefault();
+    applyKey();
+  }
+});
+
+keyInput.value = apiKey();
+loadModels();
