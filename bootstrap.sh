@@ -61,6 +61,8 @@ run_tests() {
   apt_ensure shellcheck shellcheck
   # a real browser loads /docs offline (tests/gateway/test_docs.py)
   apt_ensure chromium chromium
+  # the try-it page driven through the system browser's WebDriver (tests/gateway/test_page.py)
+  apt_ensure /usr/bin/chromedriver chromium-driver
   say "Linting (ruff) and type-checking (mypy)"
   ruff check .
   mypy

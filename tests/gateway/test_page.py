@@ -1,0 +1,233 @@
+"""The try-it page at `/` in a real headless Chromium (tests/utils/browser.py) against a real
+gateway with API keys on and a real Triton: upload a photo, read back what the page drew and
+compare it with the JSON answer the page received; a bad URL shows the gateway's message."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from selenium.webdriver import Chrome
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.wait import WebDriverWait
+
+from picmetric.triton_server import TritonServer
+from tests.utils.browser import headless_chromium
+from tests.utils.services import gateway_process
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "page-test-key"
+WAIT_S = 40  # one analysis on CPU Triton takes a few seconds; the test stays well under a minute
+FACE_STROKE = (0x1D, 0x4E, 0xD8)  # --face in page.css
+LANDMARK_FILL = (0xFA, 0xCC, 0x15)  # --landmark in page.css
+# The overlay's geometry, in the page's CSS pixels (device scale factor 1).
+GEOMETRY = """
+const photo = document.getElementById("photo").getBoundingClientRect();
+const box = (e) => {
+  const r = e.getBoundingClientRect();
+  return [r.left, r.top, r.right, r.bottom];
+};
+return {
+  photo: [photo.left, photo.top, photo.width, photo.height],
+  faces: [...document.querySelectorAll("#overlay rect.face")].map((e) => ({
+    x: +e.getAttribute("x"), y: +e.getAttribute("y"),
+    width: +e.getAttribute("width"), height: +e.getAttribute("height"), screen: box(e)})),
+  landmarks: [...document.querySelectorAll("#overlay circle.landmark")].map((e) => ({
+    name: e.dataset.name, face: +e.dataset.face,
+    cx: +e.getAttribute("cx"), cy: +e.getAttribute("cy"), screen: box(e)})),
+};
+"""
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(
+    triton: TritonServer, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket."""
+    folder = tmp_path_factory.mktemp("gateway-page")
+    env = {
+        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
+        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        "PICMETRIC_API_KEYS": API_KEY,
+    }
+    with gateway_process(env, folder / "gateway.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chrome]:
+    with headless_chromium(tmp_path_factory.mktemp("chromium-profile")) as driver:
+        driver.set_page_load_timeout(WAIT_S)
+        yield driver
+
+
+def _open_with_key(browser: Chrome, base: str) -> None:
+    """Load the page; when the key is not yet in the tab, see the 401 shown, then enter it."""
+    browser.get(f"{base}/")
+    wait = WebDriverWait(browser, WAIT_S)
+    models = (By.CSS_SELECTOR, "#models-list input")
+    wait.until(lambda d: d.find_elements(*models) or d.find_element(By.ID, "error").is_displayed())
+    if browser.find_elements(*models):
+        return
+    error = browser.find_element(By.ID, "error").text
+    refused = httpx.get(f"{base}/v1/models", timeout=30)
+    assert refused.status_code == 401 and refused.json()["message"] in error
+    assert "unauthorized" in error and "HTTP 401" in error
+    key = browser.find_element(By.ID, "key-input")
+    assert key.is_displayed(), "a refused key opens the API key field"
+    key.send_keys(API_KEY, Keys.ENTER)
+    wait.until(lambda d: d.find_elements(*models))
+    assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def _random_models(base: str) -> list[str]:
+    models = httpx.get(f"{base}/v1/models", headers={"X-API-Key": API_KEY}, timeout=30).json()
+    return [m["name"] for m in models if m["weights"]["kind"] == "random"]
+
+
+def _pixel(screenshot: Image.Image, x: float, y: float) -> tuple[int, int, int]:
+    red, green, blue = screenshot.getpixel((round(x), round(y)))[:3]  # type: ignore[index]
+    return red, green, blue
+
+
+def _near(color: tuple[int, int, int], expected: tuple[int, int, int], tolerance: int = 40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(color, expected, strict=True))
+
+
+def _save_artefact(png: bytes, tmp_path: Path, name: str) -> Path:
+    """The screenshot in the test's tmp dir and, when PICMETRIC_TEST_ARTEFACTS names a folder,
+    there too (CI keeps that folder)."""
+    path = tmp_path / name
+    path.write_bytes(png)
+    folder = os.environ.get("PICMETRIC_TEST_ARTEFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / name)
+    return path
+
+
+def test_page_draws_the_answer_on_the_uploaded_photo(
+    browser: Chrome, keyed_gateway: str, photos: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Face box and landmarks drawn where the JSON says (SVG attributes in the photo's pixels,
+    their place on screen within 1.5 CSS pixels, and the screenshot's colours there); the
+    labels, counts, latencies and the random-weights warning shown."""
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(photos["astronaut"], cv2.COLOR_RGB2BGR))
+    _open_with_key(browser, keyed_gateway)
+    random = _random_models(keyed_gateway)
+    assert random, "the test models run on random weights (ResNet50, YOLOv3)"
+    warning = browser.find_element(By.ID, "models-warning")
+    assert warning.is_displayed() and "Random weights" in warning.text
+    titles = {"resnet50": "ResNet50", "yolov3": "YOLOv3", "mtcnn": "MTCNN"}
+    assert all(titles[name] in warning.text for name in random)
+
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    browser.find_element(By.ID, "threshold-input").send_keys("0.6")
+    browser.find_element(By.ID, "max-results-input").send_keys("5")
+    browser.find_element(By.ID, "analyze-button").click()
+    WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "busy"), "Done.")
+    )
+    assert not browser.find_element(By.ID, "error").is_displayed()
+    raw = browser.find_element(By.ID, "raw-json").get_attribute("textContent")
+    answer: dict[str, Any] = json.loads(raw or "null")
+    assert answer["source"]["kind"] == "upload"
+    assert answer["options"] == {"threshold": 0.6, "max_results": 5}
+    assert (answer["image"]["width"], answer["image"]["height"]) == (512, 512)
+
+    # The whole page in the window, so the screenshot shows it all and its pixels are the page's.
+    height = browser.execute_script("return document.documentElement.scrollHeight")
+    browser.set_window_size(1280, int(height) + 40)
+    browser.execute_script("window.scrollTo(0, 0)")
+    geometry = browser.execute_script(GEOMETRY)
+    png = browser.get_screenshot_as_png()
+    _save_artefact(png, tmp_path, "try-it-page.png")
+    screenshot = Image.open(io.BytesIO(png)).convert("RGB")
+
+    left, top, shown_width, shown_height = geometry["photo"]
+    scale_x = shown_width / answer["image"]["width"]
+    scale_y = shown_height / answer["image"]["height"]
+    faces = answer["results"]["mtcnn"]
+    assert len(faces) == 1, "the astronaut has one face"
+    assert len(geometry["faces"]) == 1
+    drawn, face = geometry["faces"][0], faces[0]
+    box = face["box"]
+    width, height = box["x_max"] - box["x_min"], box["y_max"] - box["y_min"]
+    drawn_box = [drawn["x"], drawn["y"], drawn["width"], drawn["height"]]
+    assert drawn_box == pytest.approx([box["x_min"], box["y_min"], width, height])
+    on_screen = [
+        left + box["x_min"] * scale_x,
+        top + box["y_min"] * scale_y,
+        left + box["x_max"] * scale_x,
+        top + box["y_max"] * scale_y,
+    ]
+    assert drawn["screen"] == pytest.approx(on_screen, abs=1.5)
+    middle = (on_screen[1] + on_screen[3]) / 2
+    for x in (on_screen[0], on_screen[2]):
+        assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+
+    landmarks = {point["name"]: point for point in geometry["landmarks"]}
+    assert set(landmarks) == set(face["keypoints"]) and len(geometry["landmarks"]) == 5
+    for name, (x, y) in face["keypoints"].items():
+        point = landmarks[name]
+        assert (point["cx"], point["cy"]) == pytest.approx((x, y))
+        screen_x = (point["screen"][0] + point["screen"][2]) / 2
+        screen_y = (point["screen"][1] + point["screen"][3]) / 2
+        assert (screen_x, screen_y) == pytest.approx(
+            (left + x * scale_x, top + y * scale_y), abs=1.5
+        )
+        assert _near(_pixel(screenshot, screen_x, screen_y), LANDMARK_FILL), f"{name} is drawn"
+
+    labels = browser.find_elements(By.CSS_SELECTOR, "#labels li.label .name")
+    expected_labels = [found["label"] for found in answer["results"]["resnet50"]]
+    assert 1 <= len(expected_labels) <= 5
+    assert [label.text for label in labels] == expected_labels
+    objects = browser.find_elements(By.CSS_SELECTOR, "#overlay rect.object")
+    assert len(objects) == len(answer["results"]["yolov3"])
+    faces_count = browser.find_element(By.CSS_SELECTOR, '#summary dd[data-field="faces"]')
+    assert faces_count.text == "1"
+    for run in answer["models"]:
+        latency = browser.find_element(
+            By.CSS_SELECTOR, f'#models-table tr[data-model="{run["name"]}"] .latency'
+        )
+        assert latency.text == f"{run['latency_ms']:.1f} ms"
+    result_warning = browser.find_element(By.ID, "result-warning")
+    assert result_warning.is_displayed()
+    assert all(titles[name] in result_warning.text for name in random)
+    assert "MTCNN" not in result_warning.text, "MTCNN's weights are the published ones"
+
+
+def test_page_shows_the_gateways_error_for_a_bad_url(
+    browser: Chrome, keyed_gateway: str, photo_server: str
+) -> None:
+    """An image URL the photo server does not have: the page shows the gateway's message and
+    errortype, exactly as /v1/analyze answers them."""
+    bad = f"{photo_server}/no-such-photo.jpg"
+    direct = httpx.post(
+        f"{keyed_gateway}/v1/analyze", json={"url": bad}, headers={"X-API-Key": API_KEY}, timeout=60
+    )
+    assert direct.status_code >= 400
+    _open_with_key(browser, keyed_gateway)
+    browser.find_element(By.ID, "url-input").send_keys(bad, Keys.ENTER)  # Enter submits the form
+    error = WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.visibility_of_element_located((By.ID, "error"))
+    )
+    assert direct.json()["message"] in error.text
+    assert direct.json()["errortype"] in error.text and f"HTTP {direct.status_code}" in error.text
+    assert not browser.find_element(By.ID, "result").is_displayed()
