@@ -3,11 +3,18 @@ the Kubernetes schemas (no cluster here): lint, schema, the objects and the Prom
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import re
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
+import boto3
 import kubernetes_validate
 import pytest
 import yaml
@@ -26,6 +33,7 @@ from tests.utils.helm import (
     validate,
 )
 from tests.utils.promql import ALERTS, DASHBOARD
+from tests.utils.services import S3_CREDENTIALS, s3_server
 
 PRODUCTION = ("-f", "ci/production-values.yaml")
 VALUES = {"default": (), "production": PRODUCTION}
@@ -390,3 +398,51 @@ def test_min_replicas_above_max_is_refused_at_install() -> None:
     result = helm("template", "picmetric", ".", "--set", "triton.autoscaling.minReplicas=5")
     assert result.returncode != 0
     assert "minReplicas 5 is above maxReplicas 4" in result.stderr
+
+
+def _model_archive(path: Path, members: dict[str, bytes]) -> bytes:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+def test_fetch_models_unpacks_a_verified_archive_from_s3(tmp_path: Path) -> None:
+    """The init container's script against moto's S3 server: a good archive is unpacked, a wrong
+    sha256 and a member escaping the folder are refused."""
+    configs = {f"./{m}/config.pbtxt": b'name: "x"\n' for m in ("resnet50", "yolov3", "mtcnn")}
+    good = _model_archive(tmp_path / "good.tar.gz", configs)
+    evil = _model_archive(tmp_path / "evil.tar.gz", {**configs, "../escaped.txt": b"x"})
+    script = CHART / "files" / "fetch_models.py"
+    with s3_server() as url:
+        s3 = boto3.client("s3", endpoint_url=url, **_boto_credentials())
+        s3.create_bucket(Bucket="models")
+        s3.put_object(Bucket="models", Key="good.tar.gz", Body=good)
+        s3.put_object(Bucket="models", Key="evil.tar.gz", Body=evil)
+
+        def fetch(key: str, sha256: str, dest: Path) -> subprocess.CompletedProcess[str]:
+            env = os.environ | S3_CREDENTIALS | {"S3_ENDPOINT_URL": url}
+            env |= {"MODEL_ARCHIVE_URL": f"s3://models/{key}", "MODEL_ARCHIVE_SHA256": sha256}
+            command = [sys.executable, str(script), str(dest)]
+            return subprocess.run(command, env=env, capture_output=True, text=True)
+
+        digest = hashlib.sha256(good).hexdigest()
+        done = fetch("good.tar.gz", digest, tmp_path / "models")
+        assert done.returncode == 0, done.stderr
+        assert "mtcnn, resnet50, yolov3" in done.stdout
+        assert (tmp_path / "models" / "resnet50" / "config.pbtxt").read_bytes() == b'name: "x"\n'
+        wrong = fetch("good.tar.gz", "0" * 64, tmp_path / "wrong")
+        assert wrong.returncode != 0 and "refusing it" in wrong.stderr
+        assert not (tmp_path / "wrong").exists()
+        escaped = fetch("evil.tar.gz", "", tmp_path / "evil" / "models")
+        assert escaped.returncode != 0 and not (tmp_path / "evil" / "escaped.txt").exists()
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
