@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from tests.utils.commands import run_tool
-from tests.utils.promql import DASHBOARD, DEPLOY, expressions, metric_names
+from tests.utils.promql import ALERTS, DASHBOARD, DEPLOY, expressions, metric_names
 
 
 def test_promtool_accepts_the_prometheus_config() -> None:
@@ -28,6 +30,15 @@ def test_dashboard_queries_the_provisioned_datasource() -> None:
     titles = " ".join(p["title"] for p in panels).lower()
     for topic in ("requests", "errors", "latency", "batch size", "queue", "compute", "gpu"):
         assert topic in titles
+
+
+def test_model_repairs_have_a_panel_and_an_alert() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if "repairs" in p["title"].lower()]
+    assert [t["expr"] for p in panels for t in p["targets"] if "model_repairs" in t["expr"]]
+    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
+    (alert,) = [r for r in rules if r["alert"] == "PicmetricModelRepairsRepeated"]
+    assert metric_names(alert["expr"]) == {"picmetric_model_repairs_total"}
 
 
 def test_every_expression_reads_some_metric() -> None:

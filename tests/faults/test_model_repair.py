@@ -21,6 +21,7 @@ import pytest
 
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
+from tests.utils.promql import FAULT_ONLY, scraped_names
 from tests.utils.services import gateway_process
 
 pytestmark = pytest.mark.integration
@@ -215,6 +216,8 @@ def test_model_repair_stub_killed_under_load_answers_503_then_200_again(
         [a for a in answers if a.sent > recovered.received]
     )
     assert repairs(gateway, "resnet50") >= before + 1
+    scraped = scraped_names(httpx.get(f"{gateway}/metrics", timeout=10).text)
+    assert FAULT_ONLY <= scraped  # what the dashboard and alerts read, after a fault
     new_stubs = stub_pids(own_triton, "resnet50")
     assert new_stubs and not set(new_stubs) & set(old_stubs)
     print(

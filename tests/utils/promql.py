@@ -15,6 +15,9 @@ ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "picmetric.json"
 # Triton exports these only where it sees a GPU; the dashboard shows them on GPU hosts.
 GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"}
+# The gateway exports these once a fault happened (a labelled counter has no series before its
+# first count); tests/faults/test_model_repair.py checks them in a real scrape after one.
+FAULT_ONLY = {"picmetric_model_repairs_total"}
 _NAME = re.compile(r"(?<![\w$\"'])((?:picmetric|nv)_[a-zA-Z0-9_]+|up)(?=\s*[{\[)\s]|$)")
 
 
