@@ -10,6 +10,7 @@ import boto3
 import httpx
 import tritonclient.grpc.aio as grpcclient
 from botocore.config import Config
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
 from gateway.admission import AdmissionLimiter
 from gateway.catalog import ModelCatalog
@@ -18,6 +19,21 @@ from gateway.inference import Call
 from gateway.repair import ModelRepair
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
+
+# gRPC waits up to 120 s between reconnect attempts by default: after a Triton restart the
+# gateway would keep answering 503 long after Triton is back. Our options replace tritonclient's
+# defaults, so its message sizes and keepalive are restated.
+_KEEPALIVE = KeepAliveOptions()
+TRITON_CHANNEL = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", _KEEPALIVE.keepalive_time_ms),
+    ("grpc.keepalive_timeout_ms", _KEEPALIVE.keepalive_timeout_ms),
+    ("grpc.keepalive_permit_without_calls", _KEEPALIVE.keepalive_permit_without_calls),
+    ("grpc.http2.max_pings_without_data", _KEEPALIVE.http2_max_pings_without_data),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 
 
 @dataclass
@@ -38,7 +54,9 @@ class Services:
             read_timeout=settings.s3_timeout_s,
             retries={"max_attempts": 2},
         )
-        triton = grpcclient.InferenceServerClient(settings.triton_grpc_url)
+        triton = grpcclient.InferenceServerClient(
+            settings.triton_grpc_url, channel_args=TRITON_CHANNEL
+        )
         return cls(
             settings=settings,
             triton=triton,
