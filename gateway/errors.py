@@ -131,3 +131,13 @@ class Overloaded(PicmetricError):
     errortype = "overloaded"
     # About one analysis on a CPU host: by then a slot has likely come free.
     headers = {"Retry-After": "2"}
+
+
+def error_statuses() -> list[int]:
+    """Every HTTP status an error of ours answers with (500 included), for OpenAPI's responses."""
+    statuses, todo = set(), [PicmetricError]
+    while todo:
+        kind = todo.pop()
+        statuses.add(kind.status_code)
+        todo.extend(kind.__subclasses__())
+    return sorted(statuses)

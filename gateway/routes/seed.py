@@ -11,7 +11,8 @@ from fastapi.routing import APIRoute
 from gateway import rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
 from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
-from gateway.schemas import SeedRequest, SeedResponse
+from gateway.errors import error_statuses
+from gateway.schemas import SeedErrorBody, SeedRequest, SeedResponse
 
 
 class SeedRoute(APIRoute):
@@ -20,7 +21,12 @@ class SeedRoute(APIRoute):
     render_error = staticmethod(rendering.seed_error)
 
 
-router = APIRouter(tags=["seed"], dependencies=[Depends(require_api_key)], route_class=SeedRoute)
+router = APIRouter(
+    tags=["seed"],
+    dependencies=[Depends(require_api_key)],
+    route_class=SeedRoute,
+    responses={code: {"model": SeedErrorBody} for code in error_statuses()},
+)
 
 
 @router.post("/api", response_model=SeedResponse, dependencies=[ADMIT_ANALYSIS])

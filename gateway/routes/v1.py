@@ -14,7 +14,7 @@ from gateway.album import BatchAnswer, analyze_album
 from gateway.analysis import analyze, fetch_image, stored_analysis
 from gateway.decode import decode_rgb
 from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
-from gateway.errors import NotFound
+from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
 from gateway.schemas import (
     AnalyzeRequest,
@@ -28,7 +28,7 @@ router = APIRouter(
     prefix="/v1",
     tags=["v1"],
     dependencies=[Depends(require_api_key)],
-    responses={code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 415, 422, 503)},
+    responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 
 
