@@ -1,0 +1,110 @@
+"""Latency under load with and without the admission bound (PICMETRIC_MAX_ANALYSES_IN_FLIGHT).
+
+`python -m benchmarks.admission` (defaults: `--clients 8 --seconds 20 --bounds 2,4,1024
+--size 1mp`): one Triton, then one gateway per bound (1024 stands for "no bound": more than
+the clients), each loaded by `--clients` threads that upload the photo (all three models, a
+new threshold each time so nothing is answered from the cache) one after another for
+`--seconds`; a 503 `overloaded` is retried after its Retry-After, as a client should. Prints,
+per bound, the 200s (count, photos/s, p50 and p99 of their latency) and the 503s (count, p99)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from benchmarks._measure import log, machine, table
+from benchmarks._served import MODELS, TRITON_TIMEOUT_S, prepare_repository, wait_ready
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
+from tests.utils.real_photos import SIZES, jpeg_bytes, real_photo
+from tests.utils.services import gateway_process
+
+
+def load(url: str, jpeg: bytes, clients: int, seconds: float) -> dict[int, list[float]]:
+    """Seconds per answer by status, from `clients` closed-loop clients for `seconds`."""
+    thresholds = itertools.count()
+    lock = threading.Lock()
+    answers: dict[int, list[float]] = {}
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=300) as http:
+            while time.monotonic() < stop:
+                with lock:
+                    threshold = 0.2 + next(thresholds) / 1e5
+                started = time.perf_counter()
+                answer = http.post(
+                    "/v1/analyze",
+                    files={"file": ("photo.jpg", jpeg, "image/jpeg")},
+                    data={"models": MODELS, "threshold": f"{threshold:.5f}"},
+                )
+                took = time.perf_counter() - started
+                with lock:
+                    answers.setdefault(answer.status_code, []).append(took)
+                if answer.status_code == 503:
+                    time.sleep(float(answer.headers.get("Retry-After", "1")))
+
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client) for _ in range(clients)]:
+            future.result()
+    return answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--bounds", default="2,4,1024")
+    parser.add_argument("--size", default="1mp", choices=sorted(SIZES))
+    parser.add_argument("--repository", type=Path)
+    args = parser.parse_args()
+    jpeg = jpeg_bytes(real_photo(float(args.size.removesuffix("mp"))))
+    rows = []
+    with ExitStack() as stack:
+        repository = prepare_repository(args.repository, stack)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        ports = TritonPorts(free_port(), free_port(), free_port())
+        server = stack.enter_context(TritonServer(repository, ports))
+        for bound in (int(b) for b in args.bounds.split(",")):
+            env = {
+                "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
+                "PICMETRIC_MODEL_REPOSITORY": str(repository),
+                "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp}/bound{bound}.db",
+                "PICMETRIC_TRITON_TIMEOUT_S": str(TRITON_TIMEOUT_S),
+                "PICMETRIC_MAX_ANALYSES_IN_FLIGHT": str(bound),
+            }
+            with gateway_process(env, tmp / f"gateway{bound}.log") as url:
+                wait_ready(url)
+                log(f"bound {bound}: {args.clients} clients for {args.seconds:.0f} s")
+                answers = load(url, jpeg, args.clients, args.seconds)
+            ok, refused = answers.pop(200, []), answers.pop(503, [])
+            rows.append(
+                [
+                    bound,
+                    len(ok),
+                    f"{len(ok) / args.seconds:.2f}",
+                    f"{np.percentile(ok, 50):.2f}" if ok else "-",
+                    f"{np.percentile(ok, 99):.2f}" if ok else "-",
+                    len(refused),
+                    f"{np.percentile(refused, 99) * 1000:.0f}" if refused else "-",
+                    sum(len(v) for v in answers.values()),
+                ]
+            )
+    print(f"\n{machine()}; {args.size}, {args.clients} clients x {args.seconds:.0f} s\n")
+    headers = ["bound", "200s", "photos/s", "p50 s", "p99 s", "503s", "503 p99 ms", "other"]
+    print(table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
