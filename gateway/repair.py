@@ -1,14 +1,15 @@
-"""Repairing a Triton model whose Python stub process died: the gateway asks Triton to reload it.
+"""Repairing a Triton model whose Python stub process died: the gateway has Triton reload it.
 
 Triton keeps such a model READY and answers every request with "Stub process '<model>_0_0' is
 not healthy" until the model is reloaded (server issues #7230, #7347); Docker restarts only
 exited containers. So whoever sees the error (a request or the /readyz canary, through
 `inference.Call.on_dead_stub`) calls `ModelRepair.request`, and the reload runs in the background
-through Triton's repository API (Triton runs with --model-control-mode=explicit). The model to
-reload is the one named in the error: a step of the `yolov3` ensemble or a model the `mtcnn` BLS
-model calls. Reloading a step also reloads the ensembles that use it; a BLS model looks its steps
-up by name on every call and needs no reload of its own. While Triton loads the new instance the
-old one keeps answering (with the error), so requests get 503 meanwhile, never a wait.
+through Triton's repository API (Triton runs with --model-control-mode=explicit): unload, then
+load. A load alone does nothing to a loaded model whose files have not changed (Triton 2.51
+compares their times), so it would leave the dead instance in place. The model reloaded is the one
+named in the error: a step of the `yolov3` ensemble (unloading it unloads the ensemble, loading it
+loads the ensemble again) or a network the `mtcnn` BLS model calls (which looks its steps up by
+name on every call and needs no reload of its own). Meanwhile requests get 503, never a wait.
 """
 
 from __future__ import annotations
@@ -25,10 +26,15 @@ from gateway import metrics
 log = logging.getLogger(__name__)
 
 # At most one reload of a model per this many seconds: a reload takes a few seconds, and
-# requests already queued on the dead instance still fail after it.
+# requests already queued on the dead instance still fail after it. Also the wait between tries
+# of a load that failed.
 REPAIR_INTERVAL_S = 20.0
-# A reload that takes longer has hung (on the GPU host a TensorRT engine build may take minutes).
+# A load that takes longer has hung (on the GPU host a TensorRT engine build may take minutes).
 LOAD_TIMEOUT_S = 600.0
+UNLOAD_TIMEOUT_S = 30.0
+# Tries of the load after the unload; after the last one fails the model stays unloaded (503
+# model_unavailable, the TritonNotReady alert) until someone loads it.
+LOAD_ATTEMPTS = 3
 
 
 class ModelRepair:
@@ -68,22 +74,43 @@ class ModelRepair:
     async def _reload(self, model: str) -> None:
         started = time.monotonic()
         try:
-            await self.client.load_model(model, client_timeout=self.load_timeout_s)
+            await self.client.unload_model(model, client_timeout=UNLOAD_TIMEOUT_S)
         except InferenceServerException as exc:
             metrics.MODEL_REPAIRS.labels(model, "failed").inc()
             log.error(
-                "Reloading model %s through Triton failed after %.1f s: %s; the next error from "
-                "it tries again (at most every %.0f s)",
+                "Could not unload model %s from Triton to reload it: %s; the next error from it "
+                "tries again (at most every %.0f s)",
                 model,
-                time.monotonic() - started,
                 exc.message(),
                 self.interval_s,
             )
             return
-        metrics.MODEL_REPAIRS.labels(model, "reloaded").inc()
-        log.info(
-            "Model %s was reloaded through Triton in %.1f s", model, time.monotonic() - started
-        )
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            try:
+                await self.client.load_model(model, client_timeout=self.load_timeout_s)
+            except InferenceServerException as exc:
+                last = attempt == LOAD_ATTEMPTS
+                log.error(
+                    "Loading model %s into Triton failed (try %d of %d): %s; %s",
+                    model,
+                    attempt,
+                    LOAD_ATTEMPTS,
+                    exc.message(),
+                    "it stays unloaded: read Triton's log, then load it through Triton's "
+                    f"repository API (POST /v2/repository/models/{model}/load)"
+                    if last
+                    else f"trying again in {self.interval_s:.0f} s",
+                )
+                if last:
+                    metrics.MODEL_REPAIRS.labels(model, "failed").inc()
+                    return
+                await asyncio.sleep(self.interval_s)
+                continue
+            metrics.MODEL_REPAIRS.labels(model, "reloaded").inc()
+            log.info(
+                "Model %s was reloaded through Triton in %.1f s", model, time.monotonic() - started
+            )
+            return
 
     async def wait(self) -> None:
         """Until the reloads running now have finished."""

@@ -1,6 +1,7 @@
 """Model repair's bookkeeping, with a real gRPC client whose reloads fail at once (nothing listens
-on its port): one reload per model at a time, at most one per interval, each counted and logged.
-A reload that works, against a real Triton, is in tests/faults/test_model_repair.py."""
+on its port): one reload per model at a time, at most one per interval, each counted and logged;
+and against the real Triton, a model that cannot be loaded. Reloads that work, of models whose
+stubs were killed, are in tests/faults/test_model_repair.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from prometheus_client import REGISTRY
 
-from gateway.repair import ModelRepair
+from gateway.repair import LOAD_ATTEMPTS, ModelRepair
+from picmetric.triton_server import TritonServer
 from tests.utils.ports import free_port
 
 REASON = "Stub process 'resnet50_0_0' is not healthy."
@@ -47,7 +49,7 @@ def test_model_repair_runs_one_reload_per_model_at_a_time_in_the_background(
     assert _repairs("resnet50", "failed") == failed + 1
     messages = [record.getMessage() for record in caplog.records]
     assert f"Model resnet50 is unhealthy ({REASON}); reloading it through Triton" in messages
-    assert any(m.startswith("Reloading model resnet50 through Triton failed") for m in messages)
+    assert any(m.startswith("Could not unload model resnet50 from Triton") for m in messages)
 
 
 def test_model_repair_is_rate_limited_per_model() -> None:
@@ -62,3 +64,26 @@ def test_model_repair_is_rate_limited_per_model() -> None:
 
     # resnet50 again within 30 s: no; another model: yes.
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+@pytest.mark.integration
+def test_model_repair_load_that_keeps_failing_is_tried_a_bounded_number_of_times(
+    triton: TritonServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Triton refuses to load a model its repository does not hold: tried LOAD_ATTEMPTS times,
+    then counted as failed, with what to do next in the log."""
+
+    async def scenario() -> None:
+        repair = ModelRepair(grpcclient.InferenceServerClient(triton.grpc_url), interval_s=0.1)
+        assert repair.request("no_such_model", REASON)
+        await repair.wait()
+        await repair.client.close()
+
+    failed = _repairs("no_such_model", "failed")
+    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+        asyncio.run(scenario())
+    assert _repairs("no_such_model", "failed") == failed + 1
+    assert _repairs("no_such_model", "reloaded") == 0
+    tries = [r.getMessage() for r in caplog.records if "into Triton failed" in r.getMessage()]
+    assert len(tries) == LOAD_ATTEMPTS
+    assert "POST /v2/repository/models/no_such_model/load" in tries[-1]
