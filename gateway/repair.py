@@ -32,6 +32,8 @@ REPAIR_INTERVAL_S = 20.0
 # A load that takes longer has hung (on the GPU host a TensorRT engine build may take minutes).
 LOAD_TIMEOUT_S = 600.0
 UNLOAD_TIMEOUT_S = 30.0
+# How long a stopping gateway waits for reloads under way.
+CLOSE_GRACE_S = 30.0
 # Tries of the load after the unload; after the last one fails the model stays unloaded (503
 # model_unavailable, the TritonNotReady alert) until someone loads it.
 LOAD_ATTEMPTS = 3
@@ -116,8 +118,18 @@ class ModelRepair:
         """Until the reloads running now have finished."""
         await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    async def close(self) -> None:
-        """Stop waiting for running reloads (Triton finishes them on its own)."""
-        for task in list(self._running.values()):
+    async def close(self, grace_s: float = CLOSE_GRACE_S) -> None:
+        """Give running reloads `grace_s` seconds to finish, then stop waiting for them: a reload
+        cut between its unload and its load leaves the model unloaded (503 until it is loaded)."""
+        running = list(self._running.values())
+        if not running:
+            return
+        await asyncio.wait(running, timeout=grace_s)
+        for model, task in list(self._running.items()):
+            log.warning(
+                "Stopping while model %s is being reloaded; if Triton had not started loading it "
+                "yet, it stays unloaded until loaded through Triton's repository API",
+                model,
+            )
             task.cancel()
         await self.wait()
