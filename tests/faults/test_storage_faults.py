@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
+from gateway.storage import AnalysisRow
 from picmetric.triton_server import TritonServer
 from tests.utils.ports import free_port
 from tests.utils.postgres import postgres_cluster
@@ -48,19 +49,7 @@ AFTER_S = 3  # load kept after the first success once it is back
 # (gateway.storage.DATABASE_TIMEOUT_S): a request still unanswered then has hung.
 CLIENT_TIMEOUT_S = 20
 BUCKET = "picmetric-fault-uploads"
-COLUMNS = (
-    "id",
-    "created_at",
-    "source_kind",
-    "source",
-    "image_sha256",
-    "cache_key",
-    "width",
-    "height",
-    "models",
-    "result",
-    "timings",
-)
+COLUMNS = tuple(column.name for column in AnalysisRow.__table__.columns)
 
 
 @dataclass(frozen=True)
