@@ -5,7 +5,8 @@
 the clients), each loaded by `--clients` threads that upload the photo (all three models, a
 new threshold each time so nothing is answered from the cache) one after another for
 `--seconds`; a 503 `overloaded` is retried after its Retry-After, as a client should. Prints,
-per bound, the 200s (count, photos/s, p50 and p99 of their latency) and the 503s (count, p99)."""
+per bound, the 200s (count, photos/s from the first request to the last answer, p50 and p99 of
+their latency), the 503s (count, p99) and the errortypes of every answer that was not 200."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import itertools
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,12 +32,23 @@ from tests.utils.real_photos import SIZES, jpeg_bytes, real_photo
 from tests.utils.services import gateway_process
 
 
-def load(url: str, jpeg: bytes, clients: int, seconds: float) -> dict[int, list[float]]:
-    """Seconds per answer by status, from `clients` closed-loop clients for `seconds`."""
+@dataclass
+class Load:
+    """Seconds per answer by status, the errortypes of the 503s, and the seconds from the
+    first request until the last answer (requests sent in the window finish after it)."""
+
+    answers: dict[int, list[float]] = field(default_factory=dict)
+    errortypes: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+
+
+def load(url: str, jpeg: bytes, clients: int, seconds: float) -> Load:
+    """`clients` closed-loop clients sending for `seconds`."""
     thresholds = itertools.count()
     lock = threading.Lock()
-    answers: dict[int, list[float]] = {}
-    stop = time.monotonic() + seconds
+    result = Load()
+    started = time.monotonic()
+    stop = started + seconds
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=300) as http:
@@ -49,14 +63,17 @@ def load(url: str, jpeg: bytes, clients: int, seconds: float) -> dict[int, list[
                 )
                 took = time.perf_counter() - started
                 with lock:
-                    answers.setdefault(answer.status_code, []).append(took)
+                    result.answers.setdefault(answer.status_code, []).append(took)
+                    if answer.status_code != 200:
+                        result.errortypes[answer.json().get("errortype", "?")] += 1
                 if answer.status_code == 503:
                     time.sleep(float(answer.headers.get("Retry-After", "1")))
 
     with ThreadPoolExecutor(clients) as pool:
         for future in [pool.submit(client) for _ in range(clients)]:
             future.result()
-    return answers
+    result.elapsed = time.monotonic() - started
+    return result
 
 
 def main() -> None:
@@ -87,22 +104,34 @@ def main() -> None:
             with gateway_process(env, tmp / f"gateway{bound}.log") as url:
                 wait_ready(url)
                 log(f"bound {bound}: {args.clients} clients for {args.seconds:.0f} s")
-                answers = load(url, jpeg, args.clients, args.seconds)
+                measured = load(url, jpeg, args.clients, args.seconds)
+            answers = measured.answers
             ok, refused = answers.pop(200, []), answers.pop(503, [])
             rows.append(
                 [
                     bound,
                     len(ok),
-                    f"{len(ok) / args.seconds:.2f}",
+                    f"{len(ok) / measured.elapsed:.2f}",
                     f"{np.percentile(ok, 50):.2f}" if ok else "-",
                     f"{np.percentile(ok, 99):.2f}" if ok else "-",
                     len(refused),
                     f"{np.percentile(refused, 99) * 1000:.0f}" if refused else "-",
                     sum(len(v) for v in answers.values()),
+                    ", ".join(f"{k} {n}" for k, n in sorted(measured.errortypes.items())) or "-",
                 ]
             )
     print(f"\n{machine()}; {args.size}, {args.clients} clients x {args.seconds:.0f} s\n")
-    headers = ["bound", "200s", "photos/s", "p50 s", "p99 s", "503s", "503 p99 ms", "other"]
+    headers = [
+        "bound",
+        "200s",
+        "photos/s",
+        "p50 s",
+        "p99 s",
+        "503s",
+        "503 p99 ms",
+        "other",
+        "errortypes",
+    ]
     print(table(headers, rows))
 
 
