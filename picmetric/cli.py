@@ -16,13 +16,8 @@ from pydantic import ValidationError
 
 from core.paths import MODEL_REPOSITORY
 from picmetric import client, gpu, tensorrt
-from picmetric.triton_server import (
-    RestartPolicy,
-    TritonError,
-    TritonPorts,
-    TritonServer,
-    TritonSupervisor,
-)
+from picmetric.supervisor import RestartPolicy, TritonSupervisor
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 
 if TYPE_CHECKING:
     from gateway.settings import Settings

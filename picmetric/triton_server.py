@@ -1,46 +1,36 @@
-"""Run the real `tritonserver` binary from the nvidia-pytriton wheel on this machine (CPU),
-with a backend directory assembled for the running interpreter."""
+"""Run the real `tritonserver` binary from the nvidia-pytriton wheel on this machine (CPU):
+start it on its ports, wait until it is ready, stop it with everything it started. Restarting
+it when it dies is picmetric.supervisor's job."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from core.paths import (
-    MODEL_REPOSITORY,
-    PROJECT_ROOT,
-    cache_dir,
-    publish_folder,
+from core.paths import MODEL_REPOSITORY, cache_dir
+from picmetric.triton_wheel import (
+    TritonError,
+    assemble_backends,
+    pytriton_dirs,
+    server_environment,
 )
 
 log = logging.getLogger(__name__)
 
-# Our CPU stand-in for the onnxruntime backend (see its module docstring).
-BACKENDS_SOURCE = Path(__file__).resolve().parent / "backends"
 
-PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 15.0  # after SIGTERM, before SIGKILL of the whole group
 LEFTOVER_TIMEOUT_S = 10.0  # for killed processes to disappear
-
-
-class TritonError(RuntimeError):
-    """Triton could not be found, prepared or started."""
 
 
 @dataclass(frozen=True)
@@ -51,70 +41,6 @@ class TritonPorts:
     grpc: int = 8001
     metrics: int = 8002
     host: str = "127.0.0.1"  # 0.0.0.0 to let other machines call this Triton
-
-
-def _pytriton_dirs() -> tuple[Path, Path]:
-    """The wheel's tritonserver folder and its bundled shared libraries."""
-    try:
-        import pytriton
-    except ImportError as exc:
-        raise TritonError(
-            "nvidia-pytriton is not installed; run ./bootstrap.sh (or pip install -e .) first."
-        ) from exc
-    server = Path(pytriton.__file__).parent / "tritonserver"
-    libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
-    if not (server / "bin" / "tritonserver").exists():
-        raise TritonError(f"No tritonserver binary in {server}; reinstall nvidia-pytriton==0.7.0.")
-    return server, libs
-
-
-def _python_libdir() -> str:
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        raise TritonError(
-            f"{sys.executable} is not built with a shared libpython, which Triton's Python backend "
-            "needs; use a Python built with --enable-shared (pyenv: "
-            f"PYTHON_CONFIGURE_OPTS=--enable-shared pyenv install {PYTHON_VERSION})."
-        )
-    return str(sysconfig.get_config_var("LIBDIR"))
-
-
-def assemble_backends(server: Path) -> Path:
-    """A backend directory: `python/` (backend + stub for this interpreter) and our Python-based
-    `onnxruntime/`. Keyed by content and published atomically, so concurrent servers share it."""
-    stub = server / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub"
-    if not stub.exists():
-        raise TritonError(
-            f"nvidia-pytriton ships no Python backend stub for Python {PYTHON_VERSION}."
-        )
-    files = {
-        "python/libtriton_python.so": server / "backends/python/libtriton_python.so",
-        "python/triton_python_backend_utils.py": server
-        / "backends/python/triton_python_backend_utils.py",
-        "python/triton_python_backend_stub": stub,
-        "onnxruntime/model.py": BACKENDS_SOURCE / "onnxruntime/model.py",
-    }
-    digest = hashlib.sha256()
-    for name, source in sorted(files.items()):
-        digest.update(name.encode() + source.read_bytes())
-    target = cache_dir() / "triton-backends" / f"py{PYTHON_VERSION}-{digest.hexdigest()[:12]}"
-    if not target.exists():
-        staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        for name, source in files.items():
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, staging / name)
-        publish_folder(staging, target)
-    return target
-
-
-def server_environment(libs: Path) -> dict[str, str]:
-    """LD_LIBRARY_PATH for libpython and the wheel's libraries; PYTHONPATH so the stub sees this
-    environment's packages (numpy<2, onnxruntime) and the project."""
-    env = dict(os.environ)
-    paths = [_python_libdir(), str(libs), env.get("LD_LIBRARY_PATH", "")]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
-    site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    env["PYTHONPATH"] = os.pathsep.join([*sorted(site), str(PROJECT_ROOT)])
-    return env
 
 
 def _die_with_parent(args: list[str]) -> list[str]:
@@ -185,7 +111,7 @@ class TritonServer:
         return f"http://{self.address}:{self.ports.metrics}/metrics"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        server, libs = _pytriton_dirs()
+        server, libs = pytriton_dirs()
         env = server_environment(libs)
         args = [
             str(server / "bin" / "tritonserver"),
@@ -352,126 +278,3 @@ class TritonServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """When a supervised Triton exits, restart it after 1, 2, 4 … at most 30 s; a server that
-    stayed up `healthy_s` seconds starts the count again. After `max_restarts` restarts in a row
-    without such a healthy period, give up (None: never give up)."""
-
-    first_delay_s: float = 1.0
-    max_delay_s: float = 30.0
-    healthy_s: float = 60.0
-    max_restarts: int | None = None
-
-    def delay(self, in_a_row: int) -> float:
-        """Seconds to wait before the `in_a_row`-th restart in a row (1, 2, …)."""
-        return float(min(self.first_delay_s * 2 ** (in_a_row - 1), self.max_delay_s))
-
-
-class TritonSupervisor:
-    """Keeps a TritonServer running: `start()` starts it and a watcher thread that restarts it
-    whenever it exits (its left-behind stubs killed first), with `RestartPolicy`'s backoff.
-    `stop()` stops the watcher and then the server, and returns when all its processes are gone.
-    `restarts` counts the restarts so far; when the watcher gives up, `gave_up` is set and
-    `on_give_up` is called from the watcher thread."""
-
-    def __init__(
-        self,
-        server: TritonServer,
-        policy: RestartPolicy | None = None,
-        ready_timeout: float = 300.0,
-        on_give_up: Callable[[], None] | None = None,
-    ) -> None:
-        self.server = server
-        self.policy = policy or RestartPolicy()
-        self.ready_timeout = ready_timeout
-        self.on_give_up = on_give_up
-        self.restarts = 0
-        self.gave_up = threading.Event()
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()  # a launch and a stop never overlap
-        self._watcher: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the server, wait until it is ready, then watch it."""
-        self.server.start(self.ready_timeout)
-        self._watcher = threading.Thread(target=self._watch, name="triton-supervisor", daemon=True)
-        self._watcher.start()
-
-    def stop(self) -> None:
-        """Stop watching, then stop the server (bounded: SIGTERM, then SIGKILL of its group)."""
-        self._stopping.set()
-        with self._lock:
-            self.server.stop()
-        if self._watcher is not None:
-            self._watcher.join(timeout=LEFTOVER_TIMEOUT_S)
-
-    def _wait_for_exit(self) -> int | None:
-        """The server's exit code once it exits; None when asked to stop first."""
-        process = self.server.process
-        assert process is not None
-        while not self._stopping.is_set():
-            try:
-                return process.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                continue
-        return None
-
-    def _watch(self) -> None:
-        in_a_row = 0
-        ready_since: float | None = time.monotonic()  # None: the last restart failed
-        while (code := self._wait_for_exit()) is not None:
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                self.server.kill_leftovers()
-            if ready_since is not None and time.monotonic() - ready_since >= self.policy.healthy_s:
-                in_a_row = 0
-            if self.policy.max_restarts is not None and in_a_row >= self.policy.max_restarts:
-                log.error(
-                    "Triton exited with code %d after %d restart(s) in a row that did not stay "
-                    "up %.0f s; giving up.\n%s",
-                    code,
-                    in_a_row,
-                    self.policy.healthy_s,
-                    self.server.log_tail(),
-                )
-                self.gave_up.set()
-                if self.on_give_up is not None:
-                    self.on_give_up()
-                return
-            in_a_row += 1
-            self.restarts += 1
-            delay = self.policy.delay(in_a_row)
-            log.warning(
-                "Triton exited with code %d; restarting in %g s (restart %d)",
-                code,
-                delay,
-                self.restarts,
-            )
-            if self._stopping.wait(delay):
-                return
-            ready_since = time.monotonic() if self._restart() else None
-        # asked to stop: stop() stops the server
-
-    def _restart(self) -> bool:
-        """Launch the server again and wait until it is ready; False when that failed (the
-        process has then exited, or been stopped, and the next round of the watch sees it)."""
-        with self._lock:
-            if self._stopping.is_set():
-                return True
-            try:
-                self.server.launch()
-            except TritonError as exc:
-                log.error("Could not restart Triton: %s", exc)
-                return False
-        try:
-            self.server.wait_ready(self.ready_timeout)
-        except TritonError as exc:
-            if not self._stopping.is_set():
-                log.error("Triton restart %d failed: %s", self.restarts, exc)
-            return False
-        log.info("Triton is serving again after restart %d", self.restarts)
-        return True

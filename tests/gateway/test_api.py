@@ -1,4 +1,6 @@
-"""The gateway end to end: real uvicorn, Triton, S3 (moto server), SQLite and PostgreSQL."""
+"""The gateway end to end: real uvicorn, Triton, S3 (moto server), SQLite and PostgreSQL. Over
+300 lines on purpose: these are the contract tests of /api and /v1/analyze side by side, on the
+two gateways (one per database) that the whole file shares."""
 
 from __future__ import annotations
 

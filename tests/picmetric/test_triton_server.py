@@ -17,14 +17,9 @@ import httpx
 import pytest
 
 from core.model_config import ModelConfig, write_config
-from picmetric import triton_server
-from picmetric.triton_server import (
-    RestartPolicy,
-    TritonError,
-    TritonPorts,
-    TritonServer,
-    TritonSupervisor,
-)
+from picmetric import triton_wheel
+from picmetric.supervisor import RestartPolicy, TritonSupervisor
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.processes import group_of, port_free, stubs_of
 
@@ -32,7 +27,7 @@ from tests.utils.processes import group_of, port_free, stubs_of
 def test_python_without_shared_libpython_is_a_one_line_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(triton_server.sysconfig, "get_config_var", lambda name: 0)
+    monkeypatch.setattr(triton_wheel.sysconfig, "get_config_var", lambda name: 0)
     with pytest.raises(
         TritonError, match="not built with a shared libpython.*--enable-shared"
     ) as info:
