@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
-from _throughput import items_per_second
 
+from benchmarks._throughput import items_per_second
 from conversion.samples import sample_photos
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import resize_for_resnet50

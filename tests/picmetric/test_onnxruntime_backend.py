@@ -14,7 +14,8 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from core.model_config import read_config, write_config
-from picmetric.triton_server import BACKENDS_SOURCE, TritonError, TritonPorts, TritonServer
+from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from picmetric.triton_wheel import BACKENDS_SOURCE
 from tests.utils.ports import free_port
 from tests.utils.tiny_models import GATHER_TABLE, write_gather_model
 from tests.utils.triton_stats import settled
