@@ -92,12 +92,15 @@ async def _count_requests(
         metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, schema_prepared: bool = False) -> FastAPI:
+    """The app; its start-up prepares the database schema unless the caller already did
+    (`schema_prepared`, as `picmetric gateway` and `serve` do before any server starts)."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
+        if not schema_prepared:
+            prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)
         app.state.services = services
         await services.catalog.refresh(services.triton)

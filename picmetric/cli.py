@@ -143,7 +143,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
     from gateway.main import create_app
 
-    app = create_app(settings or _prepared_settings())
+    app = create_app(settings or _prepared_settings(), schema_prepared=True)
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
