@@ -33,6 +33,7 @@ from sqlalchemy import create_engine, text
 
 from gateway.storage import AnalysisRow
 from picmetric.triton_server import TritonServer
+from tests.utils.analyses import count_analyses
 from tests.utils.ports import free_port
 from tests.utils.postgres import postgres_cluster
 from tests.utils.real_photos import jpeg_bytes
@@ -272,7 +273,7 @@ def test_upload_answers_503_while_s3_is_down_and_heals_by_itself(
             )
             assert by_key.status_code == 400, by_key.text
             assert by_key.json()["errortype"] == "url_unreachable"
-            assert _row_count(database_url) == 1, "an upload that was not kept was stored"
+            assert count_analyses(database_url) == 1, "an upload that was not kept was stored"
 
             s3.start()
             back = time.monotonic()
@@ -285,22 +286,13 @@ def test_upload_answers_503_while_s3_is_down_and_heals_by_itself(
                 failed_meanwhile += 1
                 time.sleep(0.2)
             assert again.status == 201, again.body
-            assert _row_count(database_url) == 2
+            assert count_analyses(database_url) == 2
 
     print(
         f"\nS3 down: the upload answered 503 in {refused.finished - refused.started:.2f} s; "
         f"after S3 was back the first upload was kept {again.finished - back:.2f} s later, "
         f"{failed_meanwhile - 1} failed in between"
     )
-
-
-def _row_count(database_url: str) -> int:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT count(*) FROM analyses")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def test_gateway_start_fails_in_one_line_when_postgres_is_down(tmp_path: Path) -> None:

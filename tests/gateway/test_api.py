@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
-from sqlalchemy import create_engine, text
 
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, Gateway, s3_client
+from tests.utils.analyses import count_analyses
 from tests.utils.ports import free_port
 from tests.utils.real_photos import jpeg_bytes, real_photo
 from tests.utils.triton_stats import settled
@@ -34,14 +34,6 @@ KEYPOINTS = {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
 
 def _post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
     return httpx.post(f"{gateway.url}{path}", timeout=120, **kwargs)  # type: ignore[arg-type]
-
-
-def _rows(gateway: Gateway) -> int:
-    engine = create_engine(gateway.database_url)
-    with engine.connect() as connection:
-        count = connection.execute(text("SELECT count(*) FROM analyses")).scalar_one()
-    engine.dispose()
-    return int(count)
 
 
 def _is_float_string(value: object) -> bool:
@@ -214,7 +206,7 @@ def test_bad_input_is_a_4xx_with_errortype_and_stores_nothing(
     errortype: str,  # type: ignore[no-untyped-def]
 ) -> None:
     url = make_url(photo_server)
-    rows = _rows(gateway)
+    rows = count_analyses(gateway.database_url)
     v1 = _post(gateway, "/v1/analyze", json={"url": url})
     assert (v1.status_code, v1.json()["errortype"]) == (status, errortype), v1.text
     assert v1.json()["message"]
@@ -225,7 +217,7 @@ def test_bad_input_is_a_4xx_with_errortype_and_stores_nothing(
         "errortype": errortype,
         "message": v1.json()["message"],
     }
-    assert _rows(gateway) == rows
+    assert count_analyses(gateway.database_url) == rows
 
 
 def test_invalid_requests_say_what_is_wrong(gateway: Gateway) -> None:

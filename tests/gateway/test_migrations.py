@@ -23,6 +23,7 @@ from gateway.main import create_app
 from gateway.migrate import SchemaError, check_schema, head_revision, upgrade_schema
 from gateway.settings import Settings
 from gateway.storage import AnalysisRow, AnalysisStore, Base
+from tests.utils.analyses import sample_row
 from tests.utils.ports import free_port
 from tests.utils.postgres import fresh_database
 
@@ -35,22 +36,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with fresh_database(request.getfixturevalue("postgres_url")) as url:
         yield url
-
-
-def _row(analysis_id: str) -> AnalysisRow:
-    return AnalysisRow(
-        id=analysis_id,
-        created_at=dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
-        source_kind="url",
-        source="https://example.com/cat.jpg",
-        image_sha256="a" * 64,
-        cache_key="b" * 64,
-        width=640,
-        height=480,
-        models={"resnet50": {"version": "1"}},
-        result={"labels": [{"label": "tabby", "score": 0.9}]},
-        timings={"total_ms": 12.5},
-    )
 
 
 def _tables(url: str) -> set[str]:
@@ -96,11 +81,11 @@ def test_upgrade_schema_creates_the_table_and_alembic_version_on_an_empty_databa
     assert _revision(database_url) == head_revision()
     store = AnalysisStore(database_url)
     try:
-        asyncio.run(store.save(_row("new")))
+        asyncio.run(store.save(sample_row("new")))
     finally:
         store.dispose()
     stored = _stored(database_url, "new")
-    assert stored is not None and stored.result == _row("new").result
+    assert stored is not None and stored.result == sample_row("new").result
 
 
 def test_upgrade_schema_adopts_a_database_made_by_create_all(
@@ -111,7 +96,7 @@ def test_upgrade_schema_adopts_a_database_made_by_create_all(
     Base.metadata.create_all(engine)
     engine.dispose()
     store = AnalysisStore(database_url)
-    asyncio.run(store.save(_row("old")))
+    asyncio.run(store.save(sample_row("old")))
     store.dispose()
 
     with caplog.at_level(logging.INFO, logger="gateway.migrate"):
@@ -127,7 +112,7 @@ def test_upgrade_schema_adopts_a_database_made_by_create_all(
         {"resnet50": {"version": "1"}},
     )
     created = stored.created_at  # SQLite gives it back without its time zone
-    assert created.replace(tzinfo=created.tzinfo or dt.timezone.utc) == _row("old").created_at
+    assert created.replace(tzinfo=created.tzinfo or dt.timezone.utc) == sample_row("old").created_at
 
 
 def test_migrations_match_the_models(database_url: str) -> None:
@@ -153,7 +138,7 @@ def test_upgrade_schema_twice_is_a_no_op(
 ) -> None:
     upgrade_schema(database_url)
     store = AnalysisStore(database_url)
-    asyncio.run(store.save(_row("kept")))
+    asyncio.run(store.save(sample_row("kept")))
     store.dispose()
 
     with caplog.at_level(logging.INFO, logger="gateway.migrate"):

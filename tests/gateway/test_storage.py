@@ -6,17 +6,16 @@ once the server is back."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from gateway.errors import StorageError
 from gateway.migrate import upgrade_schema
-from gateway.storage import DATABASE_TIMEOUT_S, AnalysisRow, AnalysisStore, new_id
+from gateway.storage import DATABASE_TIMEOUT_S, AnalysisStore
+from tests.utils.analyses import count_analyses, sample_row
 from tests.utils.postgres import PostgresCluster, postgres_cluster
 
 pytestmark = pytest.mark.integration
@@ -30,50 +29,25 @@ def cluster() -> Iterator[PostgresCluster]:
         yield started
 
 
-def _row() -> AnalysisRow:
-    return AnalysisRow(
-        id=new_id(),
-        created_at=dt.datetime.now(dt.timezone.utc),
-        source_kind="url",
-        source="https://example.com/cat.jpg",
-        image_sha256="a" * 64,
-        cache_key="b" * 64,
-        width=640,
-        height=480,
-        models={"resnet50": {"version": "1"}},
-        result={"results": {}, "options": {"threshold": 0.2, "max_results": 10}},
-        timings={"fetch": 1.0},
-    )
-
-
-def _count(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as connection:
-            return int(connection.execute(text("SELECT count(*) FROM analyses")).scalar_one())
-    finally:
-        engine.dispose()
-
-
 def test_analysis_store_fails_while_postgres_is_down_and_heals_after(
     cluster: PostgresCluster,
 ) -> None:
     store = AnalysisStore(cluster.url)
     try:
-        asyncio.run(store.save(_row()))  # the pool now holds a connection
+        asyncio.run(store.save(sample_row()))  # the pool now holds a connection
         cluster.stop("fast")
         started = time.monotonic()
-        for call in (store.save(_row()), store.find_cached("a" * 64, "b" * 64)):
+        for call in (store.save(sample_row()), store.find_cached("a" * 64, "b" * 64)):
             with pytest.raises(StorageError, match="results database is unavailable"):
                 asyncio.run(call)
         assert time.monotonic() - started < DATABASE_TIMEOUT_S
         cluster.start()
-        healed = _row()
+        healed = sample_row()
         asyncio.run(store.save(healed))  # the same store and engine: the dead connection is gone
         assert asyncio.run(store.get(healed.id)) is not None
     finally:
         store.dispose()
-    assert _count(cluster.url) == 2
+    assert count_analyses(cluster.url) == 2
 
 
 def test_analysis_store_gives_up_on_a_server_that_never_answers() -> None:
