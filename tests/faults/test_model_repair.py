@@ -21,6 +21,7 @@ import pytest
 
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
+from tests.utils.processes import stubs_of
 from tests.utils.promql import FAULT_ONLY, scraped_names
 from tests.utils.services import gateway_process
 
@@ -76,27 +77,10 @@ def gateway(own_triton: TritonServer, model_repository: Path, folder: Path) -> I
 
 
 def stub_pids(server: TritonServer, model: str) -> list[int]:
-    """Live Python-backend stubs that Triton started for `model`: children of the server whose
-    first argument is the model's file in the repository (…/<model>/1/model.onnx or model.py)."""
+    """Live Python-backend stubs that Triton started for `model`: those whose first argument is
+    the model's file in the repository (…/<model>/1/model.onnx or model.py)."""
     assert server.process is not None
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # exited meanwhile
-            continue
-        state, parent = stat[stat.rindex(")") + 2 :].split()[:2]
-        if (
-            int(parent) == server.process.pid
-            and state != "Z"
-            and args[0].endswith(b"triton_python_backend_stub")
-            and f"/{model}/1/model.".encode() in args[1]
-        ):
-            pids.append(int(entry.name))
-    return pids
+    return [p.pid for p in stubs_of(server.process.pid) if f"/{model}/1/model." in p.command]
 
 
 def kill_stubs(server: TritonServer, model: str) -> list[int]:
