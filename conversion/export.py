@@ -105,12 +105,15 @@ def install(source: Path, version_dir: Path) -> Path:
     """Hard-link (or copy) the cached files into a model version folder, atomically per file."""
     version_dir.mkdir(parents=True, exist_ok=True)
     for name in (MODEL_FILE, PROVENANCE_FILE):
+        target = version_dir / name
+        if target.exists() and os.path.samefile(source / name, target):
+            continue  # installed already; renaming a link onto itself would leave the link behind
         tmp = version_dir / f".{name}.tmp"
         tmp.unlink(missing_ok=True)
         try:
             os.link(source / name, tmp)
         except OSError:
             shutil.copy2(source / name, tmp)
-        os.replace(tmp, version_dir / name)
+        os.replace(tmp, target)
     log.info("Installed %s", version_dir / MODEL_FILE)
     return version_dir / MODEL_FILE
