@@ -59,11 +59,20 @@ class Network:
     weights_file: str  # inside mtcnn/assets/weights/
     input_size: int | None  # None: any height and width (PNet is fully convolutional)
     outputs: tuple[str, ...]  # the Keras model's outputs, in order
+    area_resize: bool = False  # the graph makes its pyramid level band from 8-bit photo rows
 
 
 PNET_RNET_OUTPUTS = ("offsets", "probabilities")
 NETWORKS = (
     Network("mtcnn_pnet", "mtcnn.network.pnet:PNet", "pnet.lz4", None, PNET_RNET_OUTPUTS),
+    Network(
+        "mtcnn_pyramid_pnet",
+        "mtcnn.network.pnet:PNet",
+        "pnet.lz4",
+        None,
+        PNET_RNET_OUTPUTS,
+        area_resize=True,
+    ),
     Network("mtcnn_rnet", "mtcnn.network.rnet:RNet", "rnet.lz4", 24, PNET_RNET_OUTPUTS),
     Network(
         "mtcnn_onet",
@@ -121,13 +130,20 @@ def normalize(pixels: np.ndarray) -> np.ndarray:
 def export(network: Network, weights: weights_lib.Weights, path: Path) -> dict[str, object]:
     """Write the ONNX model to `path` and check it against Keras."""
     model = keras_model(network, weights)
-    graph = mtcnn_onnx.build(model, network.model, network.input_size, network.outputs)
+    graph = mtcnn_onnx.build(
+        model, network.model, network.input_size, network.outputs, network.area_resize
+    )
     onnx_graph.save(graph, path)
     diff = validate(network, model, path)
     return {
         "validation_max_abs_diff": diff,
         "validated_on": [*samples.SAMPLE_PHOTOS, f"uniform noise seed={VALIDATION_SEED}"],
-        "input": "FP32 RGB pixels 0..255, NCHW, (pixel - 127.5) / 128 inside the graph",
+        "input": (
+            "UINT8 RGB photo rows [rows, width, 3] and a level band's area-resize tables"
+            if network.area_resize
+            else "FP32 RGB pixels 0..255, NCHW"
+        )
+        + ", (pixel - 127.5) / 128 inside the graph",
     }
 
 
@@ -148,19 +164,40 @@ def validation_inputs(network: Network) -> list[np.ndarray]:
 
 def validate(network: Network, model: Any, path: Path) -> float:
     """Compare ONNX Runtime on the exported file (NCHW) with Keras (NHWC) on the package's
-    normalisation."""
+    normalisation. The graph with the area resize takes 8-bit rows: it gets the inputs rounded,
+    one image at a time, resized to their own size."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = list(network.outputs)
     worst = 0.0
     for batch in validation_inputs(network):
+        if network.area_resize:
+            batch = np.round(batch)
+            runs = [session.run(names, identity_resize(image)) for image in batch]
+            got = [np.concatenate(maps) for maps in zip(*runs, strict=True)]
+        else:
+            got = session.run(names, {"image": channels_first(batch)})
         want = [np.asarray(w) for w in model(normalize(batch), training=False)]
-        got = session.run(list(network.outputs), {"image": channels_first(batch)})
         for name, g, w in zip(network.outputs, got, want, strict=True):
             label = f"{network.model}.{name} {list(batch.shape)}"
             g = g.transpose(0, 2, 3, 1) if g.ndim == 4 else g
             worst = max(worst, export_lib.compare_outputs(label, g, w, VALIDATION_ATOL))
     return worst
+
+
+def identity_resize(image: np.ndarray) -> dict[str, np.ndarray]:
+    """`mtcnn_pyramid_pnet`'s inputs that resize an HxWx3 image of whole pixel values to its own
+    size (every cell edge on a row boundary, one column tap of weight 1), so that its PNet part
+    can be checked against Keras like `mtcnn_pnet`; tests check its resize on real levels."""
+    height, width = image.shape[:2]
+    return {
+        "image": image.astype(np.uint8),
+        "row_index": np.minimum(np.arange(height + 1), height - 1),
+        "row_rest": np.r_[np.ones(height, np.float32), np.float32(0)],
+        "column_index": np.arange(width, dtype=np.int64)[:, None],
+        "column_weight": np.ones((width, 1), np.float32),
+    }
 
 
 def channels_first(images: np.ndarray) -> np.ndarray:
@@ -182,7 +219,7 @@ def convert_network(network: Network, repository: Path) -> Path:
 
 
 def convert(repository: Path) -> list[Path]:
-    """Convert PNet, RNet and ONet into `repository`."""
+    """Convert PNet (alone and behind the area resize), RNet and ONet into `repository`."""
     return [convert_network(network, repository) for network in NETWORKS]
 
 

@@ -19,6 +19,11 @@ fifteenth of the GFLOP/s ONNX Runtime reaches on ResNet50 here. Written directly
   sigmoid(b - a)), computed by one convolution or matrix product whose weights are the differences:
   ONNX Runtime fuses it and skips its slow channel-axis softmax.
 
+`build(..., area_resize=True)` puts TensorFlow's area resize in front of PNet
+(`mtcnn_pyramid_pnet`): the graph makes a band of a pyramid level from the photo's 8-bit rows
+itself, so on a GPU host the pyramid runs on the GPU with PNet, not in the Python model on the CPU
+(see `_area_resize`).
+
 `mtcnn.py` validates every export against the Keras model, as before.
 """
 
@@ -43,18 +48,25 @@ _NCHW_AXIS = {1: 2, 2: 3, 3: 1}
 
 
 def build(
-    model: Any, name: str, input_size: int | None, outputs: tuple[str, ...]
+    model: Any,
+    name: str,
+    input_size: int | None,
+    outputs: tuple[str, ...],
+    area_resize: bool = False,
 ) -> onnx.ModelProto:
     """The ONNX graph of one of the package's networks (PNet, RNet or ONet, built with weights).
     Its last `len(outputs)` layers are the heads, in the order of `outputs`; the layers before
     them are the trunk, applied in attribute order (as the package's `call()` applies them).
 
     `image` FP32 [batch, 3, height, width] RGB pixels 0..255 in. PNet's heads come out as maps
-    [batch, channels, rows, columns], RNet's and ONet's as rows [batch, units]."""
+    [batch, channels, rows, columns], RNet's and ONet's as rows [batch, units].
+
+    With `area_resize` (PNet only) the inputs are those of `_area_resize` instead, and the maps
+    come out for the one level band it makes, [1, channels, rows, columns]."""
     layers = list(model.layers)
     trunk, heads = layers[: -len(outputs)], layers[-len(outputs) :]
     g = Graph()
-    x = "image"
+    x = _area_resize(g) if area_resize else "image"
     keras_order = False  # True once a Permute has put the axes in Keras' own order
     normalise = True  # the first convolution takes the normalisation
     i = 0
@@ -89,18 +101,67 @@ def build(
     for head, output in zip(heads, outputs, strict=True):
         _head(g, x, head, output)
     side: list[str | int] = ["height", "width"] if input_size is None else [input_size] * 2
+    batch: str | int = 1 if area_resize else "batch"
     shapes: list[list[str | int]] = [
-        ["batch", _units(head), "rows", "columns"] if spatial else ["batch", _units(head)]
+        [batch, _units(head), "rows", "columns"] if spatial else [batch, _units(head)]
         for head in heads
     ]
+    plain = {"image": (TensorProto.FLOAT, ["batch", 3, *side])}
+    inputs = AREA_RESIZE_INPUTS if area_resize else plain
     return g.model(
         name,
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, *side])],
+        [helper.make_tensor_value_info(n, kind, shape) for n, (kind, shape) in inputs.items()],
         [
             helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)
             for output, shape in zip(outputs, shapes, strict=True)
         ],
     )
+
+
+# The inputs of `_area_resize`: name to (ONNX type, shape).
+AREA_RESIZE_INPUTS: dict[str, tuple[int, list[str | int]]] = {
+    "image": (TensorProto.UINT8, ["source_rows", "source_width", 3]),
+    "row_index": (TensorProto.INT64, ["edges"]),
+    "row_rest": (TensorProto.FLOAT, ["edges"]),
+    "column_index": (TensorProto.INT64, ["width", "taps"]),
+    "column_weight": (TensorProto.FLOAT, ["width", "taps"]),
+}
+
+
+def _area_resize(g: Graph) -> str:
+    """Rows of a pyramid level, `tf.image.resize(photo, size, method="area")`, as the Python
+    model's numpy pyramid makes them (mtcnn/1/pyramid.py `area_level`, which says why), from:
+
+    - `image` UINT8 [rows, width, 3]: the photo's rows the band covers;
+    - `row_index` INT64 [h + 1], `row_rest` FP32 [h + 1]: the row each of the band's h + 1 cell
+      edges falls in (counted from the first row given) and the part of that row after the edge;
+    - `column_index` INT64 [w, taps], `column_weight` FP32 [w, taps]: the columns each output
+      column overlaps and their weights, the area factor included (unused taps weigh 0).
+
+    Down the image the whole rows between two edges are a difference of running sums, exact in
+    INT32; across, the taps are gathered and weighted. Out: the band [1, 3, h, w] FP32."""
+    axis0 = g.const(np.array([0], np.int64), "axis")
+    rows = g.op("Cast", ["image"], to=TensorProto.INT32)
+    sums = g.op("CumSum", [rows, g.const(np.array(0, np.int32), "axis")])
+
+    def ends(x: str) -> tuple[str, str]:
+        """x[1:] and x[:-1] along the first axis."""
+        one, last = g.const(np.array([1], np.int64)), g.const(np.array([-1], np.int64))
+        end = g.const(np.array([np.iinfo(np.int64).max], np.int64))
+        zero = g.const(np.array([0], np.int64))
+        return g.op("Slice", [x, one, end, axis0]), g.op("Slice", [x, zero, last, axis0])
+
+    after, before = ends(g.op("Gather", [sums, "row_index"], axis=0))
+    whole = g.op("Cast", [g.op("Sub", [after, before])], to=TensorProto.FLOAT)
+    rest = g.op("Reshape", ["row_rest", g.const(np.array([-1, 1, 1], np.int64))])
+    edge_rows = g.op("Cast", [g.op("Gather", ["image", "row_index"], axis=0)], to=TensorProto.FLOAT)
+    partial_after, partial_before = ends(g.op("Mul", [edge_rows, rest]))
+    band = g.op("Add", [g.op("Sub", [whole, partial_after]), partial_before])  # [h, W, 3]
+    taps = g.op("Gather", [band, "column_index"], axis=1)  # [h, w, taps, 3]
+    weight = g.op("Unsqueeze", ["column_weight", g.const(np.array([2], np.int64))])
+    taps_axis = g.const(np.array([2], np.int64))
+    level = g.op("ReduceSum", [g.op("Mul", [taps, weight]), taps_axis], keepdims=0)
+    return g.op("Unsqueeze", [g.op("Transpose", [level], perm=[2, 0, 1]), axis0])
 
 
 def _kind(layer: Any) -> str:

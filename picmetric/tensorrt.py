@@ -23,6 +23,8 @@ PARAMETERS = {
 NOT_TENSORRT = {
     "mtcnn_pnet": "its input height and width change with every photo size and band of rows; "
     "TensorRT would build an engine for each shape",
+    "mtcnn_pyramid_pnet": "its inputs change shape with every photo size, level and band of rows, "
+    "as mtcnn_pnet's do",
 }
 
 

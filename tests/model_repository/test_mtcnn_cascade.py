@@ -77,13 +77,15 @@ def test_config_defaults_equal_the_parameters_dataclass_defaults() -> None:
     """config.pbtxt is the server's one source of defaults; the dataclass's (for the pure
     functions and benchmarks) must agree with it."""
     configured = _config_parameters("mtcnn")
-    configured.pop("crop_batch_size")
+    for key in mc.Deployment.KEYS:
+        configured.pop(key)
     assert mc.Parameters.from_config(configured) == mc.Parameters()
 
 
 def test_parameters_from_config_requires_every_parameter() -> None:
     configured = _config_parameters("mtcnn")
-    del configured["crop_batch_size"], configured["nms_onet"], configured["scale_factor"]
+    del configured["crop_batch_size"], configured["pyramid"]
+    del configured["nms_onet"], configured["scale_factor"]
     with pytest.raises(
         mc.CascadeError, match=re.escape("['nms_onet', 'scale_factor'] are missing")
     ):
@@ -101,7 +103,8 @@ def test_config_defaults_are_the_mtcnn_package_defaults() -> None:
             if p.default is not inspect.Parameter.empty:
                 package[name] = p.default
     configured = _config_parameters("mtcnn")
-    configured.pop("crop_batch_size")
+    for key in mc.Deployment.KEYS:
+        configured.pop(key)
     assert package.pop("min_size") == mc.PNET_WINDOW
     assert {k: float(v) for k, v in configured.items()} == package
     assert mc.Parameters().update(configured) == mc.Parameters()
@@ -141,6 +144,25 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
     capped = mc.pnet_stage(outputs, scales, params)
     scores = np.concatenate([o["probabilities"][0, 1].ravel() for o in outputs])
     np.testing.assert_allclose(capped[:, 4], np.sort(scores)[::-1][:30])
+
+
+def test_deployment_pyramid_follows_the_instance_kind_unless_named() -> None:
+    def in_graph(pyramid: str, kind: str) -> bool:
+        values = {"crop_batch_size": "8", "pyramid": pyramid}
+        return mc.Deployment.from_config(values, kind).pyramid_in_graph
+
+    assert [in_graph("auto", kind) for kind in ("GPU", "CPU", "MODEL")] == [True, False, False]
+    assert in_graph("graph", "CPU") and not in_graph("numpy", "GPU")
+    assert mc.Deployment.from_config({"crop_batch_size": "8", "pyramid": "auto"}, "CPU") == (
+        mc.Deployment(crop_batch_size=8, pyramid_in_graph=False)
+    )
+
+
+def test_deployment_refuses_an_unknown_or_missing_pyramid() -> None:
+    with pytest.raises(mc.CascadeError, match=r"'pyramid' must be one of .*not 'gpu'"):
+        mc.Deployment.from_config({"crop_batch_size": "8", "pyramid": "gpu"}, "GPU")
+    with pytest.raises(mc.CascadeError, match=re.escape("['pyramid'] are missing")):
+        mc.Deployment.from_config({"crop_batch_size": "8"}, "GPU")
 
 
 # --- the whole cascade on ONNX Runtime -------------------------------------------------------
@@ -185,6 +207,57 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
     for name, image in images.items():
         got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH))
         assert_same_faces(got, oracle(detector, image), name)
+
+
+@pytest.mark.slow
+def test_detect_faces_with_the_pyramid_in_the_graph_matches_the_package(
+    onnx_infer, detector
+) -> None:  # type: ignore[no-untyped-def]
+    """The same oracle with every level made by mtcnn_pyramid_pnet's graph (never mtcnn_pnet)."""
+    images = {**photos(), "collage": collage()}
+    for name, image in images.items():
+        onnx_infer.calls.clear()
+        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH, True))
+        assert_same_faces(got, oracle(detector, image), name)
+        models = {model for model, _ in onnx_infer.calls}
+        assert "mtcnn_pyramid_pnet" in models and "mtcnn_pnet" not in models, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", [(864, 1152), (401, 299), (131, 90), (24, 33)])
+def test_pyramid_graph_gives_pnet_the_numpy_levels(onnx_infer, monkeypatch, shape) -> None:  # type: ignore[no-untyped-def]
+    """mtcnn_pyramid_pnet on the photo's rows and a band's tables gives what mtcnn_pnet gives on
+    the same band of the numpy level, for every level and band (small bands: many of them); with
+    min_face_size 12 the first level is the photo at scale 1."""
+    monkeypatch.setattr(cascade("pyramid"), "PNET_BAND_PIXELS", 40 * shape[1])
+    image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rows, sums = mc.image_rows(image)
+    outputs = ["offsets", "probabilities"]
+    scales = mc.pyramid_scales(*shape, 12, mc.Parameters().scale_factor)
+    bands = 0
+    for scale in scales:
+        size = mc.level_size(*shape, scale)
+        level = mc.area_level(rows, sums, *size)
+        tables = mc.AreaTables.make(*shape, *size)
+        for a, b in mc.pnet_bands(*size):
+            feed = tables.band_inputs(image, a, b)
+            assert len(feed["image"]) <= shape[0]
+            got = asyncio.run(onnx_infer("mtcnn_pyramid_pnet", feed, outputs))
+            want = asyncio.run(onnx_infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs))
+            for name in outputs:
+                assert got[name].shape == want[name].shape
+                np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=str(size))
+            bands += 1
+    assert bands >= len(scales) >= 1
+
+
+def test_pyramid_graph_takes_only_8_bit_pixels() -> None:
+    async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        raise AssertionError("no network call expected")
+
+    image = np.zeros((40, 40, 3), np.float32)
+    with pytest.raises(mc.CascadeError, match="8-bit pixels, not float32"):
+        asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH, True))
 
 
 @pytest.mark.slow

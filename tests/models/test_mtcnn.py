@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException
 from conversion import mtcnn as converter
 from picmetric.triton_server import TritonServer
 from tests.utils.mtcnn_faces import (
+    MODEL,
     Detections,
     assert_same_faces,
     cascade,
@@ -75,18 +76,63 @@ def test_mtcnn_parity_with_mtcnn_package_iou95_score001_landmarks2px(
     assert len(oracle(detector, images["collage"])) == 7
 
 
+PHONE_MEGAPIXELS = (1, 3, 12)
+
+
+@pytest.fixture(scope="module")
+def phone_photos(detector: Any) -> dict[int, tuple[np.ndarray, Detections]]:
+    """1, 3 and 12 MP JPEG photos (tests/utils/real_photos.py: six faces from 40 px to a quarter
+    of the short side), decoded as the gateway decodes them, with the package's faces on them."""
+    made = {}
+    for megapixels in PHONE_MEGAPIXELS:
+        image = decoded(jpeg_bytes(real_photo(megapixels)))
+        want = oracle(detector, image)
+        assert len(want) >= 5, f"the package finds only {len(want)} faces at {megapixels} MP"
+        made[megapixels] = image, want
+    return made
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("megapixels", [1, 3, 12])
+@pytest.mark.parametrize("megapixels", PHONE_MEGAPIXELS)
 def test_mtcnn_parity_at_phone_photo_sizes_iou95_score001_landmarks2px(
-    client: grpcclient.InferenceServerClient, detector: Any, megapixels: int
+    client: grpcclient.InferenceServerClient,
+    phone_photos: dict[int, tuple[np.ndarray, Detections]],
+    megapixels: int,
 ) -> None:
-    """Oracle: MTCNN().detect_faces(), default parameters, on 1, 3 and 12 MP JPEG photos
-    (tests/utils/real_photos.py: six faces from 40 px to a quarter of the short side), decoded
-    as the gateway decodes them."""
-    image = decoded(jpeg_bytes(real_photo(megapixels)))
-    want = oracle(detector, image)
-    assert len(want) >= 5, f"the package finds only {len(want)} faces"
+    """Oracle: MTCNN().detect_faces(), default parameters, on 1, 3 and 12 MP phone photos."""
+    image, want = phone_photos[megapixels]
     assert_same_faces(infer(client, image), want, f"{megapixels} MP")
+
+
+@pytest.fixture
+def pyramid_in_graph(client: grpcclient.InferenceServerClient) -> Iterator[None]:
+    """`mtcnn` loaded with config.pbtxt's `pyramid` set to `graph` (Triton's load API with a
+    config override), as a GPU host's `auto` chooses; the committed config is loaded back after."""
+    config = client.get_model_config(MODEL, as_json=True)["config"]
+    assert config["parameters"]["pyramid"]["string_value"] == "auto"
+    config["parameters"]["pyramid"]["string_value"] = "graph"
+    client.load_model(MODEL, config=json.dumps(config))
+    try:
+        yield
+    finally:
+        client.unload_model(MODEL)
+        client.load_model(MODEL)
+
+
+@pytest.mark.slow
+def test_mtcnn_with_the_pyramid_in_the_graph_at_phone_photo_sizes(
+    client: grpcclient.InferenceServerClient,
+    phone_photos: dict[int, tuple[np.ndarray, Detections]],
+    pyramid_in_graph: None,
+) -> None:
+    """The same oracle with every pyramid level made by mtcnn_pyramid_pnet's graph, the path
+    of a GPU host: mtcnn_pnet is not called at all."""
+    for megapixels, (image, want) in phone_photos.items():
+        before = settled(lambda: _request_counts(client))
+        assert_same_faces(infer(client, image), want, f"{megapixels} MP, pyramid in the graph")
+        after = settled(lambda: _request_counts(client))
+        assert after["mtcnn_pnet"] == before["mtcnn_pnet"]
+        assert after["mtcnn_pyramid_pnet"] > before["mtcnn_pyramid_pnet"]
 
 
 @pytest.mark.slow
@@ -263,7 +309,7 @@ def test_mtcnn_concurrent_requests_get_their_own_faces(
 
 def _request_counts(client: grpcclient.InferenceServerClient) -> dict[str, int]:
     counts = {}
-    for model in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"):
+    for model in ("mtcnn_pnet", "mtcnn_pyramid_pnet", "mtcnn_rnet", "mtcnn_onet"):
         stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
         counts[model] = int(stats["inference_stats"]["success"].get("count", 0))
     return counts
@@ -275,7 +321,7 @@ def test_mtcnn_runs_pnet_per_pyramid_level_and_one_rnet_and_onet_request(
     image = images["collage"]
     params = cascade().Parameters()
     levels = cascade().pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor)
-    want = {"mtcnn_pnet": len(levels), "mtcnn_rnet": 1, "mtcnn_onet": 1}
+    want = {"mtcnn_pnet": len(levels), "mtcnn_pyramid_pnet": 0, "mtcnn_rnet": 1, "mtcnn_onet": 1}
     before = settled(lambda: _request_counts(client))
     infer(client, image)
     after = settled(lambda: _request_counts(client))

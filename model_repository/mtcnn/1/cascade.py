@@ -47,13 +47,14 @@ from .boxes import (
     suppress,
 )
 from .common import overlap
-from .parameters import MAX_SCALE_FACTOR, CascadeError, Parameters
+from .parameters import MAX_SCALE_FACTOR, CascadeError, Deployment, Parameters
 from .pyramid import (
     MAX_IMAGE_PIXELS,
     MAX_PYRAMID_PIXELS,
     PNET_BAND_PIXELS,
     PNET_STRIDE,
     PNET_WINDOW,
+    AreaTables,
     area_level,
     check_budget,
     image_rows,
@@ -76,7 +77,9 @@ __all__ = [
     "PNET_TOP_K",
     "PNET_WINDOW",
     "RNET_SIZE",
+    "AreaTables",
     "CascadeError",
+    "Deployment",
     "Faces",
     "Infer",
     "Parameters",
@@ -194,23 +197,37 @@ async def _infer_crops(
 
 
 async def _pnet_outputs(
-    image: np.ndarray, scales: list[float], infer: Infer
+    image: np.ndarray, scales: list[float], infer: Infer, pyramid_in_graph: bool
 ) -> list[dict[str, np.ndarray]]:
-    """PNet's output maps for every pyramid level. Levels are made in worker threads (numpy
-    releases the GIL), largest first, so several are made at once and the event loop sends each
-    level's PNet requests (in bands) as soon as it is ready."""
+    """PNet's output maps for every pyramid level, large levels in bands of rows.
+
+    With `pyramid_in_graph`, `mtcnn_pyramid_pnet` makes each band from the photo's rows itself
+    (on a GPU host, on the GPU), so here the photo is only sliced. Otherwise levels are made here
+    in worker threads (numpy releases the GIL), largest first, so several are made at once and
+    the event loop sends each level's `mtcnn_pnet` requests as soon as it is ready."""
     height, width = image.shape[:2]
-    rows, sums = image_rows(image)
     outputs = ["offsets", "probabilities"]
     loop = asyncio.get_running_loop()
+    if pyramid_in_graph:
+        if image.dtype != np.uint8:
+            raise CascadeError(f"the pyramid graph takes 8-bit pixels, not {image.dtype}.")
+    else:
+        rows, sums = image_rows(image)
 
     async def level_output(scale: float) -> dict[str, np.ndarray]:
         size = level_size(height, width, scale)
-        level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, rows, sums, *size)
-        requests = [
-            infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs)
-            for a, b in pnet_bands(*size)
-        ]
+        if pyramid_in_graph:
+            tables = AreaTables.make(height, width, *size)
+            requests = [
+                infer("mtcnn_pyramid_pnet", tables.band_inputs(image, a, b), outputs)
+                for a, b in pnet_bands(*size)
+            ]
+        else:
+            level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, rows, sums, *size)
+            requests = [
+                infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs)
+                for a, b in pnet_bands(*size)
+            ]
         bands = await asyncio.gather(*requests)
         return {name: np.concatenate([band[name] for band in bands], axis=2) for name in outputs}
 
@@ -218,11 +235,17 @@ async def _pnet_outputs(
 
 
 async def detect_faces(
-    image: np.ndarray, params: Parameters, infer: Infer, crop_batch_size: int
+    image: np.ndarray,
+    params: Parameters,
+    infer: Infer,
+    crop_batch_size: int,
+    pyramid_in_graph: bool = False,
 ) -> Faces:
-    """The whole cascade on one HxWx3 RGB image (any numeric dtype, 0..255). `infer(model,
-    inputs, outputs)` runs mtcnn_pnet, mtcnn_rnet or mtcnn_onet on a batch; RNet and ONet get
-    at most `crop_batch_size` crops per request (config.pbtxt's, within their max_batch_size)."""
+    """The whole cascade on one HxWx3 RGB image (any numeric dtype, 0..255; UINT8 with
+    `pyramid_in_graph`). `infer(model, inputs, outputs)` runs mtcnn_pnet (or, with
+    `pyramid_in_graph`, mtcnn_pyramid_pnet), mtcnn_rnet or mtcnn_onet on a batch; RNet and ONet
+    get at most `crop_batch_size` crops per request (config.pbtxt's, within their
+    max_batch_size)."""
     if image.ndim != 3 or image.shape[2] != 3:
         shape = list(image.shape)
         raise CascadeError(f"image must be height x width x 3 (RGB), got shape {shape}.")
@@ -231,7 +254,7 @@ async def detect_faces(
     if not scales:
         return Faces.empty()
     check_budget(height, width, scales)
-    pnet = await _pnet_outputs(image, scales, infer)
+    pnet = await _pnet_outputs(image, scales, infer, pyramid_in_graph)
     boxes = pnet_stage(pnet, scales, params)
     if not len(boxes):
         return Faces.empty()

@@ -1,8 +1,8 @@
 """MTCNN face detection: the cascade in cascade.py (with pyramid.py and boxes.py), with PNet,
-RNet and ONet (`mtcnn_pnet`, `mtcnn_rnet`, `mtcnn_onet`) called through BLS. Pyramid levels are
-made in worker threads and each level's PNet requests (large levels in bands of rows) go out as
-soon as it is ready, all in flight together, as are the requests of one execute(); RNet's and
-ONet's crop batches go one after another.
+RNet and ONet (`mtcnn_pnet` or `mtcnn_pyramid_pnet`, `mtcnn_rnet`, `mtcnn_onet`) called through
+BLS. Each pyramid level's PNet requests (large levels in bands of rows) go out as soon as the
+level is ready, all in flight together, as are the requests of one execute(); RNet's and ONet's
+crop batches go one after another.
 
 Input `image` UINT8 [height, width, 3] RGB. Outputs in original pixels, best first: `boxes`
 FP32 [n, 4] (x_min, y_min, x_max, y_max), `scores` FP32 [n], `landmarks` FP32 [n, 5, 2] (x, y)
@@ -11,6 +11,9 @@ window has no faces. The cascade's parameters (see `parameters.Parameters`) defa
 model's config.pbtxt `parameters`, which must name them all, and can be overridden per request
 with Triton request parameters; an unknown name or a bad value fails that request alone, as does
 a request over the cascade's budgets (pyramid.py).
+
+Where the pyramid is made (numpy here, or the graph of `mtcnn_pyramid_pnet`, on the GPU of a GPU
+host) is config.pbtxt's `pyramid`: see `parameters.Deployment`.
 
 Needs only numpy and Triton's Python backend (no OpenCV, no `picmetric`), so it runs unchanged
 in the NGC image.
@@ -23,7 +26,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from .cascade import detect_faces
-from .parameters import CascadeError, Parameters
+from .parameters import CascadeError, Deployment, Parameters
 
 OUTPUTS = ("boxes", "scores", "landmarks")
 
@@ -36,10 +39,10 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         values = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        if "crop_batch_size" not in values:
-            raise CascadeError("config.pbtxt parameter 'crop_batch_size' is missing.")
-        self.crop_batch_size = int(values.pop("crop_batch_size"))
-        self.defaults = Parameters.from_config(values)
+        self.deployment = Deployment.from_config(values, args.get("model_instance_kind", "CPU"))
+        self.defaults = Parameters.from_config(
+            {key: value for key, value in values.items() if key not in Deployment.KEYS}
+        )
         self.dtypes = {
             o["name"]: pb_utils.triton_string_to_numpy(o["data_type"]) for o in config["output"]
         }
@@ -52,7 +55,13 @@ class TritonPythonModel:
         try:
             image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
             params = self.defaults.update(request.parameters())
-            faces = await detect_faces(image, params, self._infer, self.crop_batch_size)
+            faces = await detect_faces(
+                image,
+                params,
+                self._infer,
+                self.deployment.crop_batch_size,
+                self.deployment.pyramid_in_graph,
+            )
         except CascadeError as exc:
             error = pb_utils.TritonError(f"mtcnn: {exc}", pb_utils.TritonError.INVALID_ARG)
             return pb_utils.InferenceResponse(error=error)

@@ -1,5 +1,5 @@
-"""The cascade's parameters (defaults from config.pbtxt, overrides per request) and the error a
-request the cascade cannot run fails with."""
+"""The cascade's parameters (defaults from config.pbtxt, overrides per request), the deployment's
+(config.pbtxt only), and the error a request the cascade cannot run fails with."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from .common import ParameterError, from_parameters, with_parameters
 
 # A scale_factor up to MAX_SCALE_FACTOR keeps the pyramid at most about 60 levels.
 MAX_SCALE_FACTOR = 0.9
+# Where the pyramid is made (config.pbtxt's `pyramid`; see `Deployment`).
+PYRAMIDS = ("auto", "graph", "numpy")
 
 
 class CascadeError(ValueError):
@@ -60,3 +62,35 @@ class Parameters:
             return with_parameters(self, values).check()
         except ParameterError as exc:
             raise CascadeError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """config.pbtxt's parameters that belong to the deployment, not to a request:
+
+    - `crop_batch_size`: crops per RNet/ONet request, within their max_batch_size;
+    - `pyramid`: where the pyramid levels are made. `numpy`: in this model (pyramid.py, in
+      worker threads), the faster on a CPU; `graph`: in `mtcnn_pyramid_pnet`, with PNet, so on a
+      GPU host on the GPU; `auto`: `graph` when Triton placed this instance on a GPU (its
+      KIND_AUTO does on a GPU host), `numpy` otherwise."""
+
+    crop_batch_size: int
+    pyramid_in_graph: bool
+
+    KEYS = ("crop_batch_size", "pyramid")
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, str], instance_kind: str) -> Deployment:
+        """From config.pbtxt's parameters (which must name both) and Triton's instance kind
+        of this model ("CPU", "GPU", ...)."""
+        missing = [key for key in cls.KEYS if key not in values]
+        if missing:
+            raise CascadeError(f"config.pbtxt parameters {missing} are missing.")
+        pyramid = values["pyramid"]
+        if pyramid not in PYRAMIDS:
+            raise CascadeError(
+                f"config.pbtxt parameter 'pyramid' must be one of {list(PYRAMIDS)}, "
+                f"not {pyramid!r}."
+            )
+        in_graph = pyramid == "graph" or (pyramid == "auto" and instance_kind == "GPU")
+        return cls(int(values["crop_batch_size"]), in_graph)

@@ -9,6 +9,8 @@ smaller than PNet's 12-px window are skipped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .parameters import CascadeError
@@ -91,27 +93,61 @@ def image_rows(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, sums
 
 
+@dataclass(frozen=True)
+class AreaTables:
+    """TensorFlow's area resize of an in_height x in_width image to height x width, as tables:
+    the input row each of the height + 1 cell edges falls in and the part of that row after the
+    edge; the input columns [width, taps] each output column overlaps and their weights, the area
+    factor included."""
+
+    row_index: np.ndarray
+    row_rest: np.ndarray
+    columns: np.ndarray
+    column_weights: np.ndarray
+
+    @classmethod
+    def make(cls, in_height: int, in_width: int, height: int, width: int) -> AreaTables:
+        row_index, row_rest = _area_edges(in_height, height)
+        columns, column_weights = _area_taps(in_width, width)
+        area = np.float32(height / in_height) * np.float32(width / in_width)
+        return cls(row_index, row_rest, columns, column_weights * area)
+
+    def band_inputs(self, image: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The inputs of `mtcnn_pyramid_pnet` for output rows [start, stop) of this level of
+        `image` (HxWx3 UINT8): the photo's rows they cover (a view), and the tables."""
+        index = self.row_index[start : stop + 1]
+        first = index[0]
+        return {
+            "image": image[first : index[-1] + 1],
+            "row_index": (index - first).astype(np.int64),
+            "row_rest": self.row_rest[start : stop + 1],
+            "column_index": self.columns.astype(np.int64),
+            "column_weight": self.column_weights,
+        }
+
+
 def area_level(rows: np.ndarray, sums: np.ndarray, height: int, width: int) -> np.ndarray:
     """`tf.image.resize(image, (height, width), method="area")`, channels first [C, height,
     width] float32, from `image_rows(image)`. Down the image each output row is a difference
     of two running sums (with the fractional pixels at its edges), so a level costs its own
     rows times the input width, not the input's whole height; across, the few overlapping
-    input columns are weighted. Worked in bands of ROWS_PER_BAND output rows that stay in cache."""
+    input columns are weighted. Worked in bands of ROWS_PER_BAND output rows that stay in cache.
+    `mtcnn_pyramid_pnet`'s graph does the same from the same tables."""
     in_height, channels, in_width = rows.shape
-    row_index, row_rest = _area_edges(in_height, height)
-    columns, column_weights = _area_taps(in_width, width)
-    area = np.float32(height / in_height) * np.float32(width / in_width)
-    column_weights = np.ascontiguousarray((column_weights * area).T)  # [taps, width]
+    tables = AreaTables.make(in_height, in_width, height, width)
+    column_weights = np.ascontiguousarray(tables.column_weights.T)  # [taps, width]
     level = np.empty((channels, height, width), np.float32)
     by_row = level.transpose(1, 0, 2)  # [height, C, width], a view
     for start in range(0, height, ROWS_PER_BAND):
         stop = min(start + ROWS_PER_BAND, height)
-        index, rest = row_index[start : stop + 1], row_rest[start : stop + 1, None, None]
+        index = tables.row_index[start : stop + 1]
+        rest = tables.row_rest[start : stop + 1, None, None]
         band = np.diff(sums[index], axis=0).astype(np.float32)  # whole pixels, exact
         partial = rows[index] * rest  # the parts of the edge pixels after each edge
         band -= partial[1:]
         band += partial[:-1]
         out = by_row[start:stop]
+        columns = tables.columns
         np.multiply(np.take(band, columns[:, 0], axis=2), column_weights[0], out=out)
         for tap in range(1, columns.shape[1]):
             out += np.take(band, columns[:, tap], axis=2) * column_weights[tap]
