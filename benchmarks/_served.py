@@ -24,7 +24,14 @@ from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.services import gateway_process
 
-NETWORKS = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "resnet50", "yolov3_backbone")
+NETWORKS = (
+    "mtcnn_pnet",
+    "mtcnn_pyramid_pnet",
+    "mtcnn_rnet",
+    "mtcnn_onet",
+    "resnet50",
+    "yolov3_backbone",
+)
 MODELS = "resnet50,yolov3,mtcnn"
 # 12 MP at concurrency 4 can outlast the gateway's default 30 s per Triton call on a small CPU;
 # the benchmark waits, and the report says which rows would have timed out.

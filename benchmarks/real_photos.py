@@ -7,8 +7,9 @@ the same photos:
   models run at the same time, so those overlap);
 - the mtcnn package (`MTCNN().detect_faces()`, the oracle) in-process on the same decoded photo,
   against the gateway with all three models at the lowest concurrency;
-- the MTCNN cascade in-process (cascade.py with the networks under ONNX Runtime): its time, the
-  networks' part, the pyramid's, and the Python part's share;
+- the MTCNN cascade in-process (cascade.py with the networks under ONNX Runtime), with the pyramid
+  made in numpy (this CPU's default) and in mtcnn_pyramid_pnet's graph (a GPU host's): its time,
+  the ONNX graphs' part, the numpy pyramid's, and the Python part's share;
 - the networks raw under ONNX Runtime (default session options) in GFLOP/s: PNet over the
   pyramid levels the cascade makes for each size, RNet on 256 24x24 crops, ONet on 64 48x48,
   ResNet50 on 8 224x224 and the YOLOv3 backbone on one 416x416; ResNet50's rate is taken as
@@ -118,17 +119,18 @@ def raw_networks(
 
 def cascade_split(
     photos: dict[str, np.ndarray], repository: Path, repeats: int
-) -> dict[str, dict[str, float]]:
-    """Per size, median seconds of the MTCNN cascade in-process (cascade.py with the three
-    networks under ONNX Runtime in place of BLS): the whole cascade, the time inside the networks
-    (pyramid levels are made in worker threads meanwhile, so part of the pyramid hides there), and
-    the pyramid made alone, one level after another."""
+) -> dict[tuple[str, str], dict[str, float]]:
+    """Per size and pyramid ("numpy": made in cascade.py; "graph": in mtcnn_pyramid_pnet, as on a
+    GPU host), median seconds of the MTCNN cascade in-process (cascade.py with the networks under
+    ONNX Runtime in place of BLS): the whole cascade, the time inside the ONNX graphs (with the
+    numpy pyramid, levels are made in worker threads meanwhile, so part of it hides there), and
+    the numpy pyramid made alone, one level after another."""
     import asyncio
 
     mc = cascade()
+    models = ("mtcnn_pnet", "mtcnn_pyramid_pnet", "mtcnn_rnet", "mtcnn_onet")
     sessions = {
-        name: ort.InferenceSession(str(repository / name / "1" / "model.onnx"))
-        for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+        name: ort.InferenceSession(str(repository / name / "1" / "model.onnx")) for name in models
     }
     in_networks = [0.0]
 
@@ -141,20 +143,23 @@ def cascade_split(
     params = mc.Parameters()
     split = {}
     for size, photo in photos.items():
-        log(f"cascade in-process: {size}")
         scales = mc.pyramid_scales(*photo.shape[:2], params.min_face_size, params.scale_factor)
-        samples: dict[str, list[float]] = defaultdict(list)
-        asyncio.run(mc.detect_faces(photo, params, infer, 1024))  # warm-up
-        for _ in range(repeats):
-            in_networks[0] = 0.0
-            started = time.perf_counter()
-            asyncio.run(mc.detect_faces(photo, params, infer, 1024))
-            samples["cascade"].append(time.perf_counter() - started)
-            samples["networks"].append(in_networks[0])
-            started = time.perf_counter()
-            mc.pyramid(photo, scales)
-            samples["pyramid"].append(time.perf_counter() - started)
-        split[size] = {k: statistics.median(v) for k, v in samples.items()}
+        for pyramid in ("numpy", "graph"):
+            log(f"cascade in-process: {size}, pyramid made in {pyramid}")
+            in_graph = pyramid == "graph"
+            samples: dict[str, list[float]] = defaultdict(list)
+            asyncio.run(mc.detect_faces(photo, params, infer, 1024, in_graph))  # warm-up
+            for _ in range(repeats):
+                in_networks[0] = 0.0
+                started = time.perf_counter()
+                asyncio.run(mc.detect_faces(photo, params, infer, 1024, in_graph))
+                samples["cascade"].append(time.perf_counter() - started)
+                samples["networks"].append(in_networks[0])
+                if not in_graph:
+                    started = time.perf_counter()
+                    mc.pyramid(photo, scales)
+                    samples["pyramid"].append(time.perf_counter() - started)
+            split[size, pyramid] = {k: statistics.median(v) for k, v in samples.items()}
     return split
 
 
@@ -228,15 +233,15 @@ def package_table(
     return table([*headers, f"gateway x{workers} median s", "gateway / package", *versus], rows)
 
 
-def cascade_table(split: dict[str, dict[str, float]]) -> str:
+def cascade_table(split: dict[tuple[str, str], dict[str, float]]) -> str:
     rows = []
-    for size, t in split.items():
+    for (size, pyramid), t in split.items():
         python = t["cascade"] - t["networks"]
-        share = f"{python / t['cascade']:.0%}"
-        ms = [t["cascade"] * 1000, t["networks"] * 1000, t["pyramid"] * 1000, python * 1000]
-        rows.append([size, *ms, share])
-    headers = ["size", "cascade ms", "networks ms", "pyramid ms", "Python ms (pyramid incl.)"]
-    return table([*headers, "Python share"], rows)
+        alone = f"{t['pyramid'] * 1000:.1f}" if "pyramid" in t else "-"
+        ms = [t["cascade"] * 1000, t["networks"] * 1000, alone, python * 1000]
+        rows.append([size, pyramid, *ms, f"{python / t['cascade']:.0%}"])
+    headers = ["size", "pyramid made in", "cascade ms", "ONNX graphs ms", "numpy pyramid alone ms"]
+    return table([*headers, "Python ms", "Python share"], rows)
 
 
 def networks_table(networks: list[tuple[str, str, float, float]], peak: float) -> str:

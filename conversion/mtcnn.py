@@ -139,7 +139,7 @@ def export(network: Network, weights: weights_lib.Weights, path: Path) -> dict[s
         "validation_max_abs_diff": diff,
         "validated_on": [*samples.SAMPLE_PHOTOS, f"uniform noise seed={VALIDATION_SEED}"],
         "input": (
-            "UINT8 RGB photo rows [rows, width, 3] and a level band's area-resize tables"
+            "UINT8 RGB photo [height, width, 3] and a level band's area-resize tables"
             if network.area_resize
             else "FP32 RGB pixels 0..255, NCHW"
         )

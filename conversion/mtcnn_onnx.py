@@ -120,7 +120,7 @@ def build(
 
 # The inputs of `_area_resize`: name to (ONNX type, shape).
 AREA_RESIZE_INPUTS: dict[str, tuple[int, list[str | int]]] = {
-    "image": (TensorProto.UINT8, ["source_rows", "source_width", 3]),
+    "image": (TensorProto.UINT8, ["photo_height", "photo_width", 3]),
     "row_index": (TensorProto.INT64, ["edges"]),
     "row_rest": (TensorProto.FLOAT, ["edges"]),
     "column_index": (TensorProto.INT64, ["width", "taps"]),
@@ -132,29 +132,35 @@ def _area_resize(g: Graph) -> str:
     """Rows of a pyramid level, `tf.image.resize(photo, size, method="area")`, as the Python
     model's numpy pyramid makes them (mtcnn/1/pyramid.py `area_level`, which says why), from:
 
-    - `image` UINT8 [rows, width, 3]: the photo's rows the band covers;
-    - `row_index` INT64 [h + 1], `row_rest` FP32 [h + 1]: the row each of the band's h + 1 cell
-      edges falls in (counted from the first row given) and the part of that row after the edge;
+    - `image` UINT8 [height, width, 3]: the whole photo (the same tensor for every band, so the
+      Python model passes on the one it was given, never a copy);
+    - `row_index` INT64 [h + 1], `row_rest` FP32 [h + 1]: the photo row each of the band's h + 1
+      cell edges falls in and the part of that row after the edge;
     - `column_index` INT64 [w, taps], `column_weight` FP32 [w, taps]: the columns each output
       column overlaps and their weights, the area factor included (unused taps weigh 0).
 
-    Down the image the whole rows between two edges are a difference of running sums, exact in
-    INT32; across, the taps are gathered and weighted. Out: the band [1, 3, h, w] FP32."""
+    The band's rows of the photo are sliced out; down them the whole rows between two edges are
+    a difference of running sums, exact in INT32; across, the taps are gathered and weighted.
+    Out: the band [1, 3, h, w] FP32."""
     axis0 = g.const(np.array([0], np.int64), "axis")
-    rows = g.op("Cast", ["image"], to=TensorProto.INT32)
-    sums = g.op("CumSum", [rows, g.const(np.array(0, np.int32), "axis")])
+    one, last = g.const(np.array([1], np.int64)), g.const(np.array([-1], np.int64))
+    zero, end = g.const(np.array([0], np.int64)), g.const(np.array([2**62], np.int64))
 
     def ends(x: str) -> tuple[str, str]:
         """x[1:] and x[:-1] along the first axis."""
-        one, last = g.const(np.array([1], np.int64)), g.const(np.array([-1], np.int64))
-        end = g.const(np.array([np.iinfo(np.int64).max], np.int64))
-        zero = g.const(np.array([0], np.int64))
         return g.op("Slice", [x, one, end, axis0]), g.op("Slice", [x, zero, last, axis0])
 
-    after, before = ends(g.op("Gather", [sums, "row_index"], axis=0))
+    first_row = g.op("Slice", ["row_index", zero, one, axis0])
+    stop_row = g.op("Add", [g.op("Slice", ["row_index", last, end, axis0]), one])
+    photo_rows = g.op("Slice", ["image", first_row, stop_row, axis0])
+    row_index = g.op("Sub", ["row_index", first_row])
+    rows = g.op("Cast", [photo_rows], to=TensorProto.INT32)
+    sums = g.op("CumSum", [rows, g.const(np.array(0, np.int32), "axis")])
+    after, before = ends(g.op("Gather", [sums, row_index], axis=0))
     whole = g.op("Cast", [g.op("Sub", [after, before])], to=TensorProto.FLOAT)
     rest = g.op("Reshape", ["row_rest", g.const(np.array([-1, 1, 1], np.int64))])
-    edge_rows = g.op("Cast", [g.op("Gather", ["image", "row_index"], axis=0)], to=TensorProto.FLOAT)
+    edge_rows = g.op("Gather", [photo_rows, row_index], axis=0)
+    edge_rows = g.op("Cast", [edge_rows], to=TensorProto.FLOAT)
     partial_after, partial_before = ends(g.op("Mul", [edge_rows, rest]))
     band = g.op("Add", [g.op("Sub", [whole, partial_after]), partial_before])  # [h, W, 3]
     taps = g.op("Gather", [band, "column_index"], axis=1)  # [h, w, taps, 3]

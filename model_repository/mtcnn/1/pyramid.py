@@ -114,12 +114,11 @@ class AreaTables:
 
     def band_inputs(self, image: np.ndarray, start: int, stop: int) -> dict[str, np.ndarray]:
         """The inputs of `mtcnn_pyramid_pnet` for output rows [start, stop) of this level of
-        `image` (HxWx3 UINT8): the photo's rows they cover (a view), and the tables."""
-        index = self.row_index[start : stop + 1]
-        first = index[0]
+        `image` (HxWx3 UINT8): the whole photo (the graph slices the rows it needs, so every band
+        passes on the same tensor) and the band's tables."""
         return {
-            "image": image[first : index[-1] + 1],
-            "row_index": (index - first).astype(np.int64),
+            "image": image,
+            "row_index": self.row_index[start : stop + 1].astype(np.int64),
             "row_rest": self.row_rest[start : stop + 1],
             "column_index": self.columns.astype(np.int64),
             "column_weight": self.column_weights,
