@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics, urlguard
-from gateway.decode import decode_rgb
+from gateway.decode import DecodedImage, decode_rgb
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
 from gateway.results import (
@@ -63,6 +63,15 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
     metrics.STAGE_SECONDS.labels(name).observe(seconds)
 
 
+def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
+    """The photo at full resolution: `decoded` (an analysis's) when it is, else decoded now and
+    counted as a decode stage."""
+    if decoded is not None and decoded.full_resolution:
+        return decoded
+    with _stage("decode", {}):
+        return decode_rgb(data, services.settings.max_image_pixels)
+
+
 def _cache_key(specs: list[ModelSpec], services: Services, options: Options) -> str:
     """Same bytes + same models (version and converted weights) + same options = same answer."""
     states = services.catalog.states
@@ -83,6 +92,14 @@ async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedIm
 
 async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
     """The analysis of one image; stored, or answered from the store when cached."""
+    return (await analyze_keeping_photo(request, services))[0]
+
+
+async def analyze_keeping_photo(
+    request: AnalysisRequest, services: Services
+) -> tuple[Analysis, DecodedImage | None]:
+    """`analyze`, with the photo as it was decoded for the models (None when the store answered),
+    for a caller that needs its pixels too: a photo is decoded once per analysis."""
     started = time.perf_counter()
     specs = await services.catalog.specs_for(services.triton, request.models)
     options = request.options
@@ -95,7 +112,7 @@ async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
     cached = await services.store.find_cached(sha256, key)
     if cached is not None:
         metrics.CACHE_HITS.inc()
-        return stored_analysis(cached, cached=True)
+        return stored_analysis(cached, cached=True), None
     call = services.call()
     with _stage("decode", timings):
         # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
@@ -126,7 +143,7 @@ async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
     with _stage("store", timings):
         await services.store.save(row)
     row.timings = {**timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    return stored_analysis(row, cached=False)
+    return stored_analysis(row, cached=False), decoded
 
 
 def _results(found: dict[str, ModelResult]) -> Results:

@@ -11,8 +11,13 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway import drawing, intake, rendering
 from gateway.album import BatchAnswer, analyze_album
-from gateway.analysis import analyze, fetch_image, stored_analysis
-from gateway.decode import decode_rgb
+from gateway.analysis import (
+    analyze,
+    analyze_keeping_photo,
+    fetch_image,
+    full_photo,
+    stored_analysis,
+)
 from gateway.deps import ADMIT_ANALYSIS, ServicesDep, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
@@ -89,10 +94,10 @@ async def annotate_image(
     if fetched_or_uploaded is None:
         fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
         analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-    analysis = await analyze(analysis_request, services)
+    analysis, decoded = await analyze_keeping_photo(analysis_request, services)
 
     def annotated(data: bytes) -> bytes:
-        photo = decode_rgb(data, services.settings.max_image_pixels)
+        photo = full_photo(data, decoded, services)
         return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
 
     body = await run_in_threadpool(annotated, fetched_or_uploaded)

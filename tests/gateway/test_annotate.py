@@ -4,6 +4,7 @@ stored analysis says, faces blurred on request, EXIF orientation applied."""
 from __future__ import annotations
 
 import io
+import re
 
 import cv2
 import httpx
@@ -84,3 +85,32 @@ def test_annotate_applies_exif_orientation_before_drawing(
     _landmarks_drawn(drawn, face)
     # The face in the upright photo's pixels: README's (180, 65)-(265, 172), less the 64 cut.
     assert abs(face["box"]["x_min"] - 116) < 8 and abs(face["box"]["y_min"] - 65) < 8
+
+
+def _decodes(gateway: Gateway) -> float:
+    """How many photos the gateway has decoded (its decode stage's count; before the first
+    decode it exports none)."""
+    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    line = r'^picmetric_stage_duration_seconds_count\{stage="decode"\} (\S+)$'
+    found = re.search(line, text, re.M)
+    return float(found[1]) if found else 0.0
+
+
+@pytest.mark.parametrize(("models", "decodes"), [("mtcnn", 1), ("resnet50", 2)])
+def test_annotate_decodes_the_photo_once_when_the_models_read_it_whole(
+    gateway: Gateway, photos: dict[str, np.ndarray], models: str, decodes: int
+) -> None:
+    """MTCNN reads every pixel, so the drawing reuses its decode; ResNet50 alone gets a reduced
+    JPEG decode (224 px is all it needs), so the drawing decodes the photo whole once more."""
+    photo = cv2.resize(photos["astronaut"], (1024, 1024))
+    photo[:8, :8] = np.random.default_rng().integers(0, 256, 3)  # a new photo: no cache hit
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(photo, cv2.COLOR_RGB2BGR))
+    assert ok
+    before = _decodes(gateway)
+    drawn, _ = _annotate(
+        gateway,
+        files={"file": ("a.jpg", encoded.tobytes(), "image/jpeg")},
+        data={"models": models},
+    )
+    assert drawn.shape == photo.shape
+    assert _decodes(gateway) - before == decodes
