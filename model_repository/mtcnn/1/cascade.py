@@ -17,7 +17,7 @@ Deviations, which real photos with sensible parameters never meet:
   before NMS (the package keeps them all, so `threshold_pnet=0` makes every PNet cell a box).
 
 Coordinates are (x, y) in original image pixels. The networks get float32 RGB pixels 0..255,
-channels first ([N, 3, height, width]).
+channels first ([N, 3, height, width]); `mtcnn_pyramid_pnet` gets the photo's 8-bit pixels.
 
 The names of pyramid.py, boxes.py and parameters.py that tests and benchmarks use are
 re-exported here, so `cascade` is the one module they load.
@@ -201,8 +201,8 @@ async def _pnet_outputs(
 ) -> list[dict[str, np.ndarray]]:
     """PNet's output maps for every pyramid level, large levels in bands of rows.
 
-    With `pyramid_in_graph`, `mtcnn_pyramid_pnet` makes each band from the photo's rows itself
-    (on a GPU host, on the GPU), so here the photo is only sliced. Otherwise levels are made here
+    With `pyramid_in_graph`, `mtcnn_pyramid_pnet` makes each band from the photo itself (on a GPU
+    host, on the GPU), so here only its tables are computed. Otherwise levels are made here
     in worker threads (numpy releases the GIL), largest first, so several are made at once and
     the event loop sends each level's `mtcnn_pnet` requests as soon as it is ready."""
     height, width = image.shape[:2]
