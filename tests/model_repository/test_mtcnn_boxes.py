@@ -99,8 +99,13 @@ def test_clip_boxes_to_the_image() -> None:
 
 
 @pytest.mark.slow
-def test_crop_and_resize_matches_tensorflow_with_outside_pixels_normalising_to_zero() -> None:
+def test_crop_and_resize_matches_tensorflow_with_outside_pixels_normalising_to_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three boxes in chunks of two, so that a chunk boundary is crossed."""
     import tensorflow as tf
+
+    monkeypatch.setattr(cascade("boxes"), "CROP_CHUNK", 2)
 
     image = np.random.default_rng(0).uniform(0, 255, (101, 77, 3)).astype(np.float32)
     boxes = np.array([[10.3, -5.2, 40.7, 30.1], [60, 80, 90, 120.5], [-10, -10, 200, 200]])

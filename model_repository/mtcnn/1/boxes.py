@@ -25,6 +25,8 @@ OUTSIDE_PIXEL = 127.5
 PNET_LEVEL_TOP_K = 2000
 # Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for 5,000 boxes.
 NMS_CHUNK = 256
+# Boxes cropped at a time: a chunk's float temporaries (a few hundred KB) stay in cache.
+CROP_CHUNK = 64
 
 
 def sort_by_score(boxes: np.ndarray) -> np.ndarray:
@@ -124,32 +126,44 @@ def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarr
     """Bilinear crops [n, C, size, size] (channels first, as the networks take them) of boxes
     (x1, y1, x2, y2) from one HxWxC image of any numeric dtype, as `tf.image.crop_and_resize`
     samples them for the package (boxes divided by the image size), with OUTSIDE_PIXEL where a
-    sample falls outside the image."""
+    sample falls outside the image. Made CROP_CHUNK boxes at a time, in place."""
     height, width = image.shape[:2]
     normalised = (boxes[:, :4] / np.array([width, height, width, height])).astype(np.float32)
     ys = _sample_positions(normalised[:, 1], normalised[:, 3], height, size)
     xs = _sample_positions(normalised[:, 0], normalised[:, 2], width, size)
     y_valid = (ys >= 0) & (ys <= height - 1)
     x_valid = (xs >= 0) & (xs <= width - 1)
-    top = np.clip(np.floor(ys), 0, height - 1).astype(np.int64)
-    bottom = np.clip(np.ceil(ys), 0, height - 1).astype(np.int64)
-    left = np.clip(np.floor(xs), 0, width - 1).astype(np.int64)
-    right = np.clip(np.ceil(xs), 0, width - 1).astype(np.int64)
+    top = np.clip(np.floor(ys), 0, height - 1).astype(np.intp)
+    bottom = np.clip(np.ceil(ys), 0, height - 1).astype(np.intp)
+    left = np.clip(np.floor(xs), 0, width - 1).astype(np.intp)
+    right = np.clip(np.ceil(xs), 0, width - 1).astype(np.intp)
     y_lerp = (ys - np.floor(ys))[:, :, None, None]
     x_lerp = (xs - np.floor(xs))[:, None, :, None]
     flat = image.reshape(height * width, -1)
+    crops = np.empty((len(boxes), flat.shape[1], size, size), np.float32)
 
     def pixels(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         index = rows[:, :, None] * width + cols[:, None, :]
         return np.take(flat, index, axis=0).astype(np.float32)
 
-    top_left, bottom_left = pixels(top, left), pixels(bottom, left)
-    upper = top_left + (pixels(top, right) - top_left) * x_lerp
-    lower = bottom_left + (pixels(bottom, right) - bottom_left) * x_lerp
-    crops = upper + (lower - upper) * y_lerp
-    inside = (y_valid[:, :, None] & x_valid[:, None, :])[..., None]
-    crops = np.where(inside, crops, np.float32(OUTSIDE_PIXEL)).astype(np.float32)
-    return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+    for start in range(0, len(boxes), CROP_CHUNK):
+        n = slice(start, start + CROP_CHUNK)
+        # upper = top_left + (top_right - top_left) * x_lerp, and so on, without temporaries
+        upper, step = pixels(top[n], left[n]), pixels(top[n], right[n])
+        step -= upper
+        step *= x_lerp[n]
+        upper += step
+        lower, step = pixels(bottom[n], left[n]), pixels(bottom[n], right[n])
+        step -= lower
+        step *= x_lerp[n]
+        lower += step
+        lower -= upper
+        lower *= y_lerp[n]
+        upper += lower
+        outside = ~(y_valid[n, :, None] & x_valid[n, None, :])
+        upper[outside] = np.float32(OUTSIDE_PIXEL)
+        crops[n] = upper.transpose(0, 3, 1, 2)
+    return crops
 
 
 def _sample_positions(start: np.ndarray, end: np.ndarray, extent: int, size: int) -> np.ndarray:
