@@ -1,6 +1,7 @@
 """The image pyramid as the mtcnn package makes it: its scales, each level TensorFlow's area
-resize (computed from running sums down the image), the pixel budgets a request must stay within,
-and the bands of rows that PNet sees one request at a time.
+resize (computed from running sums down the image, from tables, `AreaTables`, that also feed
+`mtcnn_pyramid_pnet`'s graph), the pixel budgets a request must stay within, and the bands of rows
+that PNet sees one request at a time.
 
 The package's pyramid has `round(log(min_side / 12) / log(1 / scale_factor) - 1)` levels starting
 at scale `12 / min_face_size`; a level's size is `int(side * scale)`. Unlike the package, levels
