@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from picmetric.triton_server import STOP_GRACE_S
 from tests.utils.ports import free_port
 from tests.utils.processes import group_of, port_free, processes, stubs_of
 from tests.utils.real_photos import jpeg_bytes, real_photo
+from tests.utils.services import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -99,15 +99,6 @@ class Load:
         return min(served, key=lambda a: a.sent + a.seconds, default=None)
 
 
-def _wait_until(condition: Callable[[], object], timeout: float, what: str, log: Path) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{what} did not happen within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def _tritonserver_of(serve: int) -> int | None:
     """The pid of the tritonserver that `picmetric serve` runs now."""
     for process in processes():
@@ -148,15 +139,15 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
     with log.open("wb") as out:
         serve = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_until(lambda: _ready(f"{gateway}/readyz"), 240, "serve's readiness", log)
+        wait_until(lambda: _ready(f"{gateway}/readyz"), 240, "serve's readiness", log)
         killed_pid = _tritonserver_of(serve.pid)
         assert killed_pid is not None and stubs_of(killed_pid)
 
         with Load(gateway, jpeg_bytes(real_photo(0.3))) as load:
-            _wait_until(lambda: load.first_success_sent_after(0), 60, "a first analysis", log)
+            wait_until(lambda: load.first_success_sent_after(0), 60, "a first analysis", log)
             os.kill(killed_pid, signal.SIGKILL)
             killed = time.monotonic()
-            triton_back = _wait_until(
+            triton_back = wait_until(
                 lambda: (
                     _tritonserver_of(serve.pid) not in (None, killed_pid)
                     and _ready(f"http://127.0.0.1:{triton_ports[0]}/v2/health/ready")
@@ -165,7 +156,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
                 "Triton's restart",
                 log,
             )
-            _wait_until(
+            wait_until(
                 lambda: load.first_success_sent_after(killed), RECOVERY_LIMIT_S, "a 200", log
             )
             time.sleep(2)  # a little load on the restarted server too

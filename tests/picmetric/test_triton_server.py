@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,6 +21,7 @@ from picmetric.supervisor import RestartPolicy, TritonSupervisor
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.processes import group_of, port_free, stubs_of
+from tests.utils.services import wait_until
 
 
 def test_python_without_shared_libpython_is_a_one_line_error(
@@ -104,16 +104,6 @@ def _free_ports() -> TritonPorts:
     return TritonPorts(free_port(), free_port(), free_port())
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until `condition()` held; fails the test after `timeout`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def _ready(server: TritonServer) -> bool:
     try:
         return httpx.get(f"http://{server.http_url}/v2/health/ready", timeout=2).is_success
@@ -145,7 +135,7 @@ def test_supervisor_restarts_a_killed_server_and_kills_its_stubs(
         dead = server.process.pid
         assert stubs_of(dead), "the Python models should run stubs under the server"
         os.kill(dead, signal.SIGKILL)
-        recovered = _wait_until(
+        recovered = wait_until(
             lambda: server.process is not None and server.process.pid != dead and _ready(server),
             timeout=60,
             what="Triton's restart",
@@ -195,9 +185,9 @@ def test_supervisor_gives_up_after_max_restarts_in_a_row(tmp_path: Path) -> None
         for _ in range(2):
             process = server.process
             assert process is not None
-            _wait_until(lambda: _ready(server), timeout=60, what="Triton's start")  # noqa: B023
+            wait_until(lambda: _ready(server), timeout=60, what="Triton's start")  # noqa: B023
             os.kill(process.pid, signal.SIGKILL)
-            _wait_until(
+            wait_until(
                 lambda: server.process is not process or supervisor.gave_up.is_set(),  # noqa: B023
                 timeout=30,
                 what="a restart or giving up",

@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.utils.ports import free_port
 
@@ -61,6 +62,19 @@ def s3_server() -> Iterator[str]:
     """moto's S3 server on a free loopback port; yields its URL."""
     with restartable_s3_server() as server:
         yield server.url
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, log: Path | None = None
+) -> float:
+    """Seconds until `condition()` held; fails the test after `timeout`, with the end of `log`."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            tail = f":\n{log.read_text()[-3000:]}" if log is not None else ""
+            pytest.fail(f"{what} did not happen within {timeout:.0f} s{tail}")
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def wait_for_http(
