@@ -4,12 +4,14 @@ x_max, y_max in input pixels) and `scores` [N,80] (objectness x class probabilit
 
 `yolov3_postprocess` (threshold, NMS, letterbox undo) and the `yolov3` ensemble are committed
 Triton models; this module only writes the backbone, and sets the input size in their configs
-(through protobuf: core/model_config.py) when `--size` is not the one they say."""
+(through protobuf: core/model_config.py) when `--size` is not the one they say, and the backbone's
+candidate count when the cfg or the size changes it."""
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 from pathlib import Path
@@ -170,14 +172,19 @@ def validate(serve: Any, path: Path, size: int) -> tuple[dict[str, float], int]:
     return diffs, int(boxes.shape[1])
 
 
-def sized(config: ModelConfig, size: int) -> ModelConfig:
+def sized(config: ModelConfig, size: int, candidates: int) -> ModelConfig:
     """A copy of `config` with `size` x `size` for its `image` input, its warm-up image and its
-    `input_size` parameter, where it has them."""
+    `input_size` parameter, and `candidates` rows in the backbone's outputs, where it has them.
+    The backbone's row count is fixed by the cfg and the size, so ONNX Runtime reports it, and
+    NGC's native onnxruntime backend refuses an output whose config says -1 there instead."""
     new = ModelConfig()
     new.CopyFrom(config)
     for tensor in new.input:
         if tensor.name == "image":
             tensor.dims[:] = [size, size, 3]
+    if new.name == MODEL_NAME:
+        for tensor in new.output:
+            tensor.dims[0] = candidates
     for warmup in new.model_warmup:
         if "image" in warmup.inputs:
             warmup.inputs["image"].dims[:] = [size, size, 3]
@@ -186,17 +193,20 @@ def sized(config: ModelConfig, size: int) -> ModelConfig:
     return new
 
 
-def set_input_size(repository: Path, size: int) -> None:
-    """Make the Triton configs in `repository` agree with the exported input size."""
+def set_input_size(repository: Path, size: int, candidates: int) -> None:
+    """Make the Triton configs in `repository` agree with the exported input size and the
+    backbone's number of candidate boxes."""
     for model in SIZED_CONFIGS:
         path = repository / model / CONFIG_FILE
         if not path.exists():  # a scratch repository with the backbone only
             continue
         config = read_config(path)
-        new = sized(config, size)
+        new = sized(config, size, candidates)
         if new != config:
             write_config(path, new)
-            log.warning("Set the input size in %s to %d", path, size)
+            log.warning(
+                "Set the input size in %s to %d (%d candidate boxes)", path, size, candidates
+            )
 
 
 def convert(
@@ -219,7 +229,8 @@ def convert(
     installed = export_lib.convert_cached(
         MODEL_NAME, key, weights, lambda p: export(path, weights, size, p), repository
     )
-    set_input_size(repository, size)
+    provenance = json.loads((installed.parent / export_lib.PROVENANCE_FILE).read_text())
+    set_input_size(repository, size, provenance["candidates"])
     return installed
 
 
