@@ -8,12 +8,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from google.protobuf.json_format import MessageToDict
+from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from core.model_config import read_config, write_config
+from core.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 from picmetric.triton_wheel import BACKENDS_SOURCE
 from tests.utils.ports import free_port
@@ -112,5 +117,144 @@ def test_a_config_that_disagrees_with_the_model_fails_to_load(tmp_path: Path) ->
     write_config(tmp_path / "gather", config)
     ports = TritonPorts(free_port(), free_port(), free_port())
     server = TritonServer(tmp_path, ports, log_file=tmp_path / "triton.log")
-    with pytest.raises(TritonError, match="config.pbtxt says int32"):
+    with pytest.raises(
+        TritonError, match="Output 'value' .*tensor\\(float\\) in the graph, TYPE_INT32"
+    ):
         server.start(timeout=120)
+
+
+def _graph_tensors(
+    backend,
+    tmp_path: Path,
+    shape: list,  # type: ignore[no-untyped-def]
+) -> tuple[dict, dict]:
+    """The inputs and outputs check_tensors gets from ONNX Runtime for `y = Identity(x)` (FP32)
+    with `shape` on both sides."""
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return backend.session_tensors(session.get_inputs()), backend.session_tensors(
+        session.get_outputs()
+    )
+
+
+def _config(max_batch_size: int, x: list[int], y: list[int], **changes: object) -> dict:
+    """A config as Triton hands it to a Python model (JSON): x in, y out, FP32."""
+    config: dict = {
+        "max_batch_size": max_batch_size,
+        "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": x}],
+        "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": y}],
+    }
+    config.update(changes)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("graph_shape", "config", "refusal"),
+    [
+        # the config names an input the graph lacks
+        (
+            ["batch", 4],
+            _config(8, [4], [4], input=[{"name": "z", "data_type": "TYPE_FP32", "dims": [4]}]),
+            "has no input 'z'",
+        ),
+        # one input more than the graph has
+        (
+            ["batch", 4],
+            _config(
+                8,
+                [4],
+                [4],
+                input=[
+                    {"name": "x", "data_type": "TYPE_FP32", "dims": [4]},
+                    {"name": "w", "data_type": "TYPE_FP32", "dims": [4]},
+                ],
+            ),
+            "declares 2 input",
+        ),
+        # another input data type
+        (
+            ["batch", 4],
+            _config(8, [4], [4], input=[{"name": "x", "data_type": "TYPE_UINT8", "dims": [4]}]),
+            "Input 'x' .*tensor\\(float\\) in the graph, TYPE_UINT8",
+        ),
+        # an output the graph lacks
+        (
+            ["batch", 4],
+            _config(8, [4], [4], output=[{"name": "q", "data_type": "TYPE_FP32", "dims": [4]}]),
+            "has no output 'q'",
+        ),
+        # another rank
+        (["batch", 4], _config(8, [4, 1], [4]), "Input 'x' .*\\[-1, 4, 1\\] in config"),
+        # a fixed dimension that differs
+        (["batch", 4], _config(8, [5], [4]), "Input 'x' .*\\[-1, 5\\] in config"),
+        # batching, but the graph's first dimension is fixed
+        ([1, 4], _config(8, [4], [4]), "Input 'x' .*no variable batch dimension"),
+        # no batching, and the config leaves out the graph's batch dimension
+        (["batch", 4], _config(0, [4], [4]), "Input 'x' .*\\[-1, 4\\] in the graph"),
+        # an output whose fixed dimension the config calls variable (outputs match exactly)
+        ([2, 4], _config(0, [2, 4], [-1, 4]), "Output 'y' .*\\[-1, 4\\] in config"),
+    ],
+)
+def test_check_tensors_refuses_what_the_native_backend_refuses(
+    backend,
+    tmp_path: Path,
+    graph_shape: list,
+    config: dict,
+    refusal: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """The native onnxruntime backend's load-time checks (ValidateInputs / ValidateOutputs and
+    CompareDimsSupported in triton-inference-server/onnxruntime_backend), each naming the tensor."""
+    inputs, outputs = _graph_tensors(backend, tmp_path, graph_shape)
+    with pytest.raises(backend.ConfigMismatch, match=refusal):
+        backend.check_tensors(config, inputs, outputs, "model.onnx")
+
+
+@pytest.mark.parametrize(
+    ("graph_shape", "config"),
+    [
+        (["batch", 4], _config(8, [4], [4])),  # batch dimension left out of dims
+        (["batch", "n"], _config(8, [-1], [-1])),  # a variable dimension stays variable
+        ([2, "n"], _config(0, [2, 7], [2, -1])),  # an input's variable dimension takes any size
+    ],
+)
+def test_check_tensors_accepts_what_the_native_backend_accepts(
+    backend,
+    tmp_path: Path,
+    graph_shape: list,
+    config: dict,  # type: ignore[no-untyped-def]
+) -> None:
+    inputs, outputs = _graph_tensors(backend, tmp_path, graph_shape)
+    backend.check_tensors(config, inputs, outputs, "model.onnx")
+
+
+@pytest.mark.slow
+def test_every_committed_onnx_config_matches_its_converted_graph(
+    backend,
+    model_repository: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """What loads here loads on the GPU host: each committed config.pbtxt of an onnxruntime model
+    passes the native backend's checks against the graph conversion writes (random weights)."""
+    checked = []
+    for folder in sorted(MODEL_REPOSITORY.iterdir()):
+        if not (folder / "config.pbtxt").exists():
+            continue
+        config = read_config(folder)
+        if config.backend != "onnxruntime":
+            continue
+        path = model_repository / folder.name / "1" / "model.onnx"
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        backend.check_tensors(
+            MessageToDict(config, preserving_proto_field_name=True),
+            backend.session_tensors(session.get_inputs()),
+            backend.session_tensors(session.get_outputs()),
+            str(path),
+        )
+        checked.append(folder.name)
+    assert len(checked) == 6, checked

@@ -1,7 +1,8 @@
 """A Python-based Triton backend named `onnxruntime`, for machines whose Triton has no native
 ONNX Runtime backend (the CPU server from the nvidia-pytriton wheel). Models keep
 `backend: "onnxruntime"` and load through the Python backend; the NGC image uses its native backend
-with the same config.pbtxt.
+with the same config.pbtxt. At load, `check_tensors` refuses a config that the native backend
+refuses (its ValidateInputs / ValidateOutputs), so what loads here loads there.
 
 All requests of one execute() whose inputs share shapes are concatenated along the batch
 dimension and run as one ONNX Runtime call, so Triton's dynamic batching pays off here too.
@@ -66,33 +67,108 @@ def split_rows(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
     return np.split(array, np.cumsum(sizes)[:-1])
 
 
-# ONNX Runtime's type names for the tensor types our configs use.
+# config.pbtxt's data types and ONNX Runtime's names for them (the native backend's table).
 ORT_TYPES = {
-    "tensor(float)": np.float32,
-    "tensor(float16)": np.float16,
-    "tensor(double)": np.float64,
-    "tensor(uint8)": np.uint8,
-    "tensor(int8)": np.int8,
-    "tensor(int32)": np.int32,
-    "tensor(int64)": np.int64,
-    "tensor(bool)": np.bool_,
+    "TYPE_BOOL": "tensor(bool)",
+    "TYPE_UINT8": "tensor(uint8)",
+    "TYPE_UINT16": "tensor(uint16)",
+    "TYPE_UINT32": "tensor(uint32)",
+    "TYPE_UINT64": "tensor(uint64)",
+    "TYPE_INT8": "tensor(int8)",
+    "TYPE_INT16": "tensor(int16)",
+    "TYPE_INT32": "tensor(int32)",
+    "TYPE_INT64": "tensor(int64)",
+    "TYPE_FP16": "tensor(float16)",
+    "TYPE_FP32": "tensor(float)",
+    "TYPE_FP64": "tensor(double)",
+    "TYPE_STRING": "tensor(string)",
 }
 
 
-def check_outputs(
-    session: ort.InferenceSession, outputs: list[tuple[str, type]], path: str
+class ConfigMismatch(ValueError):
+    """config.pbtxt and the ONNX graph disagree on a tensor: NGC's native onnxruntime backend
+    refuses to load such a model, so this stand-in refuses too."""
+
+
+def graph_shape(shape: list) -> list[int]:
+    """ONNX Runtime's shape with every symbolic or unknown dimension as -1, as the native backend
+    sees it (ONNX Runtime's own shape inference may have made a declared symbol concrete)."""
+    return [dim if isinstance(dim, int) else -1 for dim in shape]
+
+
+def _config_dims(tensor: dict) -> list[int]:
+    """The shape the graph must have: `reshape` when the config gives one, else `dims`."""
+    if "reshape" in tensor:
+        return [int(dim) for dim in tensor["reshape"].get("shape", [])]
+    return [int(dim) for dim in tensor.get("dims", [])]
+
+
+def _dims_problem(graph: list[int], dims: list[int], batched: bool, exact: bool) -> str | None:
+    """The native backend's rule, or None when it holds: with batching the graph's first
+    dimension must be variable (-1) and the rest must match `dims`; a graph dimension of -1
+    accepts any size in an input, but an output's must say -1 in the config too (`exact`)."""
+    if not graph:  # a scalar: the config may only say 1s
+        return (
+            None
+            if all(dim == 1 for dim in dims)
+            else f"a scalar in the graph, {dims} in config.pbtxt"
+        )
+    if batched and graph[0] != -1:
+        return (
+            f"shape {graph} in the graph has no variable batch dimension first, which "
+            "max_batch_size > 0 needs"
+        )
+    want = [-1, *dims] if batched else dims
+    if len(graph) == len(want) and all(
+        g == w or (g == -1 and not exact) for g, w in zip(graph, want, strict=False)
+    ):
+        return None
+    batch = " (the batch dimension first, since max_batch_size > 0)" if batched else ""
+    return f"shape {graph} in the graph, {want} in config.pbtxt{batch}"
+
+
+def check_tensors(
+    config: dict,
+    inputs: dict[str, tuple[str, list[int]]],
+    outputs: dict[str, tuple[str, list[int]]],
+    path: str,
 ) -> None:
-    """Refuse to load when config.pbtxt names an output the model lacks or gives it another
-    type: the native backend refuses such a config too, and a silent cast would hide it."""
-    actual = {o.name: ORT_TYPES.get(o.type) for o in session.get_outputs()}
-    for name, dtype in outputs:
-        if name not in actual:
-            raise ValueError(f"{path} has no output '{name}' (it has {sorted(actual)}).")
-        if actual[name] is not None and np.dtype(actual[name]) != np.dtype(dtype):
-            raise ValueError(
-                f"Output '{name}' of {path} is {np.dtype(actual[name])}, config.pbtxt says "
-                f"{np.dtype(dtype)}."
-            )
+    """Refuse what NGC's native onnxruntime backend refuses at load: an input count that differs,
+    a tensor the graph lacks, another data type, another rank, a fixed dimension that differs, a
+    batched model whose graph has no variable batch dimension. `inputs` and `outputs` map the
+    graph's tensor names to (ONNX Runtime type, graph_shape)."""
+    batched = config.get("max_batch_size", 0) > 0
+    declared = config.get("input", [])
+    required = [tensor for tensor in declared if not tensor.get("optional", False)]
+    if len(required) != len(inputs):
+        raise ConfigMismatch(
+            f"{path}: config.pbtxt declares {len(required)} input(s), the graph has "
+            f"{len(inputs)} ({', '.join(sorted(inputs))})."
+        )
+    for kind, tensors, graph, exact in (
+        ("input", declared, inputs, False),
+        ("output", config.get("output", []), outputs, True),
+    ):
+        for tensor in tensors:
+            name = tensor["name"]
+            if name not in graph:
+                raise ConfigMismatch(
+                    f"{path} has no {kind} '{name}' (it has {', '.join(sorted(graph))})."
+                )
+            onnx_type, shape = graph[name]
+            if ORT_TYPES.get(tensor["data_type"]) != onnx_type:
+                problem: str | None = (
+                    f"{onnx_type} in the graph, {tensor['data_type']} in config.pbtxt"
+                )
+            else:
+                problem = _dims_problem(shape, _config_dims(tensor), batched, exact)
+            if problem:
+                raise ConfigMismatch(f"{kind.capitalize()} '{name}' of {path}: {problem}.")
+
+
+def session_tensors(args: list) -> dict[str, tuple[str, list[int]]]:
+    """What check_tensors needs from `session.get_inputs()` or `get_outputs()`."""
+    return {arg.name: (arg.type, graph_shape(arg.shape)) for arg in args}
 
 
 class TritonPythonModel:
@@ -112,7 +188,12 @@ class TritonPythonModel:
         self.outputs = [
             (o["name"], pb_utils.triton_string_to_numpy(o["data_type"])) for o in config["output"]
         ]
-        check_outputs(self.session, self.outputs, path)
+        check_tensors(
+            config,
+            session_tensors(self.session.get_inputs()),
+            session_tensors(self.session.get_outputs()),
+            path,
+        )
 
     def execute(self, requests: list) -> list:
         feeds = [self._feed(request) for request in requests]
