@@ -41,8 +41,37 @@ async def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+# NAT64 (RFC 6052): the well-known prefix carries a public IPv4 address in its last 32 bits; the
+# local-use prefix (RFC 8215) belongs to the operator's own network, so nothing in it is public.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+# IPv4-compatible addresses (deprecated, RFC 4291): ::a.b.c.d
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for: IPv4-mapped and -compatible, NAT64's
+    well-known prefix, 6to4, and Teredo's server and client. A packet to such an address reaches
+    the IPv4 host inside (through the kernel, a NAT64 gateway or a relay)."""
+    inside = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip.teredo is not None:
+        inside.extend(ip.teredo)
+    if ip in NAT64_WELL_KNOWN or ip in IPV4_COMPATIBLE:
+        inside.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return inside
+
+
 def _is_public(address: str) -> bool:
+    """A global unicast address; an IPv6 address that embeds IPv4 is judged by the IPv4 inside,
+    since Python's `is_global` calls `::127.0.0.1` or `64:ff9b::a9fe:a9fe` (the cloud metadata
+    endpoint through NAT64) global."""
     ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL_USE or ip.is_site_local:
+            return False
+        inside = embedded_ipv4(ip)
+        if inside:
+            return all(v4.is_global and not v4.is_multicast for v4 in inside)
     return ip.is_global and not ip.is_multicast
 
 

@@ -5,6 +5,7 @@ loopback servers is in test_dns_rebinding.py)."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -158,11 +159,36 @@ def test_fetch_trusts_a_large_content_length_to_refuse_early() -> None:
         "http://10.1.2.3/a.jpg",
         "http://[::1]/a.jpg",
         "http://169.254.169.254/latest/meta-data",
+        "http://[fec0::1]/a.jpg",  # site-local (deprecated, still routed inside some networks)
+        "http://[::ffff:127.0.0.1]/a.jpg",  # IPv4-mapped loopback
+        "http://[::127.0.0.1]/a.jpg",  # IPv4-compatible loopback
+        "http://[::a9fe:a9fe]/a.jpg",  # IPv4-compatible metadata endpoint
+        "http://[64:ff9b::7f00:1]/a.jpg",  # NAT64 well-known prefix + loopback
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 + the metadata endpoint
+        "http://[64:ff9b:1::5db8:d822]/a.jpg",  # NAT64 local-use prefix, whatever is inside
+        "http://[2002:7f00:1::]/a.jpg",  # 6to4 of 127.0.0.1
+        "http://[2002:a01:203::1]/a.jpg",  # 6to4 of 10.1.2.3
+        "http://[2001:0:4136:e378:8000:63bf:f5fe:fdfe]/a.jpg",  # Teredo, client 10.1.2.1
     ],
 )
 def test_url_guard_refuses_internal_addresses(url: str) -> None:
     with pytest.raises(ForbiddenURL, match="private or internal"):
         asyncio.run(urlguard.check_http_url(url, allow_private=False))
+
+
+@pytest.mark.parametrize(
+    ("address", "inside"),
+    [
+        ("::ffff:93.184.216.34", "93.184.216.34"),
+        ("64:ff9b::5db8:d822", "93.184.216.34"),
+        ("2002:5db8:d822::1", "93.184.216.34"),
+    ],
+)
+def test_url_guard_judges_an_embedded_public_ipv4_by_itself(address: str, inside: str) -> None:
+    """A public host reached through NAT64 or 6to4 stays reachable: the IPv4 inside decides."""
+    assert urlguard.embedded_ipv4(ipaddress.IPv6Address(address)) == [ipaddress.IPv4Address(inside)]
+    url = f"http://[{address}]/a.jpg"
+    assert asyncio.run(urlguard.check_http_url(url, allow_private=False)) == [address]
 
 
 def test_url_guard_allows_internal_addresses_when_told() -> None:
