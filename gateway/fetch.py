@@ -126,5 +126,6 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
 
 async def fetch(client: httpx.AsyncClient, s3: Any, url: str, settings: Settings) -> FetchedImage:
     if urlguard.check_scheme(url) == "s3":
-        return FetchedImage(await s3_objects.read(s3, url, settings.max_image_bytes), url)
+        data = await s3_objects.read(s3, url, settings.max_image_bytes, settings.s3_readable)
+        return FetchedImage(data, url)
     return await fetch_http(client, url, settings)

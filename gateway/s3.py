@@ -10,9 +10,20 @@ from urllib.parse import urlsplit
 from botocore.exceptions import BotoCoreError, ClientError
 from starlette.concurrency import run_in_threadpool
 
-from gateway.errors import FetchError, ImageTooLarge, InvalidRequest, StorageError, URLUnreachable
+from gateway.errors import (
+    FetchError,
+    ForbiddenURL,
+    ImageTooLarge,
+    InvalidRequest,
+    StorageError,
+    URLUnreachable,
+)
 
 UPLOADS_PREFIX = "uploads/"
+# S3's codes for an object that is not there or not ours to read (HeadObject answers bare 404/403).
+UNREADABLE_CODES = frozenset(
+    {"NoSuchKey", "NoSuchBucket", "AccessDenied", "AllAccessDisabled", "404", "403"}
+)
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -23,9 +34,34 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, key
 
 
-async def read(s3: Any, url: str, max_bytes: int) -> bytes:
-    """The object at s3://bucket/key, refused when larger than `max_bytes`."""
+def check_readable(url: str, readable: list[str]) -> tuple[str, str]:
+    """Bucket and key of `url`, or ForbiddenURL when no `bucket` or `bucket/prefix` entry of
+    `readable` holds it: the gateway's credentials may reach buckets its clients must not read
+    (their pixels come back through /v1/annotate)."""
     bucket, key = split_s3_url(url)
+    for place in readable:
+        allowed_bucket, _, prefix = place.partition("/")
+        if bucket == allowed_bucket and key.startswith(prefix):
+            return bucket, key
+    raise ForbiddenURL(
+        f"s3://{bucket}/{key} is not in a bucket this gateway reads images from; the operator "
+        "lists them in PICMETRIC_S3_READ_FROM."
+    )
+
+
+def read_error(url: str, exc: ClientError) -> FetchError:
+    """S3's refusal as the client sees it. A missing object, a missing bucket and a forbidden
+    object get the same answer, so that no client can map what else the gateway may read."""
+    code = exc.response.get("Error", {}).get("Code", "error")
+    if code in UNREADABLE_CODES:
+        return FetchError(f"S3 has no object {url} that this gateway can read.")
+    return FetchError(f"S3 could not return {url}: {code}.")
+
+
+async def read(s3: Any, url: str, max_bytes: int, readable: list[str]) -> bytes:
+    """The object at s3://bucket/key, refused outside `readable` (check_readable) or when larger
+    than `max_bytes`."""
+    bucket, key = check_readable(url, readable)
 
     def get() -> bytes:
         response = s3.get_object(Bucket=bucket, Key=key)
@@ -40,8 +76,7 @@ async def read(s3: Any, url: str, max_bytes: int) -> bytes:
     try:
         return await run_in_threadpool(get)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise FetchError(f"S3 could not return {url}: {code}.") from exc
+        raise read_error(url, exc) from exc
     except BotoCoreError as exc:
         raise URLUnreachable(f"S3 is unreachable for {url}: {exc}") from exc
 

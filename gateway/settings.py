@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # false where the deployment runs `picmetric migrate` itself before the gateway starts
     migrate_on_start: bool = True
     s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
+    # Where s3:// images may be read from: comma-separated `bucket` or `bucket/prefix/`; empty:
+    # s3_bucket only. The gateway's role may read more than its clients should (s3.py).
+    s3_read_from: Annotated[list[str], NoDecode] = []
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_timeout_s: float = Field(10.0, gt=0)
@@ -43,10 +46,10 @@ class Settings(BaseSettings):
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "s3_read_from", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
-        """PICMETRIC_API_KEYS is a comma-separated list; empty means no key is required."""
+    def _split_list(cls, value: object) -> object:
+        """PICMETRIC_API_KEYS and PICMETRIC_S3_READ_FROM are comma-separated lists."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
@@ -62,3 +65,8 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql")):
             raise ValueError("database_url must be an sqlite:/// or postgresql:// URL")
         return value
+
+    @property
+    def s3_readable(self) -> list[str]:
+        """The `bucket` and `bucket/prefix` places s3:// images may be read from."""
+        return self.s3_read_from or ([self.s3_bucket] if self.s3_bucket else [])

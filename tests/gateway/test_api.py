@@ -194,6 +194,7 @@ BAD_URLS = [
     (lambda base: f"{base}/huge.jpg", 413, "image_too_large"),
     (lambda base: "ftp://example.com/photo.jpg", 400, "unsupported_scheme"),
     (lambda base: f"s3://{BUCKET}/no/such/key.jpg", 400, "fetch_failed"),
+    (lambda base: "s3://another-teams-bucket/photo.jpg", 403, "forbidden_url"),
 ]
 
 
