@@ -58,6 +58,8 @@ run_tests() {
   ensure_venv
   apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql
   apt_ensure promtool prometheus
+  # rate limits shared by gateway processes (tests/gateway/test_rate_limits.py)
+  apt_ensure redis-server redis-server
   apt_ensure shellcheck shellcheck
   # a real browser loads /docs offline (tests/gateway/test_docs.py)
   apt_ensure chromium chromium

@@ -16,6 +16,7 @@ from gateway.admission import AdmissionLimiter
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
+from gateway.ratelimit import RateLimiter
 from gateway.repair import ModelRepair
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
@@ -46,6 +47,7 @@ class Services:
     catalog: ModelCatalog
     admission: AdmissionLimiter
     repair: ModelRepair
+    rate_limiter: RateLimiter | None
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -71,6 +73,9 @@ class Services:
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
             repair=ModelRepair(triton),
+            rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
+            if settings.redis_url
+            else None,
         )
 
     def call(self) -> Call:

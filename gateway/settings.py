@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+from limits import parse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.paths import MODEL_REPOSITORY
 
 MiB = 1 << 20
+
+
+def _parse_limit(value: str) -> None:
+    """Refuse a rate limit the `limits` library cannot read ("120/minute", "5 per second")."""
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a rate limit like 120/minute") from exc
 
 
 class Settings(BaseSettings):
@@ -41,6 +50,11 @@ class Settings(BaseSettings):
     default_max_results: int = Field(10, ge=1, le=100)
     # repr=False: the keys never show in a printed or logged Settings
     api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
+    # Rate limits, counted in Redis (gateway/ratelimit.py); unset: no limits.
+    redis_url: str | None = None
+    rate_limit: str = "120/minute"  # each key's (or, without keys, each client address's)
+    # Other limits for some keys: comma-separated `<key id>=<limit>` (key id: ratelimit.key_id).
+    rate_limits: Annotated[dict[str, str], NoDecode] = {}
     canary_max_age_s: float = Field(60.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
@@ -54,7 +68,30 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", mode="before")
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _split_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [pair.split("=", 1) for pair in value.split(",") if pair.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("give each limit as <key id>=<limit>, e.g. 3f2a9c01b7de=9/second")
+            return {identity.strip(): limit.strip() for identity, limit in pairs}
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _known_limit(cls, value: str) -> str:
+        _parse_limit(value)
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        for limit in value.values():
+            _parse_limit(limit)
+        return value
+
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
