@@ -60,10 +60,10 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--triton-max-restarts",
         type=int,
-        default=None,
+        default=RestartPolicy.max_restarts,
         metavar="N",
         help="when Triton exits it is restarted (backoff 1, 2, 4 … 30 s); give up and exit after "
-        "N restarts in a row that did not stay up a minute (default: never give up)",
+        "N restarts in a row that did not stay up a minute (default: %(default)s)",
     )
 
 
@@ -177,6 +177,12 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
         supervisor.stop()
         log.info("Triton stopped; its ports are free")
     if supervisor.gave_up.is_set():
+        log.error(
+            "Gave up on Triton after %d restart(s): it kept failing (why is above; its whole log: "
+            "%s)",
+            supervisor.restarts,
+            server.log_file,
+        )
         sys.exit(1)
 
 
