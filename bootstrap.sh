@@ -39,7 +39,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "Installing Picmetric and its dependencies into $VENV (a few minutes the first time)"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet -e ".[convert,test]"
+    # every set, editable; each image installs only its own (deploy/install.sh)
+    "$VENV/bin/pip" install --quiet -e ".[gateway,triton,convert,test]"
     echo "$want" >"$stamp"
   fi
   # shellcheck disable=SC1091

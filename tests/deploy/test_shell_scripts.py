@@ -1,4 +1,4 @@
-"""The shell scripts (bootstrap.sh, .ci/run) under shellcheck."""
+"""The shell scripts (bootstrap.sh, .ci/run, the install and lock scripts) under shellcheck."""
 
 from __future__ import annotations
 
@@ -6,4 +6,4 @@ from tests.utils.commands import run_tool
 
 
 def test_bootstrap_is_clean_under_shellcheck() -> None:
-    run_tool("shellcheck", "bootstrap.sh", ".ci/run")
+    run_tool("shellcheck", "bootstrap.sh", ".ci/run", "deploy/install.sh", "requirements/lock.sh")
