@@ -1,4 +1,8 @@
-"""The `picmetric` command: convert models, run Triton, serve."""
+"""The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
+database, analyse a photo, check the GPU, switch TensorRT.
+
+Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
+Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
 
 from __future__ import annotations
 
@@ -12,12 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
 from core.paths import MODEL_REPOSITORY
-from picmetric import client, gpu, tensorrt
-from picmetric.supervisor import RestartPolicy, TritonSupervisor
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from picmetric import client
+from picmetric.supervisor import RestartPolicy
+from picmetric.triton_server import TritonPorts
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -32,7 +34,7 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
 
     convert = commands.add_parser("convert", help="export models to ONNX into the model repository")
     models = convert.add_subparsers(dest="model", required=True)
-    for name, module in [*converters().items(), ("all", None)]:
+    for name, converter in [*converters().items(), ("all", None)]:
         parser = models.add_parser(name, help=f"convert {name}")
         parser.add_argument(
             "--weights",
@@ -44,8 +46,8 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
             "--weights-hash", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file"
         )
         parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
-        if module is not None:
-            module.add_arguments(parser)
+        if converter is not None:
+            converter.add_arguments(parser)
 
 
 def _add_triton_options(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +70,7 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__)
+    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_convert(commands)
@@ -114,10 +116,10 @@ def run_convert(args: argparse.Namespace) -> None:
     if args.model != "all":
         converters()[args.model].run(args)
         return
-    for name, module in converters().items():
+    for name, converter in converters().items():
         parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        module.run(
+        converter.add_arguments(parser)
+        converter.run(
             argparse.Namespace(**{**vars(parser.parse_args([])), **vars(args), "model": name})
         )
 
@@ -152,6 +154,9 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     """Triton until ready, then (with_gateway) the gateway in this process, under uvicorn in the
     main thread; a watcher thread restarts Triton whenever it exits. Ctrl+C or SIGTERM stops
     both, Triton last; this returns once Triton and its model processes are gone."""
+    from picmetric.supervisor import TritonSupervisor
+    from picmetric.triton_server import TritonServer
+
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     server = TritonServer(args.repository, ports)
@@ -231,16 +236,30 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "analyze":
             run_analyze(args)
         elif args.command == "check-gpu":
+            from picmetric import gpu
+
             print("\n".join(gpu.report()))
         elif args.command == "tensorrt":
+            from picmetric import tensorrt
+
             changed = tensorrt.switch(args.repository, args.state == "on")
             log.info("TensorRT %s: %d config(s) changed", args.state, len(changed))
-    except ValidationError as exc:  # a PICMETRIC_* setting that makes no sense
-        problems = "; ".join(
-            f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        log.error("Invalid settings: %s", problems)
-        sys.exit(2)
-    except (TritonError, RuntimeError, ValueError) as exc:  # ours say what to do
+    except (RuntimeError, ValueError) as exc:  # ours (TritonError too) say what to do
+        problems = _invalid_settings(exc)
+        if problems is not None:
+            log.error("Invalid settings: %s", problems)
+            sys.exit(2)
         log.error("%s", exc)
         sys.exit(1)
+
+
+def _invalid_settings(exc: Exception) -> str | None:
+    """One line per PICMETRIC_* setting that makes no sense, when `exc` is pydantic's
+    ValidationError; None otherwise. pydantic is the gateway's: the convert image has none, and
+    an error cannot come from it unless something imported it."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not isinstance(exc, pydantic.ValidationError):
+        return None
+    return "; ".join(
+        f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+    )

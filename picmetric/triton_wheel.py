@@ -28,7 +28,8 @@ def pytriton_dirs() -> tuple[Path, Path]:
         import pytriton
     except ImportError as exc:
         raise TritonError(
-            "nvidia-pytriton is not installed; run ./bootstrap.sh (or pip install -e .) first."
+            "nvidia-pytriton is not installed; run ./bootstrap.sh (or pip install '.[triton]') "
+            "first."
         ) from exc
     server = Path(pytriton.__file__).parent / "tritonserver"
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
