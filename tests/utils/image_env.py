@@ -55,7 +55,9 @@ def image_venv(role: str) -> Path:
     with (root / f"{venv.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (venv / ".complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
+            for stale in root.glob(f"{role}-*"):  # other locks' venvs: the convert one is 2 GB
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
             log.write_bytes(b"")
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             _install(venv, role, log)
