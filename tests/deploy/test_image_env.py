@@ -5,22 +5,26 @@ base image's OS packages, the non-root user, and Docker's own build (README, Dep
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import tomllib
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from sqlalchemy import create_engine, text
 
-from core.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from picmetric.triton_server import TritonServer
 from tests.utils.image_env import clean_environ, image_venv, run_in
 from tests.utils.postgres import fresh_database, postgres_server
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_process
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROLES = ("gateway", "convert")
 
 NOT_IN_THE_GATEWAY = ("pytriton", "tritonserver", "onnxruntime", "onnx", "tensorflow")
 NOT_IN_THE_CONVERTER = ("pytriton", "tritonserver", "fastapi", "uvicorn", "psycopg2")
@@ -38,6 +42,40 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def _locked(role: str) -> dict[str, str]:
+    lock = (PROJECT_ROOT / "requirements" / f"{role}.txt").read_text()
+    return {
+        canonicalize_name(name): version
+        for name, version in re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", lock, re.MULTILINE)
+    }
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_lock_file_pins_every_requirement_of_its_set(role: str) -> None:
+    """pyproject.toml changed without requirements/lock.sh: the image would not get it."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    locked = _locked(role)
+    for line in [*project["dependencies"], *project["optional-dependencies"][role]]:
+        requirement = Requirement(line)
+        version = locked.get(canonicalize_name(requirement.name))
+        assert version is not None, f"{requirement.name} is not in requirements/{role}.txt"
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"requirements/{role}.txt pins {requirement.name}=={version}, outside {requirement}; "
+            "run requirements/lock.sh"
+        )
+
+
+def test_dockerfile_stages_use_the_install_script_on_a_pinned_base() -> None:
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM (\S+) AS base$", dockerfile, re.MULTILINE)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    for role in ROLES:
+        assert re.search(rf"^FROM base AS {role}\nRUN deploy/install.sh {role}\b", dockerfile, re.M)
+    assert "pip install" not in dockerfile  # one install line: deploy/install.sh's
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_gateway_image_migrates_postgresql_serves_and_stores_an_analysis(
     triton: TritonServer,
     model_repository: Path,
@@ -76,6 +114,8 @@ def test_gateway_image_migrates_postgresql_serves_and_stores_an_analysis(
         assert stored == 1
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_convert_image_converts_mtcnn(tmp_path: Path) -> None:
     venv = image_venv("convert")
     assert _importable(venv, NOT_IN_THE_CONVERTER, tmp_path) == []
