@@ -58,6 +58,8 @@ def image_venv(role: str) -> Path:
             for stale in root.glob(f"{role}-*"):  # other locks' venvs: the convert one is 2 GB
                 if stale.is_dir():
                     shutil.rmtree(stale, ignore_errors=True)
+                elif stale.suffix == ".log":
+                    stale.unlink(missing_ok=True)
             log.write_bytes(b"")
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             _install(venv, role, log)
