@@ -1,7 +1,9 @@
 """An image's Python environment without Docker: a clean venv in which deploy/install.sh, the
-Dockerfile's own install line, installs the image's role. Its locked set is cached under the
-cache dir, keyed by the lock file and the install script; the project is installed again (not
-editable) on every call, so the code under test is what runs."""
+Dockerfile's own install line, installs the image's role from what the Dockerfile's COPY lines
+copy (so a file they miss is missed here too, and no build left-over of the checkout is
+packaged). Its locked set is cached under the cache dir, keyed by the lock file and the install
+script; the project is installed again (not editable) on every call, so the code under test is
+what runs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from core.paths import PROJECT_ROOT, cache_dir
@@ -29,12 +32,36 @@ def clean_environ(venv: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def build_context(target: Path) -> Path:
+    """What the Dockerfile's base stage COPYs into its WORKDIR, copied from the checkout into
+    `target`."""
+    for line in (PROJECT_ROOT / "Dockerfile").read_text().splitlines():
+        if not line.startswith("COPY "):
+            continue
+        *sources, destination = line.split()[1:]
+        for source in sources:
+            into = target / destination
+            copied = into / Path(source).name if destination.endswith("/") else into
+            copied.parent.mkdir(parents=True, exist_ok=True)
+            if (PROJECT_ROOT / source).is_dir():
+                shutil.copytree(
+                    PROJECT_ROOT / source, copied, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy2(PROJECT_ROOT / source, copied)
+    return target
+
+
 def _install(venv: Path, role: str, log: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PYTHON"] = str(venv / "bin" / "python")
-    with log.open("ab") as out:
+    with tempfile.TemporaryDirectory(prefix="picmetric-image-") as folder, log.open("ab") as out:
+        context = build_context(Path(folder))
         result = subprocess.run(
-            [str(INSTALL_SCRIPT), role], env=env, stdout=out, stderr=subprocess.STDOUT
+            [str(context / "deploy" / "install.sh"), role],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     if result.returncode != 0:
         raise RuntimeError(f"deploy/install.sh {role} failed:\n{log.read_text()[-4000:]}")
