@@ -70,7 +70,7 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
-            repair=ModelRepair(triton),
+            repair=ModelRepair(triton, admin_key=settings.triton_admin_key),
         )
 
     def call(self) -> Call:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     default_max_results: int = Field(10, ge=1, le=100)
     # repr=False: the keys never show in a printed or logged Settings
     api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
+    # Without API keys a gateway listening beyond loopback refuses to start, unless this says
+    # that anonymous access is wanted (check_exposure).
+    allow_anonymous: bool = False
+    # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
+    # it (core/triton_admin.py); the same key Triton was started with.
+    triton_admin_key: str | None = Field(None, repr=False)
     canary_max_age_s: float = Field(60.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
@@ -51,7 +58,7 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", mode="before")
+    @field_validator("s3_bucket", "s3_endpoint_url", "triton_admin_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -62,3 +69,24 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql")):
             raise ValueError("database_url must be an sqlite:/// or postgresql:// URL")
         return value
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse (ValueError, one line) to serve without API keys on an address other machines
+        can reach, unless anonymous access was asked for."""
+        if self.api_keys or self.allow_anonymous or is_loopback(host):
+            return
+        raise ValueError(
+            f"Refusing to listen on {host} without API keys: set PICMETRIC_API_KEYS "
+            "(comma-separated), or PICMETRIC_ALLOW_ANONYMOUS=true to serve anyone, "
+            "or listen on 127.0.0.1."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -74,7 +74,8 @@ def test_model_repair_load_that_keeps_failing_is_tried_a_bounded_number_of_times
     then counted as failed, with what to do next in the log."""
 
     async def scenario() -> None:
-        repair = ModelRepair(grpcclient.InferenceServerClient(triton.grpc_url), interval_s=0.1)
+        client = grpcclient.InferenceServerClient(triton.grpc_url)
+        repair = ModelRepair(client, interval_s=0.1, admin_key=triton.admin_key)
         assert repair.request("no_such_model", REASON)
         await repair.wait()
         await repair.client.close()
