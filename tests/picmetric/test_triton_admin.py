@@ -4,6 +4,10 @@ key over HTTP and gRPC and accepted with it; inference, health and metadata stay
 
 from __future__ import annotations
 
+import logging
+import stat
+from pathlib import Path
+
 import httpx
 import pytest
 import tritonclient.grpc as grpcclient
@@ -17,6 +21,7 @@ from core.triton_admin import (
     new_admin_key,
     restricted_api_args,
 )
+from picmetric import cli
 from picmetric.triton_server import TritonServer
 
 LOADED = "resnet50"  # loading a loaded model whose files did not change does nothing
@@ -99,3 +104,25 @@ def test_repository_api_over_grpc_needs_the_admin_key(triton: TritonServer) -> N
         client.get_log_settings(headers=keyed)
         client.get_system_shared_memory_status(headers=keyed)
         assert client.get_model_metadata(LOADED).name == LOADED
+
+
+def test_picmetric_triton_says_where_its_key_is_and_takes_one_from_the_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`picmetric triton` alone: a new key per run in a file only its user reads, named in the
+    log with the header to send; PICMETRIC_TRITON_ADMIN_KEY chooses it. `serve` keeps its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("PICMETRIC_TRITON_ADMIN_KEY", raising=False)
+    with caplog.at_level(logging.INFO, logger="picmetric"):
+        key = cli._triton_admin_key(with_gateway=False, http_port=18000)
+    path = tmp_path / "picmetric" / "triton-admin-key-18000"
+    assert path.read_text().strip() == key and stat.S_IMODE(path.stat().st_mode) == 0o600
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert str(path) in message and ADMIN_HEADER in message and GRPC_ADMIN_HEADER in message
+    assert key not in message
+    assert cli._triton_admin_key(with_gateway=False, http_port=18000) != key
+    monkeypatch.setenv("PICMETRIC_TRITON_ADMIN_KEY", "chosen")
+    assert cli._triton_admin_key(with_gateway=False, http_port=18000) == "chosen"
+    assert cli._triton_admin_key(with_gateway=True, http_port=18000) == "chosen"
+    monkeypatch.delenv("PICMETRIC_TRITON_ADMIN_KEY")
+    assert cli._triton_admin_key(with_gateway=True, http_port=18000) not in ("chosen", key)
