@@ -184,6 +184,7 @@ wait_ready() {
 
 # One photo of the repository through the gateway from this host, with the first API key of
 # .env; prints the analysis' summary (picmetric analyze's, run in the gateway's image).
+# Up to 10 minutes: with PICMETRIC_TENSORRT=1 a first request may build TensorRT engines.
 SAMPLE_PHOTO=docs/try-it-page.png
 prove_analysis() {
   local key answer
@@ -195,7 +196,7 @@ prove_analysis() {
   fi
   say "Analysing $SAMPLE_PHOTO through $GATEWAY_URL/v1/analyze"
   answer=$(mktemp)
-  if ! curl -sS --fail-with-body --max-time 120 "${auth[@]}" -F "file=@$SAMPLE_PHOTO" \
+  if ! curl -sS --fail-with-body --max-time 600 "${auth[@]}" -F "file=@$SAMPLE_PHOTO" \
     "$GATEWAY_URL/v1/analyze" -o "$answer"; then
     echo "The gateway did not analyse the photo; it answered:" >&2
     cat "$answer" >&2
