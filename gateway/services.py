@@ -72,7 +72,7 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
-            repair=ModelRepair(triton),
+            repair=ModelRepair(triton, admin_key=settings.triton_admin_key),
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
             if settings.redis_url
             else None,

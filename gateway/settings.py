@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -55,6 +56,12 @@ class Settings(BaseSettings):
     rate_limit: str = "120/minute"  # each key's (or, without keys, each client address's)
     # Other limits for some keys: comma-separated `<key id>=<limit>` (key id: ratelimit.key_id).
     rate_limits: Annotated[dict[str, str], NoDecode] = {}
+    # Without API keys a gateway listening beyond loopback refuses to start, unless this says
+    # that anonymous access is wanted (check_exposure).
+    allow_anonymous: bool = False
+    # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
+    # it (core/triton_admin.py); the same key Triton was started with.
+    triton_admin_key: str | None = Field(None, repr=False)
     canary_max_age_s: float = Field(60.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
@@ -91,7 +98,7 @@ class Settings(BaseSettings):
             _parse_limit(limit)
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", mode="before")
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", "triton_admin_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -107,3 +114,24 @@ class Settings(BaseSettings):
     def s3_readable(self) -> list[str]:
         """The `bucket` and `bucket/prefix` places s3:// images may be read from."""
         return self.s3_read_from or ([self.s3_bucket] if self.s3_bucket else [])
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse (ValueError, one line) to serve without API keys on an address other machines
+        can reach, unless anonymous access was asked for."""
+        if self.api_keys or self.allow_anonymous or is_loopback(host):
+            return
+        raise ValueError(
+            f"Refusing to listen on {host} without API keys: set PICMETRIC_API_KEYS "
+            "(comma-separated), or PICMETRIC_ALLOW_ANONYMOUS=true to serve anyone, "
+            "or listen on 127.0.0.1."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

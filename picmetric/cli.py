@@ -16,7 +16,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from core.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY, cache_dir
+from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
@@ -128,14 +129,14 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _prepared_settings(triton_grpc_url: str | None = None) -> Settings:
-    """The gateway's settings, with its database schema ready (a problem is one clear line
-    here, before any server starts)."""
+def _prepared_settings(host: str, **overrides: str) -> Settings:
+    """The gateway's settings, checked for listening on `host` and with its database schema
+    ready (a problem is one clear line here, before any server starts)."""
     from gateway.migrate import prepare_schema
     from gateway.settings import Settings
 
-    overrides = {"triton_grpc_url": triton_grpc_url} if triton_grpc_url else {}
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings.check_exposure(host)
     prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
     return settings
 
@@ -145,7 +146,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
     from gateway.main import create_app
 
-    app = create_app(settings or _prepared_settings(), schema_prepared=True)
+    app = create_app(settings or _prepared_settings(args.host), schema_prepared=True)
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
 
@@ -159,14 +160,18 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
 
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    server = TritonServer(args.repository, ports)
+    admin_key = _triton_admin_key(with_gateway, ports.http)
+    server = TritonServer(args.repository, ports, admin_key=admin_key)
     supervisor = TritonSupervisor(
         server,
         RestartPolicy(max_restarts=args.triton_max_restarts),
         # the main thread is in uvicorn or waiting: a SIGTERM to ourselves stops either
         on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
-    settings = _prepared_settings(server.grpc_url) if with_gateway else None
+    settings = None
+    if with_gateway:
+        overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
+        settings = _prepared_settings(args.host, **overrides)
     try:
         supervisor.start()
         if settings is not None:
@@ -189,6 +194,31 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
             server.log_file,
         )
         sys.exit(1)
+
+
+def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
+    """The key that locks Triton's admin API: PICMETRIC_TRITON_ADMIN_KEY, else a new one per run
+    (`serve` hands it to its gateway; `triton` alone writes it to a file only its user reads)."""
+    key = os.environ.get("PICMETRIC_TRITON_ADMIN_KEY")
+    if with_gateway:
+        return key or new_admin_key()
+    where = "PICMETRIC_TRITON_ADMIN_KEY"
+    if not key:
+        key = new_admin_key()
+        path = cache_dir() / f"triton-admin-key-{http_port}"
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        where = f"{path} (made for this run; set PICMETRIC_TRITON_ADMIN_KEY to choose one)"
+    log.info(
+        "Triton's admin API (model load/unload, shared memory, trace, logging) is locked: send "
+        "header %s (gRPC: %s) with the key in %s; the gateway takes it as "
+        "PICMETRIC_TRITON_ADMIN_KEY",
+        ADMIN_HEADER,
+        GRPC_ADMIN_HEADER,
+        where,
+    )
+    return key
 
 
 def run_migrate() -> None:

@@ -67,6 +67,8 @@ def own_triton(model_repository: Path, folder: Path) -> Iterator[TritonServer]:
 def gateway(own_triton: TritonServer, model_repository: Path, folder: Path) -> Iterator[str]:
     env = {
         "PICMETRIC_TRITON_GRPC_URL": own_triton.grpc_url,
+        # Triton's repository API is locked behind this key (core/triton_admin.py).
+        "PICMETRIC_TRITON_ADMIN_KEY": own_triton.admin_key,
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
         # /readyz runs its canary on every call, so the no-traffic test sees a dead stub at once.
