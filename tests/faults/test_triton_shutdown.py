@@ -100,7 +100,12 @@ def test_sigterm_to_a_triton_under_load_fails_no_analysis_sent_before_it(
         target = f"ipv4:{stopped.grpc_url},{other.grpc_url}"
         client = grpcclient.InferenceServerClient(target, channel_args=TRITON_CHANNEL)
         settings = Settings()
-        call = Call(client, settings.triton_timeout_s, stopped.repository, retry_wait=10.0)
+        call = Call(
+            client,
+            settings.triton_timeout_s,
+            stopped.repository,
+            retry_wait=settings.triton_retry_wait_s,
+        )
         try:
             until = time.monotonic() + LOAD_BEFORE_S + LOAD_AFTER_S
             load = [_load(call, image, until, answers) for _ in range(CLIENTS)]
