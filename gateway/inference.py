@@ -272,7 +272,7 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
     else:
         return ModelResult(detections, time.perf_counter() - started)
 
-    wait = min(call.retry_wait, deadline - time.monotonic())
+    wait = max(0.0, min(call.retry_wait, deadline - time.monotonic()))
     log.warning("%s: Triton is going away (%s); retrying once", spec.name, _message(first))
     if not await _model_ready(call, spec.triton_model, wait):
         metrics.TRITON_RETRIES.labels(spec.name, "no_ready_triton").inc()
