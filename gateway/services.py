@@ -90,6 +90,7 @@ class Services:
             self.settings.model_repository,
             sizes,
             on_dead_stub=self.dead_stub,
+            retry_wait=self.settings.triton_retry_wait_s,
         )
 
     def dead_stub(self, triton_model: str, reason: str) -> None:

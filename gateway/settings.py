@@ -28,6 +28,12 @@ class Settings(BaseSettings):
 
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(30.0, gt=0)
+    # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
+    # long, within triton_timeout_s, for the model to be ready again and is retried once; 0: never.
+    triton_retry_wait_s: float = Field(10.0, ge=0)
+    # After SIGTERM the gateway takes no new connections and gives the requests it is serving
+    # this long to finish (uvicorn's graceful shutdown); at least the longest analysis.
+    shutdown_timeout_s: float = Field(60.0, gt=0)
     model_repository: Path = MODEL_REPOSITORY
     database_url: str = "sqlite:///picmetric.db"
     # false where the deployment runs `picmetric migrate` itself before the gateway starts

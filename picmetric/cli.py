@@ -146,9 +146,18 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
     from gateway.main import create_app
 
-    app = create_app(settings or _prepared_settings(args.host), schema_prepared=True)
+    settings = settings or _prepared_settings(args.host)
+    app = create_app(settings, schema_prepared=True)
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # SIGTERM: uvicorn stops accepting, closes idle connections and waits this long for the
+    # requests in flight (`serve` stops Triton only after that).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
+    )
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:

@@ -200,3 +200,43 @@ def test_compose_gateway_is_closed_unless_anonymous_access_is_asked_for() -> Non
     with pytest.raises(ValueError, match="without API keys"):
         gateway_settings(DOT_ENV).check_exposure("0.0.0.0")
     gateway_settings({**DOT_ENV, "PICMETRIC_ALLOW_ANONYMOUS": "true"}).check_exposure("0.0.0.0")
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration such as 70s, 30m or 1m30s."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+# Not measured here (no GPU with the NGC image): TensorRT builds of ResNet50 and the YOLOv3
+# backbone in FP16 take minutes each; the budget leaves room for a slow GPU and parallel loads.
+FIRST_TENSORRT_BUILD_S = 20 * 60
+
+
+def test_triton_health_budget_covers_a_first_tensorrt_build() -> None:
+    """The warm-up at load builds the engines (model_warmup in the configs), so the first start
+    with TensorRT is not ready for minutes; compose must not call it unhealthy meanwhile."""
+    check = SERVICES["triton"]["healthcheck"]
+    budget = _seconds(check["start_period"]) + _seconds(check["interval"]) * check["retries"]
+    assert budget >= FIRST_TENSORRT_BUILD_S
+
+
+def test_shutdown_gives_the_longest_analysis_time_before_sigkill() -> None:
+    """The gateway finishes what it runs (uvicorn's graceful shutdown), Triton its in-flight
+    inferences (--exit-timeout-secs), each within its stop_grace_period; the longest analysis
+    is the fetch, Triton (its one retry included) and keeping the upload."""
+    settings = Settings()
+    longest = settings.fetch_timeout_s + settings.triton_timeout_s + settings.s3_timeout_s
+    gateway, triton = SERVICES["gateway"], SERVICES["triton"]
+    drain = float(gateway["environment"]["PICMETRIC_SHUTDOWN_TIMEOUT_S"])
+    assert drain >= longest
+    assert _seconds(gateway["stop_grace_period"]) > drain
+    (exit_timeout,) = [
+        int(arg.split("=")[1])
+        for arg in triton["command"]
+        if arg.startswith("--exit-timeout-secs=")
+    ]
+    assert exit_timeout >= settings.triton_timeout_s
+    assert _seconds(triton["stop_grace_period"]) > exit_timeout

@@ -191,6 +191,34 @@ def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> Non
     )
 
 
+def test_both_deployments_drain_before_sigterm_within_their_grace_period() -> None:
+    """preStop keeps a pod serving while it leaves the endpoints; after SIGTERM the gateway
+    finishes its analyses and Triton its inferences within longestAnalysisSeconds; the grace
+    period holds both and a margin (values.yaml, shutdown)."""
+    sizes = ("--set", "shutdown.longestAnalysisSeconds=90", "--set", "shutdown.drainSeconds=15")
+    objects = render(*sizes)
+    for component in ("triton", "gateway"):
+        deployment = find(objects, "Deployment", f"-{component}")
+        server = container(deployment, component)
+        assert server["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 115
+    assert (
+        "--exit-timeout-secs=90"
+        in container(find(objects, "Deployment", "-triton"), "triton")["args"]
+    )
+    assert gateway_env(objects)["PICMETRIC_SHUTDOWN_TIMEOUT_S"] == "90"
+
+
+def test_default_shutdown_covers_the_gateways_longest_analysis() -> None:
+    """Fetch, Triton (its retry included: it stays within the Triton timeout) and keeping the
+    upload, with the gateway's default settings."""
+    settings = Settings()
+    longest = settings.fetch_timeout_s + settings.triton_timeout_s + settings.s3_timeout_s
+    env = gateway_env(render())
+    assert float(env["PICMETRIC_SHUTDOWN_TIMEOUT_S"]) >= longest
+    assert settings.triton_retry_wait_s < settings.triton_timeout_s
+
+
 @pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
 def test_no_secret_is_written_in_a_configmap_or_an_env_literal(values: tuple[str, ...]) -> None:
     objects = render(*values)
@@ -393,6 +421,7 @@ BAD_VALUES = {
     ),
     "unknown policy value": ("networkPolicy.allowAll=true", "allowAll"),
     "ratio not a quantity": ("triton.autoscaling.targetQueueComputeRatio=half", "targetQueue"),
+    "no time to finish": ("shutdown.longestAnalysisSeconds=0", "longestAnalysisSeconds"),
 }
 
 

@@ -142,3 +142,14 @@ seccompProfile:
 {{- printf "%s-triton:8001" $fullname }}
 {{- end }}
 {{- end }}
+
+{{/* Shutdown of both Deployments, from .Values.shutdown (values.yaml explains the sizing). */}}
+{{- define "picmetric.terminationGracePeriodSeconds" -}}
+{{- add .Values.shutdown.drainSeconds .Values.shutdown.longestAnalysisSeconds 10 }}
+{{- end }}
+
+{{- define "picmetric.preStopDrain" -}}
+preStop:
+  exec:
+    command: ["sleep", "{{ .Values.shutdown.drainSeconds }}"]
+{{- end }}
