@@ -175,6 +175,32 @@ def test_gateway_settings_are_settings_the_gateway_knows(values: tuple[str, ...]
     assert int(env["PICMETRIC_MAX_ANALYSES_IN_FLIGHT"]) >= 1
 
 
+def test_gateway_reads_s3_and_counts_rate_limits_where_the_values_say() -> None:
+    """The values become settings the gateway parses: s3:// reads from the listed places only,
+    rate limits in the given Redis; by default the uploads bucket only and no limits."""
+    default = Settings(**_settings_fields(gateway_env(render("--set", "gateway.s3Bucket=uploads"))))
+    assert default.s3_readable == ["uploads"] and default.redis_url is None
+    objects = render(
+        "--set",
+        "gateway.s3ReadFrom={photos,shared/picmetric/}",
+        "--set",
+        "gateway.redisUrl=redis://redis.cache:6379/0",
+        "--set",
+        "gateway.rateLimit=30/minute",
+    )
+    settings = Settings(**_settings_fields(gateway_env(objects)))
+    assert settings.s3_readable == ["photos", "shared/picmetric/"]
+    assert (settings.redis_url, settings.rate_limit) == ("redis://redis.cache:6379/0", "30/minute")
+    with pytest.raises(AssertionError, match="redisUrl"):
+        render("--set", "gateway.redisUrl=redis://user:secret@redis:6379/0")
+
+
+def _settings_fields(env: dict[str, str]) -> dict[str, str]:
+    """The PICMETRIC_* variables of `env` as Settings' field names."""
+    prefix = "PICMETRIC_"
+    return {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
+
+
 def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> None:
     objects = render()
     service = find(objects, "Service", "-triton")
