@@ -22,6 +22,21 @@ class InvalidRequest(PicmetricError):
     errortype = "invalid_request"
 
 
+class RequestTooLarge(PicmetricError):
+    """A request body over its limit (an upload's is `ImageTooLarge`)."""
+
+    status_code = 413
+    errortype = "request_too_large"
+
+
+class BodyTimeout(PicmetricError):
+    """The request body did not arrive within PICMETRIC_BODY_TIMEOUT_S."""
+
+    status_code = 408
+    errortype = "request_timeout"
+    headers = {"Connection": "close"}
+
+
 class Unauthorized(PicmetricError):
     """A missing or unknown API key."""
 

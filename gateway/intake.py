@@ -4,6 +4,7 @@ as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -14,7 +15,12 @@ from starlette.datastructures import FormData, UploadFile
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
 from gateway.errors import ImageTooLarge, InvalidRequest, StorageError
-from gateway.schemas import AnalysisOptions, AnalyzeRequest, BatchRequest
+from gateway.schemas import (
+    AnalysisOptions,
+    AnalyzeRequest,
+    BatchRequest,
+    SeedRequest,
+)
 from gateway.services import Services
 
 Body = TypeVar("Body", bound=BaseModel)
@@ -39,12 +45,18 @@ def _analysis_request(body: AnalysisOptions, services: Services, **source: Any) 
     return AnalysisRequest(models=models, options=options, **source)
 
 
-async def _json(request: Request, example: str) -> dict[str, Any]:
+async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
+    alternative = " or a multipart upload" if or_upload else ""
     try:
         payload = await request.json()
     except ValueError as exc:
-        raise InvalidRequest(f"Send JSON like {example} or a multipart upload.") from exc
+        raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
     return payload if isinstance(payload, dict) else {}
+
+
+async def seed_request(request: Request) -> SeedRequest:
+    """The seed's JSON body `{"url": ...}`, read after the route's API key check."""
+    return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
 
 
 def _form_options(form: FormData) -> AnalysisOptions:
@@ -77,22 +89,35 @@ async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -
     return f"upload:{filename}"
 
 
-async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
-    """One multipart upload; kept in S3 when a bucket is set (or `keep`)."""
+def _admit(services: Services, slot: ExitStack) -> None:
+    """Take the analysis slot into `slot`: only once the body is in and checked, and before an
+    upload is kept."""
+    slot.enter_context(services.admission.admit())
+
+
+async def upload_request(
+    request: Request, services: Services, keep: bool, slot: ExitStack
+) -> AnalysisRequest:
+    """One multipart upload; kept in S3 when a bucket is set (or `keep`), once an analysis slot
+    is held in `slot`."""
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
         data = await _read(upload, services.settings.max_image_bytes)
         body = _form_options(form)
     filename = getattr(upload, "filename", None) or "upload"
+    _admit(services, slot)
     pointer = await _pointer(data, filename, services, keep)
     return _analysis_request(body, services, source_kind="upload", source=pointer, data=data)
 
 
-async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
-    """JSON `{"url": ...}` or a multipart upload."""
+async def analysis_request(
+    request: Request, services: Services, slot: ExitStack
+) -> AnalysisRequest:
+    """JSON `{"url": ...}` or a multipart upload, with an analysis slot then held in `slot`."""
     if is_multipart(request):
-        return await upload_request(request, services, keep=False)
+        return await upload_request(request, services, keep=False, slot=slot)
     body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+    _admit(services, slot)
     return _analysis_request(body, services, source_kind=url_kind(body.url), source=body.url)
 
 

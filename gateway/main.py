@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 
 from gateway import docs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
+from gateway.limits import BodyLimit
 from gateway.migrate import prepare_schema
 from gateway.routes import health, page, seed, v1
 from gateway.services import Services
@@ -126,6 +127,9 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # The last added runs first. BodyLimit's errors are raised from `receive` inside the route;
+    # it runs inside the metrics middleware, whose own reads of `receive` are in a task group.
+    app.add_middleware(BodyLimit, settings=settings)
     app.middleware("http")(_count_requests)
     app.include_router(seed.router)
     app.include_router(v1.router)

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch
     max_batch_bytes: int = Field(64 * MiB, gt=0)  # the uploads of one batch together
+    # The whole time a client has to send its request body (slow links: a 20 MiB upload at
+    # 4 Mbit/s takes 40 s); past it 408.
+    body_timeout_s: float = Field(60.0, gt=0)
     fetch_connect_timeout_s: float = Field(5.0, gt=0)
     fetch_timeout_s: float = Field(20.0, gt=0)
     max_redirects: int = Field(3, ge=0)

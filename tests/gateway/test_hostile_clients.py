@@ -1,0 +1,185 @@
+"""Hostile clients against the real gateway under uvicorn (real Triton, loopback only, upstream
+image servers in threads): each attack is refused with a clear status and `errortype` within a
+bounded time, while /healthz answers within 0.5 s and normal analyses still succeed.
+Issue 19's rows: bodies (1), fetches (2), browser-facing (7), error paths (9)."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+
+from picmetric.triton_server import TritonServer
+from tests.utils.hostile import Upstream, connect, hostile_upstream, read_status, send_head
+from tests.utils.services import gateway_process
+
+pytestmark = pytest.mark.integration
+
+KEY = "hostile-test-key-0123456789"
+SLOTS = 2
+MAX_IMAGE_BYTES = 3_000_000
+BODY_TIMEOUT_S = 2.0
+FETCH_TIMEOUT_S = 3.0
+HUGE = 256 << 20  # a declared 256 MiB body
+_thresholds = itertools.count()
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    log: Path
+    upstream_url: str
+    upstream: Upstream
+
+
+@pytest.fixture(scope="module")
+def target(
+    triton: TritonServer,
+    model_repository: Path,
+    photos: dict[str, np.ndarray],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Target]:
+    """The gateway with an API key, 2 analysis slots and short limits, and a hostile upstream."""
+    folder = tmp_path_factory.mktemp("hostile")
+    photo = cv2.imencode(".jpg", cv2.cvtColor(photos["chelsea"], cv2.COLOR_RGB2BGR))[1].tobytes()
+    env = {
+        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
+        "PICMETRIC_API_KEYS": KEY,
+        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        "PICMETRIC_MAX_ANALYSES_IN_FLIGHT": str(SLOTS),
+        "PICMETRIC_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
+        "PICMETRIC_MAX_BATCH_BYTES": "8000000",
+        "PICMETRIC_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "PICMETRIC_FETCH_TIMEOUT_S": str(FETCH_TIMEOUT_S),
+        "PICMETRIC_FETCH_CONNECT_TIMEOUT_S": "1",
+    }
+    with hostile_upstream(photo) as (upstream_url, upstream):
+        with gateway_process(env, folder / "gateway.log") as url:
+            yield Target(url, folder / "gateway.log", upstream_url, upstream)
+
+
+def _post(target: Target, path: str, timeout: float = 60, **kwargs: object) -> httpx.Response:
+    headers = {"X-API-Key": KEY, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+    return httpx.post(f"{target.url}{path}", headers=headers, timeout=timeout, **kwargs)  # type: ignore[arg-type]
+
+
+def assert_responsive(target: Target) -> None:
+    started = time.perf_counter()
+    assert httpx.get(f"{target.url}/healthz", timeout=0.5).status_code == 200
+    assert time.perf_counter() - started < 0.5
+
+
+def assert_analysis_succeeds(target: Target) -> None:
+    """A normal analysis, with a threshold no other uses (so it is not answered from the store)."""
+    threshold = 0.3 + next(_thresholds) / 1000
+    body = {
+        "url": f"{target.upstream_url}/photo.jpg",
+        "models": ["resnet50"],
+        "threshold": threshold,
+    }
+    answer = _post(target, "/v1/analyze", json=body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cached"] is False
+
+
+def assert_still_serving(target: Target) -> None:
+    assert_responsive(target)
+    assert_analysis_succeeds(target)
+
+
+# 1. Bodies
+
+
+def test_slow_bodies_hold_no_slot_and_end_in_408(target: Target) -> None:
+    """Three times as many slow uploads as slots: they hold no slot while their bodies trickle,
+    and each is answered 408 request_timeout once PICMETRIC_BODY_TIMEOUT_S has passed."""
+    sockets: list[socket.socket] = []
+    try:
+        for i in range(3 * SLOTS):
+            sock = connect(target.url, timeout=BODY_TIMEOUT_S + 8)
+            if i % 2:
+                headers = {"Content-Type": "application/json", "Content-Length": "1000"}
+                send_head(sock, target.url, "/api", {"X-API-Key": KEY, **headers})
+                sock.sendall(b'{"u')
+            else:
+                headers = {
+                    "Content-Type": "multipart/form-data; boundary=x",
+                    "Content-Length": "100000",
+                }
+                send_head(sock, target.url, "/v1/analyze", {"X-API-Key": KEY, **headers})
+                sock.sendall(b"--x")
+            sockets.append(sock)
+        started = time.monotonic()
+        assert_still_serving(target)
+        for sock in sockets:
+            status, text = read_status(sock)
+            assert status == 408 and "request_timeout" in text, text
+            assert "PICMETRIC_BODY_TIMEOUT_S" in text
+        assert time.monotonic() - started < BODY_TIMEOUT_S + 5
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert_still_serving(target)
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "errortype"),
+    [
+        ("/v1/analyze", "multipart/form-data; boundary=x", "image_too_large"),
+        ("/v1/images", "multipart/form-data; boundary=x", "image_too_large"),
+        ("/v1/annotate", "multipart/form-data; boundary=x", "image_too_large"),
+        ("/v1/batch", "multipart/form-data; boundary=x", "image_too_large"),
+        ("/v1/analyze", "application/json", "request_too_large"),
+        ("/api", "application/json", "request_too_large"),
+    ],
+)
+def test_declared_oversized_body_is_413_before_it_is_sent(
+    target: Target, path: str, content_type: str, errortype: str
+) -> None:
+    with connect(target.url, timeout=5) as sock:
+        headers = {"X-API-Key": KEY, "Content-Type": content_type, "Content-Length": str(HUGE)}
+        send_head(sock, target.url, path, headers)
+        status, text = read_status(sock)  # not one byte of the body was sent
+    assert status == 413 and errortype in text, text
+    assert_responsive(target)
+
+
+@pytest.mark.parametrize("path", ["/api", "/v1/analyze", "/v1/batch"])
+def test_api_key_is_checked_before_the_body_is_read(target: Target, path: str) -> None:
+    with connect(target.url, timeout=5) as sock:
+        headers = {"X-API-Key": "wrong", "Content-Type": "application/json", "Content-Length": "50"}
+        send_head(sock, target.url, path, headers)
+        status, text = read_status(sock)  # the body never comes
+    assert status == 401 and "unauthorized" in text, text
+
+
+def test_chunked_body_is_capped_while_it_streams(target: Target) -> None:
+    """A chunked JSON body has no declared length: it is refused as it passes the JSON limit."""
+    with connect(target.url, timeout=10) as sock:
+        headers = {
+            "X-API-Key": KEY,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+        }
+        send_head(sock, target.url, "/v1/analyze", headers)
+        chunk = b'{"url": "http://x/' + b"a" * 65000
+        try:
+            for _ in range(32):  # 2 MB
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                chunk = b"a" * 65000
+            sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the gateway answered and closed before the end: as it should
+            pass
+        status, text = read_status(sock)
+    assert status == 413 and "request_too_large" in text, text
+    assert_still_serving(target)
