@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # 4 Mbit/s takes 40 s); past it 408.
     body_timeout_s: float = Field(60.0, gt=0)
     fetch_connect_timeout_s: float = Field(5.0, gt=0)
-    fetch_timeout_s: float = Field(20.0, gt=0)
+    fetch_timeout_s: float = Field(20.0, gt=0)  # one fetch in all: DNS, every redirect, the body
     max_redirects: int = Field(3, ge=0)
     allow_private_urls: bool = False
     default_threshold: float = Field(0.2, ge=0, lt=1)

@@ -114,9 +114,7 @@ async def analyze_batch(request: Request, services: ServicesDep) -> dict[str, An
     """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
     `file`s): one result per image in order, each failing alone, and an album summary."""
     requests = await intake.batch_requests(request, services)
-    slots = min(len(requests), services.admission.limit)
-    with services.admission.admit(slots):
-        answer = await analyze_album(requests, services, concurrency=slots)
+    answer = await analyze_album(requests, services)
     return answer.model_dump(mode="json")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,3 +184,72 @@ def test_chunked_body_is_capped_while_it_streams(target: Target) -> None:
         status, text = read_status(sock)
     assert status == 413 and "request_too_large" in text, text
     assert_still_serving(target)
+
+
+# 2. Fetches
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_compressed_upstream_answer_is_refused_not_inflated(target: Target, encoding: str) -> None:
+    """A few KB that inflate to 64 MiB: refused by its Content-Encoding, never inflated."""
+    path = f"/bomb-{encoding}.jpg"
+    answer = _post(target, "/v1/analyze", json={"url": f"{target.upstream_url}{path}"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["errortype"] == "fetch_failed"
+    assert "Content-Encoding" in answer.json()["message"]
+    assert target.upstream.headers[path]["Accept-Encoding"] == "identity"
+    assert_still_serving(target)
+
+
+@pytest.mark.parametrize("path", ["/trickle.jpg", "/redirect-to-trickle.jpg"])
+def test_trickling_upstream_ends_at_one_deadline_per_fetch(target: Target, path: str) -> None:
+    """One byte every 0.3 s never trips a per-read timeout; the fetch's own deadline ends it."""
+    answers: list[httpx.Response] = []
+    attack = threading.Thread(
+        target=lambda: answers.append(
+            _post(
+                target,
+                "/v1/analyze",
+                json={"url": f"{target.upstream_url}{path}"},
+                timeout=FETCH_TIMEOUT_S + 10,
+            )
+        )
+    )
+    started = time.monotonic()
+    attack.start()
+    time.sleep(0.3)
+    assert_responsive(target)
+    attack.join()
+    assert answers, "the attack's request failed"
+    assert answers[0].status_code == 400 and answers[0].json()["errortype"] == "fetch_timeout"
+    assert "PICMETRIC_FETCH_TIMEOUT_S" in answers[0].json()["message"]
+    assert time.monotonic() - started < FETCH_TIMEOUT_S + 2
+    assert_still_serving(target)
+
+
+def test_batch_fetches_the_same_url_once(target: Target) -> None:
+    path = "/photo-same.jpg"
+    urls = [f"{target.upstream_url}{path}"] * 16
+    answer = _post(target, "/v1/batch", json={"urls": urls, "models": ["resnet50"]})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [item["index"] for item in results] == list(range(16))
+    assert all(item["analysis"] for item in results)
+    assert target.upstream.hits[path] == 1
+
+
+def test_batch_takes_slots_as_its_photos_start(target: Target) -> None:
+    """With one of the two slots held by a slow analysis, a batch of two still runs (on the
+    slot that is free) rather than being refused for want of two."""
+    slow = threading.Thread(
+        target=_post,
+        args=(target, "/v1/analyze"),
+        kwargs={"json": {"url": f"{target.upstream_url}/trickle.jpg"}},
+    )
+    slow.start()
+    time.sleep(0.5)
+    urls = [f"{target.upstream_url}/photo-{name}.jpg" for name in ("a", "b")]
+    answer = _post(target, "/v1/batch", json={"urls": urls, "models": ["resnet50"]})
+    slow.join()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["album"]["analysed"] == 2
