@@ -14,7 +14,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
-from gateway.errors import ImageTooLarge, InvalidRequest, StorageError
+from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
 from gateway.schemas import (
     AnalysisOptions,
     AnalyzeRequest,
@@ -46,7 +46,15 @@ def _analysis_request(body: AnalysisOptions, services: Services, **source: Any) 
 
 
 async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
+    """The JSON body; only as `application/json`, which a web page on another origin cannot
+    send without the browser asking first (text/plain it can)."""
     alternative = " or a multipart upload" if or_upload else ""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Send JSON like {example} with Content-Type: application/json{alternative}, "
+            f"not {media_type or 'no Content-Type'}."
+        )
     try:
         payload = await request.json()
     except ValueError as exc:

@@ -1,6 +1,6 @@
 """Limits on what a client sends, as ASGI middleware around the whole app: the request body's size
 (the declared Content-Length, then the bytes as they arrive, chunked or not) and the time to send
-it.
+it, and the Host names the gateway answers to.
 
 A body limit is enforced where the body is read: the first read of a body declared too large,
 the read that goes past the limit and a read past the deadline raise our errors inside the route,
@@ -10,16 +10,21 @@ before that, so nothing is spooled for a body that will be refused."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics, rendering
 from gateway.errors import (
     BodyTimeout,
     ImageTooLarge,
     PicmetricError,
     RequestTooLarge,
+    UntrustedHost,
 )
 from gateway.settings import Settings
 
@@ -30,6 +35,8 @@ MULTIPART_OVERHEAD = 64 * KiB
 # column) and a few options: anything longer is not one of ours.
 JSON_BODY_LIMIT = 256 * KiB
 BATCH_PATH = "/v1/batch"
+# Probes and Prometheus reach these by pod address or service name; they answer nothing private.
+UNCHECKED_HOST_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,37 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class TrustedHosts:
+    """Starlette's TrustedHostMiddleware (a request for any other Host is refused, so a page on
+    a rebound DNS name cannot reach the gateway), answering in our error shape, and leaving the
+    health and metrics paths to anyone."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.check = TrustedHostMiddleware(self._trusted, allowed_hosts, www_redirect=False)
+
+    async def _trusted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["picmetric.trusted_host"] = True
+        await self.app(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNCHECKED_HOST_PATHS:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_or_refuse(message: Message) -> None:
+            if scope.get("picmetric.trusted_host"):
+                await send(message)
+            elif message["type"] == "http.response.start":  # the check's plain-text 400
+                host = Headers(scope=scope).get("host", "")
+                error = UntrustedHost(
+                    f"This gateway does not answer to the host name {host[:100]!r}; "
+                    "its operator can add it to PICMETRIC_ALLOWED_HOSTS."
+                )
+                metrics.ERRORS.labels(error.errortype).inc()
+                body = rendering.v1_error(error.errortype, str(error))
+                await JSONResponse(body, status_code=error.status_code)(scope, receive, send)
+
+        await self.check(scope, receive, send_or_refuse)

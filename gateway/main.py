@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from gateway import docs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
-from gateway.limits import BodyLimit
+from gateway.limits import BodyLimit, TrustedHosts
 from gateway.migrate import prepare_schema
 from gateway.routes import health, page, seed, v1
 from gateway.services import Services
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     # it runs inside the metrics middleware, whose own reads of `receive` are in a task group.
     app.add_middleware(BodyLimit, settings=settings)
     app.middleware("http")(_count_requests)
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     app.include_router(seed.router)
     app.include_router(v1.router)
     app.include_router(health.router)

@@ -44,15 +44,19 @@ class Settings(BaseSettings):
     default_max_results: int = Field(10, ge=1, le=100)
     # repr=False: the keys never show in a printed or logged Settings
     api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
+    # Host names the gateway answers to besides localhost's (comma-separated; `*.example.com`
+    # for subdomains, `*` for any); others 400 untrusted_host, against DNS rebinding.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     canary_max_age_s: float = Field(60.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)
 
-    @field_validator("api_keys", "s3_read_from", mode="before")
+    @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
-        """PICMETRIC_API_KEYS and PICMETRIC_S3_READ_FROM are comma-separated lists."""
+        """PICMETRIC_API_KEYS, PICMETRIC_S3_READ_FROM and PICMETRIC_ALLOWED_HOSTS are
+        comma-separated lists."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
@@ -68,6 +72,20 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql")):
             raise ValueError("database_url must be an sqlite:/// or postgresql:// URL")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            wildcard = pattern.startswith("*") and pattern != "*"
+            if "*" in pattern[1:] or (wildcard and not pattern.startswith("*.")):
+                raise ValueError(f"{pattern!r}: a wildcard host must be like '*.example.com'")
+        return value
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """The Host names answered: localhost's and PICMETRIC_ALLOWED_HOSTS."""
+        return ["localhost", "127.0.0.1", "::1", *self.allowed_hosts]
 
     @property
     def s3_readable(self) -> list[str]:

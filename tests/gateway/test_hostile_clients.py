@@ -253,3 +253,37 @@ def test_batch_takes_slots_as_its_photos_start(target: Target) -> None:
     slow.join()
     assert answer.status_code == 200, answer.text
     assert answer.json()["album"]["analysed"] == 2
+
+
+# 7. Browser-facing
+
+
+@pytest.mark.parametrize(("path", "key"), [("/v1/analyze", "errortype"), ("/api", "success")])
+def test_json_is_taken_only_as_application_json(target: Target, path: str, key: str) -> None:
+    """text/plain is what a page on any origin may post without asking the browser first."""
+    body = f'{{"url": "{target.upstream_url}/photo.jpg"}}'
+    answer = _post(target, path, content=body, headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["errortype"] == "unsupported_media_type" and key in answer.json()
+    assert "application/json" in answer.json()["message"]
+
+
+def test_unknown_host_names_are_refused(target: Target) -> None:
+    """DNS rebinding: a page on evil.example whose name now points at the gateway."""
+    refused = httpx.get(f"{target.url}/v1/models", headers={"Host": "evil.example"}, timeout=10)
+    assert refused.status_code == 400 and refused.json()["errortype"] == "untrusted_host"
+    assert "PICMETRIC_ALLOWED_HOSTS" in refused.json()["message"]
+    # probes and Prometheus reach these by address or service name
+    probe = httpx.get(f"{target.url}/healthz", headers={"Host": "10.1.2.3:8080"}, timeout=10)
+    assert probe.status_code == 200
+    local = httpx.get(f"{target.url}/v1/models", headers={"Host": "localhost"}, timeout=10)
+    assert local.status_code == 401  # through the host check, to the key check
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_pages_have_a_policy_and_cannot_be_framed(target: Target, page: str) -> None:
+    answer = httpx.get(f"{target.url}{page}", timeout=10)
+    assert answer.status_code == 200
+    policy = answer.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]

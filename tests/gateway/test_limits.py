@@ -1,9 +1,10 @@
 """The limits on what a client sends (gateway.limits) that need no server: which limit a body
-has."""
+has, and the host names' setting."""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.errors import ImageTooLarge, RequestTooLarge
 from gateway.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, body_limit
@@ -37,3 +38,18 @@ def test_json_limit_holds_a_full_batch_of_the_longest_urls() -> None:
     longest = Settings.model_fields["max_batch_images"].metadata  # le=64
     most = max(getattr(m, "le", 0) for m in longest)
     assert JSON_BODY_LIMIT > most * 2048 + 1024
+
+
+def test_trusted_hosts_are_localhosts_and_the_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PICMETRIC_ALLOWED_HOSTS", "photos.example.com, *.picmetric.test")
+    hosts = Settings().trusted_hosts
+    assert hosts == ["localhost", "127.0.0.1", "::1", "photos.example.com", "*.picmetric.test"]
+
+
+@pytest.mark.parametrize("nonsense", ["*example.com", "photos.*.com"])
+def test_allowed_hosts_refuse_misplaced_wildcards(
+    monkeypatch: pytest.MonkeyPatch, nonsense: str
+) -> None:
+    monkeypatch.setenv("PICMETRIC_ALLOWED_HOSTS", nonsense)
+    with pytest.raises(ValidationError, match="wildcard"):
+        Settings()
