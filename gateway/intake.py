@@ -16,6 +16,7 @@ from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
 from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
 from gateway.schemas import (
+    SOURCE_CHARS,
     AnalysisOptions,
     AnalyzeRequest,
     BatchRequest,
@@ -25,6 +26,7 @@ from gateway.services import Services
 
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
+UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
 
 
 def validated(data: dict[str, Any], schema: type[Body]) -> Body:
@@ -57,7 +59,7 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
         )
     try:
         payload = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
     return payload if isinstance(payload, dict) else {}
 
@@ -87,6 +89,17 @@ async def _read(upload: Any, limit: int) -> bytes:
     return data
 
 
+def _filename(upload: Any, default: str) -> str:
+    """The upload's file name, within what is stored of it."""
+    filename = getattr(upload, "filename", None) or default
+    most = SOURCE_CHARS - len(UPLOAD_PREFIX)
+    if len(filename) > most:
+        raise InvalidRequest(
+            f"An upload's file name has at most {most} characters, not {len(filename)}."
+        )
+    return filename
+
+
 async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
     """Where the upload is kept: the S3 bucket when one is set (required when `keep`)."""
     bucket = services.settings.s3_bucket
@@ -94,7 +107,7 @@ async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -
         raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
     if bucket:
         return await s3_objects.keep_upload(services.s3, bucket, data)
-    return f"upload:{filename}"
+    return f"{UPLOAD_PREFIX}{filename}"
 
 
 def _admit(services: Services, slot: ExitStack) -> None:
@@ -110,9 +123,9 @@ async def upload_request(
     is held in `slot`."""
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
+        filename = _filename(upload, "upload")
         data = await _read(upload, services.settings.max_image_bytes)
         body = _form_options(form)
-    filename = getattr(upload, "filename", None) or "upload"
     _admit(services, slot)
     pointer = await _pointer(data, filename, services, keep)
     return _analysis_request(body, services, source_kind="upload", source=pointer, data=data)
@@ -156,7 +169,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
                 raise ImageTooLarge(
                     f"The batch is larger than its {settings.max_batch_bytes} byte limit."
                 )
-            files.append((data, getattr(upload, "filename", None) or f"upload{len(files)}"))
+            files.append((data, _filename(upload, f"upload{len(files)}")))
         options = _form_options(form)
     return [
         _analysis_request(

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from gateway import docs, metrics, rendering
+from gateway import docs, logs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
 from gateway.limits import BodyLimit, TrustedHosts
 from gateway.migrate import prepare_schema
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.install(secrets=settings.api_keys)  # uvicorn has configured its handlers by now
         if not schema_prepared:
             prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)

@@ -287,3 +287,62 @@ def test_docs_pages_have_a_policy_and_cannot_be_framed(target: Target, page: str
     policy = answer.headers["Content-Security-Policy"]
     assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy
     assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+
+
+# 9. Error paths
+
+
+def test_deeply_nested_json_is_422_not_a_500(target: Target) -> None:
+    logged = len(target.log.read_text())
+    answer = _post(
+        target,
+        "/v1/analyze",
+        content=b"[" * 200_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422 and answer.json()["errortype"] == "invalid_request"
+    assert "Traceback" not in target.log.read_text()[logged:]
+    assert_still_serving(target)
+
+
+def test_control_characters_cannot_forge_log_lines(target: Target) -> None:
+    answer = httpx.get(
+        f"{target.url}/v1/analyses/x%0AFORGED%20WARNING%20gateway:%20admin%20logged%20in",
+        headers={"X-API-Key": KEY},
+        timeout=10,
+    )
+    assert answer.status_code == 404
+    lines = target.log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("FORGED")]
+    assert any("\\nFORGED WARNING" in line for line in lines)
+
+
+def test_secrets_are_not_logged(target: Target) -> None:
+    port = target.upstream_url.rsplit(":", 1)[1]
+    url = f"http://alice:hunter2@127.0.0.1:{port}/missing.jpg?size=2&token=s3cr3tvalue"
+    answer = _post(target, "/v1/analyze", json={"url": url})
+    assert answer.status_code == 400 and answer.json()["errortype"] == "remote_http_error"
+    log = target.log.read_text()
+    assert "missing.jpg" in log, "the failure is logged"
+    for secret in ("hunter2", "s3cr3tvalue", KEY):
+        assert secret not in log
+
+
+def test_lengths_are_checked_before_any_work(target: Target) -> None:
+    """Longer than the database's 2,048-character column: 422 before any fetch or inference."""
+    path = "/photo-long.jpg"
+    long_url = f"{target.upstream_url}{path}?pad={'a' * 3000}"
+    single = _post(target, "/v1/analyze", json={"url": long_url})
+    assert single.status_code == 422 and "2048" in single.json()["message"], single.text
+    batch = _post(
+        target, "/v1/batch", json={"urls": [f"{target.upstream_url}/photo.jpg", long_url]}
+    )
+    assert batch.status_code == 422 and "urls.1" in batch.json()["message"], batch.text
+    seed = _post(target, "/api", json={"url": long_url})
+    assert seed.status_code == 422 and seed.json()["success"] == "false"
+    assert target.upstream.hits[path] == 0
+    name = "a" * 3000 + ".jpg"
+    photo = target.upstream.photo
+    upload = _post(target, "/v1/analyze", files={"file": (name, photo, "image/jpeg")})
+    assert upload.status_code == 422 and "file name" in upload.json()["message"], upload.text
+    assert_still_serving(target)
