@@ -19,7 +19,15 @@ import numpy as np
 import pytest
 
 from picmetric.triton_server import TritonServer
-from tests.utils.hostile import Upstream, connect, hostile_upstream, read_status, send_head
+from tests.utils.hostile import (
+    Upstream,
+    connect,
+    hostile_upstream,
+    peak_rss,
+    read_status,
+    send_head,
+    server_pid,
+)
 from tests.utils.services import gateway_process
 
 pytestmark = pytest.mark.integration
@@ -191,9 +199,13 @@ def test_chunked_body_is_capped_while_it_streams(target: Target) -> None:
 
 @pytest.mark.parametrize("encoding", ["gzip", "br"])
 def test_compressed_upstream_answer_is_refused_not_inflated(target: Target, encoding: str) -> None:
-    """A few KB that inflate to 64 MiB: refused by its Content-Encoding, never inflated."""
+    """A few KB that inflate to 64 MiB: refused by its Content-Encoding, never inflated (the
+    gateway's peak memory does not grow by an inflated chunk)."""
     path = f"/bomb-{encoding}.jpg"
+    pid = server_pid(target.url)
+    peak = peak_rss(pid)
     answer = _post(target, "/v1/analyze", json={"url": f"{target.upstream_url}{path}"})
+    assert peak_rss(pid) - peak < 16 << 20
     assert answer.status_code == 400, answer.text
     assert answer.json()["errortype"] == "fetch_failed"
     assert "Content-Encoding" in answer.json()["message"]

@@ -12,9 +12,31 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import brotli
+
+
+def server_pid(base: str) -> int:
+    """The process listening at `base` that `gateway_process` started (found by its --port)."""
+    port = str(urlsplit(base).port)
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"gateway" in args and b"--port" in args and port.encode() in args:
+            return int(proc.name)
+    raise LookupError(f"no gateway process on port {port}")
+
+
+def peak_rss(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError("no VmHWM")
 
 
 def connect(base: str, timeout: float = 10) -> socket.socket:
