@@ -133,7 +133,7 @@ async def analyze_album(requests: list[AnalysisRequest], services: Services) -> 
             """Photos one after another on one slot; more workers while slots are free."""
             while True:
                 while todo and _has_free_slot(services):
-                    start(todo.popleft(), first_slot)
+                    start(todo.popleft())
                 items[index] = await _one(index, requests[index], services)
                 if not todo:
                     return
