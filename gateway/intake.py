@@ -59,7 +59,9 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
         )
     try:
         payload = await request.json()
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+    except RecursionError as exc:  # json's parser recurses per level of nesting
+        raise InvalidRequest(f"The JSON is nested too deeply; send JSON like {example}.") from exc
+    except ValueError as exc:
         raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
     return payload if isinstance(payload, dict) else {}
 

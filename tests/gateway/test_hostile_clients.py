@@ -313,6 +313,7 @@ def test_deeply_nested_json_is_422_not_a_500(target: Target) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert answer.status_code == 422 and answer.json()["errortype"] == "invalid_request"
+    assert "nested too deeply" in answer.json()["message"]
     assert "Traceback" not in target.log.read_text()[logged:]
     assert_still_serving(target)
 
