@@ -5,7 +5,6 @@
 #   sudo ./bootstrap.sh deploy   GPU host: Docker + NVIDIA toolkit, convert, docker compose up -d
 #   (no argument on a host with Docker and an NVIDIA GPU means deploy)
 set -euo pipefail
-cd "$(dirname "$0")"
 
 VENV=.venv
 PYTHON=${PYTHON:-python3}
@@ -39,7 +38,8 @@ ensure_venv() {
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     say "Installing Picmetric and its dependencies into $VENV (a few minutes the first time)"
     "$VENV/bin/pip" install --quiet --upgrade pip
-    "$VENV/bin/pip" install --quiet -e ".[convert,test]"
+    # every set, editable; each image installs only its own (deploy/install.sh)
+    "$VENV/bin/pip" install --quiet -e ".[gateway,triton,convert,test]"
     echo "$want" >"$stamp"
   fi
   # shellcheck disable=SC1091
@@ -58,6 +58,8 @@ run_tests() {
   ensure_venv
   apt_ensure /usr/lib/postgresql/15/bin/initdb postgresql
   apt_ensure promtool prometheus
+  # rate limits shared by gateway processes (tests/gateway/test_rate_limits.py)
+  apt_ensure redis-server redis-server
   apt_ensure shellcheck shellcheck
   # a real browser loads /docs offline (tests/gateway/test_docs.py)
   apt_ensure chromium chromium
@@ -117,15 +119,56 @@ install_nvidia_toolkit() {
   systemctl restart docker
 }
 
-# Random passwords for Postgres and Grafana in .env (mode 600), written once.
+random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
+
+# The value of NAME in .env (the last one, unquoted as ensure_env_file writes it).
+env_value() { sed -n "s/^$1=//p" .env | tail -n 1; }
+
+# Secrets in .env (mode 600), each made once: passwords for Postgres and Grafana, the key that
+# locks Triton's admin API, and an API key for the gateway, shown once when it is made. A name
+# already in .env is kept, even empty (PICMETRIC_API_KEYS= with PICMETRIC_ALLOW_ANONYMOUS=true).
 ensure_env_file() {
-  touch .env
+  (umask 077 && touch .env)
   chmod 600 .env
-  local name
-  for name in POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD; do
+  local name key
+  for name in POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD PICMETRIC_TRITON_ADMIN_KEY; do
     if ! grep -q "^$name=" .env; then
-      echo "$name=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')" >>.env
+      echo "$name=$(random_secret)" >>.env
     fi
+  done
+  if ! grep -q "^PICMETRIC_API_KEYS=" .env; then
+    key=$(random_secret)
+    echo "PICMETRIC_API_KEYS=$key" >>.env
+    say "Made an API key; it is shown only now (kept in .env as PICMETRIC_API_KEYS):"
+    echo "    $key"
+    echo "Clients send it in the X-API-Key header. More keys: comma-separated in .env, then"
+    echo "docker compose up -d gateway."
+  fi
+}
+
+# Reads `docker compose ps --all` lines "service|state|health|exit code" and prints the services
+# that failed: not running and healthy, except a one-shot that exited 0.
+failed_services() {
+  local service state health code
+  while IFS='|' read -r service state health code; do
+    case "$state|$health|$code" in
+      "running|healthy|"* | "running||"* | "exited||0") ;;
+      *) echo "$service" ;;
+    esac
+  done
+}
+
+# Which containers failed, and the last lines of their logs.
+report_failure() {
+  echo >&2
+  echo "Picmetric is not working. The containers:" >&2
+  docker compose ps --all >&2 || true
+  local service
+  for service in $(docker compose ps --all --format '{{.Service}}|{{.State}}|{{.Health}}|{{.ExitCode}}' \
+    | failed_services); do
+    echo >&2
+    echo "==> $service failed; the last lines of its log (docker compose logs $service):" >&2
+    docker compose logs --no-color --tail 40 "$service" >&2 || true
   done
 }
 
@@ -138,8 +181,35 @@ wait_ready() {
     [ "$i" -eq 1 ] && echo "Waiting for the gateway and every model to be ready..."
     sleep 5
   done
-  echo "The service was not ready after 10 minutes; see: docker compose logs triton migrate gateway" >&2
+  echo "The service was not ready after 10 minutes." >&2
   return 1
+}
+
+# One photo of the repository through the gateway from this host, with the first API key of
+# .env; prints the analysis' summary (picmetric analyze's, run in the gateway's image).
+# Up to 10 minutes: with PICMETRIC_TENSORRT=1 a first request may build TensorRT engines.
+SAMPLE_PHOTO=docs/try-it-page.png
+prove_analysis() {
+  local key answer
+  local -a auth=()
+  key=$(env_value PICMETRIC_API_KEYS)
+  key=${key%%,*}
+  if [ -n "$key" ]; then
+    auth=(-H "X-API-Key: $key")
+  fi
+  say "Analysing $SAMPLE_PHOTO through $GATEWAY_URL/v1/analyze"
+  answer=$(mktemp)
+  if ! curl -sS --fail-with-body --max-time 600 "${auth[@]}" -F "file=@$SAMPLE_PHOTO" \
+    "$GATEWAY_URL/v1/analyze" -o "$answer"; then
+    echo "The gateway did not analyse the photo; it answered:" >&2
+    cat "$answer" >&2
+    rm -f "$answer"
+    return 1
+  fi
+  docker compose exec -T gateway python -c \
+    'import json, sys; from picmetric.client import summary; print("\n".join(summary(json.load(sys.stdin))))' \
+    <"$answer"
+  rm -f "$answer"
 }
 
 deploy() {
@@ -161,30 +231,44 @@ deploy() {
   fi
   say "Starting Triton, the gateway, PostgreSQL, Prometheus and Grafana"
   docker compose up -d --build
-  wait_ready
+  if ! wait_ready || ! prove_analysis; then
+    report_failure
+    exit 1
+  fi
   echo
-  echo "Picmetric is up: $GATEWAY_URL (API docs at $GATEWAY_URL/docs)"
+  echo "Picmetric is up: $GATEWAY_URL (API docs at $GATEWAY_URL/docs); clients send an API key"
+  echo "  from .env (PICMETRIC_API_KEYS) in the X-API-Key header."
   echo "Grafana: http://localhost:3000 (admin password in .env), Prometheus: http://localhost:9090"
+  echo "Next: docker compose ps; docker compose logs -f gateway triton; the models' weights:"
+  echo "  curl -s -H 'X-API-Key: ...' $GATEWAY_URL/v1/models (README.md, Deployment)"
 }
 
 has_gpu_docker_host() {
   command -v docker >/dev/null && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1
 }
 
-case "${1:-}" in
-  serve) shift; serve "$@" ;;
-  test) shift; run_tests "$@" ;;
-  deploy) shift; deploy ;;
-  "")
-    if has_gpu_docker_host; then
-      deploy
-    else
-      echo "usage: $0 serve|test|deploy (no argument deploys on a host with Docker and an NVIDIA GPU)" >&2
+main() {
+  cd "$(dirname "$0")"
+  case "${1:-}" in
+    serve) shift; serve "$@" ;;
+    test) shift; run_tests "$@" ;;
+    deploy) shift; deploy ;;
+    "")
+      if has_gpu_docker_host; then
+        deploy
+      else
+        echo "usage: $0 serve|test|deploy (no argument deploys on a host with Docker and an NVIDIA GPU)" >&2
+        exit 2
+      fi
+      ;;
+    *)
+      echo "usage: $0 serve|test|deploy [args]" >&2
       exit 2
-    fi
-    ;;
-  *)
-    echo "usage: $0 serve|test|deploy [args]" >&2
-    exit 2
-    ;;
-esac
+      ;;
+  esac
+}
+
+# Sourced (tests/deploy/test_shell_scripts.py calls its functions), it only defines them.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  main "$@"
+fi

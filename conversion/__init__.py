@@ -1,1 +1,3 @@
-"""Exporters from Keras/TensorFlow to ONNX for the Triton model repository."""
+"""The networks to ONNX for the Triton model repository: ResNet50 from Keras (through tf2onnx),
+YOLOv3 straight from the darknet cfg and weights, MTCNN from the Keras weights of the `mtcnn`
+package."""

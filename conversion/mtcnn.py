@@ -223,10 +223,6 @@ def convert(repository: Path) -> list[Path]:
     return [convert_network(network, repository) for network in NETWORKS]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """MTCNN always uses the weights inside the mtcnn package; the common options say so."""
-
-
 def run(args: argparse.Namespace) -> None:
     spec = getattr(args, "weights", "auto")
     if spec not in ("auto", "random"):

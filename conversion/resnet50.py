@@ -103,9 +103,5 @@ def convert(spec: str, seed: int, repository: Path, expected_hash: str | None = 
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """ResNet50 needs no options beyond the common ones."""
-
-
 def run(args: argparse.Namespace) -> None:
     convert(args.weights, args.seed, args.repository, args.weights_hash)

@@ -22,6 +22,7 @@ import numpy as np
 from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
+from conversion.yolov3_options import CFGS
 from core.model_config import CONFIG_FILE, ModelConfig, read_config, write_config
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "yolov3_backbone"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CLASS_NAMES = MODEL_REPOSITORY / "yolov3" / "coco_names.txt"
-CFGS = ("yolov3.cfg", "yolov3-tiny.cfg")
-SIZES = (320, 416, 608)
 CANONICAL = {
     "yolov3.cfg": weights_lib.CanonicalWeights(
         url="https://pjreddie.com/media/files/yolov3.weights",
@@ -232,21 +231,6 @@ def convert(
     provenance = json.loads((installed.parent / export_lib.PROVENANCE_FILE).read_text())
     set_input_size(repository, size, provenance["candidates"])
     return installed
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cfg",
-        default="yolov3.cfg",
-        help=f"darknet network: {' or '.join(CFGS)} (bundled) or a path to a .cfg",
-    )
-    parser.add_argument(
-        "--size",
-        type=int,
-        default=YOLOV3_INPUT_SIZE,
-        choices=SIZES,
-        help="network input size in pixels (square)",
-    )
 
 
 def run(args: argparse.Namespace) -> None:

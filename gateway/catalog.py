@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +119,12 @@ class ModelCatalog:
         return [MODELS[name] for name in names]
 
     async def canary(self, call: Call) -> bool:
-        """One inference through every ready model on a small grey image."""
+        """One inference through every ready model on a small grey image, not retried: readiness
+        says how Triton answers now, and a probe must answer promptly."""
         specs = [MODELS[name] for name in self.ready_models()]
         if not specs:
             return False
+        call = replace(call, retry_wait=0.0)
         try:
             await run_models(specs, call, CANARY_IMAGE, Options(threshold=0.5, max_results=1))
         except (PicmetricError, InferenceServerException) as exc:

@@ -10,6 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from gateway.errors import Unauthorized
+from gateway.ratelimit import key_id
 from gateway.services import Services
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -41,3 +42,17 @@ def require_api_key(
     keys = services.settings.api_keys
     if keys and not key_is_valid(key, keys):
         raise Unauthorized("Send a valid API key in the X-API-Key header.")
+
+
+async def limit_rate(
+    services: ServicesDep, request: Request, key: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> None:
+    """Count the request against its key's rate limit (its address's, where no keys are set);
+    429 rate_limited past it. Runs after require_api_key, so only valid keys are counted."""
+    if services.rate_limiter is None:
+        return
+    if services.settings.api_keys and key is not None:
+        identity = key_id(key)
+    else:
+        identity = f"address:{request.client.host if request.client else 'unknown'}"
+    await services.rate_limiter.check(identity)

@@ -162,6 +162,17 @@ class Overloaded(PicmetricError):
     headers = {"Retry-After": "2"}
 
 
+class RateLimited(PicmetricError):
+    """This client sent more requests than its rate limit allows (PICMETRIC_RATE_LIMIT)."""
+
+    status_code = 429
+    errortype = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 def error_statuses() -> list[int]:
     """Every HTTP status an error of ours answers with (500 included), for OpenAPI's responses."""
     statuses, todo = set(), [PicmetricError]

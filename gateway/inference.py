@@ -5,7 +5,9 @@ per request."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,11 +28,16 @@ from core.preprocessing import (
     letterbox,
     resize_for_resnet50,
 )
+from gateway import metrics
 from gateway.decode import DecodedImage
 from gateway.errors import InferenceTimeout, ModelUnavailable, PicmetricError, UpstreamError
 from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
 
+log = logging.getLogger(__name__)
+
 Prepared = dict[str, Any]
+
+READY_POLL_S = 0.25  # how often a retry asks whether a Triton is ready again
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,9 @@ class Call:
     input_sizes: Mapping[str, int] = field(default_factory=dict)  # square inputs, from Triton
     # Told (Triton model, Triton's message) when a call finds a model's Python stub dead.
     on_dead_stub: Callable[[str, str], None] | None = None
+    # A call that finds Triton going away waits this long at most (within `timeout`) for the
+    # model to be ready again, on this Triton or another, and is retried once; 0: no retry.
+    retry_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,14 @@ _DEAD_STUB = re.compile(r"Stub process '(?P<instance>[^']+)' is not healthy")
 # Triton's words for a model it does not serve right now (unloaded, being loaded, unknown), also
 # when an ensemble or a BLS model reports them for one of its steps.
 _NOT_SERVED = ("is not found", "has no available versions", "is not ready", "unavailable")
+# A Triton going away (SIGTERM) stops every model's scheduler, waits for in-flight requests,
+# unloads the models and only then closes its ports. Meanwhile tritonserver 2.51 answers a new
+# request NOT_FOUND "Request for unknown model: '<model>' has no available versions" or
+# UNAVAILABLE "Server is stopping, scheduler for model has stopped accepting new inference
+# requests", and an ensemble or BLS request already running fails the same way when its next
+# step is refused; once it has exited, UNAVAILABLE "failed to connect to all addresses" (README,
+# "Shutdown and scale events").
+_GOING_AWAY = ("has no available versions", "server is stopping")
 
 
 def dead_stub_model(message: str) -> str | None:
@@ -83,6 +101,13 @@ def dead_stub_model(message: str) -> str | None:
     if match is None:
         return None
     return re.sub(r"_\d+_\d+$", "", match["instance"])
+
+
+def going_away(exc: InferenceServerException) -> bool:
+    """Whether Triton's answer is one a Triton that is stopping (or gone) gives, which another
+    Triton, or this one restarted, may serve."""
+    message = _message(exc).lower()
+    return "UNAVAILABLE" in str(exc.status() or "") or any(w in message for w in _GOING_AWAY)
 
 
 def _message(exc: InferenceServerException) -> str:
@@ -207,15 +232,61 @@ class ModelResult:
     seconds: float
 
 
+def _mapped(spec: ModelSpec, call: Call, exc: InferenceServerException) -> PicmetricError:
+    """Triton's error as ours; a dead Python stub is reported for repair first."""
+    dead = dead_stub_model(_message(exc))
+    if dead is not None and call.on_dead_stub is not None:
+        call.on_dead_stub(dead, _message(exc))
+    return _map_triton_error(spec.name, exc)
+
+
+async def _model_ready(call: Call, model: str, seconds: float) -> bool:
+    """Whether Triton says `model` is ready within `seconds`, asking every READY_POLL_S. The
+    channel reconnects meanwhile: to another Triton behind the address, or this one restarted."""
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if await call.client.is_model_ready(model, client_timeout=max(remaining, 0.1)):
+                return True
+        except InferenceServerException:
+            pass  # not reachable yet
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(min(READY_POLL_S, remaining))
+
+
 async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Options) -> ModelResult:
+    """One model's call. When Triton answers that it is going away, the call waits (bounded by
+    `call.retry_wait` and its own deadline) until the model is ready again and is retried once;
+    a retry is logged and counted in picmetric_triton_retries_total."""
     started = time.perf_counter()
+    deadline = time.monotonic() + call.timeout
     try:
         detections = await spec.infer(call, prepared, options)
     except InferenceServerException as exc:
-        dead = dead_stub_model(_message(exc))
-        if dead is not None and call.on_dead_stub is not None:
-            call.on_dead_stub(dead, _message(exc))
-        raise _map_triton_error(spec.name, exc) from exc
+        if call.retry_wait <= 0 or not going_away(exc):
+            raise _mapped(spec, call, exc) from exc
+        first = exc
+    else:
+        return ModelResult(detections, time.perf_counter() - started)
+
+    wait = max(0.0, min(call.retry_wait, deadline - time.monotonic()))
+    log.warning("%s: Triton is going away (%s); retrying once", spec.name, _message(first))
+    if not await _model_ready(call, spec.triton_model, wait):
+        metrics.TRITON_RETRIES.labels(spec.name, "no_ready_triton").inc()
+        log.warning("%s: no Triton was ready within %.1f s; not retried", spec.name, wait)
+        raise _mapped(spec, call, first) from first
+    retry = dataclasses.replace(call, timeout=max(deadline - time.monotonic(), READY_POLL_S))
+    try:
+        detections = await spec.infer(retry, prepared, options)
+    except InferenceServerException as exc:
+        metrics.TRITON_RETRIES.labels(spec.name, "failed").inc()
+        log.warning("%s: the retry failed too (%s)", spec.name, _message(exc))
+        raise _mapped(spec, call, exc) from exc
+    metrics.TRITON_RETRIES.labels(spec.name, "served").inc()
+    log.info("%s: the retry was served", spec.name)
     return ModelResult(detections, time.perf_counter() - started)
 
 

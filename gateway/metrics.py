@@ -50,3 +50,9 @@ MODEL_REPAIRS = Counter(
     "(reloaded, failed)",
     ["model", "outcome"],
 )
+TRITON_RETRIES = Counter(
+    "picmetric_triton_retries_total",
+    "Triton calls retried once because Triton was going away, by model and outcome (served: the "
+    "retry worked; failed: it failed too; no_ready_triton: no Triton was ready in time)",
+    ["model", "outcome"],
+)

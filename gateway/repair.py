@@ -4,7 +4,8 @@ Triton keeps such a model READY and answers every request with "Stub process '<m
 not healthy" until the model is reloaded (server issues #7230, #7347); Docker restarts only
 exited containers. So whoever sees the error (a request or the /readyz canary, through
 `inference.Call.on_dead_stub`) calls `ModelRepair.request`, and the reload runs in the background
-through Triton's repository API (Triton runs with --model-control-mode=explicit): unload, then
+through Triton's repository API (Triton runs with --model-control-mode=explicit), with the admin
+key that API is locked behind (PICMETRIC_TRITON_ADMIN_KEY, core/triton_admin.py): unload, then
 load. A load alone does nothing to a loaded model whose files have not changed (Triton 2.51
 compares their times), so it would leave the dead instance in place. The model reloaded is the one
 named in the error: a step of the `yolov3` ensemble (unloading it unloads the ensemble, loading it
@@ -21,6 +22,7 @@ import time
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from core.triton_admin import grpc_admin_headers
 from gateway import metrics
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,10 @@ class ModelRepair:
         client: grpcclient.InferenceServerClient,
         interval_s: float = REPAIR_INTERVAL_S,
         load_timeout_s: float = LOAD_TIMEOUT_S,
+        admin_key: str | None = None,
     ) -> None:
         self.client = client
+        self.headers = grpc_admin_headers(admin_key)
         self.interval_s = interval_s
         self.load_timeout_s = load_timeout_s
         self._started: dict[str, float] = {}  # Triton model -> when its last reload started
@@ -76,20 +80,25 @@ class ModelRepair:
     async def _reload(self, model: str) -> None:
         started = time.monotonic()
         try:
-            await self.client.unload_model(model, client_timeout=UNLOAD_TIMEOUT_S)
+            await self.client.unload_model(
+                model, headers=self.headers, client_timeout=UNLOAD_TIMEOUT_S
+            )
         except InferenceServerException as exc:
             metrics.MODEL_REPAIRS.labels(model, "failed").inc()
             log.error(
-                "Could not unload model %s from Triton to reload it: %s; the next error from it "
-                "tries again (at most every %.0f s)",
+                "Could not unload model %s from Triton to reload it: %s; %s",
                 model,
                 exc.message(),
-                self.interval_s,
+                "set PICMETRIC_TRITON_ADMIN_KEY to the key Triton's admin API is locked with"
+                if "restricted" in (exc.message() or "")
+                else f"the next error from it tries again (at most every {self.interval_s:.0f} s)",
             )
             return
         for attempt in range(1, LOAD_ATTEMPTS + 1):
             try:
-                await self.client.load_model(model, client_timeout=self.load_timeout_s)
+                await self.client.load_model(
+                    model, headers=self.headers, client_timeout=self.load_timeout_s
+                )
             except InferenceServerException as exc:
                 last = attempt == LOAD_ATTEMPTS
                 log.error(
@@ -99,7 +108,8 @@ class ModelRepair:
                     LOAD_ATTEMPTS,
                     exc.message(),
                     "it stays unloaded: read Triton's log, then load it through Triton's "
-                    f"repository API (POST /v2/repository/models/{model}/load)"
+                    f"repository API (POST /v2/repository/models/{model}/load, with the admin "
+                    "key's header)"
                     if last
                     else f"trying again in {self.interval_s:.0f} s",
                 )

@@ -16,6 +16,7 @@ from gateway.admission import AdmissionLimiter
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
+from gateway.ratelimit import RateLimiter
 from gateway.repair import ModelRepair
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
@@ -46,6 +47,7 @@ class Services:
     catalog: ModelCatalog
     admission: AdmissionLimiter
     repair: ModelRepair
+    rate_limiter: RateLimiter | None
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -70,7 +72,10 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
-            repair=ModelRepair(triton),
+            repair=ModelRepair(triton, admin_key=settings.triton_admin_key),
+            rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
+            if settings.redis_url
+            else None,
         )
 
     def call(self) -> Call:
@@ -85,6 +90,7 @@ class Services:
             self.settings.model_repository,
             sizes,
             on_dead_stub=self.dead_stub,
+            retry_wait=self.settings.triton_retry_wait_s,
         )
 
     def dead_stub(self, triton_model: str, reason: str) -> None:

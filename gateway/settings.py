@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
+from limits import parse
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -13,11 +15,25 @@ from core.paths import MODEL_REPOSITORY
 MiB = 1 << 20
 
 
+def _parse_limit(value: str) -> None:
+    """Refuse a rate limit the `limits` library cannot read ("120/minute", "5 per second")."""
+    try:
+        parse(value)
+    except ValueError as exc:
+        raise ValueError(f"'{value}' is not a rate limit like 120/minute") from exc
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
 
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(30.0, gt=0)
+    # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
+    # long, within triton_timeout_s, for the model to be ready again and is retried once; 0: never.
+    triton_retry_wait_s: float = Field(10.0, ge=0)
+    # After SIGTERM the gateway takes no new connections and gives the requests it is serving
+    # this long to finish (uvicorn's graceful shutdown); at least the longest analysis.
+    shutdown_timeout_s: float = Field(60.0, gt=0)
     model_repository: Path = MODEL_REPOSITORY
     database_url: str = "sqlite:///picmetric.db"
     # false where the deployment runs `picmetric migrate` itself before the gateway starts
@@ -47,6 +63,17 @@ class Settings(BaseSettings):
     # Host names the gateway answers to besides localhost's (comma-separated; `*.example.com`
     # for subdomains, `*` for any); others 400 untrusted_host, against DNS rebinding.
     allowed_hosts: Annotated[list[str], NoDecode] = []
+    # Rate limits, counted in Redis (gateway/ratelimit.py); unset: no limits.
+    redis_url: str | None = None
+    rate_limit: str = "120/minute"  # each key's (or, without keys, each client address's)
+    # Other limits for some keys: comma-separated `<key id>=<limit>` (key id: ratelimit.key_id).
+    rate_limits: Annotated[dict[str, str], NoDecode] = {}
+    # Without API keys a gateway listening beyond loopback refuses to start, unless this says
+    # that anonymous access is wanted (check_exposure).
+    allow_anonymous: bool = False
+    # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
+    # it (core/triton_admin.py); the same key Triton was started with.
+    triton_admin_key: str | None = Field(None, repr=False)
     canary_max_age_s: float = Field(60.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
@@ -61,7 +88,30 @@ class Settings(BaseSettings):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", mode="before")
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _split_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            pairs = [pair.split("=", 1) for pair in value.split(",") if pair.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("give each limit as <key id>=<limit>, e.g. 3f2a9c01b7de=9/second")
+            return {identity.strip(): limit.strip() for identity, limit in pairs}
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _known_limit(cls, value: str) -> str:
+        _parse_limit(value)
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        for limit in value.values():
+            _parse_limit(limit)
+        return value
+
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", "triton_admin_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -91,3 +141,24 @@ class Settings(BaseSettings):
     def s3_readable(self) -> list[str]:
         """The `bucket` and `bucket/prefix` places s3:// images may be read from."""
         return self.s3_read_from or ([self.s3_bucket] if self.s3_bucket else [])
+
+    def check_exposure(self, host: str) -> None:
+        """Refuse (ValueError, one line) to serve without API keys on an address other machines
+        can reach, unless anonymous access was asked for."""
+        if self.api_keys or self.allow_anonymous or is_loopback(host):
+            return
+        raise ValueError(
+            f"Refusing to listen on {host} without API keys: set PICMETRIC_API_KEYS "
+            "(comma-separated), or PICMETRIC_ALLOW_ANONYMOUS=true to serve anyone, "
+            "or listen on 127.0.0.1."
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a listen address) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

@@ -1,1 +1,2 @@
-"""Picmetric's inference service: shared constants, preprocessing and the `picmetric` command."""
+"""The `picmetric` command line and the local Triton launcher (the shared model contract and
+preprocessing are in `core`)."""

@@ -1,4 +1,8 @@
-"""The `picmetric` command: convert models, run Triton, serve."""
+"""The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
+database, analyse a photo, check the GPU, switch TensorRT.
+
+Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
+Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
 
 from __future__ import annotations
 
@@ -12,12 +16,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
-
-from core.paths import MODEL_REPOSITORY
-from picmetric import client, gpu, tensorrt
-from picmetric.supervisor import RestartPolicy, TritonSupervisor
-from picmetric.triton_server import TritonError, TritonPorts, TritonServer
+from core.paths import MODEL_REPOSITORY, cache_dir
+from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
+from picmetric import client
+from picmetric.supervisor import RestartPolicy
+from picmetric.triton_server import TritonPorts
 
 if TYPE_CHECKING:
     from gateway.settings import Settings
@@ -32,7 +35,7 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
 
     convert = commands.add_parser("convert", help="export models to ONNX into the model repository")
     models = convert.add_subparsers(dest="model", required=True)
-    for name, module in [*converters().items(), ("all", None)]:
+    for name, converter in [*converters().items(), ("all", None)]:
         parser = models.add_parser(name, help=f"convert {name}")
         parser.add_argument(
             "--weights",
@@ -44,8 +47,8 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
             "--weights-hash", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file"
         )
         parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
-        if module is not None:
-            module.add_arguments(parser)
+        if converter is not None:
+            converter.add_arguments(parser)
 
 
 def _add_triton_options(parser: argparse.ArgumentParser) -> None:
@@ -60,15 +63,15 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--triton-max-restarts",
         type=int,
-        default=None,
+        default=RestartPolicy.max_restarts,
         metavar="N",
         help="when Triton exits it is restarted (backoff 1, 2, 4 … 30 s); give up and exit after "
-        "N restarts in a row that did not stay up a minute (default: never give up)",
+        "N restarts in a row that did not stay up a minute (default: %(default)s)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__)
+    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_convert(commands)
@@ -114,10 +117,10 @@ def run_convert(args: argparse.Namespace) -> None:
     if args.model != "all":
         converters()[args.model].run(args)
         return
-    for name, module in converters().items():
+    for name, converter in converters().items():
         parser = argparse.ArgumentParser()
-        module.add_arguments(parser)
-        module.run(
+        converter.add_arguments(parser)
+        converter.run(
             argparse.Namespace(**{**vars(parser.parse_args([])), **vars(args), "model": name})
         )
 
@@ -126,14 +129,14 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _prepared_settings(triton_grpc_url: str | None = None) -> Settings:
-    """The gateway's settings, with its database schema ready (a problem is one clear line
-    here, before any server starts)."""
+def _prepared_settings(host: str, **overrides: str) -> Settings:
+    """The gateway's settings, checked for listening on `host` and with its database schema
+    ready (a problem is one clear line here, before any server starts)."""
     from gateway.migrate import prepare_schema
     from gateway.settings import Settings
 
-    overrides = {"triton_grpc_url": triton_grpc_url} if triton_grpc_url else {}
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings.check_exposure(host)
     prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
     return settings
 
@@ -143,25 +146,41 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
     from gateway.main import create_app
 
-    app = create_app(settings or _prepared_settings(), schema_prepared=True)
+    settings = settings or _prepared_settings(args.host)
+    app = create_app(settings, schema_prepared=True)
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # SIGTERM: uvicorn stops accepting, closes idle connections and waits this long for the
+    # requests in flight (`serve` stops Triton only after that).
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
+    )
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     """Triton until ready, then (with_gateway) the gateway in this process, under uvicorn in the
     main thread; a watcher thread restarts Triton whenever it exits. Ctrl+C or SIGTERM stops
     both, Triton last; this returns once Triton and its model processes are gone."""
+    from picmetric.supervisor import TritonSupervisor
+    from picmetric.triton_server import TritonServer
+
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    server = TritonServer(args.repository, ports)
+    admin_key = _triton_admin_key(with_gateway, ports.http)
+    server = TritonServer(args.repository, ports, admin_key=admin_key)
     supervisor = TritonSupervisor(
         server,
         RestartPolicy(max_restarts=args.triton_max_restarts),
         # the main thread is in uvicorn or waiting: a SIGTERM to ourselves stops either
         on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
-    settings = _prepared_settings(server.grpc_url) if with_gateway else None
+    settings = None
+    if with_gateway:
+        overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
+        settings = _prepared_settings(args.host, **overrides)
     try:
         supervisor.start()
         if settings is not None:
@@ -177,7 +196,38 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
         supervisor.stop()
         log.info("Triton stopped; its ports are free")
     if supervisor.gave_up.is_set():
+        log.error(
+            "Gave up on Triton after %d restart(s): it kept failing (why is above; its whole log: "
+            "%s)",
+            supervisor.restarts,
+            server.log_file,
+        )
         sys.exit(1)
+
+
+def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
+    """The key that locks Triton's admin API: PICMETRIC_TRITON_ADMIN_KEY, else a new one per run
+    (`serve` hands it to its gateway; `triton` alone writes it to a file only its user reads)."""
+    key = os.environ.get("PICMETRIC_TRITON_ADMIN_KEY")
+    if with_gateway:
+        return key or new_admin_key()
+    where = "PICMETRIC_TRITON_ADMIN_KEY"
+    if not key:
+        key = new_admin_key()
+        path = cache_dir() / f"triton-admin-key-{http_port}"
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+        where = f"{path} (made for this run; set PICMETRIC_TRITON_ADMIN_KEY to choose one)"
+    log.info(
+        "Triton's admin API (model load/unload, shared memory, trace, logging) is locked: send "
+        "header %s (gRPC: %s) with the key in %s; the gateway takes it as "
+        "PICMETRIC_TRITON_ADMIN_KEY",
+        ADMIN_HEADER,
+        GRPC_ADMIN_HEADER,
+        where,
+    )
+    return key
 
 
 def run_migrate() -> None:
@@ -225,16 +275,30 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "analyze":
             run_analyze(args)
         elif args.command == "check-gpu":
+            from picmetric import gpu
+
             print("\n".join(gpu.report()))
         elif args.command == "tensorrt":
+            from picmetric import tensorrt
+
             changed = tensorrt.switch(args.repository, args.state == "on")
             log.info("TensorRT %s: %d config(s) changed", args.state, len(changed))
-    except ValidationError as exc:  # a PICMETRIC_* setting that makes no sense
-        problems = "; ".join(
-            f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        log.error("Invalid settings: %s", problems)
-        sys.exit(2)
-    except (TritonError, RuntimeError, ValueError) as exc:  # ours say what to do
+    except (RuntimeError, ValueError) as exc:  # ours (TritonError too) say what to do
+        problems = _invalid_settings(exc)
+        if problems is not None:
+            log.error("Invalid settings: %s", problems)
+            sys.exit(2)
         log.error("%s", exc)
         sys.exit(1)
+
+
+def _invalid_settings(exc: Exception) -> str | None:
+    """One line per PICMETRIC_* setting that makes no sense, when `exc` is pydantic's
+    ValidationError; None otherwise. pydantic is the gateway's: the convert image has none, and
+    an error cannot come from it unless something imported it."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not isinstance(exc, pydantic.ValidationError):
+        return None
+    return "; ".join(
+        f"PICMETRIC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+    )

@@ -19,12 +19,13 @@ log = logging.getLogger(__name__)
 class RestartPolicy:
     """When a supervised Triton exits, restart it after 1, 2, 4 … at most 30 s; a server that
     stayed up `healthy_s` seconds starts the count again. After `max_restarts` restarts in a row
-    without such a healthy period, give up (None: never give up)."""
+    without such a healthy period, give up: a Triton that fails to load the same models again
+    and again would otherwise loop forever (None: never give up)."""
 
     first_delay_s: float = 1.0
     max_delay_s: float = 30.0
     healthy_s: float = 60.0
-    max_restarts: int | None = None
+    max_restarts: int | None = 5
 
     def delay(self, in_a_row: int) -> float:
         """Seconds to wait before the `in_a_row`-th restart in a row (1, 2, …)."""

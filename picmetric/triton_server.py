@@ -18,6 +18,7 @@ from types import TracebackType
 import httpx
 
 from core.paths import MODEL_REPOSITORY, cache_dir
+from core.triton_admin import new_admin_key, restricted_api_args
 from picmetric.triton_wheel import (
     TritonError,
     assemble_backends,
@@ -78,7 +79,8 @@ def _kill_group(group: int) -> None:
 
 class TritonServer:
     """A local tritonserver process: `with TritonServer(...) as server:` starts it and waits
-    until it is ready; leaving the block stops it."""
+    until it is ready; leaving the block stops it. Its admin API (core.triton_admin) is locked
+    behind `admin_key`, a fresh random one unless given."""
 
     def __init__(
         self,
@@ -86,11 +88,14 @@ class TritonServer:
         ports: TritonPorts | None = None,
         log_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        admin_key: str | None = None,
     ) -> None:
         self.repository = repository
         self.ports = ports or TritonPorts()
         self.log_file = log_file or cache_dir() / "logs" / f"tritonserver-{self.ports.http}.log"
         self.extra_args = extra_args
+        self.admin_key = admin_key or new_admin_key()
+        restricted_api_args(self.admin_key)  # a key Triton could not take fails here, not later
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +135,7 @@ class TritonServer:
             # whose Python stub died (gateway/repair.py) through Triton's repository API.
             "--model-control-mode=explicit",
             "--load-model=*",
+            *restricted_api_args(self.admin_key),
             *self.extra_args,
         ]
         return args, env

@@ -11,7 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from core.paths import PROJECT_ROOT, cache_dir, publish_folder
+from core.paths import cache_dir, publish_folder
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Our CPU stand-in for the onnxruntime backend (see its module docstring).
@@ -28,7 +28,8 @@ def pytriton_dirs() -> tuple[Path, Path]:
         import pytriton
     except ImportError as exc:
         raise TritonError(
-            "nvidia-pytriton is not installed; run ./bootstrap.sh (or pip install -e .) first."
+            "nvidia-pytriton is not installed; run ./bootstrap.sh (or pip install '.[triton]') "
+            "first."
         ) from exc
     server = Path(pytriton.__file__).parent / "tritonserver"
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
@@ -76,11 +77,21 @@ def assemble_backends(server: Path) -> Path:
 
 
 def server_environment(libs: Path) -> dict[str, str]:
-    """LD_LIBRARY_PATH for libpython and the wheel's libraries; PYTHONPATH so the stub sees this
-    environment's packages (numpy<2, onnxruntime) and the project."""
+    """LD_LIBRARY_PATH for libpython and the wheel's libraries, and PATH with this interpreter's
+    folder first. The Python stub embeds libpython and ignores PYTHONPATH; its interpreter finds
+    its prefix, and so its site-packages, by looking up `python3` on PATH, as `python3` typed in a
+    shell would (Triton starts it through `bash`). Without this folder first, a launcher run by
+    its path (systemd, cron, a container's CMD, `env -i`) hands the stubs whatever `python3` PATH
+    names, or none: the base interpreter, without onnxruntime and numpy<2."""
+    here = Path(sys.executable).parent  # not resolved: a venv's bin/ is what names the venv
+    if not (here / "python3").exists():
+        raise TritonError(
+            f"No python3 next to {sys.executable}; Triton's Python stub finds its packages "
+            "through that name. Run picmetric from a virtual environment (./bootstrap.sh)."
+        )
     env = dict(os.environ)
     paths = [_python_libdir(), str(libs), env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in paths if p)
-    site = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    env["PYTHONPATH"] = os.pathsep.join([*sorted(site), str(PROJECT_ROOT)])
+    # os.defpath when PATH is unset: Triton still needs `bash` to start a stub
+    env["PATH"] = os.pathsep.join([str(here), env.get("PATH") or os.defpath])
     return env

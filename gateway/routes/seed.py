@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from gateway import intake, rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
-from gateway.deps import ServicesDep, require_api_key
+from gateway.deps import ServicesDep, limit_rate, require_api_key
 from gateway.errors import error_statuses
 from gateway.schemas import SeedErrorBody, SeedRequest, SeedResponse
 
@@ -23,7 +23,7 @@ class SeedRoute(APIRoute):
 
 router = APIRouter(
     tags=["seed"],
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(require_api_key), Depends(limit_rate)],
     route_class=SeedRoute,
     responses={code: {"model": SeedErrorBody} for code in error_statuses()},
 )

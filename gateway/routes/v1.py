@@ -19,7 +19,7 @@ from gateway.analysis import (
     full_photo,
     stored_analysis,
 )
-from gateway.deps import ServicesDep, require_api_key
+from gateway.deps import ServicesDep, limit_rate, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
 from gateway.schemas import (
@@ -33,7 +33,7 @@ from gateway.schemas import (
 router = APIRouter(
     prefix="/v1",
     tags=["v1"],
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(require_api_key), Depends(limit_rate)],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 

@@ -8,12 +8,37 @@ import pytest
 import yaml
 
 from core.paths import PROJECT_ROOT
+from core.triton_admin import restricted_api_args
+from gateway.settings import Settings
 from picmetric.triton_server import TritonServer
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 BUILT = {"gateway", "migrate", "convert"}
 ONE_SHOT = {"migrate", "convert"}
+VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(value: object, env: dict[str, str]) -> str:
+    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?error}` against .env's `env`; an
+    unset or empty NAME with `:?` is compose's refusal to start (ValueError here)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, text = match.groups()
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise ValueError(f"{name}: {text}")
+        return text if kind == "-" else ""
+
+    return VARIABLE.sub(one, str(value))
+
+
+def gateway_settings(env: dict[str, str]) -> Settings:
+    """The gateway's settings as compose starts it with this .env."""
+    environment = SERVICES["gateway"]["environment"]
+    values = {name: interpolate(value, env) for name, value in environment.items()}
+    return Settings(**{name.removeprefix("PICMETRIC_").lower(): v for name, v in values.items()})
 
 
 def test_compose_has_every_service() -> None:
@@ -150,3 +175,68 @@ def test_unauthenticated_services_listen_on_loopback_only() -> None:
         addresses = {_published(port)[0] for port in SERVICES[name]["ports"]}
         assert addresses == {"127.0.0.1"}, name
     assert "ports" not in SERVICES["postgres"]
+
+
+DOT_ENV = {"POSTGRES_PASSWORD": "pw", "PICMETRIC_TRITON_ADMIN_KEY": "k3y"}
+
+
+def test_triton_admin_api_is_locked_with_the_key_in_dot_env() -> None:
+    """The flags the local Triton runs with (tests/picmetric/test_triton_admin.py), with .env's
+    key; the gateway's repair gets the same key; without it compose refuses to start."""
+    command = [interpolate(arg, DOT_ENV) for arg in SERVICES["triton"]["command"]]
+    assert set(restricted_api_args("k3y")) <= set(command)
+    assert gateway_settings({**DOT_ENV, "PICMETRIC_API_KEYS": "a"}).triton_admin_key == "k3y"
+    for arg in SERVICES["triton"]["command"][-2:]:
+        with pytest.raises(ValueError, match="PICMETRIC_TRITON_ADMIN_KEY in .env"):
+            interpolate(arg, {"POSTGRES_PASSWORD": "pw"})
+
+
+def test_compose_gateway_is_closed_unless_anonymous_access_is_asked_for() -> None:
+    """The gateway listens on 0.0.0.0 in its container: with no key in .env it refuses to start;
+    PICMETRIC_ALLOW_ANONYMOUS=true in .env lets it run open."""
+    keyed = gateway_settings({**DOT_ENV, "PICMETRIC_API_KEYS": "key-one,key-two"})
+    assert keyed.api_keys == ["key-one", "key-two"] and not keyed.allow_anonymous
+    keyed.check_exposure("0.0.0.0")
+    with pytest.raises(ValueError, match="without API keys"):
+        gateway_settings(DOT_ENV).check_exposure("0.0.0.0")
+    gateway_settings({**DOT_ENV, "PICMETRIC_ALLOW_ANONYMOUS": "true"}).check_exposure("0.0.0.0")
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration such as 70s, 30m or 1m30s."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+# Not measured here (no GPU with the NGC image): TensorRT builds of ResNet50 and the YOLOv3
+# backbone in FP16 take minutes each; the budget leaves room for a slow GPU and parallel loads.
+FIRST_TENSORRT_BUILD_S = 20 * 60
+
+
+def test_triton_health_budget_covers_a_first_tensorrt_build() -> None:
+    """The warm-up at load builds the engines (model_warmup in the configs), so the first start
+    with TensorRT is not ready for minutes; compose must not call it unhealthy meanwhile."""
+    check = SERVICES["triton"]["healthcheck"]
+    budget = _seconds(check["start_period"]) + _seconds(check["interval"]) * check["retries"]
+    assert budget >= FIRST_TENSORRT_BUILD_S
+
+
+def test_shutdown_gives_the_longest_analysis_time_before_sigkill() -> None:
+    """The gateway finishes what it runs (uvicorn's graceful shutdown), Triton its in-flight
+    inferences (--exit-timeout-secs), each within its stop_grace_period; the longest analysis
+    is the fetch, Triton (its one retry included) and keeping the upload."""
+    settings = Settings()
+    longest = settings.fetch_timeout_s + settings.triton_timeout_s + settings.s3_timeout_s
+    gateway, triton = SERVICES["gateway"], SERVICES["triton"]
+    drain = float(gateway["environment"]["PICMETRIC_SHUTDOWN_TIMEOUT_S"])
+    assert drain >= longest
+    assert _seconds(gateway["stop_grace_period"]) > drain
+    (exit_timeout,) = [
+        int(arg.split("=")[1])
+        for arg in triton["command"]
+        if arg.startswith("--exit-timeout-secs=")
+    ]
+    assert exit_timeout >= settings.triton_timeout_s
+    assert _seconds(triton["stop_grace_period"]) > exit_timeout

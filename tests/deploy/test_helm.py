@@ -21,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from core.triton_admin import restricted_api_args
 from gateway.settings import Settings
 from tests.utils.commands import run_tool
 from tests.utils.helm import (
@@ -41,7 +42,7 @@ PRODUCTION = ("-f", "ci/production-values.yaml")
 VALUES = {"default": (), "production": PRODUCTION}
 RATIO_RULE = "picmetric:triton_queue_compute_ratio:rate1m"
 RATIO_METRIC = "picmetric_triton_queue_compute_ratio"
-SECRET_NAMES = re.compile(r"DATABASE_URL|API_KEYS|PASSWORD|SECRET|TOKEN")
+SECRET_NAMES = re.compile(r"DATABASE_URL|API_KEYS|ADMIN_KEY|PASSWORD|SECRET|TOKEN")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
 
@@ -174,6 +175,32 @@ def test_gateway_settings_are_settings_the_gateway_knows(values: tuple[str, ...]
     assert int(env["PICMETRIC_MAX_ANALYSES_IN_FLIGHT"]) >= 1
 
 
+def test_gateway_reads_s3_and_counts_rate_limits_where_the_values_say() -> None:
+    """The values become settings the gateway parses: s3:// reads from the listed places only,
+    rate limits in the given Redis; by default the uploads bucket only and no limits."""
+    default = Settings(**_settings_fields(gateway_env(render("--set", "gateway.s3Bucket=uploads"))))
+    assert default.s3_readable == ["uploads"] and default.redis_url is None
+    objects = render(
+        "--set",
+        "gateway.s3ReadFrom={photos,shared/picmetric/}",
+        "--set",
+        "gateway.redisUrl=redis://redis.cache:6379/0",
+        "--set",
+        "gateway.rateLimit=30/minute",
+    )
+    settings = Settings(**_settings_fields(gateway_env(objects)))
+    assert settings.s3_readable == ["photos", "shared/picmetric/"]
+    assert (settings.redis_url, settings.rate_limit) == ("redis://redis.cache:6379/0", "30/minute")
+    with pytest.raises(AssertionError, match="redisUrl"):
+        render("--set", "gateway.redisUrl=redis://user:secret@redis:6379/0")
+
+
+def _settings_fields(env: dict[str, str]) -> dict[str, str]:
+    """The PICMETRIC_* variables of `env` as Settings' field names."""
+    prefix = "PICMETRIC_"
+    return {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
+
+
 def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> None:
     objects = render()
     service = find(objects, "Service", "-triton")
@@ -188,6 +215,34 @@ def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> Non
     assert gateway_env(client_side)["PICMETRIC_TRITON_GRPC_URL"] == (
         f"dns:///{headless['metadata']['name']}.inference.svc.cluster.local:8001"
     )
+
+
+def test_both_deployments_drain_before_sigterm_within_their_grace_period() -> None:
+    """preStop keeps a pod serving while it leaves the endpoints; after SIGTERM the gateway
+    finishes its analyses and Triton its inferences within longestAnalysisSeconds; the grace
+    period holds both and a margin (values.yaml, shutdown)."""
+    sizes = ("--set", "shutdown.longestAnalysisSeconds=90", "--set", "shutdown.drainSeconds=15")
+    objects = render(*sizes)
+    for component in ("triton", "gateway"):
+        deployment = find(objects, "Deployment", f"-{component}")
+        server = container(deployment, component)
+        assert server["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
+        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 115
+    assert (
+        "--exit-timeout-secs=90"
+        in container(find(objects, "Deployment", "-triton"), "triton")["args"]
+    )
+    assert gateway_env(objects)["PICMETRIC_SHUTDOWN_TIMEOUT_S"] == "90"
+
+
+def test_default_shutdown_covers_the_gateways_longest_analysis() -> None:
+    """Fetch, Triton (its retry included: it stays within the Triton timeout) and keeping the
+    upload, with the gateway's default settings."""
+    settings = Settings()
+    longest = settings.fetch_timeout_s + settings.triton_timeout_s + settings.s3_timeout_s
+    env = gateway_env(render())
+    assert float(env["PICMETRIC_SHUTDOWN_TIMEOUT_S"]) >= longest
+    assert settings.triton_retry_wait_s < settings.triton_timeout_s
 
 
 @pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
@@ -381,7 +436,18 @@ BAD_VALUES = {
     "archive not in S3": ("modelRepository.s3.url=https://example.com/m.tar.gz", "url"),
     "claim without a name": ("modelRepository.source=pvc", "claimName"),
     "unknown balancing": ("gateway.tritonBalancing=random", "tritonBalancing"),
+    "anonymous not a boolean": ("auth.anonymous=maybe", "auth.anonymous"),
+    "anonymous through extraEnv": ("gateway.extraEnv.PICMETRIC_ALLOW_ANONYMOUS=true", "extraEnv"),
+    "admin key in values": ("gateway.extraEnv.PICMETRIC_TRITON_ADMIN_KEY=k", "extraEnv"),
+    "Triton as root": ("triton.runAsUser=0", "runAsUser"),
+    "no admin key in the Secret": ("gateway.secretKeys.tritonAdminKey=", "tritonAdminKey"),
+    "namespace not a name": (
+        "networkPolicy.monitoringNamespace=Mon_itoring",
+        "monitoringNamespace",
+    ),
+    "unknown policy value": ("networkPolicy.allowAll=true", "allowAll"),
     "ratio not a quantity": ("triton.autoscaling.targetQueueComputeRatio=half", "targetQueue"),
+    "no time to finish": ("shutdown.longestAnalysisSeconds=0", "longestAnalysisSeconds"),
 }
 
 
@@ -448,3 +514,206 @@ def _boto_credentials() -> dict[str, str]:
         "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
     }
+
+
+# Closed by default (issue 18): API keys required, Triton's admin API locked, Triton non-root
+# with its own ServiceAccount, NetworkPolicies, only the API on the Ingress.
+
+ANONYMOUS = ("--set", "auth.anonymous=true")
+NO_API_KEYS = ("--set", "gateway.secretKeys.apiKeys=")
+
+
+def pod_spec(objects: tuple[Manifest, ...], component: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(objects, "Deployment", f"-{component}")["spec"]["template"]["spec"]
+    return spec
+
+
+def secret_refs(objects: tuple[Manifest, ...]) -> list[dict[str, Any]]:
+    """Every secretKeyRef of every pod's containers and init containers."""
+    refs = []
+    for manifest in objects:
+        pod = (manifest.get("spec") or {}).get("template", {}).get("spec", {})
+        for c in [*pod.get("containers", []), *pod.get("initContainers", [])]:
+            refs += [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "valueFrom" in e]
+    return refs
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_api_keys_are_required_by_default(values: tuple[str, ...]) -> None:
+    """No secretKeyRef is optional: a Secret without the API keys stops the pod, it never turns
+    authentication off."""
+    objects = render(*values)
+    env = container(find(objects, "Deployment", "-gateway"), "gateway")["env"]
+    (keys,) = [e for e in env if e["name"] == "PICMETRIC_API_KEYS"]
+    assert keys["valueFrom"]["secretKeyRef"]["key"] == "api-keys"
+    assert all("optional" not in ref for ref in secret_refs(objects))
+    assert gateway_env(objects)["PICMETRIC_ALLOW_ANONYMOUS"] == "false"
+
+
+def test_a_chart_without_api_keys_fails_unless_anonymous_access_is_asked_for() -> None:
+    result = helm("template", "picmetric", ".", *NO_API_KEYS)
+    assert result.returncode != 0
+    assert "set auth.anonymous=true to serve without API keys" in result.stderr
+    anonymous = render(*NO_API_KEYS, *ANONYMOUS)
+    env = container(find(anonymous, "Deployment", "-gateway"), "gateway")["env"]
+    assert "PICMETRIC_API_KEYS" not in {e["name"] for e in env}
+    assert gateway_env(anonymous)["PICMETRIC_ALLOW_ANONYMOUS"] == "true"
+    for manifest in anonymous:
+        validate(manifest)
+    # anonymous with keys named: they apply when the Secret has them
+    (keys,) = [r for r in secret_refs(render(*ANONYMOUS)) if r["key"] == "api-keys"]
+    assert keys["optional"] is True
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_triton_admin_api_is_locked_with_the_key_from_the_secret(values: tuple[str, ...]) -> None:
+    """The flags the local Triton runs with (tests/picmetric/test_triton_admin.py); Kubernetes
+    puts the key from the Secret in place of $(PICMETRIC_TRITON_ADMIN_KEY)."""
+    objects = render(*values)
+    triton = container(find(objects, "Deployment", "-triton"), "triton")
+    assert set(restricted_api_args("$(PICMETRIC_TRITON_ADMIN_KEY)")) <= set(triton["args"])
+    gateway = container(find(objects, "Deployment", "-gateway"), "gateway")
+    for server in (triton, gateway):
+        (key,) = [e for e in server["env"] if e["name"] == "PICMETRIC_TRITON_ADMIN_KEY"]
+        assert key["valueFrom"]["secretKeyRef"]["key"] == "triton-admin-key"
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_triton_runs_as_non_root_without_capabilities(values: tuple[str, ...]) -> None:
+    spec = pod_spec(render(*values), "triton")
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] == pod["runAsGroup"] == pod["fsGroup"] == 1000  # NGC's triton-server
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    for component in ("triton", "gateway"):
+        every = [*pod_spec(render(*values), component)["containers"]]
+        every += pod_spec(render(*values), component).get("initContainers", [])
+        for c in every:
+            context = c["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, c["name"]
+            assert context["capabilities"] == {"drop": ["ALL"]}, c["name"]
+            assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, c["name"]
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, c["name"]
+    # What Triton writes is in emptyDirs its group owns (fsGroup); /dev/shm is in memory.
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and "emptyDir" in volumes["trt-cache"]
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_triton_has_its_own_service_account_with_only_the_archive_role(
+    values: tuple[str, ...],
+) -> None:
+    objects = render(*values)
+    triton, gateway = pod_spec(objects, "triton"), pod_spec(objects, "gateway")
+    assert triton["serviceAccountName"] != gateway["serviceAccountName"]
+    assert triton["automountServiceAccountToken"] is False
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    own = accounts[triton["serviceAccountName"]].get("metadata", {}).get("annotations", {})
+    shared = accounts[gateway["serviceAccountName"]]["metadata"].get("annotations", {})
+    if values == PRODUCTION:  # the archive is in S3: a read role, not the gateway's
+        assert own["eks.amazonaws.com/role-arn"].endswith("role/picmetric-models-read")
+        assert shared["eks.amazonaws.com/role-arn"].endswith("role/picmetric")
+    else:
+        assert own == {}
+
+
+def _allowed(policy: Manifest) -> list[tuple[int | str, list[dict[str, Any]]]]:
+    """(port, peers) for every port a NetworkPolicy opens."""
+    return [
+        (port["port"], rule["from"]) for rule in policy["spec"]["ingress"] for port in rule["ports"]
+    ]
+
+
+def test_network_policies_let_only_the_gateway_reach_triton() -> None:
+    objects = render()
+    labels = {
+        component: find(objects, "Deployment", f"-{component}")["spec"]["template"]["metadata"][
+            "labels"
+        ]
+        for component in ("triton", "gateway")
+    }
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"picmetric-triton", "picmetric-gateway"}
+    for component, policy in (
+        ("triton", policies["picmetric-triton"]),
+        ("gateway", policies["picmetric-gateway"]),
+    ):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels[component].items()
+
+    def namespace(name: str) -> dict[str, Any]:
+        return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
+
+    triton = dict(_allowed(policies["picmetric-triton"]))
+    assert set(triton) == {"grpc", "metrics"}  # HTTP's admin API: from no pod
+    (gateway_pods,) = triton["grpc"]
+    assert gateway_pods["podSelector"]["matchLabels"].items() <= labels["gateway"].items()
+    assert triton["metrics"] == [namespace("monitoring")]
+    gateway = dict(_allowed(policies["picmetric-gateway"]))
+    assert gateway == {"http": [namespace("ingress-nginx"), namespace("monitoring")]}
+    # named ports that the pods declare
+    for port in ("grpc", "metrics"):
+        assert port in {
+            p["name"] for p in container(find(objects, "Deployment", "-triton"), "triton")["ports"]
+        }
+    moved = render("--set", "networkPolicy.ingressControllerNamespace=traefik")
+    assert dict(_allowed(find(moved, "NetworkPolicy", "-gateway")))["http"][0] == namespace(
+        "traefik"
+    )
+    assert all(o["kind"] != "NetworkPolicy" for o in render("--set", "networkPolicy.enabled=false"))
+
+
+def _routed(ingress: Manifest, path: str) -> bool:
+    """Whether an Ingress sends `path` anywhere, by Kubernetes' Exact and Prefix rules (Prefix
+    matches whole path segments: /v1 matches /v1 and /v1/x, not /v1x)."""
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            want, kind = entry["path"], entry["pathType"]
+            if kind == "Exact" and path == want:
+                return True
+            if kind == "Prefix" and (path == want or path.startswith(want.rstrip("/") + "/")):
+                return True
+    return False
+
+
+def test_ingress_routes_the_api_but_not_metrics_or_readiness() -> None:
+    ingress = find(render(*PRODUCTION), "Ingress")
+    for path in (
+        "/v1/analyze",
+        "/v1/models",
+        "/api",
+        "/",
+        "/docs",
+        "/docs/assets/swagger-ui.css",
+        "/redoc",
+        "/openapi.json",
+        "/page/app.js",
+    ):
+        assert _routed(ingress, path), path
+    for path in ("/metrics", "/readyz", "/healthz", "/v1x", "/metrics/"):
+        assert not _routed(ingress, path), path
+    assert {p["pathType"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]} <= {
+        "Exact",
+        "Prefix",
+    }
+
+
+def _value_paths(values: Any, prefix: str = "") -> list[str]:
+    if not isinstance(values, dict) or not values:
+        return [prefix]
+    return [p for k, v in values.items() for p in _value_paths(v, f"{prefix}.{k}".lstrip("."))]
+
+
+def test_schema_knows_every_value() -> None:
+    """Every value in values.yaml is declared in values.schema.json (down to where the schema
+    takes any object: labels, annotations, resources)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for path in _value_paths(load_yaml(CHART / "values.yaml")):
+        node = schema
+        for key in path.split("."):
+            if "properties" not in node:
+                break  # a free-form object (annotations, nodeSelector, ...)
+            assert key in node["properties"], f"values.schema.json does not know {path}"
+            node = node["properties"][key]
+    for new in ("auth", "networkPolicy"):
+        assert new in schema["required"]

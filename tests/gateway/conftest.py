@@ -92,6 +92,7 @@ def gateway(
         database_url = request.getfixturevalue("postgres_url")
     env = {
         "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_TRITON_ADMIN_KEY": triton.admin_key,
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": database_url,
         "PICMETRIC_S3_BUCKET": BUCKET,

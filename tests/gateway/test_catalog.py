@@ -1,13 +1,18 @@
 """The catalog reads each model's square input size from Triton, so the gateway letterboxes
-for the size a model was converted with."""
+for the size a model was converted with; its canary is not retried."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
-from gateway.catalog import square_input_size
+from gateway.catalog import ModelCatalog, square_input_size
+from gateway.inference import Call
 from picmetric.triton_server import TritonServer
 
 
@@ -26,3 +31,27 @@ def test_square_input_sizes_from_the_real_triton(triton: TritonServer) -> None:
             for model in OFFERED_MODELS
         }
     assert sizes == {"resnet50": 224, "yolov3": 416, "mtcnn": None}
+
+
+class StoppingTriton:
+    """Answers every inference as a Triton that got SIGTERM does; says every model is ready."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def infer(self, *args: object, **kwargs: object) -> None:
+        self.calls += 1
+        message = "Server is stopping, scheduler for model has stopped accepting new requests"
+        raise InferenceServerException(message, "StatusCode.UNAVAILABLE")
+
+    async def is_model_ready(self, *args: object, **kwargs: object) -> bool:
+        return True
+
+
+def test_canary_is_not_retried_so_readiness_answers_promptly(tmp_path: Path) -> None:
+    catalog = ModelCatalog(tmp_path)
+    catalog.states["resnet50"].ready = True
+    triton = StoppingTriton()
+    call = Call(client=triton, timeout=5.0, repository=tmp_path, retry_wait=5.0)  # type: ignore[arg-type]
+    assert asyncio.run(catalog.canary(call)) is False
+    assert triton.calls == 1 and catalog.last_canary is None

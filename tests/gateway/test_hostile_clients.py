@@ -61,6 +61,7 @@ def target(
     photo = cv2.imencode(".jpg", cv2.cvtColor(photos["chelsea"], cv2.COLOR_RGB2BGR))[1].tobytes()
     env = {
         "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_TRITON_ADMIN_KEY": triton.admin_key,
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
         "PICMETRIC_API_KEYS": KEY,

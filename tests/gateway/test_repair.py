@@ -74,7 +74,8 @@ def test_model_repair_load_that_keeps_failing_is_tried_a_bounded_number_of_times
     then counted as failed, with what to do next in the log."""
 
     async def scenario() -> None:
-        repair = ModelRepair(grpcclient.InferenceServerClient(triton.grpc_url), interval_s=0.1)
+        client = grpcclient.InferenceServerClient(triton.grpc_url)
+        repair = ModelRepair(client, interval_s=0.1, admin_key=triton.admin_key)
         assert repair.request("no_such_model", REASON)
         await repair.wait()
         await repair.client.close()
@@ -87,3 +88,24 @@ def test_model_repair_load_that_keeps_failing_is_tried_a_bounded_number_of_times
     tries = [r.getMessage() for r in caplog.records if "into Triton failed" in r.getMessage()]
     assert len(tries) == LOAD_ATTEMPTS
     assert "POST /v2/repository/models/no_such_model/load" in tries[-1]
+
+
+@pytest.mark.integration
+def test_model_repair_without_the_admin_key_is_refused_and_says_which_setting(
+    triton: TritonServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Triton's repository API is locked (core/triton_admin.py): a gateway without
+    PICMETRIC_TRITON_ADMIN_KEY cannot reload, and its log names the setting."""
+
+    async def scenario() -> None:
+        repair = ModelRepair(grpcclient.InferenceServerClient(triton.grpc_url), interval_s=0.1)
+        assert repair.request("resnet50", REASON)
+        await repair.wait()
+        await repair.client.close()
+
+    failed = _repairs("resnet50", "failed")
+    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+        asyncio.run(scenario())
+    assert _repairs("resnet50", "failed") == failed + 1
+    (refused,) = [r.getMessage() for r in caplog.records if "Could not unload" in r.getMessage()]
+    assert "restricted" in refused and "set PICMETRIC_TRITON_ADMIN_KEY" in refused

@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conversion import mtcnn as converter
+from core.triton_admin import grpc_admin_headers
 from picmetric.triton_server import TritonServer
 from tests.utils.mtcnn_faces import (
     MODEL,
@@ -105,18 +106,22 @@ def test_mtcnn_parity_at_phone_photo_sizes_iou95_score001_landmarks2px(
 
 
 @pytest.fixture
-def pyramid_in_graph(client: grpcclient.InferenceServerClient) -> Iterator[None]:
+def pyramid_in_graph(
+    client: grpcclient.InferenceServerClient, triton: TritonServer
+) -> Iterator[None]:
     """`mtcnn` loaded with config.pbtxt's `pyramid` set to `graph` (Triton's load API with a
-    config override), as a GPU host's `auto` chooses; the committed config is loaded back after."""
+    config override, with the admin key), as a GPU host's `auto` chooses; the committed config is
+    loaded back after."""
     config = client.get_model_config(MODEL, as_json=True)["config"]
     assert config["parameters"]["pyramid"]["string_value"] == "auto"
     config["parameters"]["pyramid"]["string_value"] = "graph"
-    client.load_model(MODEL, config=json.dumps(config))
+    admin = grpc_admin_headers(triton.admin_key)
+    client.load_model(MODEL, headers=admin, config=json.dumps(config))
     try:
         yield
     finally:
-        client.unload_model(MODEL)
-        client.load_model(MODEL)
+        client.unload_model(MODEL, headers=admin)
+        client.load_model(MODEL, headers=admin)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ restarts of a killed server with nothing of it left behind."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,12 +17,14 @@ import httpx
 import pytest
 
 from core.model_config import ModelConfig, write_config
+from core.paths import PROJECT_ROOT
 from picmetric import triton_wheel
 from picmetric.supervisor import RestartPolicy, TritonSupervisor
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
 from tests.utils.ports import free_port
-from tests.utils.processes import group_of, port_free, stubs_of
+from tests.utils.processes import group_of, port_free, processes, stubs_of
 from tests.utils.services import wait_until
+from tests.utils.tiny_models import write_gather_model
 
 
 def test_python_without_shared_libpython_is_a_one_line_error(
@@ -197,3 +200,95 @@ def test_supervisor_gives_up_after_max_restarts_in_a_row(tmp_path: Path) -> None
     finally:
         supervisor.stop()
     _stopped_cleanly(server)
+
+
+def _picmetric_by_its_path(*args: str) -> list[str]:
+    """The venv's `picmetric` script run as systemd, cron or a container's CMD would: `env -i`,
+    no activated venv, no PATH. PYTHONPATH only makes the checkout under test the code that runs
+    when the venv's install points elsewhere; Triton's Python stub ignores it."""
+    script = Path(sys.executable).parent / "picmetric"
+    return ["env", "-i", f"PYTHONPATH={PROJECT_ROOT}", str(script), *args]
+
+
+def _ports_args(ports: TritonPorts) -> list[str]:
+    return [
+        f"--http-port={ports.http}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-port={ports.metrics}",
+    ]
+
+
+def _tritonserver_pid(http_port: int) -> int | None:
+    return next(
+        (
+            p.pid
+            for p in processes()
+            if "bin/tritonserver" in p.command and f"--http-port={http_port}" in p.command
+        ),
+        None,
+    )
+
+
+@pytest.mark.integration
+def test_picmetric_triton_by_its_path_in_a_bare_environment_loads_every_model(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    """The stubs must see the venv (onnxruntime, numpy<2), not whatever `python3` PATH names."""
+    ports = _free_ports()
+    command = _picmetric_by_its_path("triton", f"--repository={model_repository}")
+    log = tmp_path / "picmetric.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([*command, *_ports_args(ports)], stdout=out, stderr=out)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _ready(TritonServer(ports=ports)),
+            timeout=180,
+            what="Triton's start by the venv's path",
+            log=log,
+        )
+        assert process.poll() is None, log.read_text()
+        index = httpx.post(f"http://127.0.0.1:{ports.http}/v2/repository/index").json()
+        models = {folder.name for folder in model_repository.iterdir() if folder.is_dir()}
+        assert {m["name"]: m.get("state") for m in index} == dict.fromkeys(models, "READY")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    assert process.returncode == 0, log.read_text()
+
+
+@pytest.mark.integration
+def test_picmetric_triton_gives_up_on_a_model_that_keeps_failing_and_says_why(
+    tmp_path: Path,
+) -> None:
+    """Triton killed, then its model broken: each restart fails to load it; after
+    --triton-max-restarts restarts the command exits 1 with Triton's own reason."""
+    repository = tmp_path / "repository"
+    write_gather_model(repository)
+    ports = _free_ports()
+    command = _picmetric_by_its_path("triton", f"--repository={repository}")
+    process = subprocess.Popen(
+        [*command, *_ports_args(ports), "--triton-max-restarts=2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("Serving" in line for line in lines), 180, "Triton's start")
+        (repository / "gather" / "1" / "model.onnx").write_bytes(b"not an ONNX model")
+        pid = _tritonserver_pid(ports.http)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        code = process.wait(timeout=180)
+        reader.join(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    output = "".join(lines)
+    assert code == 1, output
+    assert len(re.findall(r"Triton restart \d failed", output)) == 2, output  # with its log
+    assert "giving up" in output and "Gave up on Triton after 2 restart(s)" in output, output
+    assert re.search(r"\| gather +\| 1 +\| UNAVAILABLE: .*INVALID_PROTOBUF", output), output
+    assert _tritonserver_pid(ports.http) is None

@@ -93,13 +93,20 @@ def wait_for_http(
 
 
 @contextmanager
-def gateway_process(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`picmetric gateway` (uvicorn) on a free port with PICMETRIC_* settings from `env`."""
+def gateway_process(
+    env: dict[str, str],
+    log: Path,
+    picmetric: list[str] | None = None,
+    base_env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`picmetric gateway` (uvicorn) on a free port with PICMETRIC_* settings from `env`; another
+    install's `picmetric` and environment instead of this interpreter's and this process's."""
     port = free_port()
-    command = [sys.executable, "-m", "picmetric", "gateway", "--port", str(port)]
+    command = [*(picmetric or [sys.executable, "-m", "picmetric"]), "gateway", "--port", str(port)]
+    environ = os.environ if base_env is None else base_env
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, env={**os.environ, **S3_CREDENTIALS, **env}, stdout=out, stderr=out
+            command, env={**environ, **S3_CREDENTIALS, **env}, stdout=out, stderr=out
         )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -7,15 +7,21 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 
 def settled(read: Callable[[], T], quiet_s: float = 0.3, timeout_s: float = 10.0) -> T:
-    """Call `read` until its value has not changed for `quiet_s` seconds."""
+    """Call `read` until its value has not changed for `quiet_s` seconds; fail the test when it
+    still changes after `timeout_s` (a value read mid-change would make its caller's count wrong).
+    """
     last = read()
     still_since = time.monotonic()
     deadline = still_since + timeout_s
-    while time.monotonic() - still_since < quiet_s and time.monotonic() < deadline:
+    while time.monotonic() - still_since < quiet_s:
+        if time.monotonic() > deadline:
+            pytest.fail(f"Triton's statistics were still changing after {timeout_s:g} s")
         time.sleep(0.05)
         value = read()
         if value != last:

@@ -9,8 +9,7 @@ dimension and run as one ONNX Runtime call, so Triton's dynamic batching pays of
 
 Memory: `parameters { key: "max_rows_per_run" ... }` (ours; the native backend ignores it) makes
 ONNX Runtime run a dynamic batch a few rows at a time. On the CPU a larger run computes no faster,
-but ONNX Runtime's arena grows with it: the YOLOv3 backbone on 16 images at once peaked at 2.3 GB,
-in runs of 2 at 0.8 GB, with 2.0 vs 2.3 images/s (measured on 2 cores).
+but ONNX Runtime's arena grows with it (what yolov3_backbone measured: model_repository/README.md).
 
 Threads: `parameters { key: "intra_op_thread_count" ... }` (the native backend's parameter name)
 sets ONNX Runtime's intra-op threads per instance; 0 or absent lets ONNX Runtime use every

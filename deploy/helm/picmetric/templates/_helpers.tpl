@@ -37,6 +37,31 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{- define "picmetric.tritonServiceAccountName" -}}
+{{- if .Values.triton.serviceAccount.create }}
+{{- default (printf "%s-triton" (include "picmetric.fullname" .)) .Values.triton.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.triton.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Triton's admin key from the Secret, for the gateway (repair) and Triton (its flags). */}}
+{{- define "picmetric.tritonAdminKeyEnv" -}}
+- name: PICMETRIC_TRITON_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.gateway.existingSecret }}
+      key: {{ .Values.gateway.secretKeys.tritonAdminKey }}
+{{- end }}
+
+{{/* Triton's flags that lock its admin API behind the key (core/triton_admin.py); Kubernetes
+expands $(PICMETRIC_TRITON_ADMIN_KEY) from the container's env, so the key is not in the spec. */}}
+{{- define "picmetric.tritonRestrictedArgs" -}}
+{{- $setting := "model-repository,shared-memory,trace,logging:picmetric-admin-key=$(PICMETRIC_TRITON_ADMIN_KEY)" -}}
+- --http-restricted-api={{ $setting }}
+- --grpc-restricted-protocol={{ $setting }}
+{{- end }}
+
 {{- define "picmetric.gatewayImage" -}}
 {{ .Values.gateway.image.repository }}:{{ .Values.gateway.image.tag }}
 {{- end }}
@@ -116,4 +141,15 @@ seccompProfile:
 {{- else }}
 {{- printf "%s-triton:8001" $fullname }}
 {{- end }}
+{{- end }}
+
+{{/* Shutdown of both Deployments, from .Values.shutdown (values.yaml explains the sizing). */}}
+{{- define "picmetric.terminationGracePeriodSeconds" -}}
+{{- add .Values.shutdown.drainSeconds .Values.shutdown.longestAnalysisSeconds 10 }}
+{{- end }}
+
+{{- define "picmetric.preStopDrain" -}}
+preStop:
+  exec:
+    command: ["sleep", "{{ .Values.shutdown.drainSeconds }}"]
 {{- end }}
