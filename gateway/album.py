@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from contextlib import ExitStack
 
 from pydantic import BaseModel, ConfigDict
 
@@ -94,20 +95,59 @@ async def _one(index: int, request: AnalysisRequest, services: Services) -> Batc
         return BatchItem(index=index, error=ErrorBody(errortype="internal_error", message=message))
 
 
-async def analyze_album(
-    requests: list[AnalysisRequest], services: Services, concurrency: int
-) -> BatchAnswer:
-    """The photos analysed `concurrency` at a time (their tensors share Triton's dynamic
-    batches); answers in the order sent."""
-    slots = asyncio.Semaphore(concurrency)
+def _has_free_slot(services: Services) -> bool:
+    admission = services.admission
+    return admission.in_flight < admission.limit
 
-    async def one(index: int, request: AnalysisRequest) -> BatchItem:
-        async with slots:
-            return await _one(index, request, services)
 
-    items = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
-    analyses = [item.analysis for item in items if item.analysis is not None]
+async def analyze_album(requests: list[AnalysisRequest], services: Services) -> BatchAnswer:
+    """The photos analysed together (their tensors share Triton's dynamic batches), answered in
+    the order sent. Each running photo holds one of the process's analysis slots: the batch
+    takes its first at once (503 overloaded when none is free) and more as its photos start,
+    while slots are free; a slot carries the batch's next photo or is given back, so a batch
+    never holds a slot for a photo that is not running. The same URL twice is analysed once."""
+    first_of: dict[tuple[str, str], int] = {}
+    for index, request in enumerate(requests):
+        if request.data is None:  # uploads are each their own
+            first_of.setdefault((request.source_kind, request.source), index)
+    todo = deque(
+        i
+        for i, r in enumerate(requests)
+        if r.data is not None or first_of[(r.source_kind, r.source)] == i
+    )
+    items: dict[int, BatchItem] = {}
+    first_slot = ExitStack()
+    first_slot.enter_context(services.admission.admit())  # or 503 overloaded
+
+    async with asyncio.TaskGroup() as group:
+
+        def start(index: int, slot: ExitStack | None = None) -> None:
+            """A worker on `slot` or one taken now, given back when the worker ends, even if it
+            was cancelled before it ran."""
+            if slot is None:
+                slot = ExitStack()
+                slot.enter_context(services.admission.admit())
+            group.create_task(run(index)).add_done_callback(lambda _: slot.close())
+
+        async def run(index: int) -> None:
+            """Photos one after another on one slot; more workers while slots are free."""
+            while True:
+                while todo and _has_free_slot(services):
+                    start(todo.popleft())
+                items[index] = await _one(index, requests[index], services)
+                if not todo:
+                    return
+                index = todo.popleft()
+
+        start(todo.popleft(), first_slot)
+    ordered = [
+        items[i if r.data is not None else first_of[(r.source_kind, r.source)]].model_copy(
+            update={"index": i}
+        )
+        for i, r in enumerate(requests)
+    ]
+    analyses = [item.analysis for item in ordered if item.analysis is not None]
     max_labels = max((r.options.max_results for r in requests), default=0)
     return BatchAnswer(
-        results=items, album=album_of(analyses, len(items) - len(analyses), max_labels)
+        results=ordered, album=album_of(analyses, len(ordered) - len(analyses), max_labels)
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -56,14 +56,3 @@ async def limit_rate(
     else:
         identity = f"address:{request.client.host if request.client else 'unknown'}"
     await services.rate_limiter.check(identity)
-
-
-async def admit_analysis(services: ServicesDep) -> AsyncIterator[None]:
-    """Hold one of the process's analysis slots while the route runs, or answer 503 overloaded.
-    Async, so it counts on the event loop rather than in a worker thread."""
-    with services.admission.admit():
-        yield
-
-
-# scope="function": the slot is given back when the route returns, before the answer is sent.
-ADMIT_ANALYSIS = Depends(admit_analysis, scope="function")

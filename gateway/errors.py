@@ -22,6 +22,35 @@ class InvalidRequest(PicmetricError):
     errortype = "invalid_request"
 
 
+class UnsupportedMediaType(PicmetricError):
+    """A request body of a type the route does not take (JSON must say application/json)."""
+
+    status_code = 415
+    errortype = "unsupported_media_type"
+
+
+class RequestTooLarge(PicmetricError):
+    """A request body over its limit (an upload's is `ImageTooLarge`)."""
+
+    status_code = 413
+    errortype = "request_too_large"
+
+
+class BodyTimeout(PicmetricError):
+    """The request body did not arrive within PICMETRIC_BODY_TIMEOUT_S."""
+
+    status_code = 408
+    errortype = "request_timeout"
+    headers = {"Connection": "close"}
+
+
+class UntrustedHost(PicmetricError):
+    """The request's Host is not one of PICMETRIC_ALLOWED_HOSTS."""
+
+    status_code = 400
+    errortype = "untrusted_host"
+
+
 class Unauthorized(PicmetricError):
     """A missing or unknown API key."""
 

@@ -20,6 +20,7 @@ not carry a request for another name on the same address, so https requests ask 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,13 +52,26 @@ class FetchedImage:
 
 def http_client(settings: Settings) -> httpx.AsyncClient:
     timeout = httpx.Timeout(settings.fetch_timeout_s, connect=settings.fetch_connect_timeout_s)
-    return httpx.AsyncClient(
-        timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
-    )
+    # identity: the bytes counted against the limit are the bytes that arrive (a few KB of
+    # brotli can inflate to gigabytes)
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, headers=headers)
 
 
 async def fetch_http(client: httpx.AsyncClient, url: str, settings: Settings) -> FetchedImage:
-    """GET `url`, following at most `max_redirects` redirects, each hop checked by the guard."""
+    """GET `url`, following at most `max_redirects` redirects, each hop checked by the guard,
+    all of it (DNS, every hop, the body) within `fetch_timeout_s`."""
+    try:
+        async with asyncio.timeout(settings.fetch_timeout_s):
+            return await _fetch_hops(client, url, settings)
+    except TimeoutError as exc:
+        raise FetchTimeout(
+            f"Fetching {url} took longer than {settings.fetch_timeout_s:g} s in all "
+            "(PICMETRIC_FETCH_TIMEOUT_S)."
+        ) from exc
+
+
+async def _fetch_hops(client: httpx.AsyncClient, url: str, settings: Settings) -> FetchedImage:
     current = url
     for _ in range(settings.max_redirects + 1):
         addresses = await urlguard.check_http_url(current, settings.allow_private_urls)
@@ -111,12 +125,23 @@ async def _get_pinned(
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body as sent, never inflated: an encoded one is refused."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise FetchError(
+            f"{response.request.headers['host']} answered with Content-Encoding {encoding[:40]!r}"
+            " though the gateway asked for none (identity); it does not inflate image bodies."
+        )
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ImageTooLarge.over(limit)
+    if response.is_stream_consumed:  # read already (httpx.MockTransport's responses are)
+        if len(response.content) > limit:
+            raise ImageTooLarge.over(limit)
+        return response.content
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_raw():
         size += len(chunk)
         if size > limit:
             raise ImageTooLarge.over(limit)

@@ -4,6 +4,7 @@ as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -13,12 +14,19 @@ from starlette.datastructures import FormData, UploadFile
 
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
-from gateway.errors import ImageTooLarge, InvalidRequest, StorageError
-from gateway.schemas import AnalysisOptions, AnalyzeRequest, BatchRequest
+from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
+from gateway.schemas import (
+    SOURCE_CHARS,
+    AnalysisOptions,
+    AnalyzeRequest,
+    BatchRequest,
+    SeedRequest,
+)
 from gateway.services import Services
 
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
+UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
 
 
 def validated(data: dict[str, Any], schema: type[Body]) -> Body:
@@ -39,12 +47,28 @@ def _analysis_request(body: AnalysisOptions, services: Services, **source: Any) 
     return AnalysisRequest(models=models, options=options, **source)
 
 
-async def _json(request: Request, example: str) -> dict[str, Any]:
+async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
+    """The JSON body; only as `application/json`, which a web page on another origin cannot
+    send without the browser asking first (text/plain it can)."""
+    alternative = " or a multipart upload" if or_upload else ""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Send JSON like {example} with Content-Type: application/json{alternative}, "
+            f"not {media_type or 'no Content-Type'}."
+        )
     try:
         payload = await request.json()
+    except RecursionError as exc:  # json's parser recurses per level of nesting
+        raise InvalidRequest(f"The JSON is nested too deeply; send JSON like {example}.") from exc
     except ValueError as exc:
-        raise InvalidRequest(f"Send JSON like {example} or a multipart upload.") from exc
+        raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
     return payload if isinstance(payload, dict) else {}
+
+
+async def seed_request(request: Request) -> SeedRequest:
+    """The seed's JSON body `{"url": ...}`, read after the route's API key check."""
+    return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
 
 
 def _form_options(form: FormData) -> AnalysisOptions:
@@ -67,6 +91,17 @@ async def _read(upload: Any, limit: int) -> bytes:
     return data
 
 
+def _filename(upload: Any, default: str) -> str:
+    """The upload's file name, within what is stored of it."""
+    filename = getattr(upload, "filename", None) or default
+    most = SOURCE_CHARS - len(UPLOAD_PREFIX)
+    if len(filename) > most:
+        raise InvalidRequest(
+            f"An upload's file name has at most {most} characters, not {len(filename)}."
+        )
+    return filename
+
+
 async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
     """Where the upload is kept: the S3 bucket when one is set (required when `keep`)."""
     bucket = services.settings.s3_bucket
@@ -74,25 +109,38 @@ async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -
         raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
     if bucket:
         return await s3_objects.keep_upload(services.s3, bucket, data)
-    return f"upload:{filename}"
+    return f"{UPLOAD_PREFIX}{filename}"
 
 
-async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
-    """One multipart upload; kept in S3 when a bucket is set (or `keep`)."""
+def _admit(services: Services, slot: ExitStack) -> None:
+    """Take the analysis slot into `slot`: only once the body is in and checked, and before an
+    upload is kept."""
+    slot.enter_context(services.admission.admit())
+
+
+async def upload_request(
+    request: Request, services: Services, keep: bool, slot: ExitStack
+) -> AnalysisRequest:
+    """One multipart upload; kept in S3 when a bucket is set (or `keep`), once an analysis slot
+    is held in `slot`."""
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
+        filename = _filename(upload, "upload")
         data = await _read(upload, services.settings.max_image_bytes)
         body = _form_options(form)
-    filename = getattr(upload, "filename", None) or "upload"
+    _admit(services, slot)
     pointer = await _pointer(data, filename, services, keep)
     return _analysis_request(body, services, source_kind="upload", source=pointer, data=data)
 
 
-async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
-    """JSON `{"url": ...}` or a multipart upload."""
+async def analysis_request(
+    request: Request, services: Services, slot: ExitStack
+) -> AnalysisRequest:
+    """JSON `{"url": ...}` or a multipart upload, with an analysis slot then held in `slot`."""
     if is_multipart(request):
-        return await upload_request(request, services, keep=False)
+        return await upload_request(request, services, keep=False, slot=slot)
     body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+    _admit(services, slot)
     return _analysis_request(body, services, source_kind=url_kind(body.url), source=body.url)
 
 
@@ -123,7 +171,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
                 raise ImageTooLarge(
                     f"The batch is larger than its {settings.max_batch_bytes} byte limit."
                 )
-            files.append((data, getattr(upload, "filename", None) or f"upload{len(files)}"))
+            files.append((data, _filename(upload, f"upload{len(files)}")))
         options = _form_options(form)
     return [
         _analysis_request(

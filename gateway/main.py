@@ -13,8 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from gateway import docs, metrics, rendering
+from gateway import docs, logs, metrics, rendering
 from gateway.errors import InvalidRequest, PicmetricError
+from gateway.limits import BodyLimit, TrustedHosts
 from gateway.migrate import prepare_schema
 from gateway.routes import health, page, seed, v1
 from gateway.services import Services
@@ -99,6 +100,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.install(secrets=settings.api_keys)  # uvicorn has configured its handlers by now
         if not schema_prepared:
             prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)
@@ -126,7 +128,11 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+    # The last added runs first. BodyLimit's errors are raised from `receive` inside the route;
+    # it runs inside the metrics middleware, whose own reads of `receive` are in a task group.
+    app.add_middleware(BodyLimit, settings=settings)
     app.middleware("http")(_count_requests)
+    app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     app.include_router(seed.router)
     app.include_router(v1.router)
     app.include_router(health.router)

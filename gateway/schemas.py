@@ -3,17 +3,23 @@ typed /v1 API and the seed's /api, for validation and for OpenAPI at /docs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
 from gateway.settings import Settings
+from gateway.storage import AnalysisRow
+
+# The longest source (URL, s3:// pointer, upload name) the results database stores; longer is
+# refused before any work (422), not after inference by the database.
+SOURCE_CHARS: int = AnalysisRow.__table__.c.source.type.length  # type: ignore[attr-defined]
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
 # unsupported_scheme, a message that says which schemes work) and everything else by fetching.
 IMAGE_URL: JsonDict = {"format": "uri", "pattern": r"^(https?|s3)://[^\s/?#]+\S*$", "minLength": 8}
+ImageURL = Annotated[str, Field(max_length=SOURCE_CHARS)]
 # A form's `models`: one or more names, comma-separated.
 _NAME = f"({'|'.join(OFFERED_MODELS)})"
 # The most photos in one batch the schema states: PICMETRIC_MAX_BATCH_IMAGES's default (the
@@ -29,14 +35,14 @@ class AnalysisOptions(BaseModel):
 
 
 class AnalyzeRequest(AnalysisOptions):
-    url: str = Field(
+    url: ImageURL = Field(
         description="http(s):// URL or s3://bucket/key of the image", json_schema_extra=IMAGE_URL
     )
 
 
 class BatchRequest(AnalysisOptions):
     # Any strings: a URL that is not one fails alone, in its item of the answer.
-    urls: list[str] = Field(
+    urls: list[ImageURL] = Field(
         min_length=1,
         description="http(s):// URLs or s3://bucket/key, analysed in this order",
         json_schema_extra={"maxItems": BATCH_IMAGES},
@@ -44,7 +50,7 @@ class BatchRequest(AnalysisOptions):
 
 
 class SeedRequest(BaseModel):
-    url: str = Field(json_schema_extra=IMAGE_URL)
+    url: ImageURL = Field(json_schema_extra=IMAGE_URL)
     threshold: float | None = Field(None, ge=0, lt=1, description="default: the gateway's")
 
 

@@ -49,14 +49,20 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, gt=0)
     max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch
     max_batch_bytes: int = Field(64 * MiB, gt=0)  # the uploads of one batch together
+    # The whole time a client has to send its request body (slow links: a 20 MiB upload at
+    # 4 Mbit/s takes 40 s); past it 408.
+    body_timeout_s: float = Field(60.0, gt=0)
     fetch_connect_timeout_s: float = Field(5.0, gt=0)
-    fetch_timeout_s: float = Field(20.0, gt=0)
+    fetch_timeout_s: float = Field(20.0, gt=0)  # one fetch in all: DNS, every redirect, the body
     max_redirects: int = Field(3, ge=0)
     allow_private_urls: bool = False
     default_threshold: float = Field(0.2, ge=0, lt=1)
     default_max_results: int = Field(10, ge=1, le=100)
     # repr=False: the keys never show in a printed or logged Settings
     api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)
+    # Host names the gateway answers to besides localhost's (comma-separated; `*.example.com`
+    # for subdomains, `*` for any); others 400 untrusted_host, against DNS rebinding.
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     # Rate limits, counted in Redis (gateway/ratelimit.py); unset: no limits.
     redis_url: str | None = None
     rate_limit: str = "120/minute"  # each key's (or, without keys, each client address's)
@@ -73,10 +79,11 @@ class Settings(BaseSettings):
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)
 
-    @field_validator("api_keys", "s3_read_from", mode="before")
+    @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
-        """PICMETRIC_API_KEYS and PICMETRIC_S3_READ_FROM are comma-separated lists."""
+        """PICMETRIC_API_KEYS, PICMETRIC_S3_READ_FROM and PICMETRIC_ALLOWED_HOSTS are
+        comma-separated lists."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
@@ -115,6 +122,20 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite:", "postgresql")):
             raise ValueError("database_url must be an sqlite:/// or postgresql:// URL")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            wildcard = pattern.startswith("*") and pattern != "*"
+            if "*" in pattern[1:] or (wildcard and not pattern.startswith("*.")):
+                raise ValueError(f"{pattern!r}: a wildcard host must be like '*.example.com'")
+        return value
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        """The Host names answered: localhost's and PICMETRIC_ALLOWED_HOSTS."""
+        return ["localhost", "127.0.0.1", "::1", *self.allowed_hosts]
 
     @property
     def s3_readable(self) -> list[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 
-from gateway import rendering
+from gateway import intake, rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
-from gateway.deps import ADMIT_ANALYSIS, ServicesDep, limit_rate, require_api_key
+from gateway.deps import ServicesDep, limit_rate, require_api_key
 from gateway.errors import error_statuses
 from gateway.schemas import SeedErrorBody, SeedRequest, SeedResponse
 
@@ -29,14 +29,25 @@ router = APIRouter(
 )
 
 
-@router.post("/api", response_model=SeedResponse, dependencies=[ADMIT_ANALYSIS])
-async def analyze_seed(body: SeedRequest, services: ServicesDep) -> dict[str, Any]:
+# The body is read in the route, after the API key check (FastAPI reads a declared body first).
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": SeedRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/api", response_model=SeedResponse, openapi_extra=_BODY)
+async def analyze_seed(http_request: Request, services: ServicesDep) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
+    body = await intake.seed_request(http_request)
     request = AnalysisRequest(
         source_kind=url_kind(body.url),
         source=body.url,
         models=None,
         options=options_or_defaults(services.settings, body.threshold, None),
     )
-    analysis = await analyze(request, services)
+    with services.admission.admit():
+        analysis = await analyze(request, services)
     return rendering.seed_analysis(body.url, analysis.results)

@@ -4,6 +4,7 @@ read stored analyses, list models."""
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,7 +19,7 @@ from gateway.analysis import (
     full_photo,
     stored_analysis,
 )
-from gateway.deps import ADMIT_ANALYSIS, ServicesDep, limit_rate, require_api_key
+from gateway.deps import ServicesDep, limit_rate, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
 from gateway.schemas import (
@@ -54,12 +55,12 @@ _BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
     "/analyze",
     response_model=Analysis,
     openapi_extra=_JSON_OR_UPLOAD,
-    dependencies=[ADMIT_ANALYSIS],
 )
 async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
-    analysis_request = await intake.analysis_request(request, services)
-    return rendering.v1_analysis(await analyze(analysis_request, services))
+    with ExitStack() as slot:  # the analysis slot, taken once the body is in and checked
+        analysis_request = await intake.analysis_request(request, services, slot)
+        return rendering.v1_analysis(await analyze(analysis_request, services))
 
 
 @router.post(
@@ -67,12 +68,12 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
     response_model=Analysis,
     status_code=201,
     openapi_extra=_UPLOAD,
-    dependencies=[ADMIT_ANALYSIS],
 )
 async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
-    analysis_request = await intake.upload_request(request, services, keep=True)
-    return rendering.v1_analysis(await analyze(analysis_request, services))
+    with ExitStack() as slot:
+        analysis_request = await intake.upload_request(request, services, keep=True, slot=slot)
+        return rendering.v1_analysis(await analyze(analysis_request, services))
 
 
 @router.post(
@@ -80,7 +81,6 @@ async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "the annotated photo"}},
     openapi_extra=_JSON_OR_UPLOAD,
-    dependencies=[ADMIT_ANALYSIS],
 )
 async def annotate_image(
     request: Request,
@@ -89,18 +89,19 @@ async def annotate_image(
 ) -> Response:
     """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
     (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
-    analysis_request = await intake.analysis_request(request, services)
-    fetched_or_uploaded = analysis_request.data
-    if fetched_or_uploaded is None:
-        fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
-        analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-    analysis, decoded = await analyze_keeping_photo(analysis_request, services)
+    with ExitStack() as slot:
+        analysis_request = await intake.analysis_request(request, services, slot)
+        fetched_or_uploaded = analysis_request.data
+        if fetched_or_uploaded is None:
+            fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
+            analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
+        analysis, decoded = await analyze_keeping_photo(analysis_request, services)
 
-    def annotated(data: bytes) -> bytes:
-        photo = full_photo(data, decoded, services)
-        return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
+        def annotated(data: bytes) -> bytes:
+            photo = full_photo(data, decoded, services)
+            return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
 
-    body = await run_in_threadpool(annotated, fetched_or_uploaded)
+        body = await run_in_threadpool(annotated, fetched_or_uploaded)
     return Response(body, media_type="image/jpeg", headers={"X-Analysis-Id": analysis.id})
 
 
@@ -113,9 +114,7 @@ async def analyze_batch(request: Request, services: ServicesDep) -> dict[str, An
     """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
     `file`s): one result per image in order, each failing alone, and an album summary."""
     requests = await intake.batch_requests(request, services)
-    slots = min(len(requests), services.admission.limit)
-    with services.admission.admit(slots):
-        answer = await analyze_album(requests, services, concurrency=slots)
+    answer = await analyze_album(requests, services)
     return answer.model_dump(mode="json")
 
 

@@ -195,6 +195,27 @@ def test_gateway_reads_s3_and_counts_rate_limits_where_the_values_say() -> None:
         render("--set", "gateway.redisUrl=redis://user:secret@redis:6379/0")
 
 
+def test_gateway_answers_to_its_service_names_and_the_ingress_host() -> None:
+    """Other Host names are refused (400 untrusted_host): the chart allows the gateway Service's
+    names, the ingress host when there is one, and gateway.allowedHosts."""
+    objects = render()
+    service = find(objects, "Service", "-gateway")["metadata"]["name"]
+    hosts = Settings(**_settings_fields(gateway_env(objects))).trusted_hosts
+    assert service in hosts
+    assert any(h.startswith(f"{service}.") and h.endswith(".svc.cluster.local") for h in hosts)
+    assert "picmetric.example.com" not in hosts
+    with_ingress = render(
+        "--set",
+        "gateway.ingress.enabled=true",
+        "--set",
+        "gateway.ingress.host=photos.example.com",
+        "--set",
+        "gateway.allowedHosts={*.internal.example.com}",
+    )
+    hosts = Settings(**_settings_fields(gateway_env(with_ingress))).trusted_hosts
+    assert {"photos.example.com", "*.internal.example.com"} <= set(hosts)
+
+
 def _settings_fields(env: dict[str, str]) -> dict[str, str]:
     """The PICMETRIC_* variables of `env` as Settings' field names."""
     prefix = "PICMETRIC_"

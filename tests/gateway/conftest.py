@@ -29,6 +29,12 @@ class Gateway:
     s3_url: str
 
 
+@pytest.fixture(autouse=True)
+def trust_test_clients_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's TestClient sends `Host: testserver`, which the gateway must be told of."""
+    monkeypatch.setenv("PICMETRIC_ALLOWED_HOSTS", "testserver")
+
+
 @pytest.fixture(scope="session")
 def photo_server(
     photos: dict[str, np.ndarray], tmp_path_factory: pytest.TempPathFactory

@@ -14,13 +14,14 @@ import pytest
 from gateway import urlguard
 from gateway.errors import (
     FetchError,
+    FetchTimeout,
     ForbiddenURL,
     ImageTooLarge,
     InvalidRequest,
     UnsupportedScheme,
     URLUnreachable,
 )
-from gateway.fetch import FetchedImage, fetch_http
+from gateway.fetch import FetchedImage, fetch_http, http_client
 from gateway.s3 import split_s3_url
 from gateway.settings import Settings
 
@@ -219,3 +220,37 @@ def test_split_s3_url() -> None:
     with pytest.raises(InvalidRequest, match="must look like s3://bucket/key") as error:
         split_s3_url("s3://bucket/")
     assert error.value.errortype == "invalid_request"
+
+
+def test_fetch_has_one_deadline_for_all_its_hops() -> None:
+    """Each hop is quick enough for a per-read timeout; together they pass the fetch's deadline."""
+    settings = Settings(allow_private_urls=True, max_redirects=5, fetch_timeout_s=0.5)
+    hops = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal hops
+        hops += 1
+        await asyncio.sleep(0.2)
+        return httpx.Response(302, headers={"Location": f"/hop{hops}.jpg"})
+
+    async def run() -> FetchedImage:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return await fetch_http(client, "http://images.test/a.jpg", settings)
+
+    with pytest.raises(FetchTimeout, match="PICMETRIC_FETCH_TIMEOUT_S") as refused:
+        asyncio.run(run())
+    assert refused.value.errortype == "fetch_timeout" and hops == 3
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_fetch_refuses_an_encoded_body_rather_than_inflate_it(encoding: str) -> None:
+    # a stream, so that httpx does not inflate it here on building the response
+    body = httpx.ByteStream(b"\x1f\x8b" + bytes(100))
+    answer = httpx.Response(200, headers={"Content-Encoding": encoding}, stream=body)
+    with pytest.raises(FetchError, match="Content-Encoding") as refused:
+        _fetch(lambda request: answer)
+    assert refused.value.errortype == "fetch_failed"
+
+
+def test_fetch_asks_for_unencoded_bodies() -> None:
+    assert http_client(SETTINGS).headers["Accept-Encoding"] == "identity"

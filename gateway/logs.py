@@ -1,0 +1,75 @@
+"""Log lines a client cannot forge or read secrets from: every record that reaches the process's
+handlers has its control characters escaped (a newline in a path cannot start a fake line) and
+its secrets redacted (a URL's userinfo, query values of secret-looking names, the API keys)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+
+# Loggers whose handlers the gateway's lines reach: the root (picmetric's basicConfig) and
+# uvicorn's own, which do not propagate.
+LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+REDACTED = "***"
+_TRACEBACK = logging.Formatter()
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&;](?:[\w.-]*(?:token|key|secret|password|passwd|pwd|sig|signature|auth|"
+    r"credential|session)[\w.-]*|x-amz-[\w-]+)=)[^&#\s;]*"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with URL userinfo, secret-looking query values and `secrets` replaced."""
+    text = _USERINFO.sub(f"{REDACTED}@", text)
+    text = _SECRET_QUERY.sub(rf"\1{REDACTED}", text)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def clean(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` redacted, on one line: control characters escaped."""
+    return _CONTROL.sub(_escape, redact(text, secrets))
+
+
+class CleanLogFilter(logging.Filter):
+    """Cleans a record's message and arguments in place (its arguments stay a tuple, as
+    uvicorn's access formatter unpacks them); numbers are left as they are for %d."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def _clean(self, value: object) -> object:
+        if value is None or isinstance(value, int | float):
+            return value
+        return clean(str(value), self.secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self._clean(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(arg) for arg in record.args)
+        elif record.args:
+            record.args = {key: self._clean(arg) for key, arg in record.args.items()}
+        if record.exc_info and not record.exc_text:  # a traceback keeps its lines
+            record.exc_text = redact(_TRACEBACK.formatException(record.exc_info), self.secrets)
+        return True
+
+
+def install(secrets: Iterable[str] = ()) -> None:
+    """Put one `CleanLogFilter` on every handler of the gateway's loggers (replacing an earlier
+    one, so a second app in the process brings its own keys)."""
+    log_filter = CleanLogFilter(secrets)
+    for name in LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            for old in [f for f in handler.filters if isinstance(f, CleanLogFilter)]:
+                handler.removeFilter(old)
+            handler.addFilter(log_filter)
