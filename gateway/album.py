@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.analysis import AnalysisRequest, analyze
+from gateway.analysis import AnalysisRequest, analyze, stored_source
 from gateway.errors import PicmetricError
 from gateway.results import Analysis
 from gateway.schemas import ErrorBody
@@ -82,20 +82,21 @@ def album_of(analyses: list[Analysis], failed: int, max_labels: int) -> Album:
     )
 
 
-async def _one(index: int, request: AnalysisRequest, services: Services) -> BatchItem:
+async def _one(index: int, request: AnalysisRequest, services: Services, owner: str) -> BatchItem:
     try:
-        return BatchItem(index=index, analysis=await analyze(request, services))
+        return BatchItem(index=index, analysis=await analyze(request, services, owner))
     except PicmetricError as exc:
-        log.info("Batch photo %d (%s) failed: %s %s", index, request.source, exc.errortype, exc)
+        source = stored_source(request)
+        log.info("Batch photo %d (%s) failed: %s %s", index, source, exc.errortype, exc)
         return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
     except Exception:  # a bug must not take the other photos down with it
-        log.exception("Batch photo %d (%s) failed unexpectedly", index, request.source)
+        log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
         message = "The gateway failed unexpectedly on this photo; the error was logged."
         return BatchItem(index=index, error=ErrorBody(errortype="internal_error", message=message))
 
 
 async def analyze_album(
-    requests: list[AnalysisRequest], services: Services, concurrency: int
+    requests: list[AnalysisRequest], services: Services, owner: str, concurrency: int
 ) -> BatchAnswer:
     """The photos analysed `concurrency` at a time (their tensors share Triton's dynamic
     batches); answers in the order sent."""
@@ -103,7 +104,7 @@ async def analyze_album(
 
     async def one(index: int, request: AnalysisRequest) -> BatchItem:
         async with slots:
-            return await _one(index, request, services)
+            return await _one(index, request, services, owner)
 
     items = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
     analyses = [item.analysis for item in items if item.analysis is not None]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics, urlguard
+from gateway import metrics, tenancy, urlguard
 from gateway.decode import DecodedImage, decode_rgb
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
@@ -90,13 +90,22 @@ async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedIm
     return await fetch(services.http, services.s3, request.source, services.settings)
 
 
-async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
-    """The analysis of one image; stored, or answered from the store when cached."""
-    return (await analyze_keeping_photo(request, services))[0]
+async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
+    """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
+    store when cached."""
+    return (await analyze_keeping_photo(request, services, owner))[0]
+
+
+def stored_source(request: AnalysisRequest) -> str:
+    """The request's source as stored, answered and logged: a URL without its credentials, query
+    string or fragment."""
+    if request.source_kind == "upload":
+        return request.source
+    return tenancy.public_url(request.source)
 
 
 async def analyze_keeping_photo(
-    request: AnalysisRequest, services: Services
+    request: AnalysisRequest, services: Services, owner: str
 ) -> tuple[Analysis, DecodedImage | None]:
     """`analyze`, with the photo as it was decoded for the models (None when the store answered),
     for a caller that needs its pixels too: a photo is decoded once per analysis."""
@@ -109,10 +118,19 @@ async def analyze_keeping_photo(
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(image.data))
     sha256 = hashlib.sha256(image.data).hexdigest()
     key = _cache_key(specs, services, options)
-    cached = await services.store.find_cached(sha256, key)
+    source = stored_source(request)
+    cached = await services.store.find_cached(sha256, key, owner, source)
     if cached is not None:
         metrics.CACHE_HITS.inc()
-        return stored_analysis(cached, cached=True), None
+        if cached.owner == owner and cached.source == source:
+            return stored_analysis(cached, cached=True), None
+        # Another client's (or another source's) analysis of the same bytes: its inference is
+        # reused, but this client gets an analysis of its own, with its id, time and source.
+        reused = _new_row(request, owner, source, sha256, key, timings)
+        reused.width, reused.height = cached.width, cached.height
+        reused.models, reused.result = cached.models, cached.result
+        await _store(reused, services, timings, started)
+        return stored_analysis(reused, cached=True), None
     call = services.call()
     with _stage("decode", timings):
         # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
@@ -124,26 +142,46 @@ async def analyze_keeping_photo(
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
-    row = AnalysisRow(
+    row = _new_row(request, owner, source, sha256, key, timings)
+    row.width, row.height = decoded.width, decoded.height
+    row.models = _model_runs(found, services)
+    row.result = {
+        "results": _results(found).model_dump(mode="json", exclude_none=True),
+        "options": options.model_dump(),
+    }
+    await _store(row, services, timings, started)
+    return stored_analysis(row, cached=False), decoded
+
+
+def _new_row(
+    request: AnalysisRequest,
+    owner: str,
+    source: str,
+    sha256: str,
+    key: str,
+    timings: dict[str, float],
+) -> AnalysisRow:
+    return AnalysisRow(
         id=new_id(),
         created_at=dt.datetime.now(dt.timezone.utc),
+        owner=owner,
         source_kind=request.source_kind,
-        source=request.source,
+        source=source,
         image_sha256=sha256,
         cache_key=key,
-        width=decoded.width,
-        height=decoded.height,
-        models=_model_runs(found, services),
-        result={
-            "results": _results(found).model_dump(mode="json", exclude_none=True),
-            "options": options.model_dump(),
-        },
         timings=timings,
     )
-    with _stage("store", timings):
-        await services.store.save(row)
+
+
+async def _store(
+    row: AnalysisRow, services: Services, timings: dict[str, float], started: float
+) -> None:
+    """Write `row` with its final timings, so that reading it later answers what the request
+    answered: `total` runs until the write starts; the write's own time is the `store` stage of
+    the metrics only (a row cannot hold how long its own commit took)."""
     row.timings = {**timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    return stored_analysis(row, cached=False), decoded
+    with _stage("store", {}):
+        await services.store.save(row)
 
 
 def _results(found: dict[str, ModelResult]) -> Results:

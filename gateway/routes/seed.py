@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from gateway import rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
-from gateway.deps import ADMIT_ANALYSIS, ServicesDep, limit_rate, require_api_key
+from gateway.deps import ADMIT_ANALYSIS, OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.errors import error_statuses
 from gateway.schemas import SeedErrorBody, SeedRequest, SeedResponse
 
@@ -30,7 +30,7 @@ router = APIRouter(
 
 
 @router.post("/api", response_model=SeedResponse, dependencies=[ADMIT_ANALYSIS])
-async def analyze_seed(body: SeedRequest, services: ServicesDep) -> dict[str, Any]:
+async def analyze_seed(body: SeedRequest, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
     request = AnalysisRequest(
         source_kind=url_kind(body.url),
@@ -38,5 +38,5 @@ async def analyze_seed(body: SeedRequest, services: ServicesDep) -> dict[str, An
         models=None,
         options=options_or_defaults(services.settings, body.threshold, None),
     )
-    analysis = await analyze(request, services)
+    analysis = await analyze(request, services, owner)
     return rendering.seed_analysis(body.url, analysis.results)

@@ -18,7 +18,7 @@ from gateway.analysis import (
     full_photo,
     stored_analysis,
 )
-from gateway.deps import ADMIT_ANALYSIS, ServicesDep, limit_rate, require_api_key
+from gateway.deps import ADMIT_ANALYSIS, OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
 from gateway.schemas import (
@@ -56,10 +56,10 @@ _BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
     openapi_extra=_JSON_OR_UPLOAD,
     dependencies=[ADMIT_ANALYSIS],
 )
-async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     analysis_request = await intake.analysis_request(request, services)
-    return rendering.v1_analysis(await analyze(analysis_request, services))
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -69,10 +69,10 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
     openapi_extra=_UPLOAD,
     dependencies=[ADMIT_ANALYSIS],
 )
-async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
     analysis_request = await intake.upload_request(request, services, keep=True)
-    return rendering.v1_analysis(await analyze(analysis_request, services))
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -85,6 +85,7 @@ async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any
 async def annotate_image(
     request: Request,
     services: ServicesDep,
+    owner: OwnerDep,
     blur_faces: Annotated[bool, Query(description="blur every detected face")] = False,
 ) -> Response:
     """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
@@ -94,7 +95,7 @@ async def annotate_image(
     if fetched_or_uploaded is None:
         fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
         analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-    analysis, decoded = await analyze_keeping_photo(analysis_request, services)
+    analysis, decoded = await analyze_keeping_photo(analysis_request, services, owner)
 
     def annotated(data: bytes) -> bytes:
         photo = full_photo(data, decoded, services)
@@ -109,20 +110,20 @@ async def annotate_image(
     response_model=BatchAnswer,
     openapi_extra=_BATCH,
 )
-async def analyze_batch(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def analyze_batch(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
     `file`s): one result per image in order, each failing alone, and an album summary."""
     requests = await intake.batch_requests(request, services)
     slots = min(len(requests), services.admission.limit)
     with services.admission.admit(slots):
-        answer = await analyze_album(requests, services, concurrency=slots)
+        answer = await analyze_album(requests, services, owner, concurrency=slots)
     return answer.model_dump(mode="json")
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)
-async def read_analysis(analysis_id: str, services: ServicesDep) -> dict[str, Any]:
-    """A stored analysis by id."""
-    row = await services.store.get(analysis_id)
+async def read_analysis(analysis_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """A stored analysis by id, made with the same API key."""
+    row = await services.store.get(analysis_id, owner)
     if row is None:
         raise NotFound(f"No analysis with id '{analysis_id}'.")
     return rendering.v1_analysis(stored_analysis(row, cached=True))
