@@ -7,13 +7,13 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics, tenancy, urlguard
-from gateway.decode import DecodedImage, decode_rgb
+from gateway.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
 from gateway.results import (
@@ -68,8 +68,28 @@ def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) ->
     counted as a decode stage."""
     if decoded is not None and decoded.full_resolution:
         return decoded
+    settings = services.settings
     with _stage("decode", {}):
-        return decode_rgb(data, services.settings.max_image_pixels)
+        plan = plan_decode(data, settings.max_image_pixels, settings.max_jpeg_scans)
+        return decode_planned(data, plan)
+
+
+async def plan_photo(data: bytes, services: Services, min_side: int | None = None) -> DecodePlan:
+    """The photo's decode, checked against the per-photo limits from its header (in a worker
+    thread: the JPEG scan count reads the whole file)."""
+    settings = services.settings
+    return await run_in_threadpool(
+        plan_decode, data, settings.max_image_pixels, settings.max_jpeg_scans, min_side
+    )
+
+
+def photo_memory(
+    services: Services, plan: DecodePlan, nbytes: int
+) -> AbstractAsyncContextManager[None]:
+    """Hold `nbytes` of the process's decode memory budget for the photo `plan` decodes."""
+    header = plan.header
+    what = f"this {header.width}x{header.height} {header.format}"
+    return services.decode_memory.reserve(nbytes, what)
 
 
 def _cache_key(specs: list[ModelSpec], services: Services, options: Options) -> str:
@@ -105,10 +125,11 @@ def stored_source(request: AnalysisRequest) -> str:
 
 
 async def analyze_keeping_photo(
-    request: AnalysisRequest, services: Services, owner: str
+    request: AnalysisRequest, services: Services, owner: str, memory_held: bool = False
 ) -> tuple[Analysis, DecodedImage | None]:
     """`analyze`, with the photo as it was decoded for the models (None when the store answered),
-    for a caller that needs its pixels too: a photo is decoded once per analysis."""
+    for a caller that needs its pixels too: a photo is decoded once per analysis. `memory_held`:
+    the caller already holds the photo's share of the decode memory budget (for longer)."""
     started = time.perf_counter()
     specs = await services.catalog.specs_for(services.triton, request.models)
     options = request.options
@@ -132,12 +153,14 @@ async def analyze_keeping_photo(
         await _store(reused, services, timings, started)
         return stored_analysis(reused, cached=True), None
     call = services.call()
-    with _stage("decode", timings):
-        # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
-        decoded = await run_in_threadpool(
-            decode_rgb, image.data, services.settings.max_image_pixels, decode_side(specs, call)
-        )
-    found, preprocess = await run_models(specs, call, decoded, options)
+    plan = await plan_photo(image.data, services, decode_side(specs, call))
+    async with AsyncExitStack() as held:
+        if not memory_held:  # the pixels are held until the models have their tensors
+            await held.enter_async_context(photo_memory(services, plan, plan.memory))
+        with _stage("decode", timings):
+            # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
+            decoded = await run_in_threadpool(decode_planned, image.data, plan)
+        found, preprocess = await run_models(specs, call, decoded, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():

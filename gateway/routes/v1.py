@@ -16,6 +16,8 @@ from gateway.analysis import (
     analyze_keeping_photo,
     fetch_image,
     full_photo,
+    photo_memory,
+    plan_photo,
     stored_analysis,
 )
 from gateway.deps import ADMIT_ANALYSIS, OwnerDep, ServicesDep, limit_rate, require_api_key
@@ -95,13 +97,19 @@ async def annotate_image(
     if fetched_or_uploaded is None:
         fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
         analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-    analysis, decoded = await analyze_keeping_photo(analysis_request, services, owner)
+    # The full-size photo and its drawn copy are held until the JPEG is made; that share of the
+    # decode memory budget covers the analysis's own decode too.
+    plan = await plan_photo(fetched_or_uploaded, services)
+    async with photo_memory(services, plan, plan.memory + plan.output_bytes):
+        analysis, decoded = await analyze_keeping_photo(
+            analysis_request, services, owner, memory_held=True
+        )
 
-    def annotated(data: bytes) -> bytes:
-        photo = full_photo(data, decoded, services)
-        return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
+        def annotated(data: bytes) -> bytes:
+            photo = full_photo(data, decoded, services)
+            return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
 
-    body = await run_in_threadpool(annotated, fetched_or_uploaded)
+        body = await run_in_threadpool(annotated, fetched_or_uploaded)
     return Response(body, media_type="image/jpeg", headers={"X-Analysis-Id": analysis.id})
 
 
