@@ -5,6 +5,7 @@ back as the request answered it."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from gateway.migrate import upgrade_schema
+from gateway.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
+from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_process
 from tests.utils.triton_stats import settled
@@ -162,3 +166,35 @@ def test_public_url_drops_userinfo_query_and_fragment() -> None:
     }
     for url, public in cases.items():
         assert public_url(url) == public, url
+
+
+def test_store_reads_by_owner_and_prefers_the_owners_own_cached_analysis(tmp_path: Path) -> None:
+    """On SQLite: another owner's id reads as missing; a cache lookup finds the owner's own
+    analysis of the same source before a newer one of another owner or source."""
+    url = f"sqlite:///{tmp_path / 'analyses.db'}"
+    upgrade_schema(url)
+    alice, bob = owner_of(ALICE), owner_of(BOB)
+    rows = {
+        "alice-old": (alice, "https://example.com/cat.jpg", 1),
+        "bob-new": (bob, "https://example.com/cat.jpg", 3),
+        "alice-other-url": (alice, "https://example.com/other.jpg", 2),
+    }
+    store = AnalysisStore(url)
+    try:
+        for name, (owner, source, hour) in rows.items():
+            row = sample_row(name)
+            row.owner, row.source = owner, source
+            row.created_at = row.created_at.replace(hour=hour)
+            asyncio.run(store.save(row))
+        assert asyncio.run(store.get("bob-new", alice)) is None
+        assert asyncio.run(store.get("bob-new", bob)) is not None
+
+        def cached(owner: str, source: str) -> str | None:
+            found = asyncio.run(store.find_cached("a" * 64, "b" * 64, owner, source))
+            return found.id if found else None
+
+        assert cached(alice, "https://example.com/cat.jpg") == "alice-old"
+        assert cached(alice, "https://example.com/new.jpg") == "bob-new"  # the newest, to copy
+        assert cached(ANONYMOUS, "https://example.com/other.jpg") == "bob-new"
+    finally:
+        store.dispose()
