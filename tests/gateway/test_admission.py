@@ -155,3 +155,17 @@ def test_settings_decode_memory_default_fits_the_charts_limit() -> None:
     limit = values["gateway"]["resources"]["limits"]["memory"]
     assert limit == "2Gi"
     assert Settings().decode_memory_bytes + 600 * MB < 2 * 1024**3
+
+
+def test_settings_decode_limits_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, nonsense in (
+        ("PICMETRIC_DECODE_MEMORY_BYTES", "1000"),  # under 1 MiB: not even one photo
+        ("PICMETRIC_DECODE_MEMORY_BYTES", "lots"),
+        ("PICMETRIC_MAX_JPEG_SCANS", "0"),
+    ):
+        monkeypatch.setenv(name, nonsense)
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PICMETRIC_DECODE_MEMORY_BYTES", "800000000")
+    assert Settings().decode_memory_bytes == 800 * MB
