@@ -1,10 +1,11 @@
 """Whose an analysis is, and what of its source another reader may see.
 
 An analysis belongs to the API key that made it. The store keeps an owner, never the key: the
-SHA-256 of the key under a fixed domain prefix (a configured key is a long random secret, so the
-hash cannot be turned back into it). Without configured keys every client is the one anonymous
-owner. URLs are stored and logged without their userinfo (`user:password@`), query string and
-fragment, where clients put tokens."""
+SHA-256 of the key in hex (a configured key is a long random secret, so the hash cannot be turned
+back into it), whose first 12 digits are the key's id in the rate-limit settings
+(gateway.ratelimit.key_id), so an operator finds a key's analyses by its id. Without configured
+keys every client is the one anonymous owner. URLs are stored and logged without their
+userinfo (`user:password@`), query string and fragment, where clients put tokens."""
 
 from __future__ import annotations
 
@@ -13,14 +14,13 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 ANONYMOUS = "anonymous"
-_DOMAIN = b"picmetric-owner\x00"
 
 
 def owner_of(key: str | None) -> str:
     """The owner stored for analyses made with `key` (None: no key, the anonymous owner)."""
     if key is None:
         return ANONYMOUS
-    return hashlib.sha256(_DOMAIN + key.encode()).hexdigest()
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def public_url(url: str) -> str:

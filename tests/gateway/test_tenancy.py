@@ -16,6 +16,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from gateway.migrate import upgrade_schema
+from gateway.ratelimit import key_id
 from gateway.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
@@ -150,10 +151,11 @@ def test_a_stored_analysis_reads_back_as_it_was_answered(
 
 
 def test_owner_is_a_hash_of_the_key_and_anonymous_without_one() -> None:
+    """The owner starts with the key id of the rate limits (`sha256sum | cut -c1-12`)."""
     assert owner_of(None) == ANONYMOUS
     owner = owner_of(ALICE)
     assert len(owner) == 64 and ALICE not in owner and owner != owner_of(BOB)
-    assert owner == owner_of(ALICE)
+    assert owner == owner_of(ALICE) and owner[:12] == key_id(ALICE)
 
 
 def test_public_url_drops_userinfo_query_and_fragment() -> None:
