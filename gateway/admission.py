@@ -1,13 +1,22 @@
-"""Admission control: at most `limit` analyses in flight per gateway process; past it a request is
-refused at once (503 `overloaded` + Retry-After) rather than queued."""
+"""Admission control, per gateway process: at most `limit` analyses in flight, past it a request is
+refused at once (503 `overloaded` + Retry-After) rather than queued; and a budget of memory for
+decoded photos, which each photo reserves by the bytes its decode will hold (its header says how
+many) before any pixel is decoded."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from gateway import metrics
-from gateway.errors import Overloaded
+from gateway.errors import ImageTooLarge, Overloaded
+
+MB = 1_000_000
+# How long a photo waits for its share of the decode memory budget before 503 overloaded: about
+# one analysis of a large photo on a CPU host.
+MEMORY_WAIT_S = 5.0
 
 
 class AdmissionLimiter:
@@ -36,3 +45,50 @@ class AdmissionLimiter:
         finally:
             self.in_flight -= count
             metrics.ANALYSES_IN_FLIGHT.dec(count)
+
+
+class MemoryBudget:
+    """Bytes that the photos being decoded and analysed in one process may hold together. A photo
+    waits up to `wait_s` for its share (photos ahead of it finish within seconds), then is refused
+    with 503 overloaded; one larger than the whole budget is refused at once with 413."""
+
+    def __init__(self, total: int, wait_s: float) -> None:
+        if total < 1:
+            raise ValueError(f"The decode memory budget must be at least 1 byte, not {total}.")
+        self.total = total
+        self.wait_s = wait_s
+        self.reserved = 0
+        self._freed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reserve(self, nbytes: int, what: str) -> AsyncIterator[None]:
+        """Hold `nbytes` of the budget for the block; `what` names the photo in a refusal."""
+        if nbytes > self.total:
+            raise ImageTooLarge(
+                f"Decoding {what} takes about {nbytes // MB} MB, more than the "
+                f"{self.total // MB} MB this gateway gives all photos being decoded together "
+                "(PICMETRIC_DECODE_MEMORY_BYTES): send a smaller photo or 8-bit colour, or raise "
+                "the setting."
+            )
+        deadline = time.monotonic() + self.wait_s
+        async with self._freed:
+            while self.reserved + nbytes > self.total:
+                left = deadline - time.monotonic()
+                try:
+                    await asyncio.wait_for(self._freed.wait(), max(left, 0))
+                except TimeoutError:
+                    metrics.ANALYSES_REJECTED.inc()
+                    raise Overloaded(
+                        f"The photos being decoded already hold {self.reserved // MB} MB of the "
+                        f"{self.total // MB} MB budget (PICMETRIC_DECODE_MEMORY_BYTES) and "
+                        f"{what} needs {nbytes // MB} MB; retry in a few seconds."
+                    ) from None
+            self.reserved += nbytes
+            metrics.DECODE_MEMORY.inc(nbytes)
+        try:
+            yield
+        finally:
+            async with self._freed:
+                self.reserved -= nbytes
+                metrics.DECODE_MEMORY.dec(nbytes)
+                self._freed.notify_all()

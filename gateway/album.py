@@ -11,7 +11,7 @@ from contextlib import ExitStack
 
 from pydantic import BaseModel, ConfigDict
 
-from gateway.analysis import AnalysisRequest, analyze
+from gateway.analysis import AnalysisRequest, analyze, stored_source
 from gateway.errors import PicmetricError
 from gateway.results import Analysis
 from gateway.schemas import ErrorBody
@@ -83,14 +83,15 @@ def album_of(analyses: list[Analysis], failed: int, max_labels: int) -> Album:
     )
 
 
-async def _one(index: int, request: AnalysisRequest, services: Services) -> BatchItem:
+async def _one(index: int, request: AnalysisRequest, services: Services, owner: str) -> BatchItem:
     try:
-        return BatchItem(index=index, analysis=await analyze(request, services))
+        return BatchItem(index=index, analysis=await analyze(request, services, owner))
     except PicmetricError as exc:
-        log.info("Batch photo %d (%s) failed: %s %s", index, request.source, exc.errortype, exc)
+        source = stored_source(request)
+        log.info("Batch photo %d (%s) failed: %s %s", index, source, exc.errortype, exc)
         return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
     except Exception:  # a bug must not take the other photos down with it
-        log.exception("Batch photo %d (%s) failed unexpectedly", index, request.source)
+        log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
         message = "The gateway failed unexpectedly on this photo; the error was logged."
         return BatchItem(index=index, error=ErrorBody(errortype="internal_error", message=message))
 
@@ -100,7 +101,9 @@ def _has_free_slot(services: Services) -> bool:
     return admission.in_flight < admission.limit
 
 
-async def analyze_album(requests: list[AnalysisRequest], services: Services) -> BatchAnswer:
+async def analyze_album(
+    requests: list[AnalysisRequest], services: Services, owner: str
+) -> BatchAnswer:
     """The photos analysed together (their tensors share Triton's dynamic batches), answered in
     the order sent. Each running photo holds one of the process's analysis slots: the batch
     takes its first at once (503 overloaded when none is free) and more as its photos start,
@@ -134,7 +137,7 @@ async def analyze_album(requests: list[AnalysisRequest], services: Services) -> 
             while True:
                 while todo and _has_free_slot(services):
                     start(todo.popleft())
-                items[index] = await _one(index, requests[index], services)
+                items[index] = await _one(index, requests[index], services, owner)
                 if not todo:
                     return
                 index = todo.popleft()

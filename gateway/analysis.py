@@ -7,13 +7,13 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics, urlguard
-from gateway.decode import DecodedImage, decode_rgb
+from gateway import metrics, tenancy, urlguard
+from gateway.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
 from gateway.results import (
@@ -68,8 +68,28 @@ def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) ->
     counted as a decode stage."""
     if decoded is not None and decoded.full_resolution:
         return decoded
+    settings = services.settings
     with _stage("decode", {}):
-        return decode_rgb(data, services.settings.max_image_pixels)
+        plan = plan_decode(data, settings.max_image_pixels, settings.max_jpeg_scans)
+        return decode_planned(data, plan)
+
+
+async def plan_photo(data: bytes, services: Services, min_side: int | None = None) -> DecodePlan:
+    """The photo's decode, checked against the per-photo limits from its header (in a worker
+    thread: the JPEG scan count reads the whole file)."""
+    settings = services.settings
+    return await run_in_threadpool(
+        plan_decode, data, settings.max_image_pixels, settings.max_jpeg_scans, min_side
+    )
+
+
+def photo_memory(
+    services: Services, plan: DecodePlan, nbytes: int
+) -> AbstractAsyncContextManager[None]:
+    """Hold `nbytes` of the process's decode memory budget for the photo `plan` decodes."""
+    header = plan.header
+    what = f"this {header.width}x{header.height} {header.format}"
+    return services.decode_memory.reserve(nbytes, what)
 
 
 def _cache_key(specs: list[ModelSpec], services: Services, options: Options) -> str:
@@ -90,16 +110,26 @@ async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedIm
     return await fetch(services.http, services.s3, request.source, services.settings)
 
 
-async def analyze(request: AnalysisRequest, services: Services) -> Analysis:
-    """The analysis of one image; stored, or answered from the store when cached."""
-    return (await analyze_keeping_photo(request, services))[0]
+async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
+    """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
+    store when cached."""
+    return (await analyze_keeping_photo(request, services, owner))[0]
+
+
+def stored_source(request: AnalysisRequest) -> str:
+    """The request's source as stored, answered and logged: a URL without its credentials, query
+    string or fragment."""
+    if request.source_kind == "upload":
+        return request.source
+    return tenancy.public_url(request.source)
 
 
 async def analyze_keeping_photo(
-    request: AnalysisRequest, services: Services
+    request: AnalysisRequest, services: Services, owner: str, memory_held: bool = False
 ) -> tuple[Analysis, DecodedImage | None]:
     """`analyze`, with the photo as it was decoded for the models (None when the store answered),
-    for a caller that needs its pixels too: a photo is decoded once per analysis."""
+    for a caller that needs its pixels too: a photo is decoded once per analysis. `memory_held`:
+    the caller already holds the photo's share of the decode memory budget (for longer)."""
     started = time.perf_counter()
     specs = await services.catalog.specs_for(services.triton, request.models)
     options = request.options
@@ -109,41 +139,72 @@ async def analyze_keeping_photo(
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(image.data))
     sha256 = hashlib.sha256(image.data).hexdigest()
     key = _cache_key(specs, services, options)
-    cached = await services.store.find_cached(sha256, key)
+    source = stored_source(request)
+    cached = await services.store.find_cached(sha256, key, owner, source)
     if cached is not None:
         metrics.CACHE_HITS.inc()
-        return stored_analysis(cached, cached=True), None
+        if cached.owner == owner and cached.source == source:
+            return stored_analysis(cached, cached=True), None
+        # Another client's (or another source's) analysis of the same bytes: its inference is
+        # reused, but this client gets an analysis of its own, with its id, time and source.
+        reused = _new_row(request, owner, source, sha256, key, timings)
+        reused.width, reused.height = cached.width, cached.height
+        reused.models, reused.result = cached.models, cached.result
+        await _store(reused, services, timings, started)
+        return stored_analysis(reused, cached=True), None
     call = services.call()
-    with _stage("decode", timings):
-        # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
-        decoded = await run_in_threadpool(
-            decode_rgb, image.data, services.settings.max_image_pixels, decode_side(specs, call)
-        )
-    found, preprocess = await run_models(specs, call, decoded, options)
+    plan = await plan_photo(image.data, services, decode_side(specs, call))
+    async with AsyncExitStack() as held:
+        if not memory_held:  # the pixels are held until the models have their tensors
+            await held.enter_async_context(photo_memory(services, plan, plan.memory))
+        with _stage("decode", timings):
+            # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
+            decoded = await run_in_threadpool(decode_planned, image.data, plan)
+        found, preprocess = await run_models(specs, call, decoded, options)
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
-    row = AnalysisRow(
+    row = _new_row(request, owner, source, sha256, key, timings)
+    row.width, row.height = decoded.width, decoded.height
+    row.models = _model_runs(found, services)
+    row.result = {
+        "results": _results(found).model_dump(mode="json", exclude_none=True),
+        "options": options.model_dump(),
+    }
+    await _store(row, services, timings, started)
+    return stored_analysis(row, cached=False), decoded
+
+
+def _new_row(
+    request: AnalysisRequest,
+    owner: str,
+    source: str,
+    sha256: str,
+    key: str,
+    timings: dict[str, float],
+) -> AnalysisRow:
+    return AnalysisRow(
         id=new_id(),
         created_at=dt.datetime.now(dt.timezone.utc),
+        owner=owner,
         source_kind=request.source_kind,
-        source=request.source,
+        source=source,
         image_sha256=sha256,
         cache_key=key,
-        width=decoded.width,
-        height=decoded.height,
-        models=_model_runs(found, services),
-        result={
-            "results": _results(found).model_dump(mode="json", exclude_none=True),
-            "options": options.model_dump(),
-        },
         timings=timings,
     )
-    with _stage("store", timings):
-        await services.store.save(row)
+
+
+async def _store(
+    row: AnalysisRow, services: Services, timings: dict[str, float], started: float
+) -> None:
+    """Write `row` with its final timings, so that reading it later answers what the request
+    answered: `total` runs until the write starts; the write's own time is the `store` stage of
+    the metrics only (a row cannot hold how long its own commit took)."""
     row.timings = {**timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    return stored_analysis(row, cached=False), decoded
+    with _stage("store", {}):
+        await services.store.save(row)
 
 
 def _results(found: dict[str, ModelResult]) -> Results:

@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader
 from gateway.errors import Unauthorized
 from gateway.ratelimit import key_id
 from gateway.services import Services
+from gateway.tenancy import ANONYMOUS, owner_of
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -56,3 +57,15 @@ async def limit_rate(
     else:
         identity = f"address:{request.client.host if request.client else 'unknown'}"
     await services.rate_limiter.check(identity)
+
+
+def request_owner(
+    services: ServicesDep, key: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> str:
+    """Whose analyses the request makes and reads: its API key's, or the anonymous owner's when
+    it has no configured key (a gateway without keys has one owner)."""
+    keys = services.settings.api_keys
+    return owner_of(key) if keys and key_is_valid(key, keys) else ANONYMOUS
+
+
+OwnerDep = Annotated[str, Depends(request_owner)]

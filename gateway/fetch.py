@@ -39,6 +39,7 @@ from gateway.errors import (
     URLUnreachable,
 )
 from gateway.settings import Settings
+from gateway.tenancy import public_url
 
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 USER_AGENT = "picmetric-gateway/0.1"
@@ -74,6 +75,7 @@ async def fetch_http(client: httpx.AsyncClient, url: str, settings: Settings) ->
 async def _fetch_hops(client: httpx.AsyncClient, url: str, settings: Settings) -> FetchedImage:
     current = url
     for _ in range(settings.max_redirects + 1):
+        shown = public_url(current)  # without credentials, for messages and logs
         addresses = await urlguard.check_http_url(current, settings.allow_private_urls)
         try:
             async with _get_pinned(client, current, addresses) as response:
@@ -81,17 +83,17 @@ async def _fetch_hops(client: httpx.AsyncClient, url: str, settings: Settings) -
                     current = urljoin(current, response.headers["location"])
                     continue
                 if response.status_code >= 400:
-                    raise RemoteHTTPError(
-                        f"Fetching {current} answered HTTP {response.status_code}."
-                    )
+                    raise RemoteHTTPError(f"Fetching {shown} answered HTTP {response.status_code}.")
                 return FetchedImage(await _read_capped(response, settings.max_image_bytes), url)
         except httpx.TimeoutException as exc:
-            raise FetchTimeout(f"Fetching {current} timed out.") from exc
+            raise FetchTimeout(f"Fetching {shown} timed out.") from exc
         except httpx.TransportError as exc:
-            raise URLUnreachable(f"Could not connect to {urlsplit(current).netloc}: {exc}") from exc
+            raise URLUnreachable(f"Could not connect to {urlsplit(shown).netloc}: {exc}") from exc
         except httpx.InvalidURL as exc:
-            raise FetchError(f"{current} is not a URL that can be fetched: {exc}") from exc
-    raise FetchError(f"Too many redirects (more than {settings.max_redirects}) from {url}.")
+            raise FetchError(f"{shown} is not a URL that can be fetched: {exc}") from exc
+    raise FetchError(
+        f"Too many redirects (more than {settings.max_redirects}) from {public_url(url)}."
+    )
 
 
 @asynccontextmanager

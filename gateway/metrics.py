@@ -44,6 +44,10 @@ ANALYSES_IN_FLIGHT = Gauge(
 ANALYSES_REJECTED = Counter(
     "picmetric_analyses_rejected_total", "Analyses refused with 503 overloaded: the bound was full"
 )
+DECODE_MEMORY = Gauge(
+    "picmetric_decode_memory_bytes",
+    "Bytes reserved by photos being decoded and analysed (PICMETRIC_DECODE_MEMORY_BYTES)",
+)
 MODEL_REPAIRS = Counter(
     "picmetric_model_repairs_total",
     "Reloads of a Triton model whose Python stub died, by Triton model and outcome "

@@ -12,7 +12,7 @@ import tritonclient.grpc.aio as grpcclient
 from botocore.config import Config
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
-from gateway.admission import AdmissionLimiter
+from gateway.admission import MEMORY_WAIT_S, AdmissionLimiter, MemoryBudget
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
@@ -46,6 +46,7 @@ class Services:
     store: AnalysisStore
     catalog: ModelCatalog
     admission: AdmissionLimiter
+    decode_memory: MemoryBudget
     repair: ModelRepair
     rate_limiter: RateLimiter | None
 
@@ -72,6 +73,7 @@ class Services:
             store=AnalysisStore(settings.database_url),
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
+            decode_memory=MemoryBudget(settings.decode_memory_bytes, MEMORY_WAIT_S),
             repair=ModelRepair(triton, admin_key=settings.triton_admin_key),
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
             if settings.redis_url

@@ -13,7 +13,17 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, create_engine, make_url, select
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Integer,
+    String,
+    and_,
+    case,
+    create_engine,
+    make_url,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -46,6 +56,8 @@ class AnalysisRow(Base):
     models: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> version and weights
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Whose analysis this is (gateway.tenancy.owner_of): a hash of the API key, never the key.
+    owner: Mapped[str] = mapped_column(String(64))
 
 
 def new_id() -> str:
@@ -102,20 +114,32 @@ class AnalysisStore:
 
         await self._call(write, "store the analysis (nothing was stored)")
 
-    async def get(self, analysis_id: str) -> AnalysisRow | None:
+    async def get(self, analysis_id: str, owner: str) -> AnalysisRow | None:
+        """The analysis `analysis_id` if `owner` made it; another owner's is None, as a missing
+        one, so an id says nothing about whether it exists."""
+
         def read() -> AnalysisRow | None:
+            query = select(AnalysisRow).where(
+                AnalysisRow.id == analysis_id, AnalysisRow.owner == owner
+            )
             with Session(self.engine, expire_on_commit=False) as session:
-                return session.get(AnalysisRow, analysis_id)
+                return session.scalars(query).first()
 
         return await self._call(read, "read the analysis")
 
-    async def find_cached(self, image_sha256: str, cache_key: str) -> AnalysisRow | None:
+    async def find_cached(
+        self, image_sha256: str, cache_key: str, owner: str, source: str
+    ) -> AnalysisRow | None:
+        """An analysis of the same bytes with the same models and options, by anyone: `owner`'s
+        own of the same `source` first, then the newest."""
+
         def read() -> AnalysisRow | None:
+            own = case((and_(AnalysisRow.owner == owner, AnalysisRow.source == source), 0), else_=1)
             query = (
                 select(AnalysisRow)
                 .where(AnalysisRow.image_sha256 == image_sha256)
                 .where(AnalysisRow.cache_key == cache_key)
-                .order_by(AnalysisRow.created_at.desc())
+                .order_by(own, AnalysisRow.created_at.desc())
                 .limit(1)
             )
             with Session(self.engine, expire_on_commit=False) as session:

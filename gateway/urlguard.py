@@ -14,6 +14,7 @@ import socket
 from urllib.parse import urlsplit
 
 from gateway.errors import ForbiddenURL, UnsupportedScheme, URLUnreachable
+from gateway.tenancy import public_url
 
 HTTP_SCHEMES = ("http", "https")
 ALLOWED_SCHEMES = (*HTTP_SCHEMES, "s3")
@@ -96,12 +97,12 @@ async def check_http_url(url: str, allow_private: bool) -> list[str]:
         check_scheme(url)
         raise UnsupportedScheme(f"Redirect to a non-HTTP URL ({parts.scheme}://) is not followed.")
     if not parts.hostname:
-        raise URLUnreachable(f"URL '{url}' has no host name.")
+        raise URLUnreachable(f"URL '{public_url(url)}' has no host name.")
     host = parts.hostname
     try:
         port = parts.port or DEFAULT_PORTS[scheme]
     except ValueError as exc:
-        raise URLUnreachable(f"URL '{url}' has an invalid port.") from exc
+        raise URLUnreachable(f"URL '{public_url(url)}' has an invalid port.") from exc
     if _is_literal(host):
         addresses = [host]
     else:

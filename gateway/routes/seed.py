@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 
 from gateway import intake, rendering
 from gateway.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
-from gateway.deps import ServicesDep, limit_rate, require_api_key
+from gateway.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.errors import error_statuses
 from gateway.schemas import SeedErrorBody, SeedRequest, SeedResponse
 
@@ -39,7 +39,9 @@ _BODY = {
 
 
 @router.post("/api", response_model=SeedResponse, openapi_extra=_BODY)
-async def analyze_seed(http_request: Request, services: ServicesDep) -> dict[str, Any]:
+async def analyze_seed(
+    http_request: Request, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
     body = await intake.seed_request(http_request)
     request = AnalysisRequest(
@@ -49,5 +51,5 @@ async def analyze_seed(http_request: Request, services: ServicesDep) -> dict[str
         options=options_or_defaults(services.settings, body.threshold, None),
     )
     with services.admission.admit():
-        analysis = await analyze(request, services)
+        analysis = await analyze(request, services, owner)
     return rendering.seed_analysis(body.url, analysis.results)

@@ -17,9 +17,11 @@ from gateway.analysis import (
     analyze_keeping_photo,
     fetch_image,
     full_photo,
+    photo_memory,
+    plan_photo,
     stored_analysis,
 )
-from gateway.deps import ServicesDep, limit_rate, require_api_key
+from gateway.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
 from gateway.schemas import (
@@ -56,11 +58,11 @@ _BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
     response_model=Analysis,
     openapi_extra=_JSON_OR_UPLOAD,
 )
-async def analyze_image(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     with ExitStack() as slot:  # the analysis slot, taken once the body is in and checked
         analysis_request = await intake.analysis_request(request, services, slot)
-        return rendering.v1_analysis(await analyze(analysis_request, services))
+        return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -69,11 +71,11 @@ async def analyze_image(request: Request, services: ServicesDep) -> dict[str, An
     status_code=201,
     openapi_extra=_UPLOAD,
 )
-async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Store an uploaded image in the S3 bucket, then analyse it."""
     with ExitStack() as slot:
         analysis_request = await intake.upload_request(request, services, keep=True, slot=slot)
-        return rendering.v1_analysis(await analyze(analysis_request, services))
+        return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -85,6 +87,7 @@ async def upload_image(request: Request, services: ServicesDep) -> dict[str, Any
 async def annotate_image(
     request: Request,
     services: ServicesDep,
+    owner: OwnerDep,
     blur_faces: Annotated[bool, Query(description="blur every detected face")] = False,
 ) -> Response:
     """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
@@ -95,13 +98,19 @@ async def annotate_image(
         if fetched_or_uploaded is None:
             fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
             analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-        analysis, decoded = await analyze_keeping_photo(analysis_request, services)
+        # The full-size photo and its drawn copy are held until the JPEG is made; that share of
+        # the decode memory budget covers the analysis's own decode too.
+        plan = await plan_photo(fetched_or_uploaded, services)
+        async with photo_memory(services, plan, plan.memory + plan.output_bytes):
+            analysis, decoded = await analyze_keeping_photo(
+                analysis_request, services, owner, memory_held=True
+            )
 
-        def annotated(data: bytes) -> bytes:
-            photo = full_photo(data, decoded, services)
-            return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
+            def annotated(data: bytes) -> bytes:
+                photo = full_photo(data, decoded, services)
+                return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
 
-        body = await run_in_threadpool(annotated, fetched_or_uploaded)
+            body = await run_in_threadpool(annotated, fetched_or_uploaded)
     return Response(body, media_type="image/jpeg", headers={"X-Analysis-Id": analysis.id})
 
 
@@ -110,18 +119,18 @@ async def annotate_image(
     response_model=BatchAnswer,
     openapi_extra=_BATCH,
 )
-async def analyze_batch(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def analyze_batch(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
     `file`s): one result per image in order, each failing alone, and an album summary."""
     requests = await intake.batch_requests(request, services)
-    answer = await analyze_album(requests, services)
+    answer = await analyze_album(requests, services, owner)
     return answer.model_dump(mode="json")
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)
-async def read_analysis(analysis_id: str, services: ServicesDep) -> dict[str, Any]:
-    """A stored analysis by id."""
-    row = await services.store.get(analysis_id)
+async def read_analysis(analysis_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """A stored analysis by id, made with the same API key."""
+    row = await services.store.get(analysis_id, owner)
     if row is None:
         raise NotFound(f"No analysis with id '{analysis_id}'.")
     return rendering.v1_analysis(stored_analysis(row, cached=True))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from gateway.admission import AdmissionLimiter
-from gateway.errors import Overloaded
+from core.paths import PROJECT_ROOT
+from gateway.admission import MB, AdmissionLimiter, MemoryBudget
+from gateway.errors import ImageTooLarge, Overloaded
 from gateway.main import create_app
 from gateway.settings import Settings
 from tests.utils.ports import free_port
@@ -87,3 +91,81 @@ def test_limiter_is_per_app_and_full_bound_refuses_analysis_routes_only(tmp_path
         after = full.post("/v1/analyze", json=body)
         assert after.json()["errortype"] == "model_unavailable"
         assert limiter.in_flight == 0
+
+
+def test_memory_budget_refuses_a_photo_larger_than_all_of_it_naming_the_setting() -> None:
+    async def run() -> None:
+        budget = MemoryBudget(100 * MB, wait_s=5)
+        with pytest.raises(ImageTooLarge, match="PICMETRIC_DECODE_MEMORY_BYTES") as refused:
+            async with budget.reserve(101 * MB, "this 9000x9000 TIFF"):
+                pass
+        assert refused.value.status_code == 413 and "9000x9000 TIFF" in str(refused.value)
+        assert budget.reserved == 0
+
+    asyncio.run(run())
+
+
+def test_memory_budget_lets_a_photo_wait_briefly_then_answers_overloaded() -> None:
+    """Two photos of 60 of 100 MB: the second waits until the first is done; a third that finds
+    no room within `wait_s` gets 503 overloaded (Retry-After) naming the setting."""
+
+    async def run() -> None:
+        budget = MemoryBudget(100 * MB, wait_s=0.3)
+        order: list[str] = []
+
+        async def photo(name: str, hold_s: float) -> None:
+            async with budget.reserve(60 * MB, name):
+                order.append(f"{name} in")
+                assert budget.reserved <= budget.total
+                await asyncio.sleep(hold_s)
+            order.append(f"{name} out")
+
+        await asyncio.gather(photo("first", 0.1), photo("second", 0.0))
+        assert order == ["first in", "first out", "second in", "second out"]
+
+        async with budget.reserve(60 * MB, "held"):
+            started = time.monotonic()
+            with pytest.raises(Overloaded, match="PICMETRIC_DECODE_MEMORY_BYTES") as refused:
+                async with budget.reserve(60 * MB, "late"):
+                    pass
+            assert 0.25 < time.monotonic() - started < 1
+            assert refused.value.headers["Retry-After"]
+        assert budget.reserved == 0
+
+    asyncio.run(run())
+
+
+def test_memory_budget_is_given_back_when_the_analysis_fails() -> None:
+    async def run() -> None:
+        budget = MemoryBudget(100 * MB, wait_s=0)
+        with pytest.raises(RuntimeError):
+            async with budget.reserve(80 * MB, "failing"):
+                raise RuntimeError("decode failed")
+        async with budget.reserve(100 * MB, "next"):
+            assert budget.reserved == 100 * MB
+
+    asyncio.run(run())
+
+
+def test_settings_decode_memory_default_fits_the_charts_limit() -> None:
+    """The budget plus the gateway's own footprint (0.21-0.23 GB of RSS after an analysis in
+    test_decode_budget, counted here as 0.6 GB for fetch buffers and answers being written)
+    stays under the Helm chart's 2 GiB memory limit for the gateway."""
+    values = yaml.safe_load((PROJECT_ROOT / "deploy/helm/picmetric/values.yaml").read_text())
+    limit = values["gateway"]["resources"]["limits"]["memory"]
+    assert limit == "2Gi"
+    assert Settings().decode_memory_bytes + 600 * MB < 2 * 1024**3
+
+
+def test_settings_decode_limits_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, nonsense in (
+        ("PICMETRIC_DECODE_MEMORY_BYTES", "1000"),  # under 1 MiB: not even one photo
+        ("PICMETRIC_DECODE_MEMORY_BYTES", "lots"),
+        ("PICMETRIC_MAX_JPEG_SCANS", "0"),
+    ):
+        monkeypatch.setenv(name, nonsense)
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PICMETRIC_DECODE_MEMORY_BYTES", "800000000")
+    assert Settings().decode_memory_bytes == 800 * MB

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.decode import decode_rgb, read_header
+from core.paths import PROJECT_ROOT
+from gateway.decode import (
+    DEFAULT_MAX_JPEG_SCANS,
+    decode_rgb,
+    jpeg_scans,
+    plan_decode,
+    read_header,
+)
 from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.settings import Settings
+from tests.utils.hostile_images import progressive_jpeg, tiff16
 
 
 def _encode(image: Image.Image, format: str, **options: object) -> bytes:
@@ -96,3 +108,90 @@ def test_reduced_decode_honours_exif_orientation() -> None:
     image = decode_rgb(data, max_pixels=1_000_000, min_side=100)
     assert image.rgb.shape == (200, 100, 3) and (image.width, image.height) == (400, 800)
     assert image.rgb[1, 1, 0] < 20 and image.rgb[1, 1, 1] > 235
+
+
+def test_jpeg_scans_are_counted_from_the_markers_of_the_main_image_only() -> None:
+    """Oracle: libjpeg's standard progressive script has 10 scans for colour; a baseline JPEG
+    has one; an EXIF thumbnail inside APP1 and a second picture after EOI (MPO) add none."""
+    assert jpeg_scans(progressive_jpeg(64), most=64) == 10
+    assert jpeg_scans(progressive_jpeg(64, repeats=5), most=64) == 15
+    photo = Image.new("RGB", (64, 48), (10, 200, 30))
+    assert jpeg_scans(_encode(photo, "JPEG"), most=64) == 1
+    thumbnail = _encode(Image.new("RGB", (8, 8)), "JPEG", progressive=True)
+    exif = Image.Exif()
+    exif[0x0201], exif[0x0202] = 0, len(thumbnail)  # JPEGInterchangeFormat(Length)
+    with_exif = _encode(photo, "JPEG", exif=exif.tobytes() + thumbnail)
+    assert jpeg_scans(with_exif, most=64) == 1
+    mpo = _encode(photo, "MPO", save_all=True, append_images=[photo])
+    assert jpeg_scans(mpo, most=64) == 1
+    assert jpeg_scans(progressive_jpeg(64, repeats=500), most=64) == 65  # stops counting
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding() -> None:
+    """4,000 repeated scans in 300 KB (4 MP): decoding takes over a second of CPU; the refusal
+    takes milliseconds and names the setting."""
+    data = progressive_jpeg(2048, repeats=4000)
+    assert len(data) < 320_000
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedImage, match="PICMETRIC_MAX_JPEG_SCANS") as refused:
+        plan_decode(data, max_pixels=40_000_000, max_jpeg_scans=64)
+    assert time.perf_counter() - started < 0.2
+    assert refused.value.status_code == 415
+    assert plan_decode(progressive_jpeg(64), 40_000_000, max_jpeg_scans=10).header.progressive
+
+
+def test_decode_plan_counts_the_memory_a_decode_holds() -> None:
+    """Stored samples the decoder may hold whole (a 16-bit RGBA TIFF: 8 bytes a pixel; a
+    progressive JPEG's coefficients: 2 bytes a sample), plus the RGB output, plus 15%."""
+    rgba16 = cv2.imencode(".tiff", np.zeros((300, 200, 4), np.uint16))[1].tobytes()
+    plan = plan_decode(rgba16, 10**8, 64)
+    assert (plan.header.bands, plan.header.sample_bytes) == (4, 2)
+    assert plan.memory == 300 * 200 * (4 * 2 + 3) * 23 // 20
+    png16 = cv2.imencode(".png", np.zeros((30, 20, 3), np.uint16))[1].tobytes()
+    assert plan_decode(png16, 10**8, 64).memory == 30 * 20 * (3 * 2 + 3) * 23 // 20
+    baseline = _encode(Image.new("RGB", (640, 480)), "JPEG")
+    assert plan_decode(baseline, 10**8, 64).memory == 640 * 480 * 3 * 23 // 20
+    reduced = plan_decode(baseline, 10**8, 64, min_side=100)
+    assert reduced.factor == 4 and reduced.memory == 160 * 120 * 3 * 23 // 20
+    progressive = plan_decode(progressive_jpeg(64), 10**8, 64)
+    assert progressive.memory == 64 * 64 * (3 * 2 + 3) * 23 // 20
+
+
+def test_pixel_limit_refusal_names_its_setting() -> None:
+    data = _encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(ImageTooLarge, match="PICMETRIC_MAX_IMAGE_PIXELS"):
+        plan_decode(data, max_pixels=9_999, max_jpeg_scans=64)
+
+
+def test_max_jpeg_scans_default_is_the_settings_default() -> None:
+    assert Settings().max_jpeg_scans == DEFAULT_MAX_JPEG_SCANS
+
+
+def test_decode_plan_memory_covers_what_opencv_takes_for_a_one_strip_deep_tiff() -> None:
+    """Oracle: how far a fresh interpreter's peak RSS (VmHWM, reset first through clear_refs)
+    rises above its RSS while the gateway's decode_rgb decodes a 6323x6323 16-bit RGBA TIFF in
+    one strip."""
+    code = (
+        "import sys\n"
+        "from gateway.decode import decode_rgb\n"
+        "def kb(field):\n"
+        "    status = open('/proc/self/status').read().splitlines()\n"
+        "    return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))\n"
+        "data = sys.stdin.buffer.read()\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = kb('VmRSS')\n"
+        "decode_rgb(data, 40_000_000)\n"
+        "print((kb('VmHWM') - before) * 1024)\n"
+    )
+    data = tiff16(6323)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=data,
+        capture_output=True,
+        timeout=120,
+        check=True,
+        cwd=PROJECT_ROOT,
+    )
+    measured = int(done.stdout)
+    counted = plan_decode(data, 40_000_000, 64).memory
+    assert measured <= counted < 1.2 * measured, (measured, counted)

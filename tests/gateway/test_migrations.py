@@ -10,19 +10,28 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import Column, Integer, MetaData, create_engine, inspect, text
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, inspect, text
 
 from gateway.main import create_app
-from gateway.migrate import SchemaError, check_schema, head_revision, upgrade_schema
+from gateway.migrate import (
+    PRE_MIGRATION_COLUMNS,
+    SchemaError,
+    alembic_config,
+    check_schema,
+    head_revision,
+    upgrade_schema,
+)
 from gateway.settings import Settings
 from gateway.storage import AnalysisRow, AnalysisStore, Base
+from gateway.tenancy import ANONYMOUS
 from tests.utils.analyses import sample_row
 from tests.utils.ports import free_port
 from tests.utils.postgres import fresh_database
@@ -68,7 +77,7 @@ def _differences(url: str, metadata: MetaData) -> list[object]:
 def _stored(url: str, analysis_id: str) -> AnalysisRow | None:
     store = AnalysisStore(url)
     try:
-        return asyncio.run(store.get(analysis_id))
+        return asyncio.run(store.get(analysis_id, ANONYMOUS))
     finally:
         store.dispose()
 
@@ -91,13 +100,8 @@ def test_upgrade_schema_creates_the_table_and_alembic_version_on_an_empty_databa
 def test_upgrade_schema_adopts_a_database_made_by_create_all(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The pre-migration code path: create_all on the models, then a stored analysis."""
-    engine = create_engine(database_url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    store = AnalysisStore(database_url)
-    asyncio.run(store.save(sample_row("old")))
-    store.dispose()
+    """The pre-migration code path: create_all on the models of then, then a stored analysis."""
+    _save_old_rows(database_url, _create_all_before_migrations, sample_row("old"))
 
     with caplog.at_level(logging.INFO, logger="gateway.migrate"):
         upgrade_schema(database_url)
@@ -113,6 +117,55 @@ def test_upgrade_schema_adopts_a_database_made_by_create_all(
     )
     created = stored.created_at  # SQLite gives it back without its time zone
     assert created.replace(tzinfo=created.tzinfo or dt.timezone.utc) == sample_row("old").created_at
+
+
+def _create_all_before_migrations(url: str) -> None:
+    """The table as `Base.metadata.create_all` made it before migrations: today's model without
+    the columns revisions added since."""
+    table = Base.metadata.tables["analyses"]
+    old = MetaData()
+    # Columns copied with index=True bring their indexes.
+    Table("analyses", old, *(c._copy() for c in table.columns if c.name in PRE_MIGRATION_COLUMNS))
+    engine = create_engine(url)
+    old.create_all(engine)
+    engine.dispose()
+
+
+def _save_old_rows(url: str, create: Callable[[str], None], *rows: AnalysisRow) -> None:
+    """`create` the table of an older revision, then insert `rows` without their new columns."""
+    create(url)
+    engine = create_engine(url)
+    table = Table("analyses", MetaData(), autoload_with=engine)
+    with engine.begin() as connection:
+        for row in rows:
+            values = {c.name: getattr(row, c.name) for c in table.columns}
+            connection.execute(insert(table).values(**values))
+    engine.dispose()
+
+
+def _upgrade_to_0001(url: str) -> None:
+    command.upgrade(alembic_config(url), "0001")
+
+
+def test_revision_0002_gives_old_analyses_the_anonymous_owner_and_strips_url_secrets(
+    database_url: str,
+) -> None:
+    """Analyses stored at 0001 belong to the anonymous owner after 0002, and their URLs lose the
+    userinfo, query string and fragment the gateway used to keep; s3 and upload sources stay."""
+    secret = sample_row("secret")
+    secret.source = "https://user:hunter2@example.com:8443/a/cat.jpg?token=abc#frag"
+    upload = sample_row("upload")
+    upload.source_kind, upload.source = "upload", "upload:what?.jpg"
+    _save_old_rows(database_url, _upgrade_to_0001, secret, upload, sample_row("plain"))
+
+    upgrade_schema(database_url)
+
+    assert _revision(database_url) == head_revision()
+    stored = {name: _stored(database_url, name) for name in ("secret", "upload", "plain")}
+    assert all(row is not None and row.owner == ANONYMOUS for row in stored.values())
+    assert stored["secret"].source == "https://example.com:8443/a/cat.jpg"  # type: ignore[union-attr]
+    assert stored["upload"].source == "upload:what?.jpg"  # type: ignore[union-attr]
+    assert stored["plain"].source == "https://example.com/cat.jpg"  # type: ignore[union-attr]
 
 
 def test_migrations_match_the_models(database_url: str) -> None:

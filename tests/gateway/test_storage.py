@@ -15,6 +15,7 @@ import pytest
 from gateway.errors import StorageError
 from gateway.migrate import upgrade_schema
 from gateway.storage import DATABASE_TIMEOUT_S, AnalysisStore
+from gateway.tenancy import ANONYMOUS
 from tests.utils.analyses import count_analyses, sample_row
 from tests.utils.postgres import PostgresCluster, postgres_cluster
 
@@ -37,14 +38,17 @@ def test_analysis_store_fails_while_postgres_is_down_and_heals_after(
         asyncio.run(store.save(sample_row()))  # the pool now holds a connection
         cluster.stop("fast")
         started = time.monotonic()
-        for call in (store.save(sample_row()), store.find_cached("a" * 64, "b" * 64)):
+        for call in (
+            store.save(sample_row()),
+            store.find_cached("a" * 64, "b" * 64, ANONYMOUS, ""),
+        ):
             with pytest.raises(StorageError, match="results database is unavailable"):
                 asyncio.run(call)
         assert time.monotonic() - started < DATABASE_TIMEOUT_S
         cluster.start()
         healed = sample_row()
         asyncio.run(store.save(healed))  # the same store and engine: the dead connection is gone
-        assert asyncio.run(store.get(healed.id)) is not None
+        assert asyncio.run(store.get(healed.id, ANONYMOUS)) is not None
     finally:
         store.dispose()
     assert count_analyses(cluster.url) == 2
@@ -61,7 +65,7 @@ def test_analysis_store_gives_up_on_a_server_that_never_answers() -> None:
         started = time.monotonic()
         try:
             with pytest.raises(StorageError, match="results database is unavailable"):
-                asyncio.run(store.find_cached("a" * 64, "b" * 64))
+                asyncio.run(store.find_cached("a" * 64, "b" * 64, ANONYMOUS, ""))
         finally:
             store.dispose()
         assert time.monotonic() - started < DATABASE_TIMEOUT_S + 3

@@ -7,6 +7,7 @@ import datetime as dt
 from sqlalchemy import create_engine, text
 
 from gateway.storage import AnalysisRow, new_id
+from gateway.tenancy import ANONYMOUS
 
 
 def sample_row(analysis_id: str | None = None) -> AnalysisRow:
@@ -23,6 +24,7 @@ def sample_row(analysis_id: str | None = None) -> AnalysisRow:
         models={"resnet50": {"version": "1"}},
         result={"results": {}, "options": {"threshold": 0.2, "max_results": 10}},
         timings={"fetch": 1.0},
+        owner=ANONYMOUS,
     )
 
 

@@ -1,0 +1,202 @@
+"""Tenancy, end to end on a gateway with two API keys (real uvicorn, Triton, SQLite and
+PostgreSQL): an analysis belongs to the key that made it, a cache hit answers each key with its
+own analysis, URL credentials are neither stored, answered nor logged, and a stored analysis reads
+back as the request answered it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from gateway.migrate import upgrade_schema
+from gateway.ratelimit import key_id
+from gateway.storage import AnalysisStore
+from gateway.tenancy import ANONYMOUS, owner_of, public_url
+from picmetric.triton_server import TritonServer
+from tests.utils.analyses import sample_row
+from tests.utils.real_photos import jpeg_bytes
+from tests.utils.services import gateway_process
+from tests.utils.triton_stats import settled
+
+ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql")])
+def keyed_gateway(
+    request: pytest.FixtureRequest,
+    triton: TritonServer,
+    model_repository: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The gateway with two API keys and no upload bucket (uploads are named by filename)."""
+    folder = tmp_path_factory.mktemp(f"tenancy-{request.param}")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{folder / 'analyses.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres_url")
+    env = {
+        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+        "PICMETRIC_DATABASE_URL": database_url,
+        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        "PICMETRIC_API_KEYS": f"{ALICE},{BOB}",
+    }
+    log = folder / "gateway.log"
+    with gateway_process(env, log) as url:
+        yield url
+    # Nothing the clients put in their URLs reached the log.
+    assert "hunter2" not in log.read_text() and "s3cret" not in log.read_text()
+
+
+def _call(method: str, url: str, key: str, **kwargs: object) -> httpx.Response:
+    return httpx.request(method, url, headers={"X-API-Key": key}, timeout=120, **kwargs)  # type: ignore[arg-type]
+
+
+def _inferences(triton: TritonServer) -> int:
+    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
+
+        def read() -> int:
+            stats = client.get_inference_statistics("resnet50", as_json=True)["model_stats"][0]
+            return int(stats.get("inference_count", 0))
+
+        return settled(read)
+
+
+def _with_credentials(photo_server: str, path: str, token: str) -> str:
+    return photo_server.replace("http://", "http://user:hunter2@") + f"{path}?token={token}#x"
+
+
+@pytest.mark.integration
+def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
+    keyed_gateway: str, photo_server: str, triton: TritonServer
+) -> None:
+    """Alice analyses a URL with credentials; Bob sends the same photo: inference is reused, but
+    Bob's answer has its own id, time and URL; each key reads its own and gets 404 (the body of a
+    missing id) for the other's."""
+    threshold = 0.0371  # no other test uses it: the first analysis is a miss
+    body = {"models": ["resnet50"], "threshold": threshold}
+    alice_url = _with_credentials(photo_server, "/coffee.png", "s3cret-alice")
+    bob_url = _with_credentials(photo_server, "/coffee.png", "s3cret-bob")
+    first = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json={**body, "url": alice_url})
+    assert first.status_code == 200, first.text
+    alice = first.json()
+    assert alice["source"]["url"] == f"{photo_server}/coffee.png" == public_url(alice_url)
+    inferences = _inferences(triton)
+
+    second = _call("POST", f"{keyed_gateway}/v1/analyze", BOB, json={**body, "url": bob_url})
+    assert second.status_code == 200, second.text
+    bob = second.json()
+    assert _inferences(triton) == inferences, "Bob's answer reuses Alice's inference"
+    assert bob["cached"] is True and bob["results"] == alice["results"]
+    assert bob["id"] != alice["id"] and bob["created_at"] > alice["created_at"]
+    assert bob["source"]["url"] == f"{photo_server}/coffee.png"
+    assert "hunter2" not in second.text and "s3cret" not in second.text
+
+    for key, own, other in ((ALICE, alice, bob), (BOB, bob, alice)):
+        mine = _call("GET", f"{keyed_gateway}/v1/analyses/{own['id']}", key)
+        assert mine.status_code == 200 and mine.json()["id"] == own["id"]
+        theirs = _call("GET", f"{keyed_gateway}/v1/analyses/{other['id']}", key)
+        missing_id = str(uuid.uuid4())
+        missing = _call("GET", f"{keyed_gateway}/v1/analyses/{missing_id}", key)
+        assert theirs.status_code == missing.status_code == 404
+        assert theirs.text.replace(other["id"], missing_id) == missing.text
+
+    again = _call("POST", f"{keyed_gateway}/v1/analyze", BOB, json={**body, "url": bob_url})
+    assert again.json()["id"] == bob["id"], "the same key and source: its own earlier analysis"
+
+    broken = _with_credentials(photo_server, "/missing.jpg", "s3cret-x")
+    failed = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json={**body, "url": broken})
+    assert failed.status_code == 400 and f"{photo_server}/missing.jpg" in failed.text
+    assert "hunter2" not in failed.text and "s3cret" not in failed.text
+
+
+@pytest.mark.integration
+def test_upload_filenames_of_one_key_never_reach_another(
+    keyed_gateway: str, photos: dict[str, np.ndarray]
+) -> None:
+    photo = jpeg_bytes(photos["rocket"])
+    form = {"models": "resnet50", "threshold": "0.0372"}
+    answers = {}
+    for key, name in ((ALICE, "alice-private-name.jpg"), (BOB, "bob.jpg")):
+        answer = _call(
+            "POST", f"{keyed_gateway}/v1/analyze", key, files={"file": (name, photo)}, data=form
+        )
+        assert answer.status_code == 200, answer.text
+        answers[key] = answer.json()
+        assert answers[key]["source"] == {"kind": "upload", "url": f"upload:{name}"}
+    assert answers[BOB]["cached"] is True and "alice" not in str(answers[BOB])
+    read = _call("GET", f"{keyed_gateway}/v1/analyses/{answers[BOB]['id']}", BOB)
+    assert read.json()["source"]["url"] == "upload:bob.jpg"
+
+
+@pytest.mark.integration
+def test_a_stored_analysis_reads_back_as_it_was_answered(
+    keyed_gateway: str, photo_server: str
+) -> None:
+    """Issue 23: GET /v1/analyses/{id} answers what POST did, timings (`total`) included; only
+    `cached` differs (a read is always answered from the store)."""
+    for threshold in (0.0373, 0.0373):  # a miss, then the same key's hit
+        body = {"url": f"{photo_server}/chelsea.png", "threshold": threshold}
+        posted = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json=body).json()
+        read = _call("GET", f"{keyed_gateway}/v1/analyses/{posted['id']}", ALICE).json()
+        assert "total" in posted["timings_ms"]
+        assert {**read, "cached": None} == {**posted, "cached": None}
+
+
+def test_owner_is_a_hash_of_the_key_and_anonymous_without_one() -> None:
+    """The owner starts with the key id of the rate limits (`sha256sum | cut -c1-12`)."""
+    assert owner_of(None) == ANONYMOUS
+    owner = owner_of(ALICE)
+    assert len(owner) == 64 and ALICE not in owner and owner != owner_of(BOB)
+    assert owner == owner_of(ALICE) and owner[:12] == key_id(ALICE)
+
+
+def test_public_url_drops_userinfo_query_and_fragment() -> None:
+    cases = {
+        "https://u:p@Example.com:8443/a/b.jpg?sig=1&x=2#frag": "https://example.com:8443/a/b.jpg",
+        "http://token@[2001:db8::1]/p.png?x": "http://[2001:db8::1]/p.png",
+        "s3://bucket/key.jpg?versionId=3": "s3://bucket/key.jpg",
+        "https://example.com/plain.jpg": "https://example.com/plain.jpg",
+        "http://u:p@host:99999/x?t=1": "http://host:99999/x",  # a port no URL parser accepts
+    }
+    for url, public in cases.items():
+        assert public_url(url) == public, url
+
+
+def test_store_reads_by_owner_and_prefers_the_owners_own_cached_analysis(tmp_path: Path) -> None:
+    """On SQLite: another owner's id reads as missing; a cache lookup finds the owner's own
+    analysis of the same source before a newer one of another owner or source."""
+    url = f"sqlite:///{tmp_path / 'analyses.db'}"
+    upgrade_schema(url)
+    alice, bob = owner_of(ALICE), owner_of(BOB)
+    rows = {
+        "alice-old": (alice, "https://example.com/cat.jpg", 1),
+        "bob-new": (bob, "https://example.com/cat.jpg", 3),
+        "alice-other-url": (alice, "https://example.com/other.jpg", 2),
+    }
+    store = AnalysisStore(url)
+    try:
+        for name, (owner, source, hour) in rows.items():
+            row = sample_row(name)
+            row.owner, row.source = owner, source
+            row.created_at = row.created_at.replace(hour=hour)
+            asyncio.run(store.save(row))
+        assert asyncio.run(store.get("bob-new", alice)) is None
+        assert asyncio.run(store.get("bob-new", bob)) is not None
+
+        def cached(owner: str, source: str) -> str | None:
+            found = asyncio.run(store.find_cached("a" * 64, "b" * 64, owner, source))
+            return found.id if found else None
+
+        assert cached(alice, "https://example.com/cat.jpg") == "alice-old"
+        assert cached(alice, "https://example.com/new.jpg") == "bob-new"  # the newest, to copy
+        assert cached(ANONYMOUS, "https://example.com/other.jpg") == "bob-new"
+    finally:
+        store.dispose()
