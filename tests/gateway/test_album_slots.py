@@ -14,6 +14,7 @@ from gateway.admission import AdmissionLimiter
 from gateway.analysis import AnalysisRequest
 from gateway.errors import Overloaded
 from gateway.results import Options
+from gateway.tenancy import ANONYMOUS
 
 
 def _request(url: str) -> AnalysisRequest:
@@ -30,7 +31,9 @@ class Recorder:
         self.most_in_flight = 0
         self.started: list[str] = []
 
-    async def __call__(self, index: int, request: AnalysisRequest, services: Any) -> Any:
+    async def __call__(
+        self, index: int, request: AnalysisRequest, services: Any, owner: str
+    ) -> Any:
         self.started.append(request.source)
         self.running += 1
         self.most_running = max(self.most_running, self.running)
@@ -45,7 +48,7 @@ def _run(limiter: AdmissionLimiter, urls: list[str], monkeypatch: pytest.MonkeyP
     recorder = Recorder(limiter)
     monkeypatch.setattr(album, "_one", recorder)
     services: Any = SimpleNamespace(admission=limiter)
-    answer = asyncio.run(album.analyze_album([_request(u) for u in urls], services))
+    answer = asyncio.run(album.analyze_album([_request(u) for u in urls], services, ANONYMOUS))
     assert [item.index for item in answer.results] == list(range(len(urls)))
     return recorder
 
