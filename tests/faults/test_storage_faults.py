@@ -150,7 +150,7 @@ def _stored_rows(database_url: str) -> dict[str, dict[str, Any]]:
             query = text(
                 "SELECT id, created_at, source_kind, source, image_sha256, cache_key, width, "
                 "height, models::text AS models, result::text AS result, "
-                "timings::text AS timings FROM analyses"
+                "timings::text AS timings, owner FROM analyses"
             )
             return {row.id: dict(row._mapping) for row in connection.execute(query)}
     finally:
