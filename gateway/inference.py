@@ -83,15 +83,22 @@ def decode_side(specs: list[ModelSpec], call: Call) -> int | None:
 _DEAD_STUB = re.compile(r"Stub process '(?P<instance>[^']+)' is not healthy")
 # Triton's words for a model it does not serve right now (unloaded, being loaded, unknown), also
 # when an ensemble or a BLS model reports them for one of its steps.
-_NOT_SERVED = ("is not found", "has no available versions", "is not ready", "unavailable")
+_NOT_SERVED = (
+    "is not found",
+    "has no available versions",
+    "is not ready",
+    "server not ready",
+    "unavailable",
+)
 # A Triton going away (SIGTERM) stops every model's scheduler, waits for in-flight requests,
 # unloads the models and only then closes its ports. Meanwhile tritonserver 2.51 answers a new
 # request NOT_FOUND "Request for unknown model: '<model>' has no available versions" or
 # UNAVAILABLE "Server is stopping, scheduler for model has stopped accepting new inference
 # requests", and an ensemble or BLS request already running fails the same way when its next
-# step is refused; once it has exited, UNAVAILABLE "failed to connect to all addresses" (README,
-# "Shutdown and scale events").
-_GOING_AWAY = ("has no available versions", "server is stopping")
+# step is refused (the `mtcnn` BLS model's step: "mtcnn_rnet - Error when running inference:
+# Server not ready"); once it has exited, UNAVAILABLE "failed to connect to all addresses"
+# (README, "Shutdown and scale events").
+_GOING_AWAY = ("has no available versions", "server is stopping", "server not ready")
 
 
 def dead_stub_model(message: str) -> str | None:

@@ -155,8 +155,8 @@ def test_map_triton_error_unreachable_triton_is_503() -> None:
 
 
 # What tritonserver 2.51 answered on this machine after SIGTERM (README, "Shutdown and scale
-# events"): new requests and the next step of a running ensemble, then, once it had exited, the
-# refused connection.
+# events"): new requests and the next step of a running ensemble or BLS model, then, once it had
+# exited, the refused connection.
 STOPPING = [
     ("NOT_FOUND", "Request for unknown model: 'resnet50' has no available versions"),
     (
@@ -168,6 +168,12 @@ STOPPING = [
         "UNAVAILABLE",
         "in ensemble 'yolov3', [request id: <id_unknown>] Server is stopping, scheduler for model "
         "has stopped accepting new inference requests",
+    ),
+    # the mtcnn BLS model's running request, when its next network call is refused
+    (
+        "INTERNAL",
+        "mtcnn: mtcnn_rnet failed: Model mtcnn_rnet - Error when running inference: Server not "
+        "ready",
     ),
     (
         "UNAVAILABLE",
