@@ -168,9 +168,11 @@ async def analyze_keeping_photo(
     row = _new_row(request, owner, source, sha256, key, timings)
     row.width, row.height = decoded.width, decoded.height
     row.models = _model_runs(found, services)
+    header = plan.header
     row.result = {
         "results": _results(found).model_dump(mode="json", exclude_none=True),
         "options": options.model_dump(),
+        "photo": {"has_location": header.has_location, "taken_at": header.taken_at},
     }
     await _store(row, services, timings, started)
     return stored_analysis(row, cached=False), decoded
@@ -238,7 +240,12 @@ def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
         cached=cached,
         created_at=_utc(row.created_at).isoformat(),
         source=Source.model_validate({"kind": row.source_kind, "url": row.source}),
-        image=ImageInfo(width=row.width, height=row.height, sha256=row.image_sha256),
+        image=ImageInfo(
+            width=row.width,
+            height=row.height,
+            sha256=row.image_sha256,
+            **row.result.get("photo", {}),  # rows stored before it have the defaults
+        ),
         options=Options.model_validate(row.result["options"]),
         models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
         results=results,

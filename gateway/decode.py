@@ -13,6 +13,7 @@ from its process-wide budget (gateway.admission.MemoryBudget) before decoding.""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit, before decoding
 # EXIF orientations that turn the picture by 90 degrees (width and height swap).
 _QUARTER_TURNS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
+_DATETIME_ORIGINAL, _DATETIME = 0x9003, 0x0132
 # Decoding at 1/factor of the size, largest first (IMREAD_COLOR_RGB is added to every flag: it
 # decodes straight to RGB, without a BGR-to-RGB pass).
 _REDUCED = (
@@ -57,6 +61,8 @@ class ImageHeader:
     bands: int = 3  # samples per pixel as stored (RGBA: 4)
     sample_bytes: int = 1  # bytes per sample as stored (16-bit: 2)
     progressive: bool = False  # a progressive JPEG: its decoder holds every DCT coefficient
+    has_location: bool = False  # its EXIF carries a GPS position (never kept here)
+    taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, the camera's local time
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ def read_header(data: bytes) -> ImageHeader:
         with Image.open(io.BytesIO(data)) as image:
             # A JPEG's EXIF sits in its header; other formats would load pixels to find theirs.
             jpeg = image.format == "JPEG"
-            turned = jpeg and image.getexif().get(_EXIF_ORIENTATION) in _QUARTER_TURNS
+            exif = image.getexif() if jpeg else Image.Exif()
+            turned = jpeg and exif.get(_EXIF_ORIENTATION) in _QUARTER_TURNS
             header = ImageHeader(
                 image.format or "",
                 image.width,
@@ -88,6 +95,8 @@ def read_header(data: bytes) -> ImageHeader:
                 bands=len(image.getbands()),
                 sample_bytes=_sample_bytes(image),
                 progressive=jpeg and bool(image.info.get("progressive")),
+                has_location=_has_location(exif),
+                taken_at=_taken_at(exif),
             )
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UnsupportedImage(
@@ -99,6 +108,21 @@ def read_header(data: bytes) -> ImageHeader:
             "send JPEG, PNG, WebP, BMP or TIFF."
         )
     return header
+
+
+def _has_location(exif: Image.Exif) -> bool:
+    gps = exif.get_ifd(_GPS_IFD)
+    return bool(gps.get(_GPS_LATITUDE) and gps.get(_GPS_LONGITUDE))
+
+
+def _taken_at(exif: Image.Exif) -> str | None:
+    """When the photo was taken, as its EXIF says ("2024:05:01 12:30:00"), in ISO 8601; None when
+    absent or not a valid time."""
+    stamp = exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL) or exif.get(_DATETIME)
+    try:
+        return dt.datetime.strptime(str(stamp).strip("\x00 "), "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
 
 
 def _sample_bytes(image: Image.Image) -> int:

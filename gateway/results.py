@@ -135,9 +135,11 @@ class Options(Result):
 
 
 class ImageInfo(Result):
-    width: int
+    width: int  # as shown: EXIF or HEIF orientation applied
     height: int
     sha256: str
+    has_location: bool = False  # the photo carried a GPS position (never stored or answered)
+    taken_at: str | None = None  # when, as its EXIF says (ISO 8601, the camera's local time)
 
 
 class Source(Result):
