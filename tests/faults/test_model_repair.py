@@ -191,7 +191,8 @@ def test_model_repair_stub_killed_under_load_answers_503_then_200_again(
     killed, answers = asyncio.run(_load_with_kill(gateway, own_triton, jpeg))
 
     statuses = {a.status for a in answers}
-    assert statuses <= {200, 503} | set(range(400, 500)), statuses
+    # A dead stub is the server's fault: a 4xx here would blame the client for it.
+    assert statuses <= {200, 503}, statuses
     # Answered after the kill: those that met the dead stub fail; those sent while the model is
     # reloaded wait for it and are retried once (gateway/inference.py).
     failed = [a for a in answers if a.status != 200 and a.received >= killed]

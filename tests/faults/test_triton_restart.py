@@ -170,9 +170,8 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
         statuses = Counter(a.status for a in answers)
         hung = [a for a in answers if a.status is None]
         assert hung == [], hung
-        assert all(
-            a.status == 200 or 400 <= (a.status or 0) < 500 or a.status == 503 for a in answers
-        ), statuses
+        # Triton's restart is the server's fault: a 4xx here would blame the client for it.
+        assert set(statuses) <= {200, 503}, statuses
         for answer in answers:
             if answer.status == 503:
                 assert answer.errortype and answer.retry_after, answer

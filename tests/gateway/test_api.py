@@ -176,6 +176,7 @@ def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server:
     fetches = _metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch")
     fetched = _metric(gateway, "picmetric_fetched_bytes_total", source="url")
     hits = _metric(gateway, "picmetric_cache_hits_total")
+    inferences = _metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
     body = {"url": f"{photo_server}/chelsea.png", "threshold": 0.0456}
     for _ in range(2):  # the second one is a cache hit
         assert _post(gateway, "/v1/analyze", json=body).status_code == 200
@@ -183,7 +184,9 @@ def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server:
     assert _metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch") == fetches + 2
     assert _metric(gateway, "picmetric_fetched_bytes_total", source="url") > fetched
     assert _metric(gateway, "picmetric_cache_hits_total") >= hits + 1
-    assert _metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50") > 0
+    # The first is a miss and runs resnet50 once; the cache hit runs nothing.
+    ran = _metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
+    assert ran == inferences + 1
     assert "picmetric_requests_in_flight" in httpx.get(f"{gateway.url}/metrics").text
 
 
