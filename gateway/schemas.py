@@ -1,5 +1,6 @@
-"""Request bodies, and the response bodies other than an analysis (`gateway.results`), of the
-typed /v1 API and the seed's /api, for validation and for OpenAPI at /docs."""
+"""Request bodies, and the response bodies other than an analysis (`gateway.results`) and a
+batch's answer (`gateway.album`), of the typed /v1 API and the seed's /api, for validation and
+for OpenAPI at /docs."""
 
 from __future__ import annotations
 
