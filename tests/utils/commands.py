@@ -12,9 +12,7 @@ import pytest
 from core.paths import PROJECT_ROOT
 
 
-def run_tool(
-    *command: str, cwd: Path = PROJECT_ROOT, env: Mapping[str, str] | None = None
-) -> str:
+def run_tool(*command: str, cwd: Path = PROJECT_ROOT, env: Mapping[str, str] | None = None) -> str:
     """Run ``command``; return its stdout. Fail the test if the tool is absent or exits non-zero."""
     if shutil.which(command[0]) is None:
         pytest.fail(f"{command[0]} is not installed; ./bootstrap.sh test installs it")
