@@ -15,7 +15,7 @@ import pytest
 from picmetric.triton_server import TritonServer
 from tests.utils.http_server import serve_directory
 from tests.utils.postgres import postgres_server
-from tests.utils.services import S3_CREDENTIALS, gateway_process, s3_server
+from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, s3_server
 
 BUCKET = "picmetric-test-uploads"
 MAX_IMAGE_BYTES = 3_000_000
@@ -90,16 +90,15 @@ def gateway(
         database_url = f"sqlite:///{folder / 'analyses.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_TRITON_ADMIN_KEY": triton.admin_key,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": database_url,
-        "PICMETRIC_S3_BUCKET": BUCKET,
-        "PICMETRIC_S3_ENDPOINT_URL": s3_url,
-        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
-        "PICMETRIC_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-        "PICMETRIC_MAX_BATCH_BYTES": str(MAX_BATCH_BYTES),
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        database_url,
+        s3_bucket=BUCKET,
+        s3_endpoint_url=s3_url,
+        allow_private_urls="true",
+        max_image_bytes=str(MAX_IMAGE_BYTES),
+        max_batch_bytes=str(MAX_BATCH_BYTES),
+    )
     with gateway_process(env, folder / "gateway.log") as url:
         yield Gateway(url, database_url, s3_url)

@@ -21,7 +21,7 @@ import pytest
 from picmetric.triton_server import TritonServer
 from tests.utils.hostile_images import progressive_jpeg, tiff16
 from tests.utils.processes import processes
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +42,12 @@ class Served:
 def _gateway(
     triton: TritonServer, model_repository: Path, folder: Path, budget: int
 ) -> Iterator[Served]:
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
-        "PICMETRIC_DECODE_MEMORY_BYTES": str(budget),
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        f"sqlite:///{folder / 'analyses.db'}",
+        decode_memory_bytes=str(budget),
+    )
     with gateway_process(env, folder / "gateway.log") as url:
         port = url.rsplit(":", 1)[1]
         (pid,) = [p.pid for p in processes() if f"gateway --port {port}" in p.command]

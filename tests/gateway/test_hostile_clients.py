@@ -28,7 +28,7 @@ from tests.utils.hostile import (
     send_head,
     server_pid,
 )
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -59,20 +59,19 @@ def target(
     """The gateway with an API key, 2 analysis slots and short limits, and a hostile upstream."""
     folder = tmp_path_factory.mktemp("hostile")
     photo = cv2.imencode(".jpg", cv2.cvtColor(photos["chelsea"], cv2.COLOR_RGB2BGR))[1].tobytes()
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_TRITON_ADMIN_KEY": triton.admin_key,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
-        "PICMETRIC_API_KEYS": KEY,
-        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
-        "PICMETRIC_MAX_ANALYSES_IN_FLIGHT": str(SLOTS),
-        "PICMETRIC_MAX_IMAGE_BYTES": str(MAX_IMAGE_BYTES),
-        "PICMETRIC_MAX_BATCH_BYTES": "8000000",
-        "PICMETRIC_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-        "PICMETRIC_FETCH_TIMEOUT_S": str(FETCH_TIMEOUT_S),
-        "PICMETRIC_FETCH_CONNECT_TIMEOUT_S": "1",
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        f"sqlite:///{folder / 'analyses.db'}",
+        api_keys=KEY,
+        allow_private_urls="true",
+        max_analyses_in_flight=str(SLOTS),
+        max_image_bytes=str(MAX_IMAGE_BYTES),
+        max_batch_bytes="8000000",
+        body_timeout_s=str(BODY_TIMEOUT_S),
+        fetch_timeout_s=str(FETCH_TIMEOUT_S),
+        fetch_connect_timeout_s="1",
+    )
     with hostile_upstream(photo) as (upstream_url, upstream):
         with gateway_process(env, folder / "gateway.log") as url:
             yield Target(url, folder / "gateway.log", upstream_url, upstream)

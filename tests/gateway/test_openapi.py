@@ -18,7 +18,7 @@ from schemathesis.core.failures import FailureGroup
 
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -40,16 +40,16 @@ def openapi_gateway(
     """The gateway with an API key, S3 for /v1/images, and short fetch timeouts (every
     generated URL fails to fetch: no internet, and loopback is refused)."""
     folder = tmp_path_factory.mktemp("openapi")
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
-        "PICMETRIC_S3_BUCKET": BUCKET,
-        "PICMETRIC_S3_ENDPOINT_URL": s3_url,
-        "PICMETRIC_API_KEYS": API_KEY,
-        "PICMETRIC_FETCH_CONNECT_TIMEOUT_S": "1",
-        "PICMETRIC_FETCH_TIMEOUT_S": "2",
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        f"sqlite:///{folder / 'analyses.db'}",
+        s3_bucket=BUCKET,
+        s3_endpoint_url=s3_url,
+        api_keys=API_KEY,
+        fetch_connect_timeout_s="1",
+        fetch_timeout_s="2",
+    )
     with gateway_process(env, folder / "gateway.log") as url:
         yield url
 

@@ -25,7 +25,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from picmetric.triton_server import TritonServer
 from tests.utils.browser import headless_chromium
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +58,13 @@ def keyed_gateway(
 ) -> Iterator[str]:
     """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket."""
     folder = tmp_path_factory.mktemp("gateway-page")
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
-        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
-        "PICMETRIC_API_KEYS": API_KEY,
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        f"sqlite:///{folder / 'analyses.db'}",
+        allow_private_urls="true",
+        api_keys=API_KEY,
+    )
     with gateway_process(env, folder / "gateway.log") as url:
         yield url
 

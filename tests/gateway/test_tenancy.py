@@ -22,7 +22,7 @@ from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
 from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 from tests.utils.triton_stats import settled
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
@@ -41,13 +41,13 @@ def keyed_gateway(
         database_url = f"sqlite:///{folder / 'analyses.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
-    env = {
-        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
-        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
-        "PICMETRIC_DATABASE_URL": database_url,
-        "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
-        "PICMETRIC_API_KEYS": f"{ALICE},{BOB}",
-    }
+    env = gateway_env(
+        triton,
+        model_repository,
+        database_url,
+        allow_private_urls="true",
+        api_keys=f"{ALICE},{BOB}",
+    )
     log = folder / "gateway.log"
     with gateway_process(env, log) as url:
         yield url

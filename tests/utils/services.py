@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from picmetric.triton_server import TritonServer
 from tests.utils.ports import free_port
 
 S3_CREDENTIALS = {
@@ -90,6 +91,20 @@ def wait_for_http(
         except httpx.TransportError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def gateway_env(
+    triton: TritonServer, model_repository: Path, database_url: str, **settings: str
+) -> dict[str, str]:
+    """The PICMETRIC_* environment of a gateway on the tests' Triton (its admin key included) and
+    `database_url`; `settings` adds more by name: `api_keys="k"` is PICMETRIC_API_KEYS=k."""
+    return {
+        "PICMETRIC_TRITON_GRPC_URL": triton.grpc_url,
+        "PICMETRIC_TRITON_ADMIN_KEY": triton.admin_key,
+        "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+        "PICMETRIC_DATABASE_URL": database_url,
+        **{f"PICMETRIC_{name.upper()}": value for name, value in settings.items()},
+    }
 
 
 @contextmanager
