@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -18,6 +19,9 @@ from tests.utils.postgres import postgres_server
 from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, s3_server
 
 BUCKET = "picmetric-test-uploads"
+# The answers' names that the front end reads (a contract: written out, not imported).
+BOX_KEYS = {"x_min", "x_max", "y_min", "y_max"}
+KEYPOINTS = {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
 MAX_IMAGE_BYTES = 3_000_000
 MAX_BATCH_BYTES = 8_000_000
 
@@ -102,3 +106,8 @@ def gateway(
     )
     with gateway_process(env, folder / "gateway.log") as url:
         yield Gateway(url, database_url, s3_url)
+
+
+def post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
+    """POST to the gateway, with time for an analysis on two busy cores."""
+    return httpx.post(f"{gateway.url}{path}", timeout=120, **kwargs)  # type: ignore[arg-type]
