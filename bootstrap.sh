@@ -136,6 +136,13 @@ ensure_env_file() {
       echo "$name=$(random_secret)" >>.env
     fi
   done
+  if ! grep -q "^PICMETRIC_ALLOWED_HOSTS=" .env; then
+    # The gateway refuses any Host name but localhost's and these (DNS rebinding).
+    local hosts=${PICMETRIC_ALLOWED_HOSTS:-$(hostname -f 2>/dev/null || hostname)}
+    echo "PICMETRIC_ALLOWED_HOSTS=$hosts" >>.env
+    say "The gateway answers to localhost and to: $hosts (PICMETRIC_ALLOWED_HOSTS in .env;"
+    echo "add the names clients use, comma-separated, then docker compose up -d gateway)."
+  fi
   if ! grep -q "^PICMETRIC_API_KEYS=" .env; then
     key=$(random_secret)
     echo "PICMETRIC_API_KEYS=$key" >>.env

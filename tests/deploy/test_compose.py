@@ -16,16 +16,17 @@ COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 BUILT = {"gateway", "migrate", "convert"}
 ONE_SHOT = {"migrate", "convert"}
-VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^}]*))?\}")
 
 
 def interpolate(value: object, env: dict[str, str]) -> str:
-    """Compose's `${NAME}`, `${NAME:-default}` and `${NAME:?error}` against .env's `env`; an
-    unset or empty NAME with `:?` is compose's refusal to start (ValueError here)."""
+    """Compose's `${NAME}`, `${NAME:-default}`, `${NAME-default}` (the default only when NAME is
+    unset, not when it is empty) and `${NAME:?error}` against .env's `env`; an unset or empty
+    NAME with `:?` is compose's refusal to start (ValueError here)."""
 
     def one(match: re.Match[str]) -> str:
-        name, kind, text = match.groups()
-        if env.get(name):
+        name, colon, kind, text = match.groups()
+        if env.get(name) or (name in env and not colon and kind):
             return env[name]
         if kind == "?":
             raise ValueError(f"{name}: {text}")
@@ -50,6 +51,7 @@ def test_compose_has_every_service() -> None:
         "prometheus",
         "grafana",
         "convert",
+        "redis",
     }
 
 
@@ -240,3 +242,13 @@ def test_shutdown_gives_the_longest_analysis_time_before_sigkill() -> None:
     ]
     assert exit_timeout >= settings.triton_timeout_s
     assert _seconds(triton["stop_grace_period"]) > exit_timeout
+
+
+def test_compose_counts_rate_limits_in_its_redis_unless_told_not_to() -> None:
+    env = {"POSTGRES_PASSWORD": "p", "PICMETRIC_TRITON_ADMIN_KEY": "k", "PICMETRIC_API_KEYS": "a"}
+    assert gateway_settings(env).redis_url == "redis://redis:6379/0"
+    assert gateway_settings({**env, "PICMETRIC_REDIS_URL": ""}).redis_url is None  # no limits
+    assert SERVICES["gateway"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    redis = SERVICES["redis"]
+    assert "ports" not in redis, "Redis has no password: it stays inside compose's network"
+    assert "--maxmemory" in redis["command"] and "redis-cli" in redis["healthcheck"]["test"]

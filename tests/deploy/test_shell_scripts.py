@@ -38,7 +38,10 @@ def test_deploy_writes_every_secret_once_and_shows_the_api_key_once(tmp_path: Pa
     first = bootstrap("ensure_env_file", tmp_path)
     assert first.returncode == 0, first.stderr
     env = dot_env(tmp_path)
-    assert set(env) == {*SECRETS, "PICMETRIC_API_KEYS"}
+    assert set(env) == {*SECRETS, "PICMETRIC_API_KEYS", "PICMETRIC_ALLOWED_HOSTS"}
+    hosts = env.pop("PICMETRIC_ALLOWED_HOSTS")
+    this_host = subprocess.run(["hostname", "-f"], capture_output=True, text=True).stdout.strip()
+    assert hosts == this_host and hosts in first.stdout, "this host's name, said"
     for value in env.values():
         assert len(value) >= 24 and value.isalnum(), "random, and safe in a Triton flag"
     assert len(set(env.values())) == len(env)
@@ -48,7 +51,7 @@ def test_deploy_writes_every_secret_once_and_shows_the_api_key_once(tmp_path: Pa
 
     again = bootstrap("ensure_env_file", tmp_path)
     assert again.returncode == 0, again.stderr
-    assert dot_env(tmp_path) == env, "made once, never regenerated"
+    assert dot_env(tmp_path) == {**env, "PICMETRIC_ALLOWED_HOSTS": hosts}, "made once"
     assert env["PICMETRIC_API_KEYS"] not in again.stdout
 
 
@@ -62,6 +65,12 @@ def test_deploy_keeps_what_the_operator_set(tmp_path: Path) -> None:
     assert env["PICMETRIC_API_KEYS"] == "" and set(SECRETS) <= set(env)
     assert "API key" not in done.stdout and done.stdout.rstrip().endswith("true")
     assert stat.S_IMODE((tmp_path / ".env").stat().st_mode) == 0o600
+
+
+def test_deploy_takes_the_host_names_it_is_given(tmp_path: Path) -> None:
+    done = bootstrap("PICMETRIC_ALLOWED_HOSTS=photos.example.com ensure_env_file", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert dot_env(tmp_path)["PICMETRIC_ALLOWED_HOSTS"] == "photos.example.com"
 
 
 def test_failed_services_are_those_not_running_healthy(tmp_path: Path) -> None:
