@@ -22,7 +22,7 @@ from gateway.services import Services
 log = logging.getLogger(__name__)
 
 # Perceptual-hash distances (bits of 64) under which two photos are one scene, measured on 19 of
-# scikit-image's photos (benchmarks/album_thresholds.py): of their 171 pairs, none is closer
+# scikit-image's photos (`python -m benchmarks.albums`): of their 171 pairs, none is closer
 # than 20 bits (5 % under 26). Copies blurred, recompressed, noisier, 1.3 times brighter or
 # darker are 0-4 bits away (one, the colour wheel brightened, 14); shifted by 8 px, 2-12 (one 18),
 # by 3 % of the width, 4-22, most under 16. So: NEAR_BITS for any two photos, with 10 bits to

@@ -29,8 +29,11 @@ def working_grey(rgb: np.ndarray) -> np.ndarray:
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     height, width = grey.shape
     # OpenCV's INTER_AREA is fast for a whole factor only (12 MP to 512x384: 5 ms, not 15-30):
-    # first the largest whole factor, the edge's leftover rows and columns cut, then the rest.
-    factor = min(height, width) // WORKING_SIDE
+    # first a whole factor to a short side of 2-4 times WORKING_SIDE (the edge's leftover rows
+    # and columns cut), then the rest. Every decode then ends as a reduced JPEG decode does, and
+    # one 12 MP photo decoded whole, at 1/2 and at 1/4 reads a sharpness of 0.33, 0.36 and 0.29
+    # (to WORKING_SIDE in one whole factor: 0.20, 0.22, 0.29).
+    factor = min(height, width) // (2 * WORKING_SIDE)
     if factor >= 2:
         height, width = height // factor, width // factor
         grey = grey[: height * factor, : width * factor]
