@@ -165,9 +165,14 @@ async def analyze_keeping_photo(
         with _stage("decode", timings):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
             decoded = await run_in_threadpool(decode_planned, image.data, plan)
-        (found, preprocess), (figures, phash) = await asyncio.gather(
-            run_models(specs, call, decoded, options), _measure(decoded, timings)
-        )
+        measuring = asyncio.create_task(_measure(decoded, timings))
+        try:
+            found, preprocess = await run_models(specs, call, decoded, options)
+        except BaseException:
+            # Its thread reads the pixels: it ends while their memory is still held.
+            await asyncio.wait([measuring])
+            raise
+        figures, phash = await measuring
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
