@@ -5,6 +5,7 @@ summary adds them up."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections import Counter, defaultdict, deque
 from contextlib import ExitStack
@@ -13,11 +14,23 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.analysis import AnalysisRequest, analyze, stored_source
 from gateway.errors import PicmetricError
+from gateway.quality import hash_distance
 from gateway.results import Analysis
 from gateway.schemas import ErrorBody
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
+
+# Perceptual-hash distances (bits of 64) under which two photos are one scene, measured on 19 of
+# scikit-image's photos (`python -m benchmarks.albums`): of their 171 pairs, none is closer
+# than 20 bits (5 % under 26). Copies blurred, recompressed, noisier, 1.3 times brighter or
+# darker are 0-4 bits away (one, the colour wheel brightened, 14); shifted by 8 px, 2-12 (one 18),
+# by 3 % of the width, 4-22, most under 16. So: NEAR_BITS for any two photos, with 10 bits to
+# spare before the closest distinct pair; BURST_BITS when EXIF says they were taken within
+# BURST_SECONDS of each other (a hand-held burst moves), still 4 bits from the closest pair.
+NEAR_BITS = 10
+BURST_BITS = 16
+BURST_SECONDS = 5
 
 
 class AlbumLabel(BaseModel):
@@ -26,6 +39,15 @@ class AlbumLabel(BaseModel):
     label: str
     images: int  # photos whose ImageNet labels include it
     confidence: float  # its mean confidence over those photos
+
+
+class AlbumGroup(BaseModel):
+    """Photos of one scene: copies, near-duplicates or a burst."""
+
+    model_config = ConfigDict(frozen=True)
+
+    images: list[int]  # their indices in the batch, ascending
+    best: int  # the index of its best shot (`best_shot`)
 
 
 class Album(BaseModel):
@@ -41,6 +63,8 @@ class Album(BaseModel):
     people_with_face: int
     objects: dict[str, int]
     labels: list[AlbumLabel]  # the most frequent first, then the most confident
+    scenes: int  # photos analysed, each group of copies or a burst counted once
+    groups: list[AlbumGroup]  # the groups of two photos or more, by their first index
 
 
 class BatchItem(BaseModel):
@@ -60,7 +84,88 @@ class BatchAnswer(BaseModel):
     album: Album
 
 
-def album_of(analyses: list[Analysis], failed: int, max_labels: int) -> Album:
+def _taken_at(analysis: Analysis) -> dt.datetime | None:
+    taken_at = analysis.image.taken_at
+    return dt.datetime.fromisoformat(taken_at) if taken_at else None
+
+
+def same_scene(a: Analysis, b: Analysis) -> bool:
+    """Near-duplicates by their perceptual hashes; a looser distance for a burst, when EXIF says
+    they were taken within seconds of each other. Photos stored without a hash are no one's."""
+    if a.image.phash is None or b.image.phash is None:
+        return False
+    distance = hash_distance(a.image.phash, b.image.phash)
+    if distance <= NEAR_BITS:
+        return True
+    first, second = _taken_at(a), _taken_at(b)
+    if first is None or second is None or distance > BURST_BITS:
+        return False
+    return abs((first - second).total_seconds()) <= BURST_SECONDS
+
+
+def _face_weight(analysis: Analysis) -> float:
+    """MTCNN's faces, each by its confidence times its height's share of the photo's."""
+    return sum(
+        face.confidence * (face.box.y_max - face.box.y_min) / max(1, analysis.image.height)
+        for face in analysis.results.mtcnn or []
+    )
+
+
+def best_shot(photos: dict[int, Analysis]) -> int:
+    """The index of the best of one scene's photos: the highest product of its sharpness
+    relative to the sharpest's (0-1), its exposure (1 less its mean luminance's distance from
+    mid grey and half its clipped share, 0-1) and its faces relative to the most of them
+    (0.5-1; 1 in a scene without faces). Sharpness differs most in a burst (a blurred shot reads
+    10 times less), exposure and faces tip the balance between shots about as sharp. The first
+    index wins a tie; a photo without figures (stored before them) ranks last."""
+    measured = {i: a.quality for i, a in photos.items() if a.quality is not None}
+    if not measured:
+        return min(photos)
+    sharpest = max(q.sharpness for q in measured.values()) or 1.0
+    faces = {i: _face_weight(photos[i]) for i in measured}
+    most_faces = max(faces.values())
+
+    def score(index: int) -> float:
+        quality = measured[index]
+        exposed = 1 - abs(quality.exposure - 0.5) - (quality.shadows + quality.highlights) / 2
+        with_faces = 0.5 + 0.5 * faces[index] / most_faces if most_faces > 0 else 1.0
+        return quality.sharpness / sharpest * max(0.0, exposed) * with_faces
+
+    return max(sorted(measured), key=score)
+
+
+def groups_of(photos: dict[int, Analysis]) -> list[AlbumGroup]:
+    """The batch's photos (by index) of one scene grouped: any two that `same_scene` finds join
+    their groups (single linkage), each group naming its best shot."""
+    parent = {i: i for i in photos}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    indices = sorted(photos)
+    for n, i in enumerate(indices):
+        for j in indices[n + 1 :]:
+            if root(i) != root(j) and same_scene(photos[i], photos[j]):
+                parent[max(root(i), root(j))] = min(root(i), root(j))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in indices:
+        members[root(i)].append(i)
+    return [
+        AlbumGroup(images=group, best=best_shot({i: photos[i] for i in group}))
+        for group in members.values()
+        if len(group) > 1
+    ]
+
+
+def album_of(
+    analyses: list[Analysis],
+    failed: int,
+    max_labels: int,
+    groups: list[AlbumGroup] | None = None,
+) -> Album:
+    groups = groups or []
     objects: Counter[str] = Counter()
     scores: dict[str, list[float]] = defaultdict(list)
     for analysis in analyses:
@@ -80,6 +185,8 @@ def album_of(analyses: list[Analysis], failed: int, max_labels: int) -> Album:
             AlbumLabel(label=label, images=len(found), confidence=sum(found) / len(found))
             for label, found in ranked[:max_labels]
         ],
+        scenes=len(analyses) - sum(len(group.images) - 1 for group in groups),
+        groups=groups,
     )
 
 
@@ -149,8 +256,9 @@ async def analyze_album(
         )
         for i, r in enumerate(requests)
     ]
-    analyses = [item.analysis for item in ordered if item.analysis is not None]
+    analysed = {item.index: item.analysis for item in ordered if item.analysis is not None}
+    analyses = list(analysed.values())
     max_labels = max((r.options.max_results for r in requests), default=0)
-    return BatchAnswer(
-        results=ordered, album=album_of(analyses, len(ordered) - len(analyses), max_labels)
-    )
+    failed = len(ordered) - len(analyses)
+    album = album_of(analyses, failed, max_labels, groups_of(analysed))
+    return BatchAnswer(results=ordered, album=album)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics, tenancy, urlguard
+from gateway import metrics, quality, tenancy, urlguard
 from gateway.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
@@ -21,6 +22,7 @@ from gateway.results import (
     ImageInfo,
     ModelRun,
     Options,
+    Quality,
     Results,
     Source,
     SourceKind,
@@ -153,14 +155,24 @@ async def analyze_keeping_photo(
         await _store(reused, services, timings, started)
         return stored_analysis(reused, cached=True), None
     call = services.call()
-    plan = await plan_photo(image.data, services, decode_side(specs, call))
+    side = decode_side(specs, call)
+    # The quality figures need the photo's short side at quality.WORKING_SIDE px at least.
+    side = None if side is None else max(side, quality.WORKING_SIDE)
+    plan = await plan_photo(image.data, services, side)
     async with AsyncExitStack() as held:
         if not memory_held:  # the pixels are held until the models have their tensors
             await held.enter_async_context(photo_memory(services, plan, plan.memory))
         with _stage("decode", timings):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
             decoded = await run_in_threadpool(decode_planned, image.data, plan)
-        found, preprocess = await run_models(specs, call, decoded, options)
+        measuring = asyncio.create_task(_measure(decoded, timings))
+        try:
+            found, preprocess = await run_models(specs, call, decoded, options)
+        except BaseException:
+            # Its thread reads the pixels: it ends while their memory is still held.
+            await asyncio.wait([measuring])
+            raise
+        figures, phash = await measuring
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
@@ -172,10 +184,22 @@ async def analyze_keeping_photo(
     row.result = {
         "results": _results(found).model_dump(mode="json", exclude_none=True),
         "options": options.model_dump(),
-        "photo": {"has_location": header.has_location, "taken_at": header.taken_at},
+        "photo": {
+            "has_location": header.has_location,
+            "taken_at": header.taken_at,
+            "phash": phash,
+            "quality": figures.model_dump(),
+        },
     }
     await _store(row, services, timings, started)
     return stored_analysis(row, cached=False), decoded
+
+
+async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
+    """The photo's quality figures and perceptual hash, in a worker thread (OpenCV releases the
+    GIL), while the models run."""
+    with _stage("quality", timings):
+        return await run_in_threadpool(quality.measure, decoded.rgb)
 
 
 def _new_row(
@@ -235,6 +259,8 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
     """The typed analysis of a stored row."""
     results = Results.model_validate(row.result["results"])
+    photo = dict(row.result.get("photo", {}))  # rows stored before it have the defaults
+    figures = photo.pop("quality", None)
     return Analysis(
         id=row.id,
         cached=cached,
@@ -244,11 +270,12 @@ def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
             width=row.width,
             height=row.height,
             sha256=row.image_sha256,
-            **row.result.get("photo", {}),  # rows stored before it have the defaults
+            **photo,
         ),
         options=Options.model_validate(row.result["options"]),
         models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
         results=results,
         summary=Summary.of(results),
+        quality=None if figures is None else Quality.model_validate(figures),
         timings_ms=row.timings,
     )

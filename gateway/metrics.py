@@ -18,7 +18,7 @@ REQUEST_SECONDS = Histogram(
 IN_FLIGHT = Gauge("picmetric_requests_in_flight", "HTTP requests being served")
 STAGE_SECONDS = Histogram(
     "picmetric_stage_duration_seconds",
-    "Analysis stage latency (fetch, decode, preprocess, store)",
+    "Analysis stage latency (fetch, decode, quality, preprocess, store)",
     ["stage"],
     buckets=LATENCY_BUCKETS,
 )

@@ -140,6 +140,18 @@ class ImageInfo(Result):
     sha256: str
     has_location: bool = False  # the photo carried a GPS position (never stored or answered)
     taken_at: str | None = None  # when, as its EXIF says (ISO 8601, the camera's local time)
+    phash: str | None = None  # perceptual hash (gateway.quality), 16 hex digits; older rows: None
+
+
+class Quality(Result):
+    """Simple figures of the photo's quality, measured on its grey pixels at one working size
+    (gateway.quality), so photos of any size compare."""
+
+    sharpness: float  # Laplacian's variance / grey levels' variance, >= 0 (sharp: 0.1-0.6)
+    exposure: float  # mean luminance, 0 (black) to 1 (white)
+    shadows: float  # share of pixels clipped black (grey level <= 5), 0-1
+    highlights: float  # share of pixels clipped white (grey level >= 250), 0-1
+    noise: float  # estimated noise, standard deviation in grey levels (0-255), >= 0
 
 
 class Source(Result):
@@ -166,4 +178,5 @@ class Analysis(Result):
     models: list[ModelRun]
     results: Results
     summary: Summary
+    quality: Quality | None = None  # None for analyses stored before it was measured
     timings_ms: dict[str, float]

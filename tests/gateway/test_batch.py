@@ -3,12 +3,20 @@ album summary, limits, and the photos sharing Triton's dynamic batches."""
 
 from __future__ import annotations
 
+import io
+
+import cv2
 import httpx
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from PIL import Image
 
+from gateway.album import BURST_BITS, NEAR_BITS
+from gateway.quality import hash_distance
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import Gateway
+from tests.utils.mtcnn_faces import photos
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -84,3 +92,77 @@ def test_batch_of_uploads_answers_each_file(gateway: Gateway, photo_server: str)
     results = answer.json()["results"]
     assert [r["analysis"]["source"]["kind"] for r in results] == ["upload", "upload"]
     assert len(results[0]["analysis"]["results"]["mtcnn"]) == 1  # the astronaut
+
+
+def _jpeg(rgb: np.ndarray, taken_at: str | None = None) -> bytes:
+    """A JPEG (Pillow), with EXIF DateTimeOriginal as a camera writes it ("2026:05:01 12:00:00")."""
+    exif = Image.Exif()
+    if taken_at is not None:
+        exif.get_ifd(0x8769)[0x9003] = taken_at
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def _shifted(rgb: np.ndarray, dx: float, dy: float = 0) -> np.ndarray:
+    """The photo moved by (dx, dy) px, as the next shot of a hand-held burst."""
+    height, width = rgb.shape[:2]
+    move = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(rgb, move, (width, height), borderMode=cv2.BORDER_REFLECT)
+
+
+def _brightened(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(rgb.astype(np.float32) * 1.3 + 10, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+def test_batch_groups_bursts_names_the_sharpest_and_never_groups_unrelated_photos(
+    gateway: Gateway,
+) -> None:
+    """A burst of the astronaut (moved 6 px, blurred, brightened) is one group whatever EXIF
+    says; the rocket and its copy moved by 6 % of its width are too far apart for copies
+    (NEAR_BITS) but taken 2 s apart, so a burst; coffee and chelsea, taken in the same seconds as
+    the rocket, and the cameraman are each their own scene; the file that is no photo fails and
+    is in no group."""
+    real = photos()
+    astronaut, rocket = real["astronaut"], real["rocket"]
+    at = "2026:05:01 12:00:0{}"
+    uploads = [
+        _jpeg(astronaut),
+        _jpeg(_shifted(astronaut, 5.5, 3.5)),
+        _jpeg(cv2.GaussianBlur(astronaut, (0, 0), 2)),
+        _jpeg(_brightened(astronaut)),
+        _jpeg(real["coffee"], at.format(0)),
+        _jpeg(real["chelsea"], at.format(1)),
+        _jpeg(rocket, at.format(0)),
+        _jpeg(_shifted(rocket, rocket.shape[1] * 0.06), at.format(2)),
+        _jpeg(real["camera"]),
+        b"not a photo\n" * 100,
+    ]
+    files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(uploads)]
+    answer = _batch(gateway, files=files, data={"models": "mtcnn", "threshold": "0.0194"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    results, album = body["results"], body["album"]
+    assert results[9]["error"]["errortype"] == "unsupported_image"
+    analyses = [item["analysis"] for item in results[:9]]
+    hashes = [a["image"]["phash"] for a in analyses]
+    sharpness = [a["quality"]["sharpness"] for a in analyses]
+    assert analyses[7]["image"]["taken_at"] == "2026-05-01T12:00:02"
+    assert NEAR_BITS < hash_distance(hashes[6], hashes[7]) <= BURST_BITS  # a burst by its time
+
+    assert album["groups"] == [{"images": [0, 1, 2, 3], "best": 0}, {"images": [6, 7], "best": 6}]
+    for group in album["groups"]:
+        assert group["best"] == max(group["images"], key=lambda i: sharpness[i])
+    assert sharpness[2] < sharpness[0] / 5  # the blurred shot
+    scene = {i: n for n, group in enumerate(album["groups"]) for i in group["images"]}
+    for i in range(9):
+        for j in range(i + 1, 9):
+            if scene.get(i, -1 - i) != scene.get(j, -1 - j):  # unrelated: far apart
+                assert hash_distance(hashes[i], hashes[j]) > BURST_BITS, (i, j)
+    assert (album["analysed"], album["failed"], album["scenes"]) == (9, 1, 5)
+
+    # What the batch answered is stored: reading the analysis back answers the same.
+    stored = httpx.get(f"{gateway.url}/v1/analyses/{analyses[1]['id']}", timeout=30).json()
+    assert stored["quality"] == analyses[1]["quality"]
+    assert stored["image"] == analyses[1]["image"]
