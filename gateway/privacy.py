@@ -1,0 +1,382 @@
+"""What of an upload is kept: the photo as sent, less what says where it was taken or who took it.
+Taken out: EXIF's GPS IFD, camera and lens serial numbers, owner, artist and author names, the
+image's unique id and the maker's notes; in XMP packets, the location properties (GPS, city,
+country), serial numbers and creators. Orientation and the capture time stay.
+
+Every change is made in place, at the same length (a TIFF IFD loses entries and is padded with
+zeros; an XMP value is blanked with spaces): the pixels are never re-encoded, and every offset in
+the file stays valid (the second image of an MPF JPEG, HEIF's item locations, a TIFF's strips).
+Only PNG chunks carry a checksum, recomputed. Formats without known metadata stay as sent."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+
+from gateway.errors import UnsupportedImage
+
+# TIFF tags (EXIF is a TIFF structure) that identify a place, a person or a device.
+_GPS_IFD, _EXIF_IFD, _XMP = 0x8825, 0x8769, 700
+_IDENTIFYING = frozenset(
+    {
+        _GPS_IFD,
+        0x013B,  # Artist
+        0x9C9D,  # XPAuthor
+        0x927C,  # MakerNote: makers keep serial numbers (and some a position) in it
+        0xA420,  # ImageUniqueID
+        0xA430,  # CameraOwnerName
+        0xA431,  # BodySerialNumber
+        0xA435,  # LensSerialNumber
+        0xC62F,  # CameraSerialNumber (DNG)
+    }
+)
+_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_MOST_IFDS = 64  # a chain of IFDs longer than any camera writes (or a loop)
+_MP_ENTRY = 0xB002  # MPF's list of the images in the file
+
+# XMP properties (any namespace prefix) blanked, as attributes and as elements. Every pattern
+# stops at the next quote or angle bracket, so a hostile packet costs linear time.
+_XMP_NAME = (
+    rb"[A-Za-z][\w.-]{0,63}:(?:[Gg][Pp][Ss]\w*|Location\w*|Sublocation|City|State|Country\w*"
+    rb"|\w*SerialNumber|CameraOwnerName|OwnerName|ImageUniqueID|creator|Artist)\b"
+)
+_XMP_ATTRIBUTE = re.compile(_XMP_NAME + rb"\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
+_XMP_TAG = re.compile(rb"<(/?)(" + _XMP_NAME + rb")[^<>]*?(/?)>")
+
+_JPEG_XMP = (b"http://ns.adobe.com/xap/1.0/\x00", b"http://ns.adobe.com/xmp/extension/\x00")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Malformed(Exception):
+    """A structure that points outside its block."""
+
+
+def strip_identifying(data: bytes) -> bytes:
+    """`data` without location and identifying metadata, at the same length (PNG: the same
+    pixels' chunks); unchanged when it carries none or is not JPEG, HEIF/AVIF, WebP, PNG or TIFF.
+    UnsupportedImage for a TIFF whose own structure cannot be walked (its pixels are in it)."""
+    buf = bytearray(data)
+    try:
+        if buf.startswith(b"\xff\xd8"):
+            _jpeg(buf, 0, primary=True)
+        elif buf[4:8] == b"ftyp":
+            _heif(buf)
+        elif buf[:4] == b"RIFF" and buf[8:12] == b"WEBP":
+            _webp(buf)
+        elif buf.startswith(_PNG_SIGNATURE):
+            _png(buf)
+        elif buf[:4] in (b"II*\x00", b"MM\x00*"):
+            _Tiff(buf, 0, len(buf)).scrub()
+    except (_Malformed, struct.error, IndexError, ValueError, zlib.error) as exc:
+        raise UnsupportedImage(
+            "The image's metadata is not laid out as its format says (or is BigTIFF), so its "
+            "location cannot be taken out before it is kept; save it again with any editor, or "
+            "send it as JPEG."
+        ) from exc
+    return bytes(buf) if buf != data else data
+
+
+class _Tiff:
+    """A TIFF structure inside `buf[start:end]`, offsets counted from `start`."""
+
+    def __init__(self, buf: bytearray, start: int, end: int) -> None:
+        order = {b"II": "<", b"MM": ">"}.get(bytes(buf[start : start + 2]))
+        self.buf, self.start, self.end = buf, start, end
+        if order is None:
+            raise _Malformed("no TIFF header")
+        self.order = order
+        if self.read("H", 2) != 42:
+            raise _Malformed("no TIFF header")
+
+    def _at(self, offset: int, size: int) -> int:
+        if offset < 0 or self.start + offset + size > self.end:
+            raise _Malformed(f"offset {offset} outside the block")
+        return self.start + offset
+
+    def read(self, fmt: str, offset: int) -> int:
+        value: int = struct.unpack_from(
+            self.order + fmt, self.buf, self._at(offset, 4 if fmt == "I" else 2)
+        )[0]
+        return value
+
+    def zero(self, offset: int, size: int) -> None:
+        at = self._at(offset, size)
+        self.buf[at : at + size] = bytes(size)
+
+    def ifds(self) -> Iterator[int]:
+        """The chain of IFDs from the header's first (a TIFF's pages; EXIF's IFD0 and IFD1)."""
+        offset, seen = self.read("I", 4), set[int]()
+        while offset and offset not in seen and len(seen) < _MOST_IFDS:
+            seen.add(offset)
+            yield offset
+            offset = self.read("I", offset + 2 + 12 * self.read("H", offset))
+
+    def entries(self, ifd: int) -> list[tuple[int, int, int, int]]:
+        """(tag, value size in bytes, value offset, entry offset) of each entry of `ifd`."""
+        found = []
+        for index in range(self.read("H", ifd)):
+            entry = ifd + 2 + 12 * index
+            tag, kind, count = struct.unpack_from(self.order + "HHI", self.buf, self._at(entry, 12))
+            size = _TYPE_BYTES.get(kind, 0) * count
+            found.append((tag, size, entry + 8 if size <= 4 else self.read("I", entry + 8), entry))
+        return found
+
+    def scrub(self) -> None:
+        for ifd in self.ifds():
+            self.scrub_ifd(ifd, depth=0)
+
+    def scrub_ifd(self, ifd: int, depth: int) -> None:
+        entries = self.entries(ifd)
+        next_field = ifd + 2 + 12 * len(entries)
+        kept = []
+        for tag, size, value, entry in entries:
+            if tag not in _IDENTIFYING:
+                kept.append(bytes(self.buf[self.start + entry : self.start + entry + 12]))
+                if tag == _EXIF_IFD and depth == 0:
+                    self.scrub_ifd(self.read("I", entry + 8), depth + 1)
+                elif tag == _XMP and size:
+                    at = self._at(value, size)
+                    self.buf[at : at + size] = blank_xmp(bytes(self.buf[at : at + size]))
+                continue
+            if tag == _GPS_IFD:
+                self.zero_ifd(self.read("I", entry + 8))
+            elif size > 4:
+                self.zero(value, size)
+        if len(kept) == len(entries):
+            return
+        # The IFD shrinks where it is: its entries move up, the next-IFD offset follows them,
+        # zeros fill the rest. Nothing points inside an IFD, so every other offset holds.
+        shrunk = struct.pack(self.order + "H", len(kept)) + b"".join(kept)
+        shrunk += bytes(self.buf[self.start + next_field : self.start + next_field + 4])
+        at = self._at(ifd, next_field + 4 - ifd)
+        self.buf[at : at + len(shrunk)] = shrunk
+        self.zero(ifd + len(shrunk), next_field + 4 - ifd - len(shrunk))
+
+    def zero_ifd(self, ifd: int) -> None:
+        entries = self.entries(ifd)
+        for _, size, value, _ in entries:
+            if size > 4:
+                self.zero(value, size)
+        self.zero(ifd, 2 + 12 * len(entries) + 4)
+
+
+def _exif(buf: bytearray, start: int, end: int) -> None:
+    """Scrub the EXIF TIFF block `buf[start:end]`; one that cannot be walked is zeroed whole: its
+    location cannot be told apart from the rest."""
+    try:
+        _Tiff(buf, start, end).scrub()
+    except _Malformed:
+        buf[start:end] = bytes(end - start)
+
+
+def blank_xmp(packet: bytes) -> bytes:
+    """`packet` with the values of its location and identifying properties blanked with spaces:
+    an attribute's between its quotes, an element's between its tags (a structure's fields too)."""
+    out = bytearray(packet)
+    for attribute in _XMP_ATTRIBUTE.finditer(packet):
+        group = 1 if attribute.start(1) >= 0 else 2
+        start, end = attribute.span(group)
+        out[start:end] = b" " * (end - start)
+    open_name, content = b"", 0
+    for tag in _XMP_TAG.finditer(packet):
+        closing, name, empty = tag.groups()
+        if not open_name and not closing and not empty:
+            open_name, content = name, tag.end()
+        elif closing and name == open_name:
+            out[content : tag.start()] = b" " * (tag.start() - content)
+            open_name = b""
+    return bytes(out)
+
+
+def _blank_xmp_at(buf: bytearray, start: int, end: int) -> None:
+    buf[start:end] = blank_xmp(bytes(buf[start:end]))
+
+
+def _jpeg(buf: bytearray, soi: int, primary: bool) -> None:
+    """The metadata segments of the JPEG at `soi`, up to its first scan; for the primary image,
+    also those of the images its MPF segment lists (an MPO's views, an HDR gain map)."""
+    position, images = soi + 2, []
+    while position + 4 <= len(buf) and buf[position] == 0xFF:
+        marker = buf[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in (0xD9, 0xDA):  # EOI, SOS
+            break
+        body = position + 4
+        end = position + 2 + struct.unpack_from(">H", buf, position + 2)[0]
+        if end > len(buf) or end < body:
+            break
+        if marker == 0xE1 and buf.startswith(b"Exif\x00\x00", body):
+            _exif(buf, body + 6, end)
+        elif marker == 0xE1 and any(buf.startswith(ns, body) for ns in _JPEG_XMP):
+            _blank_xmp_at(buf, body, end)
+        elif marker == 0xE2 and primary and buf.startswith(b"MPF\x00", body):
+            images = _mpf_images(buf, body + 4, end)
+        position = end
+    for image in images:
+        if buf.startswith(b"\xff\xd8", image):
+            _jpeg(buf, image, primary=False)
+
+
+def _mpf_images(buf: bytearray, start: int, end: int) -> list[int]:
+    """Where the images other than the first of an MPF segment start in the file (MPF counts
+    from its own TIFF header)."""
+    try:
+        mpf = _Tiff(buf, start, end)
+        for ifd in mpf.ifds():
+            for tag, size, value, _ in mpf.entries(ifd):
+                if tag == _MP_ENTRY:
+                    offsets = (mpf.read("I", value + 16 * i + 8) for i in range(size // 16))
+                    return [start + offset for offset in offsets if offset]
+    except _Malformed:
+        pass
+    return []
+
+
+def _boxes(buf: bytearray, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, content start, end) of the ISOBMFF boxes in `buf[start:end]`."""
+    position = start
+    while position + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", buf, position)
+        header = 8
+        if size == 1:
+            size, header = struct.unpack_from(">Q", buf, position + 8)[0], 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            raise _Malformed(f"box {kind!r} overruns its parent")
+        yield kind, position + header, position + size
+        position += size
+
+
+def _number(buf: bytearray, position: int, size: int) -> tuple[int, int]:
+    return int.from_bytes(buf[position : position + size], "big"), position + size
+
+
+def _heif(buf: bytearray) -> None:
+    """HEIF and AVIF: the Exif items and the XMP items (mime application/rdf+xml) of `meta`."""
+    meta = next(((s, e) for kind, s, e in _boxes(buf, 0, len(buf)) if kind == b"meta"), None)
+    if meta is None:
+        return
+    children = {kind: (s, e) for kind, s, e in _boxes(buf, meta[0] + 4, meta[1])}
+    if b"iinf" not in children or b"iloc" not in children:
+        return
+    exif, xmp = _heif_items(buf, *children[b"iinf"])
+    idat = children.get(b"idat", (0, 0))[0]
+    for item, extents in _heif_locations(buf, *children[b"iloc"], idat).items():
+        if item not in exif and item not in xmp:
+            continue
+        payload = bytearray(b"".join(bytes(buf[s : s + n]) for s, n in extents))
+        if item in xmp:
+            payload[:] = blank_xmp(bytes(payload))
+        elif len(payload) >= 4:  # a 4-byte offset to the TIFF header, then EXIF
+            tiff = 4 + int.from_bytes(payload[:4], "big")
+            if tiff < len(payload):
+                _exif(payload, tiff, len(payload))
+        for s, n in extents:
+            buf[s : s + n] = payload[:n]
+            del payload[:n]
+
+
+def _heif_items(buf: bytearray, start: int, end: int) -> tuple[set[int], set[int]]:
+    """The ids of the Exif items and of the XMP items listed in `iinf`."""
+    version = buf[start]
+    first = start + 4 + (2 if version == 0 else 4)
+    exif, xmp = set(), set()
+    for kind, s, _ in _boxes(buf, first, end):
+        if kind != b"infe" or buf[s] < 2:
+            continue
+        item, position = _number(buf, s + 4, 2 if buf[s] == 2 else 4)
+        item_type = bytes(buf[position + 2 : position + 6])
+        name_end = buf.find(b"\x00", position + 6)
+        content_type = bytes(buf[name_end + 1 : buf.find(b"\x00", name_end + 1)])
+        if item_type == b"Exif":
+            exif.add(item)
+        elif item_type == b"mime" and content_type == b"application/rdf+xml":
+            xmp.add(item)
+    return exif, xmp
+
+
+def _heif_locations(
+    buf: bytearray, start: int, end: int, idat: int
+) -> dict[int, list[tuple[int, int]]]:
+    """Each item's extents, as (file offset, length), from `iloc` (in the file or in `idat`)."""
+    version = buf[start]
+    offset_size, length_size = buf[start + 4] >> 4, buf[start + 4] & 15
+    base_size, index_size = buf[start + 5] >> 4, buf[start + 5] & 15 if version in (1, 2) else 0
+    count, position = _number(buf, start + 6, 2 if version < 2 else 4)
+    located: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(count):
+        item, position = _number(buf, position, 2 if version < 2 else 4)
+        method = 0
+        if version in (1, 2):
+            method, position = _number(buf, position, 2)
+        position += 2  # data_reference_index
+        base, position = _number(buf, position, base_size)
+        extent_count, position = _number(buf, position, 2)
+        extents = []
+        for _ in range(extent_count):
+            position += index_size
+            offset, position = _number(buf, position, offset_size)
+            length, position = _number(buf, position, length_size)
+            extents.append(((idat if method & 15 == 1 else 0) + base + offset, length))
+        if position > end:
+            raise _Malformed("iloc overruns its box")
+        if method & 15 in (0, 1) and all(0 < n and s + n <= len(buf) for s, n in extents):
+            located[item] = extents
+    return located
+
+
+def _webp(buf: bytearray) -> None:
+    position = 12
+    while position + 8 <= len(buf):
+        kind, size = struct.unpack_from("<4sI", buf, position)
+        start, end = position + 8, min(position + 8 + size, len(buf))
+        if kind == b"EXIF":
+            _exif(buf, start + (6 if buf.startswith(b"Exif\x00\x00", start) else 0), end)
+        elif kind == b"XMP ":
+            _blank_xmp_at(buf, start, end)
+        position = start + size + (size & 1)
+
+
+def _png(buf: bytearray) -> None:
+    """eXIf scrubbed, an XMP iTXt blanked (inflated and deflated again when compressed), the
+    hex-encoded 'Raw profile type' text chunks of ImageMagick dropped: a PNG's chunks follow one
+    another and nothing points into them, so one may change length."""
+    position = len(_PNG_SIGNATURE)
+    while position + 12 <= len(buf):
+        size, kind = struct.unpack_from(">I4s", buf, position)
+        start, end = position + 8, position + 8 + size
+        if end + 4 > len(buf):
+            return
+        data = bytearray(buf[start:end])
+        if kind == b"eXIf":
+            _exif(data, 0, len(data))
+        elif kind == b"iTXt" and data.startswith(b"XML:com.adobe.xmp\x00"):
+            try:
+                data = bytearray(_png_xmp(bytes(data)))
+            except (ValueError, IndexError, zlib.error):  # unreadable: dropped, as below
+                del buf[position : end + 4]
+                continue
+        elif kind in (b"tEXt", b"zTXt", b"iTXt") and data.startswith(b"Raw profile type "):
+            del buf[position : end + 4]
+            continue
+        if data != buf[start:end]:
+            chunk = struct.pack(">I4s", len(data), kind) + data
+            buf[position : end + 4] = chunk + struct.pack(">I", zlib.crc32(chunk[4:]))
+        position += 12 + len(data)
+
+
+def _png_xmp(data: bytes) -> bytes:
+    keyword = len(b"XML:com.adobe.xmp\x00")
+    compressed = data[keyword] == 1
+    language = data.index(b"\x00", keyword + 2)
+    text = data.index(b"\x00", language + 1) + 1
+    packet = zlib.decompress(data[text:]) if compressed else data[text:]
+    blanked = blank_xmp(packet)
+    if blanked == packet:
+        return data
+    return data[:text] + (zlib.compress(blanked) if compressed else blanked)
