@@ -10,8 +10,10 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from gateway import privacy
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
 from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
@@ -103,11 +105,16 @@ def _filename(upload: Any, default: str) -> str:
 
 
 async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
-    """Where the upload is kept: the S3 bucket when one is set (required when `keep`)."""
-    bucket = services.settings.s3_bucket
+    """Where the upload is kept: the S3 bucket when one is set (required when `keep`), without
+    its location and identifying metadata unless PICMETRIC_KEEP_UPLOAD_METADATA. The analysis
+    reads `data` as sent (its header says whether it carried a location)."""
+    settings = services.settings
+    bucket = settings.s3_bucket
     if keep and not bucket:
         raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
     if bucket:
+        if not settings.keep_upload_metadata:
+            data = await run_in_threadpool(privacy.strip_identifying, data)
         return await s3_objects.keep_upload(services.s3, bucket, data)
     return f"{UPLOAD_PREFIX}{filename}"
 
