@@ -4,6 +4,7 @@ as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
@@ -16,7 +17,13 @@ from starlette.datastructures import FormData, UploadFile
 from gateway import privacy
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
-from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
+from gateway.errors import (
+    ImageTooLarge,
+    InvalidRequest,
+    StorageError,
+    UnsupportedImage,
+    UnsupportedMediaType,
+)
 from gateway.schemas import (
     SOURCE_CHARS,
     AnalysisOptions,
@@ -26,6 +33,7 @@ from gateway.schemas import (
 )
 from gateway.services import Services
 
+log = logging.getLogger(__name__)
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
 UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
@@ -112,11 +120,18 @@ async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -
     bucket = settings.s3_bucket
     if keep and not bucket:
         raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
-    if bucket:
-        if not settings.keep_upload_metadata:
+    if not bucket:
+        return f"{UPLOAD_PREFIX}{filename}"
+    if not settings.keep_upload_metadata:
+        try:
             data = await run_in_threadpool(privacy.strip_identifying, data)
-        return await s3_objects.keep_upload(services.s3, bucket, data)
-    return f"{UPLOAD_PREFIX}{filename}"
+        except UnsupportedImage as exc:
+            if keep:
+                raise
+            # Kept only when a bucket happens to be set: analysed, not kept, like without one.
+            log.info("Upload %r is analysed, not kept: %s", filename, exc)
+            return f"{UPLOAD_PREFIX}{filename}"
+    return await s3_objects.keep_upload(services.s3, bucket, data)
 
 
 def _admit(services: Services, slot: ExitStack) -> None:

@@ -33,6 +33,7 @@ _IDENTIFYING = frozenset(
     }
 )
 _TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+_TYPE_BYTES.update({16: 8, 17: 8, 18: 8})  # BigTIFF's 64-bit integers and IFD offsets
 _MOST_IFDS = 64  # a chain of IFDs longer than any camera writes (or a loop)
 _MP_ENTRY = 0xB002  # MPF's list of the images in the file
 
@@ -67,11 +68,11 @@ def strip_identifying(data: bytes) -> bytes:
             _webp(buf)
         elif buf.startswith(_PNG_SIGNATURE):
             _png(buf)
-        elif buf[:4] in (b"II*\x00", b"MM\x00*"):
+        elif buf[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
             _Tiff(buf, 0, len(buf)).scrub()
     except (_Malformed, struct.error, IndexError, ValueError, zlib.error) as exc:
         raise UnsupportedImage(
-            "The image's metadata is not laid out as its format says (or is BigTIFF), so its "
+            "The image's metadata is not laid out as its format says, so its "
             "location cannot be taken out before it is kept; save it again with any editor, or "
             "send it as JPEG."
         ) from exc
@@ -79,7 +80,7 @@ def strip_identifying(data: bytes) -> bytes:
 
 
 class _Tiff:
-    """A TIFF structure inside `buf[start:end]`, offsets counted from `start`."""
+    """A TIFF (or BigTIFF) structure inside `buf[start:end]`, offsets counted from `start`."""
 
     def __init__(self, buf: bytearray, start: int, end: int) -> None:
         order = {b"II": "<", b"MM": ">"}.get(bytes(buf[start : start + 2]))
@@ -87,8 +88,13 @@ class _Tiff:
         if order is None:
             raise _Malformed("no TIFF header")
         self.order = order
-        if self.read("H", 2) != 42:
+        version = self.read("H", 2)
+        if version not in (42, 43):
             raise _Malformed("no TIFF header")
+        big = version == 43
+        # BigTIFF: 8-byte offsets and entry counts, 20-byte entries holding up to 8 bytes inline
+        self.offset, self.count = ("Q", "Q") if big else ("I", "H")
+        self.first, self.entry_size, self.inline = (8, 20, 8) if big else (4, 12, 4)
 
     def _at(self, offset: int, size: int) -> int:
         if offset < 0 or self.start + offset + size > self.end:
@@ -96,10 +102,12 @@ class _Tiff:
         return self.start + offset
 
     def read(self, fmt: str, offset: int) -> int:
-        value: int = struct.unpack_from(
-            self.order + fmt, self.buf, self._at(offset, 4 if fmt == "I" else 2)
-        )[0]
+        at = self._at(offset, struct.calcsize(fmt))
+        value: int = struct.unpack_from(self.order + fmt, self.buf, at)[0]
         return value
+
+    def _next_field(self, ifd: int, entries: int) -> int:
+        return ifd + struct.calcsize(self.count) + self.entry_size * entries
 
     def zero(self, offset: int, size: int) -> None:
         at = self._at(offset, size)
@@ -107,20 +115,23 @@ class _Tiff:
 
     def ifds(self) -> Iterator[int]:
         """The chain of IFDs from the header's first (a TIFF's pages; EXIF's IFD0 and IFD1)."""
-        offset, seen = self.read("I", 4), set[int]()
+        offset, seen = self.read(self.offset, self.first), set[int]()
         while offset and offset not in seen and len(seen) < _MOST_IFDS:
             seen.add(offset)
             yield offset
-            offset = self.read("I", offset + 2 + 12 * self.read("H", offset))
+            offset = self.read(self.offset, self._next_field(offset, self.read(self.count, offset)))
 
     def entries(self, ifd: int) -> list[tuple[int, int, int, int]]:
         """(tag, value size in bytes, value offset, entry offset) of each entry of `ifd`."""
         found = []
-        for index in range(self.read("H", ifd)):
-            entry = ifd + 2 + 12 * index
-            tag, kind, count = struct.unpack_from(self.order + "HHI", self.buf, self._at(entry, 12))
-            size = _TYPE_BYTES.get(kind, 0) * count
-            found.append((tag, size, entry + 8 if size <= 4 else self.read("I", entry + 8), entry))
+        for index in range(self.read(self.count, ifd)):
+            entry = self._next_field(ifd, index)
+            tag, kind = self.read("H", entry), self.read("H", entry + 2)
+            size = _TYPE_BYTES.get(kind, 0) * self.read(self.offset, entry + 4)
+            value = entry + 4 + self.inline
+            if size > self.inline:
+                value = self.read(self.offset, value)
+            found.append((tag, size, value, entry))
         return found
 
     def scrub(self) -> None:
@@ -129,37 +140,44 @@ class _Tiff:
 
     def scrub_ifd(self, ifd: int, depth: int) -> None:
         entries = self.entries(ifd)
-        next_field = ifd + 2 + 12 * len(entries)
+        next_field = self._next_field(ifd, len(entries))
+        end = next_field + struct.calcsize(self.offset)
         kept = []
         for tag, size, value, entry in entries:
             if tag not in _IDENTIFYING:
-                kept.append(bytes(self.buf[self.start + entry : self.start + entry + 12]))
+                at = self._at(entry, self.entry_size)
+                kept.append(bytes(self.buf[at : at + self.entry_size]))
                 if tag == _EXIF_IFD and depth == 0:
-                    self.scrub_ifd(self.read("I", entry + 8), depth + 1)
+                    self.scrub_ifd(self.pointer(value, size), depth + 1)
                 elif tag == _XMP and size:
                     at = self._at(value, size)
                     self.buf[at : at + size] = blank_xmp(bytes(self.buf[at : at + size]))
                 continue
             if tag == _GPS_IFD:
-                self.zero_ifd(self.read("I", entry + 8))
-            elif size > 4:
+                self.zero_ifd(self.pointer(value, size))
+            elif size > self.inline:
                 self.zero(value, size)
         if len(kept) == len(entries):
             return
         # The IFD shrinks where it is: its entries move up, the next-IFD offset follows them,
         # zeros fill the rest. Nothing points inside an IFD, so every other offset holds.
-        shrunk = struct.pack(self.order + "H", len(kept)) + b"".join(kept)
-        shrunk += bytes(self.buf[self.start + next_field : self.start + next_field + 4])
-        at = self._at(ifd, next_field + 4 - ifd)
+        at = self._at(ifd, end - ifd)
+        shrunk = struct.pack(self.order + self.count, len(kept)) + b"".join(kept)
+        shrunk += bytes(self.buf[self.start + next_field : self.start + end])
         self.buf[at : at + len(shrunk)] = shrunk
-        self.zero(ifd + len(shrunk), next_field + 4 - ifd - len(shrunk))
+        self.zero(ifd + len(shrunk), end - ifd - len(shrunk))
+
+    def pointer(self, value: int, size: int) -> int:
+        """The IFD offset that an entry's value holds (LONG, or BigTIFF's IFD8)."""
+        return self.read("I" if size == 4 else "Q", value)
 
     def zero_ifd(self, ifd: int) -> None:
         entries = self.entries(ifd)
         for _, size, value, _ in entries:
-            if size > 4:
+            if size > self.inline:
                 self.zero(value, size)
-        self.zero(ifd, 2 + 12 * len(entries) + 4)
+        end = self._next_field(ifd, len(entries)) + struct.calcsize(self.offset)
+        self.zero(ifd, end - ifd)
 
 
 def _exif(buf: bytearray, start: int, end: int) -> None:

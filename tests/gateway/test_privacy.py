@@ -186,11 +186,14 @@ def _png_inflated(data: bytes) -> bytes:
     return found
 
 
-def test_tiff_is_stripped_in_place_like_the_rest() -> None:
-    """A TIFF is one TIFF structure: its IFD0 loses the same entries, its strips stay put."""
+@pytest.mark.parametrize("big_tiff", [False, True])
+def test_tiff_is_stripped_in_place_like_the_rest(big_tiff: bool) -> None:
+    """A TIFF is one TIFF structure: its IFD0 loses the same entries, its strips stay put
+    (BigTIFF too: 8-byte offsets)."""
     exif = identifying_exif()
     tags = {**exif, EXIF_IFD: exif.get_ifd(EXIF_IFD), GPS_IFD: exif.get_ifd(GPS_IFD), 700: XMP}
-    original = encode("TIFF", tiffinfo=tags)
+    original = encode("TIFF", tiffinfo=tags, big_tiff=big_tiff)
+    assert original[2] == (43 if big_tiff else 42)
     stripped = strip_identifying(original)
     assert_stripped(original, stripped)
     with Image.open(io.BytesIO(stripped)) as image:

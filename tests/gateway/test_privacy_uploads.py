@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import sqlite3
+import struct
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -157,6 +158,39 @@ def test_a_batch_keeps_each_upload_without_its_location(
     assert np.array_equal(pixels(kept), pixels(located))
     assert not Image.open(io.BytesIO(kept)).getexif().get_ifd(GPS_IFD)
     assert _kept(s3_url, analyses[1]["source"]["url"]) == plain.getvalue()
+
+
+def _tiff_pointing_outside(rgb: np.ndarray) -> bytes:
+    """A TIFF that Pillow decodes, whose GPS IFD entry points past the end of the file: its
+    location cannot be told apart from the rest."""
+    exif = identifying_exif(orientation=1)
+    out = io.BytesIO()
+    Image.fromarray(rgb).save(out, "TIFF", tiffinfo={**exif, GPS_IFD: exif.get_ifd(GPS_IFD)})
+    data = bytearray(out.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack_from("<H", data, ifd)[0], 12):
+        if struct.unpack_from("<H", data, entry)[0] == GPS_IFD:
+            struct.pack_into("<I", data, entry + 8, 0x7FFFFFF0)
+    return bytes(data)
+
+
+def test_an_upload_whose_location_cannot_be_taken_out_is_never_kept(
+    gateways: dict[str, tuple[str, Path]], photos: dict[str, np.ndarray]
+) -> None:
+    """/v1/images must keep it: 415. A batch keeps uploads only because a bucket is set: that
+    photo is analysed and not kept (its source is the file name), the others as usual."""
+    url, _ = gateways["strips"]
+    broken = _tiff_pointing_outside(photos["coffee"])
+    refused = httpx.post(f"{url}/v1/images", files={"file": ("b.tif", broken)}, timeout=300)
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["errortype"] == "unsupported_image"
+    assert "location" in refused.json()["message"]
+    files = [("file", ("b.tif", broken)), ("file", ("c.jpg", _phone_jpeg(photos["chelsea"])))]
+    answer = httpx.post(f"{url}/v1/batch", files=files, data=MODELS, timeout=300)
+    assert answer.status_code == 200, answer.text
+    sources = [item["analysis"]["source"] for item in answer.json()["results"]]
+    assert sources[0] == {"kind": "upload", "url": "upload:b.tif"}
+    assert sources[1]["url"].startswith(f"s3://{BUCKET}/uploads/")
 
 
 def test_with_the_setting_the_upload_is_kept_byte_for_byte(
