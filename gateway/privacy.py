@@ -55,9 +55,10 @@ class _Malformed(Exception):
 
 
 def strip_identifying(data: bytes) -> bytes:
-    """`data` without location and identifying metadata, at the same length (PNG: the same
-    pixels' chunks); unchanged when it carries none or is not JPEG, HEIF/AVIF, WebP, PNG or TIFF.
-    UnsupportedImage for a TIFF whose own structure cannot be walked (its pixels are in it)."""
+    """`data` without location and identifying metadata, the same length but for a PNG's text
+    chunks; `data` itself when it carries none or is not JPEG, HEIF/AVIF, WebP, PNG or TIFF.
+    UnsupportedImage for a TIFF or HEIF whose own structure cannot be walked: what it holds
+    cannot be told apart, and unlike an EXIF block it cannot be zeroed whole."""
     buf = bytearray(data)
     try:
         if buf.startswith(b"\xff\xd8"):
