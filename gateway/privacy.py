@@ -1,7 +1,8 @@
 """What of an upload is kept: the photo as sent, less what says where it was taken or who took it.
 Taken out: EXIF's GPS IFD, camera and lens serial numbers, owner, artist and author names, the
 image's unique id and the maker's notes; in XMP packets, the location properties (GPS, city,
-country), serial numbers and creators. Orientation and the capture time stay.
+country), serial numbers and creators; in IPTC (Photoshop's resources), the same places and the
+by-line. Orientation and the capture time stay.
 
 Every change is made in place, at the same length (a TIFF IFD loses entries and is padded with
 zeros; an XMP value is blanked with spaces): the pixels are never re-encoded, and every offset in
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from gateway.errors import UnsupportedImage
 
 # TIFF tags (EXIF is a TIFF structure) that identify a place, a person or a device.
-_GPS_IFD, _EXIF_IFD, _XMP = 0x8825, 0x8769, 700
+_GPS_IFD, _EXIF_IFD, _XMP, _IPTC, _PHOTOSHOP = 0x8825, 0x8769, 700, 33723, 34377
 _IDENTIFYING = frozenset(
     {
         _GPS_IFD,
@@ -45,6 +46,12 @@ _XMP_NAME = (
 )
 _XMP_ATTRIBUTE = re.compile(_XMP_NAME + rb"\s*=\s*(?:\"([^\"]*)\"|'([^']*)')")
 _XMP_TAG = re.compile(rb"<(/?)(" + _XMP_NAME + rb")[^<>]*?(/?)>")
+
+# IPTC-IIM (in Photoshop's image resources): record 2's by-line, city, sub-location,
+# province or state, country code and name, and the creator's contact.
+_IPTC_IDENTIFYING = frozenset({80, 90, 92, 95, 100, 101, 118})
+_IPTC_RESOURCE = 0x0404
+_PHOTOSHOP_APP13 = b"Photoshop 3.0\x00"
 
 _JPEG_XMP = (b"http://ns.adobe.com/xap/1.0/\x00", b"http://ns.adobe.com/xmp/extension/\x00")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -150,9 +157,12 @@ class _Tiff:
                 kept.append(bytes(self.buf[at : at + self.entry_size]))
                 if tag == _EXIF_IFD and depth == 0:
                     self.scrub_ifd(self.pointer(value, size), depth + 1)
-                elif tag == _XMP and size:
+                elif tag in (_XMP, _IPTC, _PHOTOSHOP) and size:
                     at = self._at(value, size)
-                    self.buf[at : at + size] = blank_xmp(bytes(self.buf[at : at + size]))
+                    if tag == _XMP:
+                        self.buf[at : at + size] = blank_xmp(bytes(self.buf[at : at + size]))
+                    else:
+                        (_blank_iptc if tag == _IPTC else _photoshop)(self.buf, at, at + size)
                 continue
             if tag == _GPS_IFD:
                 self.zero_ifd(self.pointer(value, size))
@@ -213,6 +223,33 @@ def _blank_xmp_at(buf: bytearray, start: int, end: int) -> None:
     buf[start:end] = blank_xmp(bytes(buf[start:end]))
 
 
+def _blank_iptc(buf: bytearray, start: int, end: int) -> None:
+    """Blank with spaces the identifying datasets of the IPTC-IIM block `buf[start:end]`."""
+    position = start
+    while position + 5 <= end and buf[position] == 0x1C:
+        record, dataset, size = struct.unpack_from(">BBH", buf, position + 1)
+        if size & 0x8000:  # an extended length: a blob, never one of the texts blanked
+            return
+        value, position = position + 5, min(position + 5 + size, end)
+        if record == 2 and dataset in _IPTC_IDENTIFYING:
+            buf[value:position] = b" " * (position - value)
+
+
+def _photoshop(buf: bytearray, start: int, end: int) -> None:
+    """The IPTC block among Photoshop's image resources (`8BIM`, id, padded name, size, data)."""
+    position = start
+    while position + 12 <= end and buf.startswith(b"8BIM", position):
+        resource, name = struct.unpack_from(">HB", buf, position + 4)
+        position += 6 + name + 1 + (name + 1) % 2
+        if position + 4 > end:
+            return
+        size = struct.unpack_from(">I", buf, position)[0]
+        data = position + 4
+        if resource == _IPTC_RESOURCE:
+            _blank_iptc(buf, data, min(data + size, end))
+        position = data + size + size % 2
+
+
 def _jpeg(buf: bytearray, soi: int, primary: bool) -> None:
     """The metadata segments of the JPEG at `soi`, up to its first scan; for the primary image,
     also those of the images its MPF segment lists (an MPO's views, an HDR gain map)."""
@@ -232,6 +269,8 @@ def _jpeg(buf: bytearray, soi: int, primary: bool) -> None:
             _exif(buf, body + 6, end)
         elif marker == 0xE1 and any(buf.startswith(ns, body) for ns in _JPEG_XMP):
             _blank_xmp_at(buf, body, end)
+        elif marker == 0xED and buf.startswith(_PHOTOSHOP_APP13, body):
+            _photoshop(buf, body + len(_PHOTOSHOP_APP13), end)
         elif marker == 0xE2 and primary and buf.startswith(b"MPF\x00", body):
             images = _mpf_images(buf, body + 4, end)
         position = end

@@ -130,6 +130,26 @@ def test_each_image_of_an_mpf_jpeg_is_stripped_and_still_found() -> None:
             assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(sent.convert("RGB")))
 
 
+def _iptc(*datasets: tuple[int, bytes]) -> bytes:
+    return b"".join(b"\x1c\x02" + struct.pack(">BH", n, len(v)) + v for n, v in datasets)
+
+
+def test_jpeg_iptc_places_and_by_line_are_blanked() -> None:
+    """An editor's APP13 (Photoshop resources, IPTC-IIM), built by hand: city, country and
+    by-line blanked in place, the caption kept."""
+    iptc = _iptc((80, b"Jane Doe"), (90, b"Paris"), (101, b"France"), (120, b"A cat, asleep"))
+    resource = (
+        b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
+    )
+    app13 = b"Photoshop 3.0\x00" + resource
+    jpeg = encode("JPEG")
+    original = jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + jpeg[2:]
+    stripped = strip_identifying(original)
+    assert_stripped(original, stripped)
+    assert b"France" not in stripped and b"A cat, asleep" in stripped
+    assert stripped.count(b"\x1c\x02") == 4
+
+
 @pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
 def test_heif_and_avif_exif_and_xmp_items_are_stripped(fmt: str) -> None:
     original = encode(fmt, exif=identifying_exif(), xmp=XMP, quality=80)
