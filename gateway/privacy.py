@@ -35,7 +35,13 @@ _IDENTIFYING = frozenset(
 )
 _TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _TYPE_BYTES.update({16: 8, 17: 8, 18: 8})  # BigTIFF's 64-bit integers and IFD offsets
-_MOST_IFDS = 64  # a chain of IFDs longer than any camera writes (or a loop)
+# Bounds on the work a hostile file can ask for; past them it is malformed. Cameras write IFDs
+# of a few dozen entries, MPF files hold two or three images, PNGs a few thousand chunks.
+_MOST_IFDS = 64
+_MOST_ENTRIES = 1024
+_MOST_IMAGES = 16
+_MOST_CHUNKS = 100_000
+_MOST_XMP_BYTES = 16 << 20  # a compressed XMP packet inflated
 _MP_ENTRY = 0xB002  # MPF's list of the images in the file
 
 # XMP properties (any namespace prefix) blanked, as attributes and as elements. Every pattern
@@ -131,8 +137,11 @@ class _Tiff:
 
     def entries(self, ifd: int) -> list[tuple[int, int, int, int]]:
         """(tag, value size in bytes, value offset, entry offset) of each entry of `ifd`."""
+        count = self.read(self.count, ifd)
+        if count > _MOST_ENTRIES:
+            raise _Malformed(f"an IFD of {count} entries")
         found = []
-        for index in range(self.read(self.count, ifd)):
+        for index in range(count):
             entry = self._next_field(ifd, index)
             tag, kind = self.read("H", entry), self.read("H", entry + 2)
             size = _TYPE_BYTES.get(kind, 0) * self.read(self.offset, entry + 4)
@@ -253,14 +262,17 @@ def _photoshop(buf: bytearray, start: int, end: int) -> None:
 def _jpeg(buf: bytearray, soi: int, primary: bool) -> None:
     """The metadata segments of the JPEG at `soi`, up to its first scan; for the primary image,
     also those of the images its MPF segment lists (an MPO's views, an HDR gain map)."""
-    position, images = soi + 2, []
+    position, images, segments = soi + 2, [], 0
     while position + 4 <= len(buf) and buf[position] == 0xFF:
         marker = buf[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
+        segments += 1
+        if segments > _MOST_ENTRIES:
+            raise _Malformed("more segments before the first scan than any JPEG has")
         if marker in (0xD9, 0xDA):  # EOI, SOS
             break
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD7:  # fill, TEM, RSTn
+            position += 1 if marker == 0xFF else 2
+            continue
         body = position + 4
         end = position + 2 + struct.unpack_from(">H", buf, position + 2)[0]
         if end > len(buf) or end < body:
@@ -287,8 +299,9 @@ def _mpf_images(buf: bytearray, start: int, end: int) -> list[int]:
         for ifd in mpf.ifds():
             for tag, size, value, _ in mpf.entries(ifd):
                 if tag == _MP_ENTRY:
-                    offsets = (mpf.read("I", value + 16 * i + 8) for i in range(size // 16))
-                    return [start + offset for offset in offsets if offset]
+                    count = min(size // 16, _MOST_IMAGES)
+                    offsets = {mpf.read("I", value + 16 * i + 8) for i in range(count)}
+                    return sorted(start + offset for offset in offsets if offset)
     except _Malformed:
         pass
     return []
@@ -296,8 +309,11 @@ def _mpf_images(buf: bytearray, start: int, end: int) -> list[int]:
 
 def _boxes(buf: bytearray, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
     """(type, content start, end) of the ISOBMFF boxes in `buf[start:end]`."""
-    position = start
+    position, boxes = start, 0
     while position + 8 <= end:
+        boxes += 1
+        if boxes > _MOST_CHUNKS:
+            raise _Malformed("more boxes than any HEIF has")
         size, kind = struct.unpack_from(">I4s", buf, position)
         header = 8
         if size == 1:
@@ -366,6 +382,8 @@ def _heif_locations(
     offset_size, length_size = buf[start + 4] >> 4, buf[start + 4] & 15
     base_size, index_size = buf[start + 5] >> 4, buf[start + 5] & 15 if version in (1, 2) else 0
     count, position = _number(buf, start + 6, 2 if version < 2 else 4)
+    if count > _MOST_CHUNKS:
+        raise _Malformed("more items than any HEIF has")
     located: dict[int, list[tuple[int, int]]] = {}
     for _ in range(count):
         item, position = _number(buf, position, 2 if version < 2 else 4)
@@ -390,7 +408,9 @@ def _heif_locations(
 
 def _webp(buf: bytearray) -> None:
     position = 12
-    while position + 8 <= len(buf):
+    for _ in range(_MOST_CHUNKS):
+        if position + 8 > len(buf):
+            return
         kind, size = struct.unpack_from("<4sI", buf, position)
         start, end = position + 8, min(position + 8 + size, len(buf))
         if kind == b"EXIF":
@@ -398,42 +418,61 @@ def _webp(buf: bytearray) -> None:
         elif kind == b"XMP ":
             _blank_xmp_at(buf, start, end)
         position = start + size + (size & 1)
+    raise _Malformed("more chunks than any WebP has")
 
 
 def _png(buf: bytearray) -> None:
     """eXIf scrubbed, an XMP iTXt blanked (inflated and deflated again when compressed), the
     hex-encoded 'Raw profile type' text chunks of ImageMagick dropped: a PNG's chunks follow one
     another and nothing points into them, so one may change length."""
+    edits: list[tuple[int, int, bytes]] = []  # (start, end, replacement) of whole chunks
     position = len(_PNG_SIGNATURE)
-    while position + 12 <= len(buf):
+    for _ in range(_MOST_CHUNKS):
+        if position + 12 > len(buf):
+            break
         size, kind = struct.unpack_from(">I4s", buf, position)
         start, end = position + 8, position + 8 + size
         if end + 4 > len(buf):
-            return
-        data = bytearray(buf[start:end])
+            break
+        data: bytes | None = None
         if kind == b"eXIf":
-            _exif(data, 0, len(data))
-        elif kind == b"iTXt" and data.startswith(b"XML:com.adobe.xmp\x00"):
-            try:
-                data = bytearray(_png_xmp(bytes(data)))
-            except (ValueError, IndexError, zlib.error):  # unreadable: dropped, as below
-                del buf[position : end + 4]
-                continue
-        elif kind in (b"tEXt", b"zTXt", b"iTXt") and data.startswith(b"Raw profile type "):
-            del buf[position : end + 4]
-            continue
-        if data != buf[start:end]:
+            exif = bytearray(buf[start:end])
+            _exif(exif, 0, len(exif))
+            data = bytes(exif)
+        elif kind == b"iTXt" and buf.startswith(b"XML:com.adobe.xmp\x00", start):
+            data = _png_xmp(bytes(buf[start:end]))
+        elif kind in (b"tEXt", b"zTXt", b"iTXt") and buf.startswith(b"Raw profile type ", start):
+            data = b""
+        if data is not None and data != buf[start:end]:
             chunk = struct.pack(">I4s", len(data), kind) + data
-            buf[position : end + 4] = chunk + struct.pack(">I", zlib.crc32(chunk[4:]))
-        position += 12 + len(data)
+            chunk += struct.pack(">I", zlib.crc32(chunk[4:]))
+            edits.append((position, end + 4, chunk if data else b""))
+        position = end + 4
+    else:
+        raise _Malformed("more chunks than any PNG has")
+    pieces: list[bytes] = []
+    last = 0
+    for start, end, chunk in edits:
+        pieces += [bytes(buf[last:start]), chunk]
+        last = end
+    if edits:
+        buf[:] = b"".join(pieces) + buf[last:]
 
 
 def _png_xmp(data: bytes) -> bytes:
+    """An XMP iTXt chunk's data, blanked; empty (the chunk dropped) when it cannot be read, or
+    inflates past _MOST_XMP_BYTES."""
     keyword = len(b"XML:com.adobe.xmp\x00")
-    compressed = data[keyword] == 1
-    language = data.index(b"\x00", keyword + 2)
-    text = data.index(b"\x00", language + 1) + 1
-    packet = zlib.decompress(data[text:]) if compressed else data[text:]
+    try:
+        compressed = data[keyword] == 1
+        language = data.index(b"\x00", keyword + 2)
+        text = data.index(b"\x00", language + 1) + 1
+        inflater = zlib.decompressobj()
+        packet = inflater.decompress(data[text:], _MOST_XMP_BYTES) if compressed else data[text:]
+    except (ValueError, IndexError, zlib.error):
+        return b""
+    if compressed and (inflater.unconsumed_tail or not inflater.eof):
+        return b""
     blanked = blank_xmp(packet)
     if blanked == packet:
         return data

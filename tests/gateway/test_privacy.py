@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 import zlib
 
 import numpy as np
@@ -17,6 +18,8 @@ from gateway.errors import UnsupportedImage
 from gateway.privacy import blank_xmp, strip_identifying
 
 pillow_heif.register_heif_opener()
+
+_PNG_SIGNATURE_FOR_TESTS = b"\x89PNG\r\n\x1a\n"
 
 ORIENTATION, ARTIST, MAKER_NOTE, EXIF_IFD, GPS_IFD = 0x0112, 0x013B, 0x927C, 0x8769, 0x8825
 DATETIME_ORIGINAL, UNIQUE_ID, OWNER, BODY_SERIAL, LENS_SERIAL = (
@@ -259,3 +262,35 @@ def test_hostile_xmp_costs_linear_time() -> None:
     """Unclosed elements and attributes by the hundred thousand: no quadratic scan."""
     packet = b"<a:GPSLatitude>" * 100_000 + b'a:GPSLongitude="' * 100_000
     assert len(blank_xmp(packet)) == len(packet)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_a_compressed_xmp_bomb_is_dropped_not_inflated() -> None:
+    """64 MiB of XMP in a 64 KiB iTXt chunk: inflated no further than 16 MiB, then dropped."""
+    deflated = zlib.compress(b"<a:GPSLatitude>" + b" " * (64 << 20))
+    chunk = _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + deflated)
+    png = encode("PNG")
+    original = png[:33] + chunk + png[33:]  # after IHDR
+    assert strip_identifying(original) == png
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param(b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000, id="jpeg-endless-comments"),
+        pytest.param(
+            _PNG_SIGNATURE_FOR_TESTS + _png_chunk(b"teXt", b"") * 200_000, id="png-empty-chunks"
+        ),
+        pytest.param(
+            b"RIFF\x00\x00\x00\x00WEBP" + b"JUNK\x00\x00\x00\x00" * 200_000, id="webp-chunks"
+        ),
+    ],
+)
+def test_hostile_files_are_refused_in_bounded_time(hostile: bytes) -> None:
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedImage):
+        strip_identifying(hostile)
+    assert time.perf_counter() - started < 1.0
