@@ -64,14 +64,14 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class _Malformed(Exception):
-    """A structure that points outside its block."""
+    """A structure that points outside its block, or asks for more work than real files do."""
 
 
 def strip_identifying(data: bytes) -> bytes:
     """`data` without location and identifying metadata, the same length but for a PNG's text
     chunks; `data` itself when it carries none or is not JPEG, HEIF/AVIF, WebP, PNG or TIFF.
-    UnsupportedImage for a TIFF or HEIF whose own structure cannot be walked: what it holds
-    cannot be told apart, and unlike an EXIF block it cannot be zeroed whole."""
+    UnsupportedImage for a file whose own structure cannot be walked (a TIFF, a HEIF; any past
+    the bounds above): what it holds cannot be told apart, nor zeroed whole like an EXIF block."""
     buf = bytearray(data)
     try:
         if buf.startswith(b"\xff\xd8"):
@@ -116,12 +116,12 @@ class _Tiff:
         return self.start + offset
 
     def read(self, fmt: str, offset: int) -> int:
-        at = self._at(offset, struct.calcsize(fmt))
+        at = self._at(offset, struct.calcsize("<" + fmt))
         value: int = struct.unpack_from(self.order + fmt, self.buf, at)[0]
         return value
 
     def _next_field(self, ifd: int, entries: int) -> int:
-        return ifd + struct.calcsize(self.count) + self.entry_size * entries
+        return ifd + struct.calcsize("<" + self.count) + self.entry_size * entries
 
     def zero(self, offset: int, size: int) -> None:
         at = self._at(offset, size)
@@ -158,7 +158,7 @@ class _Tiff:
     def scrub_ifd(self, ifd: int, depth: int) -> None:
         entries = self.entries(ifd)
         next_field = self._next_field(ifd, len(entries))
-        end = next_field + struct.calcsize(self.offset)
+        end = next_field + struct.calcsize("<" + self.offset)
         kept = []
         for tag, size, value, entry in entries:
             if tag not in _IDENTIFYING:
@@ -196,7 +196,7 @@ class _Tiff:
         for _, size, value, _ in entries:
             if size > self.inline:
                 self.zero(value, size)
-        end = self._next_field(ifd, len(entries)) + struct.calcsize(self.offset)
+        end = self._next_field(ifd, len(entries)) + struct.calcsize("<" + self.offset)
         self.zero(ifd, end - ifd)
 
 
