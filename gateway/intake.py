@@ -4,17 +4,26 @@ as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
+from gateway import privacy
 from gateway import s3 as s3_objects
 from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
-from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
+from gateway.errors import (
+    ImageTooLarge,
+    InvalidRequest,
+    StorageError,
+    UnsupportedImage,
+    UnsupportedMediaType,
+)
 from gateway.schemas import (
     SOURCE_CHARS,
     AnalysisOptions,
@@ -24,6 +33,7 @@ from gateway.schemas import (
 )
 from gateway.services import Services
 
+log = logging.getLogger(__name__)
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
 UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
@@ -103,13 +113,25 @@ def _filename(upload: Any, default: str) -> str:
 
 
 async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
-    """Where the upload is kept: the S3 bucket when one is set (required when `keep`)."""
-    bucket = services.settings.s3_bucket
+    """Where the upload is kept: the S3 bucket when one is set (required when `keep`), without
+    its location and identifying metadata unless PICMETRIC_KEEP_UPLOAD_METADATA. The analysis
+    reads `data` as sent (its header says whether it carried a location)."""
+    settings = services.settings
+    bucket = settings.s3_bucket
     if keep and not bucket:
         raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
-    if bucket:
-        return await s3_objects.keep_upload(services.s3, bucket, data)
-    return f"{UPLOAD_PREFIX}{filename}"
+    if not bucket:
+        return f"{UPLOAD_PREFIX}{filename}"
+    if not settings.keep_upload_metadata:
+        try:
+            data = await run_in_threadpool(privacy.strip_identifying, data)
+        except UnsupportedImage as exc:
+            if keep:
+                raise
+            # Kept only when a bucket happens to be set: analysed, not kept, like without one.
+            log.info("Upload %r is analysed, not kept: %s", filename, exc)
+            return f"{UPLOAD_PREFIX}{filename}"
+    return await s3_objects.keep_upload(services.s3, bucket, data)
 
 
 def _admit(services: Services, slot: ExitStack) -> None:

@@ -85,7 +85,9 @@ async def keep_upload(s3: Any, bucket: str, data: bytes) -> str:
     """Put uploaded bytes into `bucket` under their sha256; returns the s3:// pointer. Runs before
     the analysis, so an upload that cannot be kept is analysed and stored nowhere: 503
     storage_unavailable with Retry-After (S3 unreachable, or refusing), the client sends it again.
-    The key is the content's hash, so a retry overwrites the same object, never adds one."""
+    The key is the content's hash, so a retry overwrites the same object, never adds one. `data`
+    is the upload as kept (gateway.privacy may have taken its location out), so the key is not
+    always the analysis's image.sha256, which is the upload's as sent."""
     key = f"{UPLOADS_PREFIX}{hashlib.sha256(data).hexdigest()}"
     try:
         await run_in_threadpool(s3.put_object, Bucket=bucket, Key=key, Body=data)

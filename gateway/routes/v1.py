@@ -72,7 +72,7 @@ async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep
     openapi_extra=_UPLOAD,
 )
 async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
-    """Store an uploaded image in the S3 bucket, then analyse it."""
+    """Keep an uploaded image in S3, without its location and identifying metadata; analyse it."""
     with ExitStack() as slot:
         analysis_request = await intake.upload_request(request, services, keep=True, slot=slot)
         return rendering.v1_analysis(await analyze(analysis_request, services, owner))
