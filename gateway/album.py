@@ -12,8 +12,9 @@ from contextlib import ExitStack
 
 from pydantic import BaseModel, ConfigDict
 
+from gateway import metrics, rendering
 from gateway.analysis import AnalysisRequest, analyze, stored_source
-from gateway.errors import PicmetricError
+from gateway.errors import UNEXPECTED, PicmetricError
 from gateway.quality import hash_distance
 from gateway.results import Analysis
 from gateway.schemas import ErrorBody
@@ -196,11 +197,18 @@ async def _one(index: int, request: AnalysisRequest, services: Services, owner: 
     except PicmetricError as exc:
         source = stored_source(request)
         log.info("Batch photo %d (%s) failed: %s %s", index, source, exc.errortype, exc)
-        return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
+        return _failed(index, exc)
     except Exception:  # a bug must not take the other photos down with it
         log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
-        message = "The gateway failed unexpectedly on this photo; the error was logged."
-        return BatchItem(index=index, error=ErrorBody(errortype="internal_error", message=message))
+        return _failed(index, PicmetricError(UNEXPECTED))
+
+
+def _failed(index: int, exc: PicmetricError) -> BatchItem:
+    """A photo's error, in /v1's error shape and counted as a request's error is (gateway.main
+    renders those; a batch answers 200 with its photos' errors inside)."""
+    metrics.ERRORS.labels(exc.errortype).inc()
+    body = rendering.v1_error(exc.errortype, str(exc))
+    return BatchItem(index=index, error=ErrorBody.model_validate(body))
 
 
 def _has_free_slot(services: Services) -> bool:

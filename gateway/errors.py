@@ -7,6 +7,9 @@ from __future__ import annotations
 RETRY_AFTER = {"Retry-After": "10"}
 
 
+UNEXPECTED = "The gateway failed unexpectedly; the error was logged."
+
+
 class PicmetricError(Exception):
     """Base class: a failure with a message a person can act on."""
 

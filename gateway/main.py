@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway import docs, logs, metrics, rendering
-from gateway.errors import InvalidRequest, PicmetricError
+from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
 from gateway.limits import BodyLimit, TrustedHosts
 from gateway.migrate import prepare_schema
 from gateway.routes import health, page, seed, v1
@@ -71,9 +71,8 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("%s %s failed unexpectedly", request.method, request.url.path)
-    return _error_response(
-        request, 500, "internal_error", "The gateway failed unexpectedly; the error was logged."
-    )
+    error = PicmetricError(UNEXPECTED)
+    return _error_response(request, error.status_code, error.errortype, str(error))
 
 
 async def _count_requests(

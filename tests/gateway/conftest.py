@@ -3,6 +3,7 @@ itself under uvicorn, once per database kind."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,3 +112,14 @@ def gateway(
 def post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
     """POST to the gateway, with time for an analysis on two busy cores."""
     return httpx.post(f"{gateway.url}{path}", timeout=120, **kwargs)  # type: ignore[arg-type]
+
+
+def metric(gateway: Gateway, name: str, **labels: str) -> float:
+    """The value of a metric with exactly these labels in the gateway's /metrics (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.compile(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$")
+    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+        match = pattern.match(line)
+        if match and ",".join(sorted((match["labels"] or "").split(","))) == wanted:
+            return float(match["value"])
+    return 0.0

@@ -3,14 +3,12 @@ stages show in /metrics."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import Gateway, post
+from tests.gateway.conftest import Gateway, metric, post
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -40,31 +38,21 @@ def test_cache_hit_leaves_triton_statistics_unchanged(
     assert second["results"] == first["results"]
 
 
-def _metric(gateway: Gateway, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.compile(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$")
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
-        match = pattern.match(line)
-        if match and ",".join(sorted((match["labels"] or "").split(","))) == wanted:
-            return float(match["value"])
-    return 0.0
-
-
 def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server: str) -> None:
     route = {"route": "/v1/analyze", "status": "200"}
-    requests = _metric(gateway, "picmetric_requests_total", **route)
-    fetches = _metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch")
-    fetched = _metric(gateway, "picmetric_fetched_bytes_total", source="url")
-    hits = _metric(gateway, "picmetric_cache_hits_total")
-    inferences = _metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
+    requests = metric(gateway, "picmetric_requests_total", **route)
+    fetches = metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch")
+    fetched = metric(gateway, "picmetric_fetched_bytes_total", source="url")
+    hits = metric(gateway, "picmetric_cache_hits_total")
+    inferences = metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
     body = {"url": f"{photo_server}/chelsea.png", "threshold": 0.0456}
     for _ in range(2):  # the second one is a cache hit
         assert post(gateway, "/v1/analyze", json=body).status_code == 200
-    assert _metric(gateway, "picmetric_requests_total", **route) == requests + 2
-    assert _metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch") == fetches + 2
-    assert _metric(gateway, "picmetric_fetched_bytes_total", source="url") > fetched
-    assert _metric(gateway, "picmetric_cache_hits_total") >= hits + 1
+    assert metric(gateway, "picmetric_requests_total", **route) == requests + 2
+    assert metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch") == fetches + 2
+    assert metric(gateway, "picmetric_fetched_bytes_total", source="url") > fetched
+    assert metric(gateway, "picmetric_cache_hits_total") >= hits + 1
     # The first is a miss and runs resnet50 once; the cache hit runs nothing.
-    ran = _metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
+    ran = metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
     assert ran == inferences + 1
     assert "picmetric_requests_in_flight" in httpx.get(f"{gateway.url}/metrics").text

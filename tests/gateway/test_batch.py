@@ -15,7 +15,7 @@ from PIL import Image
 from gateway.album import BURST_BITS, NEAR_BITS
 from gateway.quality import hash_distance
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, metric
 from tests.utils.mtcnn_faces import photos
 from tests.utils.triton_stats import settled
 
@@ -43,6 +43,7 @@ def test_batch_of_16_answers_in_order_and_one_broken_image_fails_alone(
     urls = [f"{photo_server}/{PHOTOS[i % 4]}.{'png' if i % 8 >= 4 else 'jpg'}" for i in range(16)]
     urls[13] = f"{photo_server}/notes.txt"
     before = settled(lambda: _executions(triton, "resnet50"))
+    unsupported = metric(gateway, "picmetric_errors_total", errortype="unsupported_image")
     # A threshold no other test uses, so nothing is answered from the store.
     answer = _batch(
         gateway, json={"urls": urls, "models": ["resnet50", "mtcnn"], "threshold": 0.0191}
@@ -52,6 +53,10 @@ def test_batch_of_16_answers_in_order_and_one_broken_image_fails_alone(
     assert [item["index"] for item in body["results"]] == list(range(16))
     broken = body["results"][13]
     assert broken["analysis"] is None and broken["error"]["errortype"] == "unsupported_image"
+    # Counted as a request's error is, though the batch answers 200.
+    assert (
+        metric(gateway, "picmetric_errors_total", errortype="unsupported_image") == unsupported + 1
+    )
     for i, item in enumerate(body["results"]):
         if i != 13:
             assert item["error"] is None and item["analysis"]["source"]["url"] == urls[i]
