@@ -7,14 +7,15 @@ import datetime as dt
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
 from gateway import metrics, quality, tenancy, urlguard
-from gateway.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
+from gateway.catalog import ModelState
+from gateway.decode import DecodedImage, DecodePlan, ImageHeader, decode_planned, plan_decode
 from gateway.fetch import FetchedImage, fetch
 from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
 from gateway.results import (
@@ -30,7 +31,7 @@ from gateway.results import (
 )
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.storage import AnalysisRow, new_id
+from gateway.storage import AnalysisRow, AnalysisStore, new_id
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,8 @@ def photo_memory(
     return services.decode_memory.reserve(nbytes, what)
 
 
-def _cache_key(specs: list[ModelSpec], services: Services, options: Options) -> str:
+def _cache_key(specs: list[ModelSpec], states: Mapping[str, ModelState], options: Options) -> str:
     """Same bytes + same models (version and converted weights) + same options = same answer."""
-    states = services.catalog.states
     parts = {
         "models": [[s.name, states[s.name].version, states[s.name].cache_key] for s in specs],
         "threshold": options.threshold,
@@ -115,7 +115,7 @@ async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedIm
 async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
     """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
     store when cached."""
-    return (await analyze_keeping_photo(request, services, owner))[0]
+    return (await analyze_keeping_photo(request, services, owner)).analysis
 
 
 def stored_source(request: AnalysisRequest) -> str:
@@ -126,48 +126,99 @@ def stored_source(request: AnalysisRequest) -> str:
     return tenancy.public_url(request.source)
 
 
+@dataclass(frozen=True)
+class Analysed:
+    """An analysis, and its photo as decoded for the models (None when the store answered)."""
+
+    analysis: Analysis
+    photo: DecodedImage | None
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """What the models and the quality measure made of a decoded photo."""
+
+    photo: DecodedImage
+    header: ImageHeader
+    found: dict[str, ModelResult]
+    figures: Quality
+    phash: str
+    timings: dict[str, float]  # of decode, quality and preprocess
+
+
 async def analyze_keeping_photo(
-    request: AnalysisRequest, services: Services, owner: str, memory_held: bool = False
-) -> tuple[Analysis, DecodedImage | None]:
-    """`analyze`, with the photo as it was decoded for the models (None when the store answered),
-    for a caller that needs its pixels too: a photo is decoded once per analysis. `memory_held`:
-    the caller already holds the photo's share of the decode memory budget (for longer)."""
+    request: AnalysisRequest,
+    services: Services,
+    owner: str,
+    memory_held: bool = False,
+    full_resolution: bool = False,
+) -> Analysed:
+    """`analyze`, with the photo as it was decoded, for a caller that needs its pixels too: a
+    photo is decoded once per analysis. `memory_held`: the caller already holds the photo's share
+    of the decode memory budget (for longer); `full_resolution`: the caller needs every pixel,
+    so no reduced decode."""
     started = time.perf_counter()
-    specs = await services.catalog.specs_for(services.triton, request.models)
-    options = request.options
     timings: dict[str, float] = {}
+    specs = await services.catalog.specs_for(services.triton, request.models)
     with _stage("fetch", timings):
-        image = await fetch_image(request, services)
-    metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(image.data))
-    sha256 = hashlib.sha256(image.data).hexdigest()
-    key = _cache_key(specs, services, options)
-    source = stored_source(request)
-    cached = await services.store.find_cached(sha256, key, owner, source)
-    if cached is not None:
-        metrics.CACHE_HITS.inc()
-        if cached.owner == owner and cached.source == source:
-            return stored_analysis(cached, cached=True), None
-        # Another client's (or another source's) analysis of the same bytes: its inference is
-        # reused, but this client gets an analysis of its own, with its id, time and source.
-        reused = _new_row(request, owner, source, sha256, key, timings)
-        reused.width, reused.height = cached.width, cached.height
-        reused.models, reused.result = cached.models, cached.result
-        await _store(reused, services, timings, started)
-        return stored_analysis(reused, cached=True), None
+        data = (await fetch_image(request, services)).data
+    metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
+    key = _cache_key(specs, services.catalog.states, request.options)
+    row = _new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
+    answer = await _from_store(row, services.store)
+    if answer is not None:
+        if answer is row:  # another client's inference, stored as this client's analysis
+            await _store(row, services.store, started)
+        return Analysed(stored_analysis(answer, cached=True), None)
+    inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
+    row.timings.update(inferred.timings)
+    _fill(row, inferred, services.catalog.states, request.options)
+    await _store(row, services.store, started)
+    return Analysed(stored_analysis(row, cached=False), inferred.photo)
+
+
+async def _from_store(row: AnalysisRow, store: AnalysisStore) -> AnalysisRow | None:
+    """The stored analysis that answers `row`'s request: its owner's own of the same source; or,
+    when another client (or another source) had the same bytes analysed with the same models and
+    options, `row` itself with that inference copied in (a new analysis: its own id, time and
+    source). None: nothing stored answers it."""
+    cached = await store.find_cached(row.image_sha256, row.cache_key, row.owner, row.source)
+    if cached is None:
+        return None
+    metrics.CACHE_HITS.inc()
+    if cached.owner == row.owner and cached.source == row.source:
+        return cached
+    row.width, row.height = cached.width, cached.height
+    row.models, row.result = cached.models, cached.result
+    return row
+
+
+async def _infer(
+    data: bytes,
+    specs: list[ModelSpec],
+    options: Options,
+    services: Services,
+    memory_held: bool,
+    full_resolution: bool,
+) -> _Inferred:
+    """Decode the photo (as small as the models and the quality figures allow, unless
+    `full_resolution`), then run the models and measure its quality side by side. Its pixels
+    are held in the decode memory budget until the models have their tensors."""
     call = services.call()
-    side = decode_side(specs, call)
+    side = None if full_resolution else decode_side(specs, call)
     # The quality figures need the photo's short side at quality.WORKING_SIDE px at least.
     side = None if side is None else max(side, quality.WORKING_SIDE)
-    plan = await plan_photo(image.data, services, side)
+    plan = await plan_photo(data, services, side)
+    timings: dict[str, float] = {}
     async with AsyncExitStack() as held:
-        if not memory_held:  # the pixels are held until the models have their tensors
+        if not memory_held:
             await held.enter_async_context(photo_memory(services, plan, plan.memory))
         with _stage("decode", timings):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
-            decoded = await run_in_threadpool(decode_planned, image.data, plan)
-        measuring = asyncio.create_task(_measure(decoded, timings))
+            photo = await run_in_threadpool(decode_planned, data, plan)
+        measuring = asyncio.create_task(_measure(photo, timings))
         try:
-            found, preprocess = await run_models(specs, call, decoded, options)
+            found, preprocess = await run_models(specs, call, photo, options)
         except BaseException:
             # Its thread reads the pixels: it ends while their memory is still held.
             await asyncio.wait([measuring])
@@ -177,22 +228,7 @@ async def analyze_keeping_photo(
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
-    row = _new_row(request, owner, source, sha256, key, timings)
-    row.width, row.height = decoded.width, decoded.height
-    row.models = _model_runs(found, services)
-    header = plan.header
-    row.result = {
-        "results": _results(found).model_dump(mode="json", exclude_none=True),
-        "options": options.model_dump(),
-        "photo": {
-            "has_location": header.has_location,
-            "taken_at": header.taken_at,
-            "phash": phash,
-            "quality": figures.model_dump(),
-        },
-    }
-    await _store(row, services, timings, started)
-    return stored_analysis(row, cached=False), decoded
+    return _Inferred(photo, plan.header, found, figures, phash, timings)
 
 
 async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
@@ -202,35 +238,48 @@ async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Qu
         return await run_in_threadpool(quality.measure, decoded.rgb)
 
 
+def _fill(
+    row: AnalysisRow, inferred: _Inferred, states: Mapping[str, ModelState], options: Options
+) -> None:
+    """`row` with what was inferred: the photo's size as shown, each model's run, the results,
+    the options and what the photo says of itself."""
+    header = inferred.header
+    row.width, row.height = inferred.photo.width, inferred.photo.height
+    row.models = _model_runs(inferred.found, states)
+    row.result = {
+        "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
+        "options": options.model_dump(),
+        "photo": {
+            "has_location": header.has_location,
+            "taken_at": header.taken_at,
+            "phash": inferred.phash,
+            "quality": inferred.figures.model_dump(),
+        },
+    }
+
+
 def _new_row(
-    request: AnalysisRequest,
-    owner: str,
-    source: str,
-    sha256: str,
-    key: str,
-    timings: dict[str, float],
+    request: AnalysisRequest, owner: str, sha256: str, key: str, timings: dict[str, float]
 ) -> AnalysisRow:
     return AnalysisRow(
         id=new_id(),
         created_at=dt.datetime.now(dt.timezone.utc),
         owner=owner,
         source_kind=request.source_kind,
-        source=source,
+        source=stored_source(request),
         image_sha256=sha256,
         cache_key=key,
         timings=timings,
     )
 
 
-async def _store(
-    row: AnalysisRow, services: Services, timings: dict[str, float], started: float
-) -> None:
+async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None:
     """Write `row` with its final timings, so that reading it later answers what the request
     answered: `total` runs until the write starts; the write's own time is the `store` stage of
     the metrics only (a row cannot hold how long its own commit took)."""
-    row.timings = {**timings, "total": round((time.perf_counter() - started) * 1000, 2)}
+    row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
     with _stage("store", {}):
-        await services.store.save(row)
+        await store.save(row)
 
 
 def _results(found: dict[str, ModelResult]) -> Results:
@@ -238,9 +287,10 @@ def _results(found: dict[str, ModelResult]) -> Results:
     return results.with_faces_linked()
 
 
-def _model_runs(found: dict[str, ModelResult], services: Services) -> dict[str, dict[str, object]]:
+def _model_runs(
+    found: dict[str, ModelResult], states: Mapping[str, ModelState]
+) -> dict[str, dict[str, object]]:
     """Per model: the Triton version, the weights it runs on and its latency, as stored."""
-    states = services.catalog.states
     return {
         name: {
             "version": states[name].version,

@@ -3,24 +3,15 @@ read stored analyses, list models."""
 
 from __future__ import annotations
 
-import dataclasses
 from contextlib import ExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from gateway import drawing, intake, rendering
+from gateway import intake, rendering
 from gateway.album import BatchAnswer, analyze_album
-from gateway.analysis import (
-    analyze,
-    analyze_keeping_photo,
-    fetch_image,
-    full_photo,
-    photo_memory,
-    plan_photo,
-    stored_analysis,
-)
+from gateway.analysis import analyze, stored_analysis
+from gateway.annotation import annotate
 from gateway.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.errors import NotFound, error_statuses
 from gateway.results import Analysis
@@ -94,24 +85,9 @@ async def annotate_image(
     (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
     with ExitStack() as slot:
         analysis_request = await intake.analysis_request(request, services, slot)
-        fetched_or_uploaded = analysis_request.data
-        if fetched_or_uploaded is None:
-            fetched_or_uploaded = (await fetch_image(analysis_request, services)).data
-            analysis_request = dataclasses.replace(analysis_request, data=fetched_or_uploaded)
-        # The full-size photo and its drawn copy are held until the JPEG is made; that share of
-        # the decode memory budget covers the analysis's own decode too.
-        plan = await plan_photo(fetched_or_uploaded, services)
-        async with photo_memory(services, plan, plan.memory + plan.output_bytes):
-            analysis, decoded = await analyze_keeping_photo(
-                analysis_request, services, owner, memory_held=True
-            )
-
-            def annotated(data: bytes) -> bytes:
-                photo = full_photo(data, decoded, services)
-                return drawing.jpeg(drawing.draw(photo.rgb, analysis.results, blur=blur_faces))
-
-            body = await run_in_threadpool(annotated, fetched_or_uploaded)
-    return Response(body, media_type="image/jpeg", headers={"X-Analysis-Id": analysis.id})
+        annotated = await annotate(analysis_request, services, owner, blur_faces)
+    headers = {"X-Analysis-Id": annotated.analysis_id}
+    return Response(annotated.jpeg, media_type="image/jpeg", headers=headers)
 
 
 @router.post(

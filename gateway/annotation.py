@@ -1,0 +1,51 @@
+"""`/v1/annotate`: an analysis, stored as usual, answered as its photo with the detections drawn
+on it (JPEG). The photo is decoded once, at full resolution, for the models and the drawing."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway import drawing
+from gateway.analysis import (
+    AnalysisRequest,
+    analyze_keeping_photo,
+    fetch_image,
+    full_photo,
+    photo_memory,
+    plan_photo,
+)
+from gateway.services import Services
+
+
+@dataclass(frozen=True)
+class AnnotatedPhoto:
+    jpeg: bytes
+    analysis_id: str
+
+
+async def annotate(
+    request: AnalysisRequest, services: Services, owner: str, blur_faces: bool
+) -> AnnotatedPhoto:
+    """The analysis of `request` for `owner` and its photo drawn; `blur_faces` blurs every face."""
+    data = request.data
+    if data is None:  # fetched once, for the analysis and the drawing
+        data = (await fetch_image(request, services)).data
+        request = dataclasses.replace(request, data=data)
+    # The full-size photo and its drawn copy are held until the JPEG is made; that share of the
+    # decode memory budget covers the analysis's own decode too.
+    plan = await plan_photo(data, services)
+    async with photo_memory(services, plan, plan.memory + plan.output_bytes):
+        analysed = await analyze_keeping_photo(
+            request, services, owner, memory_held=True, full_resolution=True
+        )
+
+        def drawn() -> bytes:
+            photo = full_photo(data, analysed.photo, services)  # decoded now if the store answered
+            results = analysed.analysis.results
+            return drawing.jpeg(drawing.draw(photo.rgb, results, blur=blur_faces))
+
+        jpeg = await run_in_threadpool(drawn)
+    return AnnotatedPhoto(jpeg, analysed.analysis.id)
