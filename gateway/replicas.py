@@ -66,7 +66,7 @@ class Replicas:
         target: str,
         connect: Callable[[str], Client],
         admin_key: str | None = None,
-        resolver: Resolver = resolve,
+        resolver: Resolver | None = None,
         probe_s: float = PROBE_S,
         resolve_s: float = RESOLVE_S,
     ) -> None:
@@ -74,7 +74,7 @@ class Replicas:
         self.target = parse_target(target)
         self._connect = connect
         self._admin_key = admin_key
-        self._resolver = resolver
+        self._resolver = resolver or resolve
         self.probe_s, self.resolve_s = probe_s, resolve_s
         self._replicas: dict[str, Replica] = {}
         self._turn = 0

@@ -22,8 +22,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from core.triton_admin import new_admin_key
+from gateway.main import create_app
+from gateway.replicas import RESOLVE_S
+from gateway.settings import Settings
 from tests.utils.ports import free_port
 from tests.utils.processes import processes, stubs_of
 from tests.utils.services import gateway_process, wait_until
@@ -225,6 +229,52 @@ def test_a_dead_stub_is_reloaded_on_its_replica_only(
     print(
         f"\nresnet50's stub killed on {sick.host}: reloaded there after {repaired:.1f} s; "
         f"answers meanwhile {dict(statuses)}"
+    )
+
+
+def test_a_replica_added_to_the_dns_answer_gets_work_within_a_minute(
+    replicas: list[Replica],
+    model_repository: Path,
+    admin_key: str,
+    jpeg: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The gateway in this process on `dns:///triton-replicas.test:8001`, whose getaddrinfo is
+    replaced by an answer the test changes (only that: the re-resolution every RESOLVE_S is the
+    gateway's own): the first Triton alone, then both, as a headless Service after a scale-up."""
+    first, added = replicas
+    answer = [first.grpc_address]
+
+    async def resolver(name: str, port: int) -> list[str]:
+        assert (name, port) == ("triton-replicas.test", 8001)
+        return list(answer)
+
+    monkeypatch.setattr("gateway.replicas.resolve", resolver)
+    settings = Settings(
+        triton_grpc_url="dns:///triton-replicas.test:8001",
+        triton_admin_key=admin_key,
+        model_repository=model_repository,
+        database_url=f"sqlite:///{tmp_path / 'analyses.db'}",
+        allowed_hosts=["testserver"],
+    )
+    with TestClient(create_app(settings)) as client:
+        before = added.inferences()
+        statuses = [analyze(client, jpeg).status_code for _ in range(4)]
+        assert statuses == [200] * 4 and added.inferences() == before
+        answer.append(added.grpc_address)
+        changed = time.monotonic()
+        wait_until(
+            lambda: (
+                analyze(client, jpeg).status_code == 200 and added.inferences(settle=False) > before
+            ),
+            RESOLVE_S + 30,
+            "work on the Triton added to the DNS answer",
+        )
+        joined = time.monotonic() - changed
+    assert joined < 60
+    print(
+        f"\na Triton added to the DNS answer got work in {joined:.1f} s (RESOLVE_S {RESOLVE_S:g})"
     )
 
 

@@ -57,3 +57,9 @@ def test_settings_refuse_a_bad_target_at_start(monkeypatch: pytest.MonkeyPatch) 
 
 def test_resolve_gives_sorted_addresses_with_the_port() -> None:
     assert asyncio.run(resolve("127.0.0.1", 8001)) == ["127.0.0.1:8001"]
+
+
+def test_resolve_asks_the_system_resolver_for_a_name() -> None:
+    """`dns:///localhost:8001` as the gateway resolves it: through getaddrinfo, /etc/hosts
+    included (::1 as well where the host lists it)."""
+    assert "127.0.0.1:8001" in asyncio.run(resolve("localhost", 8001))
