@@ -206,6 +206,6 @@ class Replicas:
         for task in list(self._retiring):
             task.cancel()  # _retire then closes at once
         await asyncio.gather(*self._retiring, return_exceptions=True)
+        await asyncio.gather(*(replica.repair.close() for replica in self.all))
         for replica in self.all:
-            await replica.repair.close()
             await replica.client.close()
