@@ -329,6 +329,12 @@ def test_kill_9_of_one_replica_under_load_moves_the_work_and_it_comes_back(
         killed = time.monotonic()
         other_before = other.inferences(settle=False)
         wait_until(lambda: replicas_gauge(gateway, "out") == 1, SHIFT_S, "the replica's exit")
+        ready = httpx.get(f"{gateway}/readyz", timeout=REQUEST_TIMEOUT_S)
+        assert ready.status_code == 200, ready.text  # the other serves every model
+        assert [(r["live"], r["in_rotation"]) for r in ready.json()["replicas"]] == [
+            (False, False),
+            (True, True),
+        ]
         wait_until(
             lambda: killed_one.server_pid() not in (None, old_pid) and killed_one.ready(),
             START_S,
