@@ -1,8 +1,9 @@
 """The Triton replicas behind the gateway's target, each analysis sent to the next one in turn.
 
 The target takes gRPC's own syntax: `host:port`, `ipv4:A:PORT,B:PORT` (or `ipv6:[A]:PORT,...`)
-and `dns:///name:port`. The gateway resolves it itself, keeps one gRPC client per address and
-hands each analysis the next replica in rotation (round robin per analysis, not per connection).
+and `dns:///name:port` (parsed in gateway/targets.py). The gateway resolves it itself, keeps one
+gRPC client per address and hands each analysis the next replica in rotation (round robin per
+analysis, not per connection).
 Why not gRPC's `round_robin` policy on one channel: gRPC re-resolves DNS only on connection
 events, so a Triton the autoscaler adds would wait for one; and a call on a shared channel does
 not say which replica answered, while repair (a stub's reload through the repository API) and
@@ -74,7 +75,7 @@ class Replicas:
         self.target = parse_target(target)
         self._connect = connect
         self._admin_key = admin_key
-        self._resolver = resolver or resolve
+        self._resolver = resolver or resolve  # looked up now: a test may replace the module's
         self.probe_s, self.resolve_s = probe_s, resolve_s
         self._replicas: dict[str, Replica] = {}
         self._turn = 0
