@@ -1,8 +1,9 @@
-"""Which models Triton serves right now, their versions and weight provenance, and the canary
-inference behind /readyz."""
+"""Which models the Triton replicas serve right now, their versions and weight provenance, and the
+canary inference behind /readyz."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,11 +19,15 @@ from gateway import metrics
 from gateway.decode import DecodedImage
 from gateway.errors import ModelUnavailable, PicmetricError
 from gateway.inference import MODELS, Call, ModelSpec, Options, run_models
+from gateway.replicas import Replica, Replicas
 
 log = logging.getLogger(__name__)
 
 CANARY_IMAGE = DecodedImage(np.full((64, 64, 3), 127, np.uint8), width=64, height=64)
 UNKNOWN_PROVENANCE = {"kind": "unknown"}
+# A check of a replica that takes longer finds it not live: a replica that does not answer must
+# not hold up /readyz or an analysis.
+CHECK_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -34,6 +39,27 @@ class ModelState:
     weights: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_PROVENANCE))
     cache_key: str | None = None
     input_size: int | None = None  # of a square `image` input
+
+
+@dataclass
+class ReplicaState:
+    """What one Triton replica said at the last refresh."""
+
+    replica: Replica
+    live: bool
+    models: dict[str, ModelState]
+
+    def serves_all(self) -> bool:
+        return self.live and all(state.ready for state in self.models.values())
+
+    def report(self) -> dict[str, Any]:
+        """As /readyz reports it."""
+        return {
+            "address": self.replica.address,
+            "in_rotation": self.replica.in_rotation,
+            "live": self.live,
+            "models": {name: state.ready for name, state in self.models.items()},
+        }
 
 
 def square_input_size(metadata: dict[str, Any]) -> int | None:
@@ -60,29 +86,43 @@ class ModelCatalog:
         self.repository = repository
         self.states = {name: ModelState(name, spec.triton_model) for name, spec in MODELS.items()}
         self.live = False
+        self.replicas: list[ReplicaState] = []
         self.last_canary: float | None = None
 
-    async def refresh(self, client: grpcclient.InferenceServerClient) -> None:
-        try:
-            self.live = bool(await client.is_server_live())
-        except InferenceServerException:
-            self.live = False
+    async def refresh(self, replicas: Replicas) -> None:
+        """Ask every replica; a model is ready when a replica in rotation serves it (any replica,
+        when none is in rotation)."""
+        self.replicas = list(await asyncio.gather(*(self._replica(r) for r in replicas.all)))
+        pool = [r for r in self.replicas if r.replica.in_rotation] or self.replicas
+        self.live = any(r.live for r in self.replicas)
         for name, spec in MODELS.items():
-            state = (
-                await self._state(client, spec)
-                if self.live
-                else ModelState(name, spec.triton_model)
-            )
-            self.states[name] = state
-            metrics.MODEL_READY.labels(name).set(int(state.ready))
+            serving = [r.models[name] for r in pool if r.models[name].ready]
+            self.states[name] = serving[0] if serving else ModelState(name, spec.triton_model)
+            metrics.MODEL_READY.labels(name).set(int(self.states[name].ready))
         metrics.TRITON_LIVE.set(int(self.live))
+
+    async def _replica(self, replica: Replica) -> ReplicaState:
+        client = replica.client
+        try:
+            live = bool(await client.is_server_live(client_timeout=CHECK_TIMEOUT_S))
+        except InferenceServerException:
+            live = False
+        models = {
+            name: await self._state(client, spec) if live else ModelState(name, spec.triton_model)
+            for name, spec in MODELS.items()
+        }
+        return ReplicaState(replica, live, models)
 
     async def _state(self, client: grpcclient.InferenceServerClient, spec: ModelSpec) -> ModelState:
         state = ModelState(spec.name, spec.triton_model)
         try:
-            state.ready = bool(await client.is_model_ready(spec.triton_model))
+            state.ready = bool(
+                await client.is_model_ready(spec.triton_model, client_timeout=CHECK_TIMEOUT_S)
+            )
             if state.ready:
-                metadata = await client.get_model_metadata(spec.triton_model, as_json=True)
+                metadata = await client.get_model_metadata(
+                    spec.triton_model, as_json=True, client_timeout=CHECK_TIMEOUT_S
+                )
                 state.version = max(metadata.get("versions", ["1"]), key=int)
                 state.input_size = square_input_size(metadata)
         except InferenceServerException:
@@ -96,14 +136,12 @@ class ModelCatalog:
     def ready_models(self) -> list[str]:
         return [name for name, state in self.states.items() if state.ready]
 
-    async def specs_for(
-        self, client: grpcclient.InferenceServerClient, names: list[str] | None
-    ) -> list[ModelSpec]:
+    async def specs_for(self, replicas: Replicas, names: list[str] | None) -> list[ModelSpec]:
         """The requested models (None: every ready one), refreshing from Triton when one is not
         known to be ready yet."""
         wanted = names or self.ready_models()
         if not wanted or any(not self.states[name].ready for name in wanted):
-            await self.refresh(client)
+            await self.refresh(replicas)
             wanted = names or self.ready_models()
         if not wanted:
             raise ModelUnavailable("No model is ready on Triton; try again shortly.")

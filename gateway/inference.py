@@ -1,6 +1,6 @@
 """The three models through Triton's asyncio gRPC client: client-side preparation, the call, and
-the answer as typed results (`gateway.results`). One client per process; models run concurrently
-per request."""
+the answer as typed results (`gateway.results`). One client per Triton replica
+(`gateway.replicas`); an analysis's models run concurrently on one replica."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ READY_POLL_S = 0.25  # how often a retry asks whether a Triton is ready again
 
 @dataclass(frozen=True)
 class Call:
-    """What every Triton call needs: the process's client, the deadline, and the model
-    repository (for label files that Triton does not apply itself)."""
+    """What every Triton call needs: the client of the replica it goes to, the deadline, and the
+    model repository (for label files that Triton does not apply itself)."""
 
     client: Client
     timeout: float
@@ -54,6 +54,10 @@ class Call:
     # A call that finds Triton going away waits this long at most (within `timeout`) for the
     # model to be ready again, on this Triton or another, and is retried once; 0: no retry.
     retry_wait: float = 0.0
+    # Told after each call whether its Triton answered at all (False: UNAVAILABLE, e.g. refused).
+    on_reached: Callable[[bool], None] | None = None
+    # The Call a retry after "going away" uses (another replica's); None: this one again.
+    failover: Callable[[], Call] | None = None
 
 
 @dataclass(frozen=True)
@@ -264,14 +268,30 @@ async def _model_ready(call: Call, model: str, seconds: float) -> bool:
         await asyncio.sleep(min(READY_POLL_S, remaining))
 
 
+async def _attempt(
+    spec: ModelSpec, call: Call, prepared: Prepared, options: Options
+) -> Sequence[Detection]:
+    """One call of the model, its replica told whether Triton answered."""
+    try:
+        detections = await spec.infer(call, prepared, options)
+    except InferenceServerException as exc:
+        if call.on_reached is not None:
+            call.on_reached("UNAVAILABLE" not in str(exc.status() or ""))
+        raise
+    if call.on_reached is not None:
+        call.on_reached(True)
+    return detections
+
+
 async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Options) -> ModelResult:
     """One model's call. When Triton answers that it is going away, the call waits (bounded by
-    `call.retry_wait` and its own deadline) until the model is ready again and is retried once;
-    a retry is logged and counted in picmetric_triton_retries_total."""
+    `call.retry_wait` and its own deadline) until the model is ready again, on another replica
+    when there is one (`call.failover`), and is retried once there; a retry is logged and counted
+    in picmetric_triton_retries_total."""
     started = time.perf_counter()
     deadline = time.monotonic() + call.timeout
     try:
-        detections = await spec.infer(call, prepared, options)
+        detections = await _attempt(spec, call, prepared, options)
     except InferenceServerException as exc:
         if call.retry_wait <= 0 or not going_away(exc):
             raise _mapped(spec, call, exc) from exc
@@ -281,17 +301,18 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
 
     wait = max(0.0, min(call.retry_wait, deadline - time.monotonic()))
     log.warning("%s: Triton is going away (%s); retrying once", spec.name, _message(first))
-    if not await _model_ready(call, spec.triton_model, wait):
+    other = call.failover() if call.failover is not None else call
+    if not await _model_ready(other, spec.triton_model, wait):
         metrics.TRITON_RETRIES.labels(spec.name, "no_ready_triton").inc()
         log.warning("%s: no Triton was ready within %.1f s; not retried", spec.name, wait)
         raise _mapped(spec, call, first) from first
-    retry = dataclasses.replace(call, timeout=max(deadline - time.monotonic(), READY_POLL_S))
+    retry = dataclasses.replace(other, timeout=max(deadline - time.monotonic(), READY_POLL_S))
     try:
-        detections = await spec.infer(retry, prepared, options)
+        detections = await _attempt(spec, retry, prepared, options)
     except InferenceServerException as exc:
         metrics.TRITON_RETRIES.labels(spec.name, "failed").inc()
         log.warning("%s: the retry failed too (%s)", spec.name, _message(exc))
-        raise _mapped(spec, call, exc) from exc
+        raise _mapped(spec, retry, exc) from exc
     metrics.TRITON_RETRIES.labels(spec.name, "served").inc()
     log.info("%s: the retry was served", spec.name)
     return ModelResult(detections, time.perf_counter() - started)

@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
             prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)
         app.state.services = services
+        await services.start()
         await services.catalog.refresh(services.triton)
         log.info(
             "Gateway ready; Triton at %s, models ready: %s",

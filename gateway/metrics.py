@@ -60,3 +60,9 @@ TRITON_RETRIES = Counter(
     "retry worked; failed: it failed too; no_ready_triton: no Triton was ready in time)",
     ["model", "outcome"],
 )
+TRITON_REPLICAS = Gauge(
+    "picmetric_triton_replicas",
+    "Triton replicas the target resolves to, by state (in_rotation: analyses go to it; out: it "
+    "failed to answer several calls in a row and is probed until it answers)",
+    ["state"],
+)

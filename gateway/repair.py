@@ -51,8 +51,10 @@ class ModelRepair:
         interval_s: float = REPAIR_INTERVAL_S,
         load_timeout_s: float = LOAD_TIMEOUT_S,
         admin_key: str | None = None,
+        replica: str = "",
     ) -> None:
         self.client = client
+        self.where = f" at {replica}" if replica else ""  # in logs: which replica is reloaded
         self.headers = grpc_admin_headers(admin_key)
         self.interval_s = interval_s
         self.load_timeout_s = load_timeout_s
@@ -67,7 +69,9 @@ class ModelRepair:
         if model in self._running or (started is not None and now - started < self.interval_s):
             return False
         self._started[model] = now
-        log.warning("Model %s is unhealthy (%s); reloading it through Triton", model, reason)
+        log.warning(
+            "Model %s is unhealthy (%s); reloading it through Triton%s", model, reason, self.where
+        )
         task = asyncio.get_running_loop().create_task(self._reload(model))
         self._running[model] = task
         task.add_done_callback(lambda _: self._running.pop(model, None))
@@ -120,7 +124,10 @@ class ModelRepair:
                 continue
             metrics.MODEL_REPAIRS.labels(model, "reloaded").inc()
             log.info(
-                "Model %s was reloaded through Triton in %.1f s", model, time.monotonic() - started
+                "Model %s was reloaded through Triton%s in %.1f s",
+                model,
+                self.where,
+                time.monotonic() - started,
             )
             return
 

@@ -1,8 +1,9 @@
-"""The long-lived clients one gateway process shares: Triton, HTTP, S3, the store, the catalog,
-the admission limiter and the model repair."""
+"""The long-lived clients one gateway process shares: the Triton replicas (each with its model
+repair), HTTP, S3, the store, the catalog and the admission limiter."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
 from gateway.ratelimit import RateLimiter
-from gateway.repair import ModelRepair
+from gateway.replicas import Replica, Replicas
 from gateway.settings import Settings
 from gateway.storage import AnalysisStore
 
@@ -40,14 +41,13 @@ TRITON_CHANNEL = [
 @dataclass
 class Services:
     settings: Settings
-    triton: grpcclient.InferenceServerClient
+    triton: Replicas
     http: httpx.AsyncClient
     s3: Any
     store: AnalysisStore
     catalog: ModelCatalog
     admission: AdmissionLimiter
     decode_memory: MemoryBudget
-    repair: ModelRepair
     rate_limiter: RateLimiter | None
 
     @classmethod
@@ -57,8 +57,10 @@ class Services:
             read_timeout=settings.s3_timeout_s,
             retries={"max_attempts": 2},
         )
-        triton = grpcclient.InferenceServerClient(
-            settings.triton_grpc_url, channel_args=TRITON_CHANNEL
+        triton = Replicas(
+            settings.triton_grpc_url,
+            lambda address: grpcclient.InferenceServerClient(address, channel_args=TRITON_CHANNEL),
+            admin_key=settings.triton_admin_key,
         )
         return cls(
             settings=settings,
@@ -74,35 +76,41 @@ class Services:
             catalog=ModelCatalog(settings.model_repository),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
             decode_memory=MemoryBudget(settings.decode_memory_bytes, MEMORY_WAIT_S),
-            repair=ModelRepair(triton, admin_key=settings.triton_admin_key),
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
             if settings.redis_url
             else None,
         )
 
-    def call(self) -> Call:
+    async def start(self) -> None:
+        """What needs the event loop: resolving the Triton target and watching its replicas."""
+        await self.triton.start()
+
+    def call(self, replica: Replica | None = None) -> Call:
+        """A Call on `replica`, by default the next one in rotation."""
+        replica = replica or self.triton.next()
         sizes = {
             name: state.input_size
             for name, state in self.catalog.states.items()
             if state.input_size is not None
         }
         return Call(
-            self.triton,
+            replica.client,
             self.settings.triton_timeout_s,
             self.settings.model_repository,
             sizes,
-            on_dead_stub=self.dead_stub,
+            on_dead_stub=functools.partial(self.dead_stub, replica),
             retry_wait=self.settings.triton_retry_wait_s,
+            on_reached=functools.partial(self.triton.reached, replica),
+            failover=lambda: self.call(self.triton.next(exclude=replica)),
         )
 
-    def dead_stub(self, triton_model: str, reason: str) -> None:
-        """A call found a Triton model's Python stub dead: reload the model, and let /readyz run
-        its canary again rather than trust the last one."""
+    def dead_stub(self, replica: Replica, triton_model: str, reason: str) -> None:
+        """A call found a Triton model's Python stub dead on `replica`: reload the model there, and
+        let /readyz run its canary again rather than trust the last one."""
         self.catalog.last_canary = None
-        self.repair.request(triton_model, reason)
+        replica.repair.request(triton_model, reason)
 
     async def close(self) -> None:
-        await self.repair.close()
         await self.triton.close()
         await self.http.aclose()
         self.store.dispose()

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.paths import MODEL_REPOSITORY
+from gateway.targets import parse_target
 
 MiB = 1 << 20
 
@@ -26,6 +27,8 @@ def _parse_limit(value: str) -> None:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
 
+    # gRPC target syntax (gateway/targets.py): HOST:PORT, ipv4:A:PORT,B:PORT or dns:///NAME:PORT;
+    # analyses go to the replicas in turn (gateway/replicas.py).
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(30.0, gt=0)
     # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
@@ -124,6 +127,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("triton_grpc_url")
+    @classmethod
+    def _triton_target(cls, value: str) -> str:
+        parse_target(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

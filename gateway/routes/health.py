@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Response
@@ -22,17 +23,26 @@ async def read_health() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "not ready"}})
 async def read_readiness(services: ServicesDep) -> JSONResponse:
-    """Ready when Triton is live, every model is ready and a recent canary inference worked."""
+    """Ready while at least one Triton replica serves every model and a recent canary inference
+    worked; the body reports each replica."""
     catalog = services.catalog
     await catalog.refresh(services.triton)
-    models = {name: state.ready for name, state in catalog.states.items()}
+    serving = [state for state in catalog.replicas if state.serves_all()]
     fresh = catalog.last_canary is not None and (
         time.monotonic() - catalog.last_canary < services.settings.canary_max_age_s
     )
-    if catalog.live and all(models.values()) and not fresh:
-        fresh = await catalog.canary(services.call())
-    ready = catalog.live and all(models.values()) and fresh
-    body = {"ready": ready, "triton_live": catalog.live, "models": models, "canary_ok": fresh}
+    if serving and not fresh:
+        # On every serving replica: a dead stub on one is found (and repaired) there.
+        calls = [services.call(state.replica) for state in serving]
+        fresh = any(await asyncio.gather(*(catalog.canary(call) for call in calls)))
+    ready = bool(serving) and fresh
+    body = {
+        "ready": ready,
+        "triton_live": catalog.live,
+        "models": {name: state.ready for name, state in catalog.states.items()},
+        "canary_ok": fresh,
+        "replicas": [state.report() for state in catalog.replicas],
+    }
     headers = {} if ready else RETRY_AFTER
     return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 

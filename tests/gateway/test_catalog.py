@@ -13,6 +13,7 @@ from tritonclient.utils import InferenceServerException
 from core.models import OFFERED_MODELS
 from gateway.catalog import ModelCatalog, square_input_size
 from gateway.inference import Call
+from gateway.replicas import Replicas
 from picmetric.triton_server import TritonServer
 
 
@@ -55,3 +56,48 @@ def test_canary_is_not_retried_so_readiness_answers_promptly(tmp_path: Path) -> 
     call = Call(client=triton, timeout=5.0, repository=tmp_path, retry_wait=5.0)  # type: ignore[arg-type]
     assert asyncio.run(catalog.canary(call)) is False
     assert triton.calls == 1 and catalog.last_canary is None
+
+
+class PartialTriton:
+    """A live Triton that serves only `models` (None: not reachable)."""
+
+    def __init__(self, address: str, models: set[str] | None) -> None:
+        self.address, self.models = address, models
+
+    async def is_server_live(self, **kwargs: object) -> bool:
+        if self.models is None:
+            raise InferenceServerException("failed to connect", "StatusCode.UNAVAILABLE")
+        return True
+
+    async def is_model_ready(self, model: str, **kwargs: object) -> bool:
+        return model in (self.models or set())
+
+    async def get_model_metadata(self, model: str, **kwargs: object) -> dict[str, object]:
+        return {"versions": ["1"], "inputs": []}
+
+
+def _refreshed(tmp_path: Path, served: dict[str, set[str] | None]) -> ModelCatalog:
+    replicas = Replicas(
+        "ipv4:" + ",".join(served),
+        lambda address: PartialTriton(address, served[address]),  # type: ignore[arg-type, return-value]
+    )
+    catalog = ModelCatalog(tmp_path)
+    asyncio.run(catalog.refresh(replicas))
+    return catalog
+
+
+def test_catalog_reports_each_replica_and_needs_one_serving_every_model(tmp_path: Path) -> None:
+    """A model is ready when some replica serves it; /readyz needs one replica serving all."""
+    split = _refreshed(
+        tmp_path, {"10.0.0.1:8001": {"resnet50"}, "10.0.0.2:8001": {"yolov3", "mtcnn"}}
+    )
+    assert split.ready_models() == ["resnet50", "yolov3", "mtcnn"]
+    assert not any(state.serves_all() for state in split.replicas)
+    whole = _refreshed(tmp_path, {"10.0.0.1:8001": None, "10.0.0.2:8001": set(OFFERED_MODELS)})
+    assert [state.serves_all() for state in whole.replicas] == [False, True]
+    assert whole.live and whole.replicas[0].report() == {
+        "address": "10.0.0.1:8001",
+        "in_rotation": True,
+        "live": False,
+        "models": dict.fromkeys(OFFERED_MODELS, False),
+    }
