@@ -25,6 +25,7 @@ from core.paths import MODEL_REPOSITORY
 from core.preprocessing import Letterbox, letterbox
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
+from tests.utils.yolov3 import ensemble_inputs
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 STEPS = ("yolov3_backbone", "yolov3_postprocess")
@@ -34,14 +35,7 @@ def triton_infer(grpc_url: str) -> Callable[[tuple[np.ndarray, Letterbox]], obje
     client = grpcclient.InferenceServerClient(grpc_url)
 
     def infer(item: tuple[np.ndarray, Letterbox]) -> object:
-        image, geometry = item
-        inputs = [
-            grpcclient.InferInput("image", [1, *image.shape], "UINT8"),
-            grpcclient.InferInput("image_shape", [1, 2], "INT32"),
-        ]
-        inputs[0].set_data_from_numpy(image[None])
-        inputs[1].set_data_from_numpy(np.array([[geometry.height, geometry.width]], np.int32))
-        return client.infer("yolov3", inputs).as_numpy("boxes")
+        return client.infer("yolov3", ensemble_inputs(*item)).as_numpy("boxes")
 
     return infer
 
