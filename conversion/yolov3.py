@@ -23,7 +23,7 @@ from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
 from conversion.yolov3_options import CFGS
-from core.model_config import CONFIG_FILE, ModelConfig, read_config, write_config
+from core.model_config import CONFIG_FILE, ModelConfig, update_config
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
 
@@ -199,10 +199,7 @@ def set_input_size(repository: Path, size: int, candidates: int) -> None:
         path = repository / model / CONFIG_FILE
         if not path.exists():  # a scratch repository with the backbone only
             continue
-        config = read_config(path)
-        new = sized(config, size, candidates)
-        if new != config:
-            write_config(path, new)
+        if update_config(path, lambda config: sized(config, size, candidates)):
             log.warning(
                 "Set the input size in %s to %d (%d candidate boxes)", path, size, candidates
             )
