@@ -24,6 +24,7 @@ from conversion import export as export_lib
 from conversion import weights as weights_lib
 from conversion.yolov3_options import CFGS
 from core.model_config import CONFIG_FILE, ModelConfig, update_config
+from core.models import COCO_NAMES
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "yolov3_backbone"
 DATA_DIR = Path(__file__).resolve().parent / "data"
-CLASS_NAMES = MODEL_REPOSITORY / "yolov3" / "coco_names.txt"
 CANONICAL = {
     "yolov3.cfg": weights_lib.CanonicalWeights(
         url="https://pjreddie.com/media/files/yolov3.weights",
@@ -58,7 +58,7 @@ def cfg_path(cfg: str) -> Path:
 
 
 def class_names() -> list[str]:
-    return CLASS_NAMES.read_text().splitlines()
+    return (MODEL_REPOSITORY / COCO_NAMES).read_text().splitlines()
 
 
 def calibration_image(size: int) -> np.ndarray:
@@ -119,7 +119,7 @@ def load(
     names = class_names()
     if network.classes != len(names):
         raise darknet.DarknetError(
-            f"{cfg.name} has {network.classes} classes, {CLASS_NAMES.name} lists {len(names)}."
+            f"{cfg.name} has {network.classes} classes, {COCO_NAMES.name} lists {len(names)}."
         )
     return network, darknet.read_weights(weights.path, network)
 
