@@ -79,14 +79,17 @@ def raw_networks(
     photos: dict[str, np.ndarray], repository: Path, repeats: int
 ) -> list[tuple[str, str, float, float]]:
     """(network, input, GFLOP per run, median seconds) under ONNX Runtime."""
-    params = cascade().Parameters()
+    mtcnn_pyramid = cascade("pyramid")
+    params = cascade("parameters").Parameters()
     first = next(iter(photos.values()))
     batches: list[tuple[str, str, list[np.ndarray]]] = []
     for size, photo in photos.items():
         height, width = photo.shape[:2]
-        scales = cascade().pyramid_scales(height, width, params.min_face_size, params.scale_factor)
-        levels = [cascade().level_size(height, width, s) for s in scales]
-        pyramid = [level[None] for level in cascade().pyramid(photo, scales)]
+        scales = mtcnn_pyramid.pyramid_scales(
+            height, width, params.min_face_size, params.scale_factor
+        )
+        levels = [mtcnn_pyramid.level_size(height, width, s) for s in scales]
+        pyramid = [level[None] for level in mtcnn_pyramid.pyramid(photo, scales)]
         label = f"{size}: {len(levels)} levels, {levels[0][1]}x{levels[0][0]} to " + (
             f"{levels[-1][1]}x{levels[-1][0]}"
         )
@@ -127,7 +130,7 @@ def cascade_split(
     the numpy pyramid made alone, one level after another."""
     import asyncio
 
-    mc = cascade()
+    mtcnn_cascade, mtcnn_pyramid = cascade("cascade"), cascade("pyramid")
     models = ("mtcnn_pnet", "mtcnn_pyramid_pnet", "mtcnn_rnet", "mtcnn_onet")
     sessions = {
         name: ort.InferenceSession(str(repository / name / "1" / "model.onnx")) for name in models
@@ -140,24 +143,26 @@ def cascade_split(
         in_networks[0] += time.perf_counter() - started
         return dict(zip(outputs, result, strict=True))
 
-    params = mc.Parameters()
+    params = cascade("parameters").Parameters()
     split = {}
     for size, photo in photos.items():
-        scales = mc.pyramid_scales(*photo.shape[:2], params.min_face_size, params.scale_factor)
+        scales = mtcnn_pyramid.pyramid_scales(
+            *photo.shape[:2], params.min_face_size, params.scale_factor
+        )
         for pyramid in ("numpy", "graph"):
             log(f"cascade in-process: {size}, pyramid made in {pyramid}")
             in_graph = pyramid == "graph"
             samples: dict[str, list[float]] = defaultdict(list)
-            asyncio.run(mc.detect_faces(photo, params, infer, 1024, in_graph))  # warm-up
+            asyncio.run(mtcnn_cascade.detect_faces(photo, params, infer, 1024, in_graph))  # warm-up
             for _ in range(repeats):
                 in_networks[0] = 0.0
                 started = time.perf_counter()
-                asyncio.run(mc.detect_faces(photo, params, infer, 1024, in_graph))
+                asyncio.run(mtcnn_cascade.detect_faces(photo, params, infer, 1024, in_graph))
                 samples["cascade"].append(time.perf_counter() - started)
                 samples["networks"].append(in_networks[0])
                 if not in_graph:
                     started = time.perf_counter()
-                    mc.pyramid(photo, scales)
+                    mtcnn_pyramid.pyramid(photo, scales)
                     samples["pyramid"].append(time.perf_counter() - started)
             split[size, pyramid] = {k: statistics.median(v) for k, v in samples.items()}
     return split

@@ -10,23 +10,17 @@ ratios, not the absolute numbers.
 
 from __future__ import annotations
 
-import argparse
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import tritonclient.grpc as grpcclient
 
-from benchmarks._throughput import items_per_second
-from conversion.samples import sample_photos
-from core.paths import MODEL_REPOSITORY
+from benchmarks._throughput import compare_with_onnxruntime, items_per_second
 from core.preprocessing import Letterbox, letterbox
-from picmetric.triton_server import TritonPorts, TritonServer
-from tests.utils.ports import free_port
+from tests.utils.yolov3 import ensemble_inputs
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 STEPS = ("yolov3_backbone", "yolov3_postprocess")
 
 
@@ -34,14 +28,7 @@ def triton_infer(grpc_url: str) -> Callable[[tuple[np.ndarray, Letterbox]], obje
     client = grpcclient.InferenceServerClient(grpc_url)
 
     def infer(item: tuple[np.ndarray, Letterbox]) -> object:
-        image, geometry = item
-        inputs = [
-            grpcclient.InferInput("image", [1, *image.shape], "UINT8"),
-            grpcclient.InferInput("image_shape", [1, 2], "INT32"),
-        ]
-        inputs[0].set_data_from_numpy(image[None])
-        inputs[1].set_data_from_numpy(np.array([[geometry.height, geometry.width]], np.int32))
-        return client.infer("yolov3", inputs).as_numpy("boxes")
+        return client.infer("yolov3", ensemble_inputs(*item)).as_numpy("boxes")
 
     return infer
 
@@ -58,40 +45,40 @@ def compute_ns(grpc_url: str) -> dict[str, int]:
         return totals
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
-    parser.add_argument("--requests", type=int, default=32)
-    args = parser.parse_args()
-    photos = [letterbox(p) for p in sample_photos(PHOTOS).values()]
-    images = [photos[i % len(photos)] for i in range(args.requests)]
+def raw_infer(repository: Path) -> Callable[[tuple[np.ndarray, Letterbox]], object]:
     session = ort.InferenceSession(
-        str(args.repository / "yolov3_backbone" / "1" / "model.onnx"),
+        str(repository / "yolov3_backbone" / "1" / "model.onnx"),
         providers=["CPUExecutionProvider"],
     )
 
     def raw(item: tuple[np.ndarray, Letterbox]) -> object:
         return session.run(["boxes", "scores"], {"image": item[0][None]})
 
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    started = time.perf_counter()
-    with TritonServer(args.repository, ports) as server:
-        print(f"Triton start-up: {time.perf_counter() - started:.1f} s")
-        print(
-            "concurrency  onnxruntime img/s  yolov3 ensemble img/s  ensemble/onnxruntime"
-            "  postprocess share"
-        )
-        for workers in (1, 4):
-            direct = items_per_second(raw, images, workers)
-            before = compute_ns(server.grpc_url)
-            served = items_per_second(triton_infer(server.grpc_url), images, workers)
-            after = compute_ns(server.grpc_url)
-            spent = {model: after[model] - before[model] for model in STEPS}
-            share = spent["yolov3_postprocess"] / max(1, sum(spent.values()))
-            print(
-                f"{workers:>11}  {direct:>17.2f}  {served:>21.2f}  {served / direct:>20.2f}"
-                f"  {share:>17.1%}"
-            )
+    return raw
+
+
+def served(
+    grpc_url: str, images: Sequence[tuple[np.ndarray, Letterbox]], workers: int
+) -> tuple[float, list[str]]:
+    """Images/s through the ensemble, and the postprocess's share of the steps' compute time."""
+    before = compute_ns(grpc_url)
+    rate = items_per_second(triton_infer(grpc_url), images, workers)
+    after = compute_ns(grpc_url)
+    spent = {model: after[model] - before[model] for model in STEPS}
+    share = spent["yolov3_postprocess"] / max(1, sum(spent.values()))
+    return rate, [f"{share:.1%}"]
+
+
+def main() -> None:
+    compare_with_onnxruntime(
+        __doc__,
+        requests=32,
+        concurrencies=(1, 4),
+        prepare=letterbox,
+        raw=raw_infer,
+        served=served,
+        columns=("yolov3 ensemble img/s", "ensemble/onnxruntime", "postprocess share"),
+    )
 
 
 if __name__ == "__main__":

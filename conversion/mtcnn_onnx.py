@@ -66,56 +66,86 @@ def build(
     layers = list(model.layers)
     trunk, heads = layers[: -len(outputs)], layers[-len(outputs) :]
     g = Graph()
-    x = _area_resize(g) if area_resize else "image"
-    keras_order = False  # True once a Permute has put the axes in Keras' own order
-    normalise = True  # the first convolution takes the normalisation
-    i = 0
-    while i < len(trunk):
-        layer, kind = trunk[i], _kind(trunk[i])
-        following = [_kind(later) for later in trunk[i + 1 : i + 3]]
-        if kind == "Conv2D" and following == ["PReLU", "MaxPooling2D"]:
-            x = _conv_prelu_pool(g, x, layer, trunk[i + 1], trunk[i + 2], normalise)
-            normalise = False
-            i += 3
-            continue
-        if kind == "Conv2D":
-            x = _conv(g, x, *_conv_weights(layer, normalise), layer)
-            normalise = False
+    x = _trunk(g, _area_resize(g) if area_resize else "image", trunk, name)
+    for head, output in zip(heads, outputs, strict=True):
+        _head(g, x, head, output)
+    return g.model(
+        name, _input_infos(input_size, area_resize), _output_infos(heads, outputs, area_resize)
+    )
+
+
+def _trunk(g: Graph, x: str, trunk: list[Any], name: str) -> str:
+    """The trunk's layers on `x`, step by step (`_steps`); the first convolution takes the
+    normalisation."""
+    first_conv = next((layer for layer in trunk if _kind(layer) == "Conv2D"), None)
+    permuted = False  # True once a Permute has put the axes in Keras' own order
+    for step in _steps(trunk):
+        layer, kind = step[0], _kind(step[0])
+        if len(step) == 3:
+            x = _conv_prelu_pool(g, x, *step, normalise=layer is first_conv)
+        elif kind == "Conv2D":
+            x = _conv(g, x, *_conv_weights(layer, layer is first_conv), layer)
         elif kind == "PReLU":
             x = _prelu(g, x, layer)
         elif kind == "MaxPooling2D":
             x = _pool(g, x, layer)
         elif kind == "Permute":
             x = g.op("Transpose", [x], perm=[0, *(_NCHW_AXIS[a] for a in layer.dims)])
-            keras_order = True
+            permuted = True
         elif kind == "Flatten":
-            if not keras_order:  # Keras flattens height, width, channels
-                x = g.op("Transpose", [x], perm=[0, 2, 3, 1])
-            x = g.op("Flatten", [x], axis=1)
+            x = _flatten(g, x, permuted)
         elif kind == "Dense":
             x = _dense(g, x, *_dense_weights(layer))
         else:
             raise ValueError(f"{name}: no ONNX translation for Keras layer {kind} ({layer.name}).")
-        i += 1
-    spatial = all(_kind(head) == "Conv2D" for head in heads)  # PNet: maps, not rows
-    for head, output in zip(heads, outputs, strict=True):
-        _head(g, x, head, output)
+    return x
+
+
+def _steps(trunk: list[Any]) -> list[tuple[Any, ...]]:
+    """The trunk's layers in order, one step each, except a convolution followed by a PReLU and
+    a max-pool: those three are one step (`_conv_prelu_pool`)."""
+    fused = ["Conv2D", "PReLU", "MaxPooling2D"]
+    steps: list[tuple[Any, ...]] = []
+    rest = trunk
+    while rest:
+        size = len(fused) if [_kind(layer) for layer in rest[: len(fused)]] == fused else 1
+        steps.append(tuple(rest[:size]))
+        rest = rest[size:]
+    return steps
+
+
+def _flatten(g: Graph, x: str, permuted: bool) -> str:
+    """NCHW maps to rows in Keras' order: height, width, channels, unless a Permute has already
+    put the axes in the order Keras flattens."""
+    if not permuted:
+        x = g.op("Transpose", [x], perm=[0, 2, 3, 1])
+    return g.op("Flatten", [x], axis=1)
+
+
+def _input_infos(input_size: int | None, area_resize: bool) -> list[onnx.ValueInfoProto]:
+    """The graph's inputs: `image` FP32 [batch, 3, side, side] (any height and width without
+    `input_size`), or with `area_resize` those of `_area_resize`."""
     side: list[str | int] = ["height", "width"] if input_size is None else [input_size] * 2
-    batch: str | int = 1 if area_resize else "batch"
-    shapes: list[list[str | int]] = [
-        [batch, _units(head), "rows", "columns"] if spatial else [batch, _units(head)]
-        for head in heads
-    ]
     plain = {"image": (TensorProto.FLOAT, ["batch", 3, *side])}
     inputs = AREA_RESIZE_INPUTS if area_resize else plain
-    return g.model(
-        name,
-        [helper.make_tensor_value_info(n, kind, shape) for n, (kind, shape) in inputs.items()],
-        [
-            helper.make_tensor_value_info(output, TensorProto.FLOAT, shape)
-            for output, shape in zip(outputs, shapes, strict=True)
-        ],
-    )
+    return [helper.make_tensor_value_info(n, kind, shape) for n, (kind, shape) in inputs.items()]
+
+
+def _output_infos(
+    heads: list[Any], outputs: tuple[str, ...], area_resize: bool
+) -> list[onnx.ValueInfoProto]:
+    """The heads' outputs, FP32: maps [batch, units, rows, columns] when every head is a
+    convolution (PNet), rows [batch, units] otherwise; the batch is 1 behind the area resize."""
+    spatial = all(_kind(head) == "Conv2D" for head in heads)
+    batch: str | int = 1 if area_resize else "batch"
+    return [
+        helper.make_tensor_value_info(
+            output,
+            TensorProto.FLOAT,
+            [batch, _units(head), "rows", "columns"] if spatial else [batch, _units(head)],
+        )
+        for head, output in zip(heads, outputs, strict=True)
+    ]
 
 
 # The inputs of `_area_resize`: name to (ONNX type, shape).

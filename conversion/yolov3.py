@@ -23,7 +23,8 @@ from conversion import darknet, darknet_onnx, onnx_graph, samples
 from conversion import export as export_lib
 from conversion import weights as weights_lib
 from conversion.yolov3_options import CFGS
-from core.model_config import CONFIG_FILE, ModelConfig, read_config, write_config
+from core.model_config import CONFIG_FILE, ModelConfig, update_config
+from core.models import COCO_NAMES
 from core.paths import MODEL_REPOSITORY
 from core.preprocessing import YOLOV3_INPUT_SIZE, letterbox
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "yolov3_backbone"
 DATA_DIR = Path(__file__).resolve().parent / "data"
-CLASS_NAMES = MODEL_REPOSITORY / "yolov3" / "coco_names.txt"
 CANONICAL = {
     "yolov3.cfg": weights_lib.CanonicalWeights(
         url="https://pjreddie.com/media/files/yolov3.weights",
@@ -58,7 +58,7 @@ def cfg_path(cfg: str) -> Path:
 
 
 def class_names() -> list[str]:
-    return CLASS_NAMES.read_text().splitlines()
+    return (MODEL_REPOSITORY / COCO_NAMES).read_text().splitlines()
 
 
 def calibration_image(size: int) -> np.ndarray:
@@ -119,7 +119,7 @@ def load(
     names = class_names()
     if network.classes != len(names):
         raise darknet.DarknetError(
-            f"{cfg.name} has {network.classes} classes, {CLASS_NAMES.name} lists {len(names)}."
+            f"{cfg.name} has {network.classes} classes, {COCO_NAMES.name} lists {len(names)}."
         )
     return network, darknet.read_weights(weights.path, network)
 
@@ -199,10 +199,7 @@ def set_input_size(repository: Path, size: int, candidates: int) -> None:
         path = repository / model / CONFIG_FILE
         if not path.exists():  # a scratch repository with the backbone only
             continue
-        config = read_config(path)
-        new = sized(config, size, candidates)
-        if new != config:
-            write_config(path, new)
+        if update_config(path, lambda config: sized(config, size, candidates)):
             log.warning(
                 "Set the input size in %s to %d (%d candidate boxes)", path, size, candidates
             )

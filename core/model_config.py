@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -80,6 +81,20 @@ def write_config(path: Path, config: model_config_pb2.ModelConfig) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def update_config(
+    path: Path, change: Callable[[model_config_pb2.ModelConfig], model_config_pb2.ModelConfig]
+) -> bool:
+    """Read the config at `path` (a model folder or a config.pbtxt) and write `change(config)` in
+    its place (`write_config`) when it differs; the file is left untouched when it does not.
+    True when it was written."""
+    config = read_config(path)
+    new = change(config)
+    if new == config:
+        return False
+    write_config(path, new)
+    return True
 
 
 def input_dims(config: model_config_pb2.ModelConfig, name: str) -> list[int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.model_config import ModelConfig, read_config, write_config
+from core.model_config import ModelConfig, read_config, update_config
 
 ENGINE_CACHE = "/cache/tensorrt"  # a volume of the triton service in docker-compose.yml
 ACCELERATOR = "tensorrt"
@@ -59,11 +59,8 @@ def switched(config: ModelConfig, enable: bool) -> ModelConfig:
 
 def switch(repository: Path, enable: bool) -> list[Path]:
     """Add (enable) or remove the accelerator; returns the configs it changed."""
-    changed = []
-    for path in onnxruntime_configs(repository):
-        config = read_config(path)
-        new = switched(config, enable)
-        if new != config:
-            write_config(path, new)
-            changed.append(path)
-    return changed
+    return [
+        path
+        for path in onnxruntime_configs(repository)
+        if update_config(path, lambda config: switched(config, enable))
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from core.model_config import (
     parameter,
     read_config,
     square_image_size,
+    update_config,
     write_config,
 )
 from core.paths import MODEL_REPOSITORY
@@ -68,6 +70,27 @@ def test_write_config_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["config.pbtxt"]
     text = (tmp_path / "config.pbtxt").read_text()
     assert text.splitlines()[2:] == ['name: "m"', 'backend: "python"', "max_batch_size: 4"]
+
+
+def test_update_config_writes_only_a_changed_config(tmp_path: Path) -> None:
+    path = write_config(tmp_path, ModelConfig(name="m", backend="python", max_batch_size=4))
+    path.write_text(path.read_text() + "# kept while nothing changes\n")
+
+    def batch_of(size: int) -> Callable[[ModelConfig], ModelConfig]:
+        def change(config: ModelConfig) -> ModelConfig:
+            new = ModelConfig()
+            new.CopyFrom(config)
+            new.max_batch_size = size
+            return new
+
+        return change
+
+    assert not update_config(tmp_path, batch_of(4))
+    assert path.read_text().endswith("# kept while nothing changes\n")
+    assert update_config(path, batch_of(8))
+    assert path.read_text() == format_config(
+        ModelConfig(name="m", backend="python", max_batch_size=8)
+    )
 
 
 def test_format_config_puts_name_and_backend_first_and_repeats_dims_on_one_line() -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from tests.utils.mtcnn_faces import cascade
 
-mc = cascade()
+mtcnn_boxes = cascade("boxes")
+mtcnn_cascade = cascade("cascade")
 
 
 def test_pnet_proposals_window_regression_and_scale() -> None:
@@ -19,7 +20,7 @@ def test_pnet_proposals_window_regression_and_scale() -> None:
     probabilities[:, 1, 1] = (0.5, 0.5)  # below the threshold
     offsets = np.zeros((4, 6, 8), np.float32)
     offsets[:, 3, 5] = (0.1, 0.0, -0.1, 0.0)
-    boxes = mc.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
+    boxes = mtcnn_boxes.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
     x1, y1, x2, y2 = 11 + 1.1, 7, 22 - 1.1, 18
     np.testing.assert_allclose(boxes, [[x1 / 0.5, y1 / 0.5, x2 / 0.5, y2 / 0.5, 0.9]], rtol=1e-6)
 
@@ -28,15 +29,15 @@ def test_pnet_proposals_keep_the_best_top_k() -> None:
     rng = np.random.default_rng(0)
     probabilities = rng.uniform(0, 1, (2, 20, 30)).astype(np.float32)
     offsets = rng.uniform(-0.2, 0.2, (4, 20, 30)).astype(np.float32)
-    every = mc.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=600)
-    best = mc.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=50)
+    every = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=600)
+    best = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=50)
     assert len(every) == 600 and len(best) == 50
     np.testing.assert_array_equal(best, every[:50])
     assert np.all(np.diff(best[:, 4]) <= 0)
 
 
 def test_pnet_proposals_none_above_threshold() -> None:
-    boxes = mc.pnet_proposals(np.zeros((4, 2, 2)), np.zeros((2, 2, 2)), 1.0, 0.6)
+    boxes = mtcnn_boxes.pnet_proposals(np.zeros((4, 2, 2)), np.zeros((2, 2, 2)), 1.0, 0.6)
     assert boxes.shape == (0, 5)
 
 
@@ -46,15 +47,15 @@ def test_suppress_drops_boxes_overlapping_any_better_box_even_a_dropped_one() ->
     b = [3, 0, 13, 10, 0.8]
     c = [6, 0, 16, 10, 0.7]
     far = [50, 50, 60, 60, 0.6]
-    kept = mc.suppress(np.array([c, far, a, b], float), threshold=0.3)
+    kept = mtcnn_boxes.suppress(np.array([c, far, a, b], float), threshold=0.3)
     np.testing.assert_array_equal(kept, [a, far])
 
 
 def test_suppress_min_method_divides_by_the_smaller_box() -> None:
     big = [0, 0, 10, 10, 0.9]
     inner = [0, 0, 5, 5, 0.8]  # IoU 0.25, overlap over the smaller box 1.0
-    assert len(mc.suppress(np.array([big, inner], float), 0.7, method="union")) == 2
-    assert len(mc.suppress(np.array([big, inner], float), 0.7, method="min")) == 1
+    assert len(mtcnn_boxes.suppress(np.array([big, inner], float), 0.7, method="union")) == 2
+    assert len(mtcnn_boxes.suppress(np.array([big, inner], float), 0.7, method="min")) == 1
 
 
 @pytest.mark.slow
@@ -68,33 +69,33 @@ def test_suppress_matches_the_package_nms_also_in_chunks(monkeypatch: pytest.Mon
     for method in ("union", "min"):
         with_id = np.concatenate([np.zeros((300, 1)), boxes], axis=1)
         want = smart_nms_from_bboxes(with_id, threshold=0.5, method=method)[:, 1:]
-        np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
-        monkeypatch.setattr(cascade("boxes"), "NMS_CHUNK", 7)
-        np.testing.assert_array_equal(mc.suppress(boxes, 0.5, method), want)
+        np.testing.assert_array_equal(mtcnn_boxes.suppress(boxes, 0.5, method), want)
+        monkeypatch.setattr(mtcnn_boxes, "NMS_CHUNK", 7)
+        np.testing.assert_array_equal(mtcnn_boxes.suppress(boxes, 0.5, method), want)
         monkeypatch.undo()
 
 
 def test_square_keeps_the_centre_and_takes_the_longer_side() -> None:
-    squared = mc.square(np.array([[10.0, 20.0, 30.0, 60.0, 0.5]]))
+    squared = mtcnn_boxes.square(np.array([[10.0, 20.0, 30.0, 60.0, 0.5]]))
     np.testing.assert_allclose(squared, [[0.0, 20.0, 40.0, 60.0, 0.5]])
 
 
 def test_regress_scales_offsets_by_box_size_plus_one() -> None:
     boxes = np.array([[10.0, 10.0, 19.0, 29.0, 0.9]])
-    moved = mc.regress(boxes, np.array([[0.1, -0.1, 0.2, 0.0]]))
+    moved = mtcnn_boxes.regress(boxes, np.array([[0.1, -0.1, 0.2, 0.0]]))
     np.testing.assert_allclose(moved, [[11.0, 8.0, 21.0, 29.0, 0.9]])
 
 
 def test_place_landmarks_from_box_fractions() -> None:
     boxes = np.array([[10.0, 20.0, 19.0, 39.0, 1.0]])  # 10 x 20 with the +1
     fractions = np.array([[0.0, 0.5, 1.0, 0.2, 0.8, 0.0, 0.25, 0.5, 0.75, 1.0]])
-    points = mc.place_landmarks(fractions, boxes)
+    points = mtcnn_boxes.place_landmarks(fractions, boxes)
     want = [[9, 19], [14, 24], [19, 29], [11, 34], [17, 39]]
     np.testing.assert_allclose(points, [want])
 
 
 def test_clip_boxes_to_the_image() -> None:
-    clipped = mc.clip_boxes(np.array([[-5.0, -1.0, 120.0, 50.0]]), height=40, width=100)
+    clipped = mtcnn_boxes.clip_boxes(np.array([[-5.0, -1.0, 120.0, 50.0]]), height=40, width=100)
     np.testing.assert_allclose(clipped, [[0.0, 0.0, 99.0, 39.0]])
 
 
@@ -105,20 +106,20 @@ def test_crop_and_resize_matches_tensorflow_with_outside_pixels_normalising_to_z
     """Three boxes in chunks of two, so that a chunk boundary is crossed."""
     import tensorflow as tf
 
-    monkeypatch.setattr(cascade("boxes"), "CROP_CHUNK", 2)
+    monkeypatch.setattr(mtcnn_boxes, "CROP_CHUNK", 2)
 
     image = np.random.default_rng(0).uniform(0, 255, (101, 77, 3)).astype(np.float32)
     boxes = np.array([[10.3, -5.2, 40.7, 30.1], [60, 80, 90, 120.5], [-10, -10, 200, 200]])
     normalised = (boxes[:, [1, 0, 3, 2]] / [101, 77, 101, 77]).astype(np.float32)
-    for size in (mc.RNET_SIZE, mc.ONET_SIZE):
+    for size in (mtcnn_cascade.RNET_SIZE, mtcnn_cascade.ONET_SIZE):
         want = tf.image.crop_and_resize(
             (image[None] - 127.5) / 128, normalised, np.zeros(3, np.int32), (size, size)
         ).numpy()
-        got = (mc.crop_and_resize(image, boxes, size).transpose(0, 2, 3, 1) - 127.5) / 128
+        got = (mtcnn_boxes.crop_and_resize(image, boxes, size).transpose(0, 2, 3, 1) - 127.5) / 128
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_outside_pixel_is_the_value_the_networks_normalise_to_zero() -> None:
     from conversion import mtcnn_onnx
 
-    assert cascade("boxes").OUTSIDE_PIXEL == mtcnn_onnx.PIXEL_MEAN
+    assert mtcnn_boxes.OUTSIDE_PIXEL == mtcnn_onnx.PIXEL_MEAN

@@ -18,7 +18,9 @@ from core.model_config import read_config
 from core.paths import MODEL_REPOSITORY
 from tests.utils.mtcnn_faces import assert_same_faces, cascade, collage, oracle, photos
 
-mc = cascade()
+mtcnn_cascade = cascade("cascade")
+mtcnn_parameters = cascade("parameters")
+mtcnn_pyramid = cascade("pyramid")
 
 
 def _config_parameters(model: str) -> dict[str, str]:
@@ -42,9 +44,9 @@ NOTHING_FILTERED = {
 
 
 def test_parameters_update_accepts_numbers_and_numeric_strings() -> None:
-    params = mc.Parameters().update({"min_face_size": "40", "threshold_onet": 0.9})
+    params = mtcnn_parameters.Parameters().update({"min_face_size": "40", "threshold_onet": 0.9})
     assert params.min_face_size == 40.0 and params.threshold_onet == 0.9
-    assert params.scale_factor == mc.Parameters().scale_factor
+    assert params.scale_factor == mtcnn_parameters.Parameters().scale_factor
 
 
 @pytest.mark.parametrize(
@@ -64,8 +66,8 @@ def test_parameters_update_accepts_numbers_and_numeric_strings() -> None:
 def test_parameters_update_rejects_nonsense_with_a_clear_message(
     values: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(mc.CascadeError, match=re.escape(message)):
-        mc.Parameters().update(values)
+    with pytest.raises(mtcnn_parameters.CascadeError, match=re.escape(message)):
+        mtcnn_parameters.Parameters().update(values)
 
 
 def test_config_crop_batch_size_fits_rnet_and_onet_batches() -> None:
@@ -77,9 +79,9 @@ def test_config_defaults_equal_the_parameters_dataclass_defaults() -> None:
     """config.pbtxt is the server's one source of defaults; the dataclass's (for the pure
     functions and benchmarks) must agree with it."""
     configured = _config_parameters("mtcnn")
-    for key in mc.Deployment.KEYS:
+    for key in mtcnn_parameters.Deployment.KEYS:
         configured.pop(key)
-    assert mc.Parameters.from_config(configured) == mc.Parameters()
+    assert mtcnn_parameters.Parameters.from_config(configured) == mtcnn_parameters.Parameters()
 
 
 def test_parameters_from_config_requires_every_parameter() -> None:
@@ -87,9 +89,9 @@ def test_parameters_from_config_requires_every_parameter() -> None:
     del configured["crop_batch_size"], configured["pyramid"]
     del configured["nms_onet"], configured["scale_factor"]
     with pytest.raises(
-        mc.CascadeError, match=re.escape("['nms_onet', 'scale_factor'] are missing")
+        mtcnn_parameters.CascadeError, match=re.escape("['nms_onet', 'scale_factor'] are missing")
     ):
-        mc.Parameters.from_config(configured)
+        mtcnn_parameters.Parameters.from_config(configured)
 
 
 @pytest.mark.slow
@@ -103,11 +105,11 @@ def test_config_defaults_are_the_mtcnn_package_defaults() -> None:
             if p.default is not inspect.Parameter.empty:
                 package[name] = p.default
     configured = _config_parameters("mtcnn")
-    for key in mc.Deployment.KEYS:
+    for key in mtcnn_parameters.Deployment.KEYS:
         configured.pop(key)
-    assert package.pop("min_size") == mc.PNET_WINDOW
+    assert package.pop("min_size") == mtcnn_pyramid.PNET_WINDOW
     assert {k: float(v) for k, v in configured.items()} == package
-    assert mc.Parameters().update(configured) == mc.Parameters()
+    assert mtcnn_parameters.Parameters().update(configured) == mtcnn_parameters.Parameters()
 
 
 def test_detect_faces_refuses_a_huge_image_before_converting_it() -> None:
@@ -118,9 +120,11 @@ def test_detect_faces_refuses_a_huge_image_before_converting_it() -> None:
         raise AssertionError("no network call expected")
 
     image = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (10_000, 6_000, 3))
-    params = mc.Parameters(min_face_size=400)
-    with pytest.raises(mc.CascadeError, match="6000x10000 pixels, more than 50,000,000"):
-        asyncio.run(mc.detect_faces(image, params, no_network, CROP_BATCH))
+    params = mtcnn_parameters.Parameters(min_face_size=400)
+    with pytest.raises(
+        mtcnn_parameters.CascadeError, match="6000x10000 pixels, more than 50,000,000"
+    ):
+        asyncio.run(mtcnn_cascade.detect_faces(image, params, no_network, CROP_BATCH))
 
 
 # --- the PNet stage ----------------------------------------------------------------------------
@@ -137,11 +141,11 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
         }
         for _ in range(4)
     ]
-    params = mc.Parameters().update(NOTHING_FILTERED)
+    params = mtcnn_parameters.Parameters().update(NOTHING_FILTERED)
     scales = [1.0, 0.7, 0.5, 0.35]
-    assert len(mc.pnet_stage(outputs, scales, params)) == 400
-    monkeypatch.setattr(mc, "PNET_TOP_K", 30)
-    capped = mc.pnet_stage(outputs, scales, params)
+    assert len(mtcnn_cascade.pnet_stage(outputs, scales, params)) == 400
+    monkeypatch.setattr(mtcnn_cascade, "PNET_TOP_K", 30)
+    capped = mtcnn_cascade.pnet_stage(outputs, scales, params)
     scores = np.concatenate([o["probabilities"][0, 1].ravel() for o in outputs])
     np.testing.assert_allclose(capped[:, 4], np.sort(scores)[::-1][:30])
 
@@ -149,20 +153,22 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
 def test_deployment_pyramid_follows_the_instance_kind_unless_named() -> None:
     def in_graph(pyramid: str, kind: str) -> bool:
         values = {"crop_batch_size": "8", "pyramid": pyramid}
-        return mc.Deployment.from_config(values, kind).pyramid_in_graph
+        return mtcnn_parameters.Deployment.from_config(values, kind).pyramid_in_graph
 
     assert [in_graph("auto", kind) for kind in ("GPU", "CPU", "MODEL")] == [True, False, False]
     assert in_graph("graph", "CPU") and not in_graph("numpy", "GPU")
-    assert mc.Deployment.from_config({"crop_batch_size": "8", "pyramid": "auto"}, "CPU") == (
-        mc.Deployment(crop_batch_size=8, pyramid_in_graph=False)
-    )
+    assert mtcnn_parameters.Deployment.from_config(
+        {"crop_batch_size": "8", "pyramid": "auto"}, "CPU"
+    ) == (mtcnn_parameters.Deployment(crop_batch_size=8, pyramid_in_graph=False))
 
 
 def test_deployment_refuses_an_unknown_or_missing_pyramid() -> None:
-    with pytest.raises(mc.CascadeError, match=r"'pyramid' must be one of .*not 'gpu'"):
-        mc.Deployment.from_config({"crop_batch_size": "8", "pyramid": "gpu"}, "GPU")
-    with pytest.raises(mc.CascadeError, match=re.escape("['pyramid'] are missing")):
-        mc.Deployment.from_config({"crop_batch_size": "8"}, "GPU")
+    with pytest.raises(
+        mtcnn_parameters.CascadeError, match=r"'pyramid' must be one of .*not 'gpu'"
+    ):
+        mtcnn_parameters.Deployment.from_config({"crop_batch_size": "8", "pyramid": "gpu"}, "GPU")
+    with pytest.raises(mtcnn_parameters.CascadeError, match=re.escape("['pyramid'] are missing")):
+        mtcnn_parameters.Deployment.from_config({"crop_batch_size": "8"}, "GPU")
 
 
 # --- the whole cascade on ONNX Runtime -------------------------------------------------------
@@ -205,7 +211,9 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
     """Oracle: MTCNN().detect_faces(), same parameters; IoU > 0.95, score +-0.01, 2 px."""
     images = {**photos(), "collage": collage()}
     for name, image in images.items():
-        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH))
+        got = asyncio.run(
+            mtcnn_cascade.detect_faces(image, mtcnn_parameters.Parameters(), onnx_infer, CROP_BATCH)
+        )
         assert_same_faces(got, oracle(detector, image), name)
 
 
@@ -217,7 +225,11 @@ def test_detect_faces_with_the_pyramid_in_the_graph_matches_the_package(
     images = {**photos(), "collage": collage()}
     for name, image in images.items():
         onnx_infer.calls.clear()
-        got = asyncio.run(mc.detect_faces(image, mc.Parameters(), onnx_infer, CROP_BATCH, True))
+        got = asyncio.run(
+            mtcnn_cascade.detect_faces(
+                image, mtcnn_parameters.Parameters(), onnx_infer, CROP_BATCH, True
+            )
+        )
         assert_same_faces(got, oracle(detector, image), name)
         models = {model for model, _ in onnx_infer.calls}
         assert "mtcnn_pyramid_pnet" in models and "mtcnn_pnet" not in models, name
@@ -229,17 +241,17 @@ def test_pyramid_graph_gives_pnet_the_numpy_levels(onnx_infer, monkeypatch, shap
     """mtcnn_pyramid_pnet on the photo and a band's tables gives what mtcnn_pnet gives on
     the same band of the numpy level, for every level and band (small bands: many of them); with
     min_face_size 12 the first level is the photo at scale 1."""
-    monkeypatch.setattr(cascade("pyramid"), "PNET_BAND_PIXELS", 40 * shape[1])
+    monkeypatch.setattr(mtcnn_pyramid, "PNET_BAND_PIXELS", 40 * shape[1])
     image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    rows, sums = mc.image_rows(image)
+    rows, sums = mtcnn_pyramid.image_rows(image)
     outputs = ["offsets", "probabilities"]
-    scales = mc.pyramid_scales(*shape, 12, mc.Parameters().scale_factor)
+    scales = mtcnn_pyramid.pyramid_scales(*shape, 12, mtcnn_parameters.Parameters().scale_factor)
     bands = 0
     for scale in scales:
-        size = mc.level_size(*shape, scale)
-        level = mc.area_level(rows, sums, *size)
-        tables = mc.AreaTables.make(*shape, *size)
-        for a, b in mc.pnet_bands(*size):
+        size = mtcnn_pyramid.level_size(*shape, scale)
+        level = mtcnn_pyramid.area_level(rows, sums, *size)
+        tables = mtcnn_pyramid.AreaTables.make(*shape, *size)
+        for a, b in mtcnn_pyramid.pnet_bands(*size):
             feed = tables.band_inputs(image, a, b)
             assert feed["image"] is image
             got = asyncio.run(onnx_infer("mtcnn_pyramid_pnet", feed, outputs))
@@ -256,19 +268,23 @@ def test_pyramid_graph_takes_only_8_bit_pixels() -> None:
         raise AssertionError("no network call expected")
 
     image = np.zeros((40, 40, 3), np.float32)
-    with pytest.raises(mc.CascadeError, match="8-bit pixels, not float32"):
-        asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH, True))
+    with pytest.raises(mtcnn_parameters.CascadeError, match="8-bit pixels, not float32"):
+        asyncio.run(
+            mtcnn_cascade.detect_faces(
+                image, mtcnn_parameters.Parameters(), no_network, CROP_BATCH, True
+            )
+        )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", [(400, 300), (401, 299), (131, 90)])
 def test_pnet_in_bands_gives_the_whole_levels_output(onnx_infer, monkeypatch, shape) -> None:  # type: ignore[no-untyped-def]
     """PNet's output over bands of rows, stacked, equals its output over the whole level."""
-    monkeypatch.setattr(cascade("pyramid"), "PNET_BAND_PIXELS", 30 * shape[1])
+    monkeypatch.setattr(mtcnn_pyramid, "PNET_BAND_PIXELS", 30 * shape[1])
     level = np.random.default_rng(0).uniform(0, 255, (1, 3, *shape)).astype(np.float32)
     outputs = ["offsets", "probabilities"]
     whole = asyncio.run(onnx_infer("mtcnn_pnet", {"image": level}, outputs))
-    bands = mc.pnet_bands(*shape)
+    bands = mtcnn_pyramid.pnet_bands(*shape)
     assert len(bands) > 3
     parts = [
         asyncio.run(onnx_infer("mtcnn_pnet", {"image": level[:, :, a:b]}, outputs))
@@ -283,18 +299,20 @@ def test_pnet_in_bands_gives_the_whole_levels_output(onnx_infer, monkeypatch, sh
 @pytest.mark.slow
 def test_detect_faces_calls_pnet_per_level_and_rnet_onet_in_crop_batches(onnx_infer) -> None:  # type: ignore[no-untyped-def]
     image = collage()
-    params = mc.Parameters()
+    params = mtcnn_parameters.Parameters()
     onnx_infer.calls.clear()
-    whole = asyncio.run(mc.detect_faces(image, params, onnx_infer, CROP_BATCH))
+    whole = asyncio.run(mtcnn_cascade.detect_faces(image, params, onnx_infer, CROP_BATCH))
     calls = list(onnx_infer.calls)
-    levels = len(mc.pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor))
+    levels = len(
+        mtcnn_pyramid.pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor)
+    )
     assert [m for m, _ in calls].count("mtcnn_pnet") == levels
     rnet = [n for m, n in calls if m == "mtcnn_rnet"]
     onet = [n for m, n in calls if m == "mtcnn_onet"]
     assert len(rnet) == 1 and rnet[0] > 5
     assert len(onet) == 1 and onet[0] >= len(whole.scores) == 7
     onnx_infer.calls.clear()
-    chunked = asyncio.run(mc.detect_faces(image, params, onnx_infer, crop_batch_size=5))
+    chunked = asyncio.run(mtcnn_cascade.detect_faces(image, params, onnx_infer, crop_batch_size=5))
     rnet_chunks = [n for m, n in onnx_infer.calls if m == "mtcnn_rnet"]
     assert sum(rnet_chunks) == rnet[0] and max(rnet_chunks) <= 5
     assert len(rnet_chunks) == math.ceil(rnet[0] / 5)
@@ -306,11 +324,13 @@ def test_detect_faces_with_nothing_filtered_does_bounded_work(onnx_infer) -> Non
     """threshold_pnet=0 makes each of the collage's ~150k PNet cells a proposal, and no NMS or
     threshold drops any: RNet and ONet still see at most PNET_TOP_K crops."""
     onnx_infer.calls.clear()
-    params = mc.Parameters().update(NOTHING_FILTERED)
-    faces = asyncio.run(mc.detect_faces(collage(), params, onnx_infer, CROP_BATCH))
+    params = mtcnn_parameters.Parameters().update(NOTHING_FILTERED)
+    faces = asyncio.run(mtcnn_cascade.detect_faces(collage(), params, onnx_infer, CROP_BATCH))
     rnet = sum(n for m, n in onnx_infer.calls if m == "mtcnn_rnet")
     onet = sum(n for m, n in onnx_infer.calls if m == "mtcnn_onet")
-    assert rnet == onet == mc.PNET_TOP_K and len(faces.scores) <= mc.PNET_TOP_K
+    assert (
+        rnet == onet == mtcnn_cascade.PNET_TOP_K and len(faces.scores) <= mtcnn_cascade.PNET_TOP_K
+    )
 
 
 def test_detect_faces_on_tiny_images_needs_no_network() -> None:
@@ -319,7 +339,9 @@ def test_detect_faces_on_tiny_images_needs_no_network() -> None:
 
     for shape in ((11, 11, 3), (1, 600, 3), (600, 1, 3), (0, 0, 3)):
         image = np.zeros(shape, np.uint8)
-        faces = asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH))
+        faces = asyncio.run(
+            mtcnn_cascade.detect_faces(image, mtcnn_parameters.Parameters(), no_network, CROP_BATCH)
+        )
         assert faces.boxes.shape == (0, 4) and faces.landmarks.shape == (0, 5, 2)
 
 
@@ -327,6 +349,8 @@ def test_detect_faces_rejects_images_that_are_not_rgb() -> None:
     async def no_network(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
         raise AssertionError("no network call expected")
 
-    with pytest.raises(mc.CascadeError, match="height x width x 3"):
+    with pytest.raises(mtcnn_parameters.CascadeError, match="height x width x 3"):
         image = np.zeros((50, 50), np.uint8)
-        asyncio.run(mc.detect_faces(image, mc.Parameters(), no_network, CROP_BATCH))
+        asyncio.run(
+            mtcnn_cascade.detect_faces(image, mtcnn_parameters.Parameters(), no_network, CROP_BATCH)
+        )

@@ -10,7 +10,8 @@ import pytest
 
 from tests.utils.mtcnn_faces import cascade
 
-mc = cascade()
+mtcnn_parameters = cascade("parameters")
+mtcnn_pyramid = cascade("pyramid")
 
 
 @pytest.mark.slow
@@ -20,43 +21,55 @@ def test_pyramid_scales_match_the_package(size: tuple[int, int]) -> None:
 
     height, width = size
     want = build_scale_pyramid(width, height, min_face_size=20, scale_factor=0.709)
-    assert mc.pyramid_scales(height, width, 20, 0.709) == list(want)
+    assert mtcnn_pyramid.pyramid_scales(height, width, 20, 0.709) == list(want)
 
 
 def test_pyramid_scales_empty_for_images_below_pnet_window() -> None:
-    assert mc.pyramid_scales(11, 11, 20, 0.709) == []
-    assert mc.pyramid_scales(1, 4000, 20, 0.709) == []
-    assert mc.pyramid_scales(4000, 1, 20, 0.709) == []
+    assert mtcnn_pyramid.pyramid_scales(11, 11, 20, 0.709) == []
+    assert mtcnn_pyramid.pyramid_scales(1, 4000, 20, 0.709) == []
+    assert mtcnn_pyramid.pyramid_scales(4000, 1, 20, 0.709) == []
 
 
 def test_pyramid_scales_skip_levels_smaller_than_pnet_window() -> None:
     """min_face_size=60 makes the package's pyramid go below 12 px; those levels are dropped."""
-    scales = mc.pyramid_scales(512, 512, 60, 0.709)
+    scales = mtcnn_pyramid.pyramid_scales(512, 512, 60, 0.709)
     assert scales and scales[0] == pytest.approx(12 / 60)
-    assert all(min(mc.level_size(512, 512, s)) >= mc.PNET_WINDOW for s in scales)
+    assert all(
+        min(mtcnn_pyramid.level_size(512, 512, s)) >= mtcnn_pyramid.PNET_WINDOW for s in scales
+    )
 
 
 def test_pyramid_refuses_a_level_over_the_pixel_budget() -> None:
     image = np.zeros((3000, 4000, 3), np.float32)
-    with pytest.raises(mc.CascadeError, match="raise min_face_size"):
-        mc.pyramid(image, [12 / 2])
+    with pytest.raises(mtcnn_parameters.CascadeError, match="raise min_face_size"):
+        mtcnn_pyramid.pyramid(image, [12 / 2])
 
 
 def test_check_budget_counts_the_pixels_of_all_levels() -> None:
     """min_face_size 12 on 4000x3000 passes at the default scale_factor (24 megapixels over 15
     levels); at scale_factor 0.9 the first level is as big, but there are 51 (63 megapixels)."""
-    mc.check_budget(3000, 4000, mc.pyramid_scales(3000, 4000, 12, 0.709))
-    scales = mc.pyramid_scales(3000, 4000, 12, mc.MAX_SCALE_FACTOR)
+    mtcnn_pyramid.check_budget(3000, 4000, mtcnn_pyramid.pyramid_scales(3000, 4000, 12, 0.709))
+    scales = mtcnn_pyramid.pyramid_scales(3000, 4000, 12, mtcnn_parameters.MAX_SCALE_FACTOR)
     assert len(scales) == 51
-    with pytest.raises(mc.CascadeError, match="in 51 levels .* lower scale_factor"):
-        mc.check_budget(3000, 4000, scales)
+    with pytest.raises(mtcnn_parameters.CascadeError, match="in 51 levels .* lower scale_factor"):
+        mtcnn_pyramid.check_budget(3000, 4000, scales)
 
 
 def test_pyramid_levels_stay_few_at_the_largest_scale_factor() -> None:
     """The budgets allow at most a 5657-px short side at scale 1, so about 60 levels."""
-    side = math.isqrt(mc.MAX_PYRAMID_PIXELS)
-    assert len(mc.pyramid_scales(side, side, mc.PNET_WINDOW, mc.MAX_SCALE_FACTOR)) <= 60
-    assert len(mc.pyramid_scales(100_000, 100_000, 20, mc.MAX_SCALE_FACTOR)) <= 100
+    side = math.isqrt(mtcnn_pyramid.MAX_PYRAMID_PIXELS)
+    assert (
+        len(
+            mtcnn_pyramid.pyramid_scales(
+                side, side, mtcnn_pyramid.PNET_WINDOW, mtcnn_parameters.MAX_SCALE_FACTOR
+            )
+        )
+        <= 60
+    )
+    assert (
+        len(mtcnn_pyramid.pyramid_scales(100_000, 100_000, 20, mtcnn_parameters.MAX_SCALE_FACTOR))
+        <= 100
+    )
 
 
 @pytest.mark.slow
@@ -67,7 +80,7 @@ def test_area_level_matches_tensorflow(size: tuple[int, int], dtype: type) -> No
 
     image = np.random.default_rng(0).uniform(0, 255, (100, 77, 3)).astype(dtype)
     want = tf.image.resize(image[None], size, method="area").numpy()[0]
-    level = mc.area_level(*mc.image_rows(image), *size)
+    level = mtcnn_pyramid.area_level(*mtcnn_pyramid.image_rows(image), *size)
     assert level.shape == (3, *size) and level.dtype == np.float32
     np.testing.assert_allclose(level.transpose(1, 2, 0), want, atol=1e-3)
 
@@ -79,11 +92,11 @@ def test_pyramid_of_a_12_megapixel_photo_matches_tensorflow() -> None:
     import tensorflow as tf
 
     image = np.random.default_rng(1).integers(0, 256, (3024, 4032, 3), dtype=np.uint8)
-    scales = mc.pyramid_scales(3024, 4032, 20, 0.709)
-    levels = mc.pyramid(image, scales)
+    scales = mtcnn_pyramid.pyramid_scales(3024, 4032, 20, 0.709)
+    levels = mtcnn_pyramid.pyramid(image, scales)
     assert len(levels) == len(scales) == 15
     for scale, level in zip(scales[::4], levels[::4], strict=True):
-        size = mc.level_size(3024, 4032, scale)
+        size = mtcnn_pyramid.level_size(3024, 4032, scale)
         want = tf.image.resize(image[None], size, method="area").numpy()[0]
         np.testing.assert_allclose(level.transpose(1, 2, 0), want, atol=1e-3, err_msg=f"{scale}")
 
@@ -91,11 +104,11 @@ def test_pyramid_of_a_12_megapixel_photo_matches_tensorflow() -> None:
 @pytest.mark.parametrize("height", [12, 13, 400, 401, 411, 1814])
 def test_pnet_bands_cover_the_level_on_even_rows_with_the_window_overlap(height: int) -> None:
     width = 2419
-    bands = mc.pnet_bands(height, width)
+    bands = mtcnn_pyramid.pnet_bands(height, width)
     assert bands[0][0] == 0 and bands[-1][1] == height
     for (start, stop), (next_start, _) in zip(bands, bands[1:], strict=False):
         assert start % 2 == 0 and (stop - start) % 2 == 0
-        assert stop - next_start == mc.PNET_WINDOW - mc.PNET_STRIDE
-        assert (stop - start) * width <= mc.PNET_BAND_PIXELS
+        assert stop - next_start == mtcnn_pyramid.PNET_WINDOW - mtcnn_pyramid.PNET_STRIDE
+        assert (stop - start) * width <= mtcnn_pyramid.PNET_BAND_PIXELS
     if height == 1814:
         assert len(bands) == 5  # 412 rows of 2419 pixels each but the last

@@ -324,8 +324,10 @@ def test_mtcnn_runs_pnet_per_pyramid_level_and_one_rnet_and_onet_request(
     client: grpcclient.InferenceServerClient, images: dict[str, np.ndarray]
 ) -> None:
     image = images["collage"]
-    params = cascade().Parameters()
-    levels = cascade().pyramid_scales(*image.shape[:2], params.min_face_size, params.scale_factor)
+    params = cascade("parameters").Parameters()
+    levels = cascade("pyramid").pyramid_scales(
+        *image.shape[:2], params.min_face_size, params.scale_factor
+    )
     want = {"mtcnn_pnet": len(levels), "mtcnn_pyramid_pnet": 0, "mtcnn_rnet": 1, "mtcnn_onet": 1}
     before = settled(lambda: _request_counts(client))
     infer(client, image)

@@ -17,6 +17,7 @@ from core.preprocessing import Letterbox, letterbox
 from picmetric.triton_server import TritonServer
 from tests.conftest import TEST_SEED
 from tests.utils.darknet_oracle import OpenCVDarknet, assert_same_detections, opencv_nms
+from tests.utils.yolov3 import ensemble_inputs
 
 pytestmark = pytest.mark.integration
 
@@ -27,23 +28,13 @@ SCORE_THRESHOLD, IOU_THRESHOLD = 0.25, 0.45  # config.pbtxt's defaults
 ALL_DETECTIONS = {"max_detections": 10_000, "pre_nms_top_k": 10_000}
 
 
-def _inputs(image: np.ndarray, geometry: Letterbox) -> list[grpcclient.InferInput]:
-    inputs = [
-        grpcclient.InferInput("image", [1, *image.shape], "UINT8"),
-        grpcclient.InferInput("image_shape", [1, 2], "INT32"),
-    ]
-    inputs[0].set_data_from_numpy(image[None])
-    inputs[1].set_data_from_numpy(np.array([[geometry.height, geometry.width]], np.int32))
-    return inputs
-
-
 def _detect(
     client: grpcclient.InferenceServerClient,
     image: np.ndarray,
     geometry: Letterbox,
     parameters: dict[str, object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    result = client.infer("yolov3", _inputs(image, geometry), parameters=parameters)
+    result = client.infer("yolov3", ensemble_inputs(image, geometry), parameters=parameters)
     return tuple(result.as_numpy(n)[0] for n in ("boxes", "scores", "classes"))  # type: ignore[return-value]
 
 
@@ -75,7 +66,7 @@ def test_yolov3_candidates_and_detections_match_opencv_darknet_atol_1e3(
     detections = 0
     with grpcclient.InferenceServerClient(triton.grpc_url) as client:
         for name, (image, geometry) in letterboxed.items():
-            inputs = _inputs(image, geometry)[:1]
+            inputs = ensemble_inputs(image, geometry)[:1]
             result = client.infer("yolov3_backbone", inputs)
             boxes, scores = result.as_numpy("boxes")[0], result.as_numpy("scores")[0]
             want_boxes, want_scores = oracle.candidates(image)

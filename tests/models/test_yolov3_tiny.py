@@ -24,6 +24,7 @@ from tests.utils.yolov3 import (
     CRAFTED_CLASS,
     copy_yolov3_repository,
     crafted_image,
+    ensemble_inputs,
     postprocess_module,
     write_crafted_tiny_weights,
 )
@@ -95,13 +96,7 @@ def _detect(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image through the `yolov3` ensemble, as the README shows."""
     tensor, geometry = letterbox(image)
-    inputs = [
-        grpcclient.InferInput("image", [1, *tensor.shape], "UINT8"),
-        grpcclient.InferInput("image_shape", [1, 2], "INT32"),
-    ]
-    inputs[0].set_data_from_numpy(tensor[None])
-    inputs[1].set_data_from_numpy(np.array([[geometry.height, geometry.width]], np.int32))
-    result = client.infer("yolov3", inputs)
+    result = client.infer("yolov3", ensemble_inputs(tensor, geometry))
     return tuple(result.as_numpy(name)[0] for name in ("boxes", "scores", "classes"))  # type: ignore[return-value]
 
 

@@ -24,8 +24,8 @@ MAX_LANDMARK_PX = 2.0
 @functools.cache
 def cascade(module: str = "cascade") -> ModuleType:
     """model_repository/mtcnn/1/cascade.py, or another `module` of that folder (pyramid, boxes,
-    parameters, common), imported without Triton. cascade.py re-exports what tests use of the
-    others; patch a constant in the module that uses it."""
+    parameters, common), imported without Triton. Take each name from the module that defines it;
+    patch a constant in the module that uses it (a `from .x import NAME` is a copy)."""
     return load_model_module(MODEL, module)
 
 

@@ -1,5 +1,6 @@
-"""YOLOv3 test helpers: the postprocess model's module, a Triton repository with only the yolov3
-models, and crafted yolov3-tiny weights whose one detection is known in advance."""
+"""YOLOv3 test helpers: the postprocess model's module, the `yolov3` ensemble's request inputs, a
+Triton repository with only the yolov3 models, and crafted yolov3-tiny weights whose one
+detection is known in advance."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 
 from conversion import darknet, yolov3
-from core.preprocessing import letterbox_geometry
+from core.preprocessing import Letterbox, letterbox_geometry
 from picmetric.repository import copy_models, load_model_module
 
 YOLOV3_MODELS = ("yolov3_backbone", "yolov3_postprocess", "yolov3")
@@ -25,6 +27,19 @@ CRAFTED_CLASS = 0  # person
 def postprocess_module() -> ModuleType:
     """model_repository/yolov3_postprocess/1/model.py, imported without Triton."""
     return load_model_module("yolov3_postprocess", "model")
+
+
+def ensemble_inputs(image: np.ndarray, geometry: Letterbox) -> list[grpcclient.InferInput]:
+    """The `yolov3` ensemble's inputs for one letterboxed `image` [S, S, 3]: `image` UINT8
+    [1, S, S, 3] and `image_shape` INT32 [1, 2], the original height and width from `geometry`
+    (the boxes come back in its pixels)."""
+    inputs = [
+        grpcclient.InferInput("image", [1, *image.shape], "UINT8"),
+        grpcclient.InferInput("image_shape", [1, 2], "INT32"),
+    ]
+    inputs[0].set_data_from_numpy(image[None])
+    inputs[1].set_data_from_numpy(np.array([[geometry.height, geometry.width]], np.int32))
+    return inputs
 
 
 def copy_yolov3_repository(target: Path) -> Path:

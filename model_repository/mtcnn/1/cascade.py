@@ -18,9 +18,6 @@ Deviations, which real photos with sensible parameters never meet:
 
 Coordinates are (x, y) in original image pixels. The networks get float32 RGB pixels 0..255,
 channels first ([N, 3, height, width]); `mtcnn_pyramid_pnet` gets the photo's 8-bit pixels.
-
-The names of pyramid.py, boxes.py and parameters.py that tests and benchmarks use are
-re-exported here, so `cascade` is the one module they load.
 """
 
 from __future__ import annotations
@@ -34,9 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .boxes import (
-    NMS_CHUNK,
-    OUTSIDE_PIXEL,
-    PNET_LEVEL_TOP_K,
     clip_boxes,
     crop_and_resize,
     place_landmarks,
@@ -46,64 +40,16 @@ from .boxes import (
     square,
     suppress,
 )
-from .common import overlap
-from .parameters import MAX_SCALE_FACTOR, CascadeError, Deployment, Parameters
+from .parameters import CascadeError, Parameters
 from .pyramid import (
-    MAX_IMAGE_PIXELS,
-    MAX_PYRAMID_PIXELS,
-    PNET_BAND_PIXELS,
-    PNET_STRIDE,
-    PNET_WINDOW,
     AreaTables,
     area_level,
     check_budget,
     image_rows,
     level_size,
     pnet_bands,
-    pyramid,
     pyramid_scales,
 )
-
-__all__ = [
-    "MAX_IMAGE_PIXELS",
-    "MAX_PYRAMID_PIXELS",
-    "MAX_SCALE_FACTOR",
-    "NMS_CHUNK",
-    "ONET_SIZE",
-    "OUTSIDE_PIXEL",
-    "PNET_BAND_PIXELS",
-    "PNET_LEVEL_TOP_K",
-    "PNET_STRIDE",
-    "PNET_TOP_K",
-    "PNET_WINDOW",
-    "RNET_SIZE",
-    "AreaTables",
-    "CascadeError",
-    "Deployment",
-    "Faces",
-    "Infer",
-    "Parameters",
-    "area_level",
-    "check_budget",
-    "clip_boxes",
-    "crop_and_resize",
-    "detect_faces",
-    "image_rows",
-    "level_size",
-    "onet_stage",
-    "overlap",
-    "place_landmarks",
-    "pnet_bands",
-    "pnet_proposals",
-    "pnet_stage",
-    "pyramid",
-    "pyramid_scales",
-    "regress",
-    "rnet_stage",
-    "sort_by_score",
-    "square",
-    "suppress",
-]
 
 RNET_SIZE = 24
 ONET_SIZE = 48
