@@ -3,13 +3,13 @@ pixel count, EXIF and ICC profile are read from the image header before the full
 decodes JPEG, PNG, WebP, BMP and TIFF straight to RGB; Pillow decodes HEIC/HEIF (pillow-heif's
 libheif) and AVIF (Pillow's libavif), the primary image of either. A JPEG with a Multi-Picture
 segment (Ultra HDR and Apple gain-map photos, cameras' MPO files) is a JPEG: its first image is
-the photo. The orientation is applied once, here: from EXIF (JPEG, PNG, WebP, TIFF, and AVIF,
-whose irot/imir boxes Pillow reports as an EXIF orientation); libheif applies a HEIF's own
-irot/imir itself and pillow-heif resets its EXIF orientation to 1, as the HEIF standard says. A
-photo whose ICC profile is not sRGB (an iPhone's Display P3) is converted to sRGB (littlecms).
-A JPEG that no model needs at full resolution is decoded at 1/2, 1/4 or 1/8 of its size straight
-from its DCT coefficients (a 12 MP photo for ResNet50 and YOLOv3 alone: 1008x756, in about a
-third of the time).
+the photo. The orientation is applied once: here from EXIF (JPEG, PNG, WebP, and AVIF, whose
+irot/imir boxes Pillow reports as an EXIF orientation); by the decoder for TIFF (libtiff, its
+Orientation tag) and HEIF (libheif applies irot/imir, and pillow-heif resets the EXIF orientation
+to 1, as the HEIF standard says the boxes win). A photo whose ICC profile is not sRGB (an
+iPhone's Display P3) is converted to sRGB (littlecms). A JPEG that no model needs at full
+resolution is decoded at 1/2, 1/4 or 1/8 of its size straight from its DCT coefficients (a 12 MP
+photo for ResNet50 and YOLOv3 alone: 1008x756, in about a third of the time).
 
 Before any pixel is decoded, `plan_decode` bounds the work and sizes the memory from the header:
 the pixel count (PICMETRIC_MAX_IMAGE_PIXELS); for a JPEG the number of scans, counted from its
@@ -118,14 +118,14 @@ def read_header(data: bytes) -> ImageHeader:
     try:
         with Image.open(io.BytesIO(data)) as image:
             format = "JPEG" if image.format == "MPO" else image.format or ""
-            # OpenCV's TIFF decoder (libtiff) turns the pixels by the TIFF's Orientation tag
-            # itself, whatever the flags say; for the others we turn them (orientation).
             exif = _exif(image)
             frames = getattr(image, "n_frames", 1)
             header = ImageHeader(
                 format,
                 image.width,
                 image.height,
+                # OpenCV's TIFF decoder (libtiff) turns the pixels by the TIFF's Orientation
+                # tag itself, whatever the flags say.
                 _orientation(exif) if format != "TIFF" else 1,
                 bands=len(image.getbands()),
                 sample_bytes=_sample_bytes(image),
