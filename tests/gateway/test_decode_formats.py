@@ -206,3 +206,17 @@ def test_decode_plan_memory_covers_what_a_12mp_phone_photo_takes(
     measured = int(done.stdout)
     counted = plan_decode(data, 40_000_000, 64).memory
     assert measured <= counted < 1.3 * measured, (measured, counted)
+
+
+def test_a_heif_with_several_images_is_read_as_its_primary_image() -> None:
+    """A burst or a stereo pair in one HEIF: its primary image (pillow-heif marks the first one
+    written) is the photo; the others are not refused as frames of an animation."""
+    first, second = (
+        Image.new("RGB", (64, 48), colour) for colour in ((200, 30, 30), (30, 30, 200))
+    )
+    buffer = io.BytesIO()
+    first.save(buffer, format="HEIF", save_all=True, append_images=[second], quality=90)
+    with Image.open(io.BytesIO(buffer.getvalue())) as stored:
+        assert getattr(stored, "n_frames", 1) == 2
+    rgb = decode_rgb(buffer.getvalue(), max_pixels=10_000).rgb
+    assert np.abs(rgb.astype(int) - (200, 30, 30)).mean() < 6
