@@ -14,6 +14,7 @@ import pytest
 
 from picmetric.triton_server import TritonServer
 from tests.utils.http_server import serve_directory
+from tests.utils.phone_formats import PhoneFiles
 from tests.utils.postgres import postgres_server
 from tests.utils.services import S3_CREDENTIALS, gateway_process, s3_server
 
@@ -103,3 +104,9 @@ def gateway(
     }
     with gateway_process(env, folder / "gateway.log") as url:
         yield Gateway(url, database_url, s3_url)
+
+
+@pytest.fixture(scope="session")
+def phone_files() -> PhoneFiles:
+    """The real-size photos as phones write them, each encoded once per session."""
+    return PhoneFiles()

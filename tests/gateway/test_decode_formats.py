@@ -9,10 +9,8 @@ import io
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import numpy as np
-import pillow_heif
 import pytest
 from PIL import Image, ImageCms
 from pillow_heif.as_plugin import HeifImageFile
@@ -20,7 +18,7 @@ from pillow_heif.as_plugin import HeifImageFile
 from core.paths import PROJECT_ROOT
 from gateway.decode import ACCEPTED_FORMATS, decode_rgb, plan_decode, read_header
 from gateway.errors import ImageTooLarge, UnsupportedImage
-from tests.utils.phone_formats import display_p3, encode
+from tests.utils.phone_formats import PhoneFiles, display_p3, encode
 from tests.utils.real_photos import real_photo
 
 FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "HEIF", "AVIF")
@@ -33,21 +31,6 @@ def _upright(width: int = 96, height: int = 64) -> np.ndarray:
     y = np.linspace(0, 255, height)[:, None]
     pixels = np.stack([x + 0 * y, y + 0 * x, 255 - (x + y) / 2], axis=2)
     return pixels.astype(np.uint8)
-
-
-@pytest.fixture(scope="module")
-def photo_12mp() -> np.ndarray:
-    return real_photo(12)
-
-
-@pytest.fixture(scope="module")
-def heic_12mp(photo_12mp: np.ndarray) -> Iterator[bytes]:
-    """A 12 MP HEIC in 512x512 tiles, as an iPhone writes it (x265: about 16 s on two cores)."""
-    pillow_heif.options.GRID_TILE_SIZE = 512
-    try:
-        yield encode(photo_12mp, "HEIF", quality=90)
-    finally:
-        pillow_heif.options.GRID_TILE_SIZE = 0
 
 
 @pytest.mark.parametrize("format", FORMATS)
@@ -150,7 +133,7 @@ def test_gif_and_animated_or_multi_page_images_are_refused_naming_what_is_accept
 
 
 def test_an_over_limit_heic_is_refused_from_its_header_before_decoding(
-    heic_12mp: bytes, monkeypatch: pytest.MonkeyPatch
+    phone_files: PhoneFiles, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A 12 MP HEIC in 48 tiles against a 10 MP limit: 413 naming the setting, in milliseconds
     (its decode takes about half a second), and no pixel decoded."""
@@ -158,10 +141,11 @@ def test_an_over_limit_heic_is_refused_from_its_header_before_decoding(
     def no_load(self: Image.Image) -> None:
         raise AssertionError("decoded")
 
+    data = phone_files.file("12mp", "HEIF")
     monkeypatch.setattr(HeifImageFile, "load", no_load)
     started = time.perf_counter()
     with pytest.raises(ImageTooLarge, match="PICMETRIC_MAX_IMAGE_PIXELS") as refused:
-        decode_rgb(heic_12mp, max_pixels=10_000_000)
+        decode_rgb(data, max_pixels=10_000_000)
     assert time.perf_counter() - started < 0.1
     assert refused.value.status_code == 413 and "4032x3024" in str(refused.value)
 
@@ -183,16 +167,16 @@ print((kb('VmHWM') - before) * 1024)
 
 @pytest.mark.parametrize("format", ("HEIF", "AVIF"))
 def test_decode_plan_memory_covers_what_a_12mp_phone_photo_takes(
-    format: str, heic_12mp: bytes, photo_12mp: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+    format: str, phone_files: PhoneFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Oracle: how far a fresh interpreter's peak RSS (VmHWM, reset through clear_refs) rises
     above its RSS while decode_rgb decodes the photo, libraries loaded first; counted within
     30% above it. With a Display P3 profile and orientation 6, the worst case: the ICC strip and
     the turned copy."""
     profile = display_p3()
-    data = heic_12mp  # tiled, no profile: libheif's worst case is its tiles
+    data = phone_files.file("12mp", "HEIF")  # tiled, no profile: libheif's worst case, its tiles
     if format == "AVIF":
-        data = encode(photo_12mp, "AVIF", orientation=6, icc_profile=profile, quality=90)
+        data = encode(phone_files.photo("12mp"), "AVIF", 6, icc_profile=profile, quality=90)
     warm = tmp_path_factory.mktemp("warm") / "small"
     warm.write_bytes(encode(_upright(), format, icc_profile=profile))
     done = subprocess.run(

@@ -21,17 +21,14 @@ from PIL import Image
 from gateway.decode import ACCEPTED_FORMATS
 from picmetric.triton_server import TritonServer
 from tests.utils.mtcnn_faces import iou
-from tests.utils.phone_formats import encode
-from tests.utils.real_photos import SIZES, jpeg_bytes, real_photo
+from tests.utils.phone_formats import PhoneFiles, encode
+from tests.utils.real_photos import SIZES
 from tests.utils.services import gateway_process
 
 pytestmark = pytest.mark.integration
 
 MAX_PIXELS = 13_000_000  # the gateway's PICMETRIC_MAX_IMAGE_PIXELS: 12 MP (4032x3024) fits
 MIN_IOU = 0.9
-# Every encoder at quality 95, the plain JPEG too: a face near MTCNN's threshold is then found
-# or missed alike (at 90, AVIF and the JPEG lose different details of the 40 px face).
-QUALITY = 95
 TYPES = {"JPEG": "image/jpeg", "HEIF": "image/heic", "AVIF": "image/avif", "MPO": "image/jpeg"}
 
 
@@ -48,41 +45,6 @@ def phone_gateway(
     }
     with gateway_process(env, folder / "gateway.log") as url:
         yield url
-
-
-class PhoneFiles:
-    """Each photo encoded once per session: x265 takes about 1, 4 and 16 s at 1, 3 and 12 MP on
-    two cores (HEIC in 512x512 tiles, as an iPhone writes it)."""
-
-    def __init__(self) -> None:
-        self._photos: dict[str, np.ndarray] = {}
-        self._files: dict[tuple[str, str, int], bytes] = {}
-
-    def photo(self, size: str) -> np.ndarray:
-        if size not in self._photos:
-            self._photos[size] = real_photo(int(size.removesuffix("mp")))
-        return self._photos[size]
-
-    def file(self, size: str, format: str, orientation: int = 1) -> bytes:
-        key = (size, format, orientation)
-        if key not in self._files:
-            photo = self.photo(size)
-            if format == "JPEG" and orientation == 1:
-                self._files[key] = jpeg_bytes(photo, QUALITY)  # the plain JPEG: OpenCV
-            else:
-                pillow_heif.options.GRID_TILE_SIZE = 512
-                try:
-                    # WebP's lossy mode is 4:2:0 only: lossless, as its EXIF is what is tested.
-                    options = {"lossless": True} if format == "WEBP" else {"quality": QUALITY}
-                    self._files[key] = encode(photo, format, orientation, **options)
-                finally:
-                    pillow_heif.options.GRID_TILE_SIZE = 0
-        return self._files[key]
-
-
-@pytest.fixture(scope="session")
-def phone_files() -> PhoneFiles:
-    return PhoneFiles()
 
 
 def _analyze(base: str, data: bytes, format: str, models: str = "mtcnn") -> httpx.Response:
