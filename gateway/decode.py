@@ -1,8 +1,15 @@
-"""Bytes to an RGB array: the format is sniffed from the bytes (never from headers), the pixel
-count is read from the image header before the full decode, OpenCV decodes once, straight to RGB,
-and honours EXIF orientation. A JPEG that no model needs at full resolution is decoded at 1/2,
-1/4 or 1/8 of its size straight from its DCT coefficients (a 12 MP photo for ResNet50 and YOLOv3
-alone: 1008x756, in about a third of the time).
+"""Bytes to an upright sRGB array: the format is sniffed from the bytes (never from headers), the
+pixel count, EXIF and ICC profile are read from the image header before the full decode. OpenCV
+decodes JPEG, PNG, WebP, BMP and TIFF straight to RGB; Pillow decodes HEIC/HEIF (pillow-heif's
+libheif) and AVIF (Pillow's libavif), the primary image of either. A JPEG with a Multi-Picture
+segment (Ultra HDR and Apple gain-map photos, cameras' MPO files) is a JPEG: its first image is
+the photo. The orientation is applied once: here from EXIF (JPEG, PNG, WebP, and AVIF, whose
+irot/imir boxes Pillow reports as an EXIF orientation); by the decoder for TIFF (libtiff, its
+Orientation tag) and HEIF (libheif applies irot/imir, and pillow-heif resets the EXIF orientation
+to 1, as the HEIF standard says the boxes win). A photo whose ICC profile is not sRGB (an
+iPhone's Display P3) is converted to sRGB (littlecms). A JPEG that no model needs at full
+resolution is decoded at 1/2, 1/4 or 1/8 of its size straight from its DCT coefficients (a 12 MP
+photo for ResNet50 and YOLOv3 alone: 1008x756, in about a third of the time).
 
 Before any pixel is decoded, `plan_decode` bounds the work and sizes the memory from the header:
 the pixel count (PICMETRIC_MAX_IMAGE_PIXELS); for a JPEG the number of scans, counted from its
@@ -16,15 +23,33 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
+from gateway._pixels import STRIP_ROWS, orient, pillow_rgb, srgb_transform, to_srgb
 from gateway.errors import ImageTooLarge, UnsupportedImage
 
-DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+# The formats we read, as error messages, /docs and the try-it page name them.
+ACCEPTED_FORMATS = "JPEG (Ultra HDR and MPO included), PNG, WebP, BMP, TIFF, HEIC/HEIF or AVIF"
+# What the try-it page's file picker offers: MIME types, and extensions for systems that know no
+# MIME type for HEIC or AVIF.
+UPLOAD_TYPES = (
+    "image/jpeg,image/png,image/webp,image/bmp,image/tiff,image/heic,image/heif,image/avif,"
+    ".jpg,.jpeg,.png,.webp,.bmp,.tif,.tiff,.heic,.heif,.avif"
+)
+_OPENCV_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+_PILLOW_FORMATS = ("HEIF", "AVIF")
+DECODABLE_FORMATS = _OPENCV_FORMATS + _PILLOW_FORMATS
+# Peak bytes per pixel of a Pillow decode (DecodePlan.memory), measured at 12 MP with
+# benchmarks/phone_formats.py and tests/gateway/test_decode_formats.py.
+_PILLOW_BYTES_PER_PIXEL = {"HEIF": 9, "AVIF": 10}
+# The primary image only: no thumbnails, depth maps or auxiliary images (gain maps, mattes).
+register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
 Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit, before decoding
 
 
@@ -42,6 +67,9 @@ _REDUCED = (
     (2, cv2.IMREAD_REDUCED_COLOR_2),
 )
 _FULL = cv2.IMREAD_COLOR
+# Every decode with OpenCV: straight to RGB, orientation left to us (OpenCV 4.11 applies EXIF
+# orientation to JPEG and PNG but not to WebP).
+_OPENCV = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 # libjpeg's standard progressive script has 10 scans (6 for grey); encoders that tune theirs
 # (mozjpeg, jpegli) stay within a few dozen.
 DEFAULT_MAX_JPEG_SCANS = 64
@@ -54,15 +82,21 @@ _STANDALONE = {0x01, *range(0xD0, 0xDA)}  # markers without a length field
 
 @dataclass(frozen=True)
 class ImageHeader:
-    format: str
-    width: int  # as stored, before EXIF orientation
+    format: str  # Pillow's name; a JPEG with a Multi-Picture segment ("MPO") is "JPEG"
+    width: int  # as stored (a HEIF's: with its irot/imir applied by libheif)
     height: int
-    turned: bool = False  # a JPEG whose EXIF orientation swaps width and height
+    orientation: int = 1  # EXIF orientation (1-8) we apply after decoding
     bands: int = 3  # samples per pixel as stored (RGBA: 4)
     sample_bytes: int = 1  # bytes per sample as stored (16-bit: 2)
     progressive: bool = False  # a progressive JPEG: its decoder holds every DCT coefficient
     has_location: bool = False  # its EXIF carries a GPS position (never kept here)
     taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, the camera's local time
+    icc_profile: bytes | None = None  # the embedded ICC profile, if any
+
+    @property
+    def turned(self) -> bool:
+        """The orientation swaps width and height."""
+        return self.orientation in _QUARTER_TURNS
 
 
 @dataclass(frozen=True)
@@ -80,34 +114,59 @@ class DecodedImage:
 
 
 def read_header(data: bytes) -> ImageHeader:
-    """The format and size from the first bytes, without decoding pixels."""
+    """The format, size, EXIF and ICC profile from the container, without decoding pixels."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            # A JPEG's EXIF sits in its header; other formats would load pixels to find theirs.
-            jpeg = image.format == "JPEG"
-            exif = image.getexif() if jpeg else Image.Exif()
-            turned = jpeg and exif.get(_EXIF_ORIENTATION) in _QUARTER_TURNS
+            format = "JPEG" if image.format == "MPO" else image.format or ""
+            exif = _exif(image)
+            frames = getattr(image, "n_frames", 1)
             header = ImageHeader(
-                image.format or "",
+                format,
                 image.width,
                 image.height,
-                turned,
+                # OpenCV's TIFF decoder (libtiff) turns the pixels by the TIFF's Orientation
+                # tag itself, whatever the flags say.
+                _orientation(exif) if format != "TIFF" else 1,
                 bands=len(image.getbands()),
                 sample_bytes=_sample_bytes(image),
-                progressive=jpeg and bool(image.info.get("progressive")),
+                progressive=format == "JPEG" and bool(image.info.get("progressive")),
                 has_location=_has_location(exif),
                 taken_at=_taken_at(exif),
+                icc_profile=image.info.get("icc_profile") or None,
             )
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UnsupportedImage(
-            "The data is not an image we can read; send JPEG, PNG, WebP, BMP or TIFF."
+            f"The data is not an image we can read; send {ACCEPTED_FORMATS}."
         ) from exc
     if header.format not in DECODABLE_FORMATS:
         raise UnsupportedImage(
-            f"{header.format or 'This'} images are not supported; "
-            "send JPEG, PNG, WebP, BMP or TIFF."
+            f"{header.format or 'This'} images are not supported; send {ACCEPTED_FORMATS}."
+        )
+    # A HEIF's other top-level images (a burst, a stereo pair) are not the photo: libheif
+    # decodes the primary one. An MPO's second image is a gain map or another view.
+    if frames > 1 and header.format in ("PNG", "WEBP", "TIFF", "AVIF"):
+        kind = "multi-page" if header.format == "TIFF" else "animated"
+        raise UnsupportedImage(
+            f"This {kind} {header.format} has {frames} frames; send one photo: {ACCEPTED_FORMATS}."
         )
     return header
+
+
+def _exif(image: Image.Image) -> Image.Exif:
+    """The image's EXIF where its container holds it apart from the pixels (JPEG APP1, TIFF
+    IFD0, WebP/HEIF/AVIF boxes and chunks, a PNG eXIf chunk before the pixels); empty otherwise,
+    as Pillow would decode a PNG to look for a later eXIf chunk."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return Image.Exif()
+    try:
+        return image.getexif()
+    except (OSError, ValueError, SyntaxError, struct.error):
+        return Image.Exif()  # a broken EXIF block does not make the photo unreadable
+
+
+def _orientation(exif: Image.Exif) -> int:
+    orientation = exif.get(_EXIF_ORIENTATION, 1)
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
 def _has_location(exif: Image.Exif) -> bool:
@@ -179,15 +238,27 @@ class DecodePlan:
 
     @property
     def memory(self) -> int:
-        """Peak bytes the decode holds: the RGB output, plus the stored samples where the
-        decoder may keep them whole (a TIFF in one strip; a progressive JPEG's coefficients, 2
-        bytes per sample), counted at full size, plus 15% for the decoder's own buffers (a
-        6323x6323 16-bit RGBA TIFF in one strip: 440 MB of both, 487 MB measured with OpenCV)."""
-        header = self.header
-        stored = header.width * header.height * header.bands * header.sample_bytes
-        if header.format == "JPEG":
-            stored = header.width * header.height * header.bands * 2 if header.progressive else 0
-        return (stored + self.output_bytes) * 23 // 20
+        """Peak bytes the decode holds, plus 15% for the decoders' own buffers. OpenCV: the RGB
+        output, plus the stored samples where the decoder may keep them whole (a TIFF in one
+        strip; a progressive JPEG's coefficients, 2 bytes per sample), counted at full size (a
+        6323x6323 16-bit RGBA TIFF in one strip: 440 MB of both, 487 MB measured), plus a second
+        output while the orientation is applied. Pillow (HEIF, AVIF): what the decoder, Pillow's
+        image (4 bytes a pixel) and our array hold at once, per pixel as measured at 12 MP
+        (_PILLOW_BYTES_PER_PIXEL), plus Pillow's RGB copy of a grey or RGBA image. Either: a
+        strip of the ICC conversion."""
+        header, output = self.header, self.output_bytes
+        pixels = header.width * header.height
+        if header.format in _PILLOW_FORMATS:
+            peak = pixels * _PILLOW_BYTES_PER_PIXEL[header.format]
+            peak += pixels * 4 if header.bands != 3 else 0
+        else:
+            stored = pixels * header.bands * header.sample_bytes
+            if header.format == "JPEG":
+                stored = pixels * header.bands * 2 if header.progressive else 0
+            peak = stored + output + (output if header.orientation != 1 else 0)
+        if header.icc_profile:
+            peak += STRIP_ROWS * header.width * 8  # a strip in Pillow (4 B/px) and back (3 B/px)
+        return peak * 23 // 20
 
 
 def plan_decode(
@@ -228,14 +299,36 @@ def decode_rgb(
 
 
 def decode_planned(data: bytes, plan: DecodePlan) -> DecodedImage:
-    """Decode as `plan` says (grey and alpha images become RGB uint8)."""
-    header, factor, flags = plan.header, plan.factor, plan.flags
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), flags | cv2.IMREAD_COLOR_RGB)
-    if rgb is None or rgb.size == 0:
-        raise UnsupportedImage(f"The {header.format} image is corrupt or truncated.")
-    if factor == 1:
+    """Decode as `plan` says: grey and alpha images become RGB uint8, ICC profiles sRGB, and the
+    orientation is applied."""
+    header = plan.header
+    if header.format in _PILLOW_FORMATS:
+        rgb = _pillow_decode(data, header)
+    else:
+        rgb = cv2.imdecode(np.frombuffer(data, np.uint8), plan.flags | _OPENCV)
+        if rgb is None or rgb.size == 0:
+            raise UnsupportedImage(f"The {header.format} image is corrupt or truncated.")
+    if header.icc_profile and (transform := srgb_transform(header.icc_profile)) is not None:
+        to_srgb(rgb, transform)
+    rgb = orient(rgb, header.orientation)
+    if plan.factor == 1:
         return DecodedImage(rgb, rgb.shape[1], rgb.shape[0])
-    # OpenCV applied the EXIF orientation to the pixels; the photo's size follows it.
     if header.turned:
         return DecodedImage(rgb, header.height, header.width)
     return DecodedImage(rgb, header.width, header.height)
+
+
+def _pillow_decode(data: bytes, header: ImageHeader) -> np.ndarray:
+    """A HEIF's or AVIF's primary image as stored (libheif has applied a HEIF's irot/imir)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            rgb = pillow_rgb(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
+        raise UnsupportedImage(f"The {header.format} image is corrupt or truncated.") from exc
+    if rgb.shape[:2] != (header.height, header.width):
+        raise UnsupportedImage(
+            f"The {header.format} image decodes to {rgb.shape[1]}x{rgb.shape[0]} pixels, not the "
+            f"{header.width}x{header.height} its header declares: it is corrupt."
+        )
+    return rgb

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
+from gateway.decode import ACCEPTED_FORMATS
 from gateway.settings import Settings
 from gateway.storage import AnalysisRow
 
@@ -37,7 +38,8 @@ class AnalysisOptions(BaseModel):
 
 class AnalyzeRequest(AnalysisOptions):
     url: ImageURL = Field(
-        description="http(s):// URL or s3://bucket/key of the image", json_schema_extra=IMAGE_URL
+        description=f"http(s):// URL or s3://bucket/key of the image: {ACCEPTED_FORMATS}",
+        json_schema_extra=IMAGE_URL,
     )
 
 
@@ -45,7 +47,8 @@ class BatchRequest(AnalysisOptions):
     # Any strings: a URL that is not one fails alone, in its item of the answer.
     urls: list[ImageURL] = Field(
         min_length=1,
-        description="http(s):// URLs or s3://bucket/key, analysed in this order",
+        description=f"http(s):// URLs or s3://bucket/key ({ACCEPTED_FORMATS}), analysed in this "
+        "order",
         json_schema_extra={"maxItems": BATCH_IMAGES},
     )
 
@@ -64,7 +67,12 @@ def multipart_schema(files: bool = False) -> dict[str, Any]:
         "pattern": MODEL_LIST,
         "description": "comma-separated, e.g. resnet50,yolov3",
     }
-    binary = {"type": "string", "format": "binary", "minLength": 1}
+    binary = {
+        "type": "string",
+        "format": "binary",
+        "minLength": 1,
+        "description": f"the photo: {ACCEPTED_FORMATS}",
+    }
     schema["properties"] = {
         "file": {"type": "array", "items": binary, "minItems": 1, "maxItems": BATCH_IMAGES}
         if files

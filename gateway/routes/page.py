@@ -4,10 +4,13 @@ calls /v1 from the browser, with the API key the user typed (kept in the browser
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
+
+from gateway.decode import ACCEPTED_FORMATS, UPLOAD_TYPES
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Only the files shipped in gateway/static/, by name: a request cannot reach anything else.
@@ -22,13 +25,21 @@ _HEADERS = {
     ),
 }
 
+# The page names the formats the gateway reads, from the one list error messages and /docs use.
+_PAGE = (
+    _FILES["index.html"]
+    .read_text()
+    .replace("{{ACCEPTED_FORMATS}}", html.escape(f"Accepted: {ACCEPTED_FORMATS}."))
+    .replace("{{UPLOAD_TYPES}}", html.escape(UPLOAD_TYPES))
+)
+
 router = APIRouter(tags=["page"])
 
 
 @router.get("/", include_in_schema=False)
-async def read_page() -> FileResponse:
+async def read_page() -> HTMLResponse:
     """The try-it page."""
-    return FileResponse(_FILES["index.html"], headers=_HEADERS)
+    return HTMLResponse(_PAGE, headers=_HEADERS)
 
 
 @router.get("/page/{name}", include_in_schema=False)

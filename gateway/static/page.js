@@ -16,7 +16,7 @@ const photo = $("photo");
 const overlay = $("overlay");
 
 let chosenFile = null; // the File to upload, or null when a URL is used
-let photoObjectUrl = null;
+let photoObjectUrls = []; // object URLs of the photo shown, revoked when the next is shown
 let lastAnswer = null; // the last successful /v1/analyze answer, redrawn on resize
 
 function apiKey() {
@@ -234,7 +234,7 @@ form.addEventListener("submit", async (event) => {
       $("busy").textContent = "";
       return;
     }
-    await showAnswer(answer.body, source);
+    await showAnswer(answer.body, source, request);
     $("busy").textContent = "Done.";
   } finally {
     button.disabled = false;
@@ -243,45 +243,69 @@ form.addEventListener("submit", async (event) => {
 
 // ---- the answer ------------------------------------------------------------------------------
 
-// The photo as the browser shows it: the uploaded file, an http(s) URL, or, when the browser
-// cannot load it (s3://, a host only the gateway reaches), a blank area of the photo's size.
-function loadPhoto(source, image) {
-  if (photoObjectUrl) URL.revokeObjectURL(photoObjectUrl);
-  photoObjectUrl = null;
-  const blank = () =>
-    "data:image/svg+xml," +
-    encodeURIComponent(
-      `<svg xmlns="${SVG}" width="${image.width}" height="${image.height}">` +
-        `<rect width="100%" height="100%" fill="#e5e7eb"/></svg>`,
-    );
-  let src;
+// The photo as the browser shows it: the uploaded file or the http(s) URL. When the browser cannot
+// show it (HEIC in Chromium and Firefox, s3://, a host only the gateway reaches), the gateway's
+// upright JPEG of it from /v1/annotate: the same request, which the store answers (same bytes,
+// models and options), so no model runs again. When that fails too, a blank area of the photo's
+// size. Answers how it was shown: "direct", "rendered" or "blank".
+async function loadPhoto(source, image, request) {
+  for (const url of photoObjectUrls) URL.revokeObjectURL(url);
+  photoObjectUrls = [];
+  let direct = null;
   if (source.file) {
-    photoObjectUrl = URL.createObjectURL(source.file);
-    src = photoObjectUrl;
+    direct = URL.createObjectURL(source.file);
+    photoObjectUrls.push(direct);
   } else if (/^https?:\/\//i.test(source.url)) {
-    src = source.url;
-  } else {
-    src = blank();
+    direct = source.url;
   }
+  if (direct && (await showSource(direct))) return "direct";
+  const rendered = await renderedPhoto(request);
+  if (rendered && (await showSource(rendered))) return "rendered";
+  await showSource(
+    "data:image/svg+xml," +
+      encodeURIComponent(
+        `<svg xmlns="${SVG}" width="${image.width}" height="${image.height}">` +
+          `<rect width="100%" height="100%" fill="#e5e7eb"/></svg>`,
+      ),
+  );
+  return "blank";
+}
+
+function showSource(src) {
   return new Promise((resolve) => {
-    photo.onload = () => resolve(!src.startsWith("data:"));
-    photo.onerror = () => {
-      photo.onerror = null;
-      photo.src = blank();
-    };
+    photo.onload = () => resolve(true);
+    photo.onerror = () => resolve(false);
     photo.classList.toggle("blank", src.startsWith("data:"));
     photo.src = src;
   });
 }
 
-async function showAnswer(answer, source) {
+async function renderedPhoto(request) {
+  try {
+    const response = await fetch("/v1/annotate", { ...request, headers: headers(request.headers || {}) });
+    if (!response.ok) return null;
+    const url = URL.createObjectURL(await response.blob());
+    photoObjectUrls.push(url);
+    return url;
+  } catch {
+    return null;
+  }
+}
+
+const SHOWN_NOTES = {
+  direct: "",
+  rendered: " (the browser cannot show this photo: shown as the gateway's upright JPEG of it)",
+  blank: " (the browser could not show this photo: boxes are drawn on a blank area)",
+};
+
+async function showAnswer(answer, source, request) {
   lastAnswer = answer;
   $("result").hidden = false;
-  const shown = await loadPhoto(source, answer.image);
+  const shown = await loadPhoto(source, answer.image, request);
   const { width, height, sha256 } = answer.image;
   $("caption").textContent =
     `${width} × ${height} pixels, sha256 ${sha256.slice(0, 12)}…` +
-    (shown ? "" : " (the browser could not show this photo: boxes are drawn on a blank area)") +
+    SHOWN_NOTES[shown] +
     (answer.cached ? ". Answered from the store (cached): same bytes, models and options." : ".");
   drawOverlay(answer);
   showSummary(answer.summary);

@@ -16,6 +16,7 @@ import pytest
 
 from picmetric.triton_server import TritonServer
 from tests.utils.http_server import serve_directory
+from tests.utils.phone_formats import PhoneFiles
 from tests.utils.postgres import postgres_server
 from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, s3_server
 
@@ -123,3 +124,9 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
         if match and ",".join(sorted((match["labels"] or "").split(","))) == wanted:
             return float(match["value"])
     return 0.0
+
+
+@pytest.fixture(scope="session")
+def phone_files() -> PhoneFiles:
+    """The real-size photos as phones write them, each encoded once per session."""
+    return PhoneFiles()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from gateway.decode import ACCEPTED_FORMATS, UPLOAD_TYPES
 from gateway.main import create_app
 from gateway.settings import Settings
 from tests.utils.ports import free_port
@@ -101,3 +102,21 @@ def test_docs_swagger_ui_renders_in_headless_chromium_offline(tmp_path: Path) ->
     assert 'class="swagger-ui' in dom and "Picmetric inference gateway" in dom
     for path in ("/api", "/v1/analyze", "/v1/images"):
         assert f'data-path="{path}"' in dom, f"Swagger UI did not render {path}"
+
+
+def test_page_and_docs_name_the_accepted_formats(client: TestClient) -> None:
+    """One list (gateway.decode.ACCEPTED_FORMATS) in the page, its file picker and /docs."""
+    page = client.get("/").text
+    assert ACCEPTED_FORMATS in page
+    accept = re.search(r'accept="([^"]+)"', page)
+    assert accept is not None and accept.group(1) == UPLOAD_TYPES
+    assert {".heic", ".heif", ".avif", "image/heic", "image/heif", "image/avif"} <= set(
+        UPLOAD_TYPES.split(",")
+    )
+    upload = client.get("/openapi.json").json()["paths"]["/v1/analyze"]["post"]["requestBody"]
+    form = upload["content"]["multipart/form-data"]["schema"]
+    assert ACCEPTED_FORMATS in form["properties"]["file"]["description"]
+    assert (
+        ACCEPTED_FORMATS
+        in upload["content"]["application/json"]["schema"]["properties"]["url"]["description"]
+    )

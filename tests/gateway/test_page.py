@@ -25,6 +25,7 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from picmetric.triton_server import TritonServer
 from tests.utils.browser import headless_chromium
+from tests.utils.phone_formats import encode
 from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -214,6 +215,54 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
     assert result_warning.is_displayed()
     assert all(titles[name] in result_warning.text for name in random)
     assert "MTCNN" not in result_warning.text, "MTCNN's weights are the published ones"
+
+
+def test_page_shows_a_heic_upload_upright_with_its_boxes(
+    browser: Chrome, keyed_gateway: str, photos: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """Chromium cannot show HEIC: the page shows the gateway's upright JPEG of it (/v1/annotate,
+    answered from the store) at the answer's size, with the face box drawn where the JSON says.
+    The HEIC stores the astronaut turned (irot, orientation 6), 400x512 as stored."""
+    photo = tmp_path / "astronaut.heic"
+    photo.write_bytes(encode(photos["astronaut"][:400], "HEIF", orientation=6, quality=90))
+    _open_with_key(browser, keyed_gateway)
+    browser.find_element(By.ID, "file-input").send_keys(str(photo))
+    browser.find_element(By.ID, "analyze-button").click()
+    WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "busy"), "Done.")
+    )
+    raw = browser.find_element(By.ID, "raw-json").get_attribute("textContent")
+    answer: dict[str, Any] = json.loads(raw or "null")
+    assert (answer["image"]["width"], answer["image"]["height"]) == (512, 400)
+    assert "upright JPEG" in browser.find_element(By.ID, "caption").text
+    shown = browser.execute_script(
+        "const p = document.getElementById('photo');"
+        "return [p.src.slice(0, 5), p.naturalWidth, p.naturalHeight];"
+    )
+    assert shown == ["blob:", 512, 400]
+
+    browser.execute_script("window.scrollTo(0, 0)")
+    geometry = browser.execute_script(GEOMETRY)
+    png = browser.get_screenshot_as_png()
+    _save_artefact(png, tmp_path, "try-it-page-heic.png")
+    screenshot = Image.open(io.BytesIO(png)).convert("RGB")
+    left, top, shown_width, shown_height = geometry["photo"]
+    (face,) = answer["results"]["mtcnn"]
+    (drawn,) = geometry["faces"]
+    box = face["box"]
+    scale_x, scale_y = shown_width / 512, shown_height / 400
+    on_screen = [
+        left + box["x_min"] * scale_x,
+        top + box["y_min"] * scale_y,
+        left + box["x_max"] * scale_x,
+        top + box["y_max"] * scale_y,
+    ]
+    assert drawn["screen"] == pytest.approx(on_screen, abs=1.5)
+    middle = (on_screen[1] + on_screen[3]) / 2
+    for x in (on_screen[0], on_screen[2]):
+        assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+    # The face is in the upright photo's top half, where the astronaut's head is.
+    assert box["y_max"] < 250
 
 
 def test_page_shows_the_gateways_error_for_a_bad_url(
