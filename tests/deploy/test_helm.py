@@ -222,19 +222,29 @@ def _settings_fields(env: dict[str, str]) -> dict[str, str]:
     return {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
 
 
-def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> None:
-    objects = render()
-    service = find(objects, "Service", "-triton")
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_gateway_balances_over_every_ready_triton_pod_by_default(values: tuple[str, ...]) -> None:
+    """The gateway's target is gRPC's `dns:///name:port` on the headless Service, whose DNS
+    answers every ready Triton pod (the gateway spreads requests over them, round robin, and
+    re-resolves); `connection` is the ClusterIP Service, for a mesh that balances requests."""
+    objects = render(*values)
+    headless = find(objects, "Service", "-triton-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert "publishNotReadyAddresses" not in headless["spec"], "only ready pods in DNS"
+    triton_pods = find(objects, "Deployment", "-triton")["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= triton_pods.items()
+    (grpc,) = headless["spec"]["ports"]
+    assert (grpc["port"], grpc["targetPort"]) == (8001, "grpc")
+    # gRPC's target syntax: scheme dns, no DNS authority (the pod's resolver), name:port
+    assert gateway_env(objects)["PICMETRIC_TRITON_GRPC_URL"] == (
+        f"dns:///{headless['metadata']['name']}.inference.svc.cluster.local:8001"
+    )
+    connection = render(*values, "--set", "gateway.tritonBalancing=connection")
+    service = find(connection, "Service", "-triton")
     assert service["spec"]["type"] == "ClusterIP" and "clusterIP" not in service["spec"]
     assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
-    assert gateway_env(objects)["PICMETRIC_TRITON_GRPC_URL"] == (
+    assert gateway_env(connection)["PICMETRIC_TRITON_GRPC_URL"] == (
         f"{service['metadata']['name']}:8001"
-    )
-    client_side = render("--set", "gateway.tritonBalancing=clientSide")
-    headless = find(client_side, "Service", "-triton-headless")
-    assert headless["spec"]["clusterIP"] == "None"
-    assert gateway_env(client_side)["PICMETRIC_TRITON_GRPC_URL"] == (
-        f"dns:///{headless['metadata']['name']}.inference.svc.cluster.local:8001"
     )
 
 
@@ -318,6 +328,80 @@ def test_services_pdbs_and_autoscalers_find_their_pods(values: tuple[str, ...]) 
         assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
         assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+
+
+SPREAD_KEYS = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+
+
+def replica_floor(objects: tuple[Manifest, ...], component: str) -> int:
+    """The fewest pods a Deployment runs: its autoscaler's minimum, or its fixed count."""
+    autoscalers = [
+        o
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"].endswith(component)
+    ]
+    if autoscalers:
+        floor: int = autoscalers[0]["spec"]["minReplicas"]
+    else:
+        floor = find(objects, "Deployment", f"-{component}")["spec"]["replicas"]
+    return floor
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_both_deployments_spread_over_zones_then_nodes(values: tuple[str, ...]) -> None:
+    """One constraint per key, at most one pod more in any zone (node) than in another, never
+    leaving a pod pending for it, counting only this component's pods of the same rollout."""
+    objects = render(*values)
+    for component in ("triton", "gateway"):
+        deployment = find(objects, "Deployment", f"-{component}")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in constraints] == SPREAD_KEYS
+        for constraint in constraints:
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+            assert constraint["maxSkew"] == 1
+            assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+                component
+            )
+            assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    off = render(*values, "--set-json", "triton.topologySpreadKeys=[]")
+    assert "topologySpreadConstraints" not in pod_spec(off, "triton")
+    assert "topologySpreadConstraints" in pod_spec(off, "gateway")
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_disruption_budgets_never_block_a_drain_nor_empty_a_deployment(
+    values: tuple[str, ...],
+) -> None:
+    """maxUnavailable >= 1 (healthy pods never block a drain; unready ones may always go) and,
+    with two pods or more, below the floor (a drain leaves one serving). Production runs at least
+    two Triton pods; a single pod is the one case no budget can protect without blocking."""
+    objects = render(*values)
+    for component in ("triton", "gateway"):
+        budget = find(objects, "PodDisruptionBudget", f"-{component}")["spec"]
+        floor = replica_floor(objects, component)
+        assert budget["maxUnavailable"] >= 1
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert "minAvailable" not in budget
+        if floor >= 2:
+            assert budget["maxUnavailable"] < floor, component
+    if values == PRODUCTION:
+        assert replica_floor(objects, "triton") >= 2
+        assert replica_floor(objects, "gateway") >= 2
+    fixed = render(*values, "--set", "triton.autoscaling.enabled=false")
+    assert find(fixed, "Deployment", "-triton")["spec"]["replicas"] == replica_floor(
+        objects, "triton"
+    )
+    too_many = (
+        "--set",
+        "gateway.autoscaling.minReplicas=2",
+        "--set",
+        "gateway.pdb.maxUnavailable=2",
+    )
+    result = helm("template", "picmetric", ".", *values, *too_many)
+    assert result.returncode != 0
+    assert "gateway.pdb.maxUnavailable 2 would let a drain take all 2 pods" in result.stderr
 
 
 def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None:
@@ -457,6 +541,7 @@ BAD_VALUES = {
     "archive not in S3": ("modelRepository.s3.url=https://example.com/m.tar.gz", "url"),
     "claim without a name": ("modelRepository.source=pvc", "claimName"),
     "unknown balancing": ("gateway.tritonBalancing=random", "tritonBalancing"),
+    "spread key not a list": ("triton.topologySpreadKeys=zone", "topologySpreadKeys"),
     "anonymous not a boolean": ("auth.anonymous=maybe", "auth.anonymous"),
     "anonymous through extraEnv": ("gateway.extraEnv.PICMETRIC_ALLOW_ANONYMOUS=true", "extraEnv"),
     "admin key in values": ("gateway.extraEnv.PICMETRIC_TRITON_ADMIN_KEY=k", "extraEnv"),
