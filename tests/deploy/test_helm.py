@@ -40,8 +40,11 @@ from tests.utils.services import S3_CREDENTIALS, s3_server
 
 PRODUCTION = ("-f", "ci/production-values.yaml")
 VALUES = {"default": (), "production": PRODUCTION}
-RATIO_RULE = "picmetric:triton_queue_compute_ratio:rate1m"
-RATIO_METRIC = "picmetric_triton_queue_compute_ratio"
+IN_FLIGHT_RULE = "picmetric:triton_requests_in_flight:rate1m"
+IN_FLIGHT_METRIC = "picmetric_triton_requests_in_flight"
+# The HPA's target: where the signal sits at 60-70 % of the throughput plateau (BENCHMARKS.md,
+# benchmarks.autoscale_signal).
+TARGET = "1500m"
 SECRET_NAMES = re.compile(r"DATABASE_URL|API_KEYS|ADMIN_KEY|PASSWORD|SECRET|TOKEN")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
@@ -424,72 +427,80 @@ def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None
     ), "Triton would be scraped twice"
 
 
-def test_triton_hpa_reads_the_recorded_queue_to_compute_ratio() -> None:
-    objects = render()
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_triton_hpa_reads_the_client_requests_in_flight(values: tuple[str, ...]) -> None:
+    """The HPA's metric is the recording rule's, served by prometheus-adapter's example under
+    the HPA's name; the rule reads the client models only (not MTCNN's internal networks)."""
+    objects = render(*values)
     hpa = find(objects, "HorizontalPodAutoscaler", "-triton")
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == RATIO_METRIC
-    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "500m"}
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert metric["pods"]["metric"]["name"] == IN_FLIGHT_METRIC
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": TARGET}
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    if values == PRODUCTION:
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    else:
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     (recorded,) = [r for g in rule_groups(objects) for r in g["rules"] if "record" in r]
-    assert recorded["record"] == RATIO_RULE
-    assert "nv_inference_queue_duration_us" in recorded["expr"]
-    assert "nv_inference_compute_infer_duration_us" in recorded["expr"]
+    assert recorded["record"] == IN_FLIGHT_RULE
+    assert "nv_inference_request_duration_us" in recorded["expr"]
+    assert 'model=~"resnet50|yolov3|mtcnn"' in recorded["expr"]
+    assert "mtcnn_pnet" not in recorded["expr"]
     # prometheus-adapter's example configuration serves the rule under the HPA's name.
     (adapter,) = load_yaml(CHART / "examples" / "prometheus-adapter-values.yaml")["rules"]["custom"]
-    assert adapter["seriesQuery"].startswith(RATIO_RULE + "{")
-    assert re.fullmatch(adapter["name"]["matches"], RATIO_RULE)
-    assert adapter["name"]["as"] == RATIO_METRIC
+    assert adapter["seriesQuery"].startswith(IN_FLIGHT_RULE + "{")
+    assert re.fullmatch(adapter["name"]["matches"], IN_FLIGHT_RULE)
+    assert adapter["name"]["as"] == IN_FLIGHT_METRIC
     gateway = find(objects, "HorizontalPodAutoscaler", "-gateway")["spec"]["metrics"]
     assert gateway[0]["resource"]["name"] == "cpu"
 
 
-def test_prometheus_rule_passes_promtool_and_records_the_ratio(tmp_path: Path) -> None:
-    """The rendered rule file under `promtool check rules`, then `promtool test rules`: 30 s of
-    queue for each 60 s of compute per second on one pod is 0.5; an idle pod is 0, not NaN."""
+def _duration(pod: str, model: str, per_minute: float, minutes: int = 10) -> dict[str, str]:
+    labels = f'job="triton",namespace="inference",pod="{pod}",model="{model}",version="1"'
+    return {
+        "series": f"nv_inference_request_duration_us{{{labels}}}",
+        "values": f"0+{per_minute * 60e6:.0f}x{minutes}",
+    }
+
+
+def test_prometheus_rule_passes_promtool_and_counts_client_requests_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The rendered rule file under `promtool check rules`, then `promtool test rules`: a pod
+    with 0.5 resnet50, 1 yolov3 and 2 mtcnn requests in flight (seconds of request time per
+    second) records 3.5; a pod with one photo in mtcnn whose cascade keeps 22 mtcnn_pnet
+    requests busy records 1 (fan-out is not load); an idle pod 0, not NaN."""
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": rule_groups(render())}))
     assert "SUCCESS" in run_tool("promtool", "check", "rules", str(rules))
-    labels = 'job="triton",namespace="inference",model="resnet50",version="1"'
+    series = [
+        _duration("loaded", "resnet50", 0.5),
+        _duration("loaded", "yolov3", 1),
+        _duration("loaded", "mtcnn", 2),
+        _duration("fanout", "mtcnn", 1),
+        _duration("fanout", "mtcnn_pnet", 22),
+        _duration("fanout", "mtcnn_pyramid_pnet", 3),
+        _duration("idle", "resnet50", 0),
+    ]
+    expected = {"loaded": 3.5, "fanout": 1, "idle": 0}
     test = {
         "rule_files": [rules.name],
         "evaluation_interval": "1m",
         "tests": [
             {
                 "interval": "1m",
-                "input_series": [
-                    {
-                        "series": f'nv_inference_queue_duration_us{{{labels},pod="busy"}}',
-                        "values": "0+1800000000x10",
-                    },
-                    {
-                        "series": f'nv_inference_compute_infer_duration_us{{{labels},pod="busy"}}',
-                        "values": "0+3600000000x10",
-                    },
-                    {
-                        "series": f'nv_inference_queue_duration_us{{{labels},pod="idle"}}',
-                        "values": "0x10",
-                    },
-                    {
-                        "series": f'nv_inference_compute_infer_duration_us{{{labels},pod="idle"}}',
-                        "values": "0x10",
-                    },
-                ],
+                "input_series": series,
                 "promql_expr_test": [
                     {
-                        "expr": RATIO_RULE,
+                        "expr": IN_FLIGHT_RULE,
                         "eval_time": "5m",
                         "exp_samples": [
                             {
-                                "labels": f'{RATIO_RULE}{{namespace="inference",pod="busy"}}',
-                                "value": 0.5,
-                            },
-                            {
-                                "labels": f'{RATIO_RULE}{{namespace="inference",pod="idle"}}',
-                                "value": 0,
-                            },
+                                "labels": f'{IN_FLIGHT_RULE}{{namespace="inference",pod="{pod}"}}',
+                                "value": value,
+                            }
+                            for pod, value in expected.items()
                         ],
                     }
                 ],
@@ -506,8 +517,7 @@ def test_alert_rules_and_dashboard_are_the_deploy_ones() -> None:
     assert (files / "alerts.yml").resolve() == ALERTS.resolve()
     assert (files / "picmetric-dashboard.json").resolve() == DASHBOARD.resolve()
     objects = render()
-    alerts = [g for g in rule_groups(objects) if g["name"] != "picmetric-autoscaling"]
-    assert alerts == load_yaml(ALERTS)["groups"]
+    assert rule_groups(objects) == load_yaml(ALERTS)["groups"]
     dashboard = find(objects, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["picmetric.json"]) == json.loads(DASHBOARD.read_text())
@@ -552,7 +562,8 @@ BAD_VALUES = {
         "monitoringNamespace",
     ),
     "unknown policy value": ("networkPolicy.allowAll=true", "allowAll"),
-    "ratio not a quantity": ("triton.autoscaling.targetQueueComputeRatio=half", "targetQueue"),
+    "target not a quantity": ("triton.autoscaling.targetRequestsInFlight=two", "targetRequests"),
+    "the old ratio target": ("triton.autoscaling.targetQueueComputeRatio=500m", "targetQueue"),
     "no time to finish": ("shutdown.longestAnalysisSeconds=0", "longestAnalysisSeconds"),
 }
 
