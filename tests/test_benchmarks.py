@@ -17,7 +17,7 @@ BENCHMARKS = sorted(
 
 
 def test_there_are_benchmarks() -> None:
-    assert {"real_photos", "admission"} <= set(BENCHMARKS)
+    assert {"real_photos", "admission", "autoscale_signal"} <= set(BENCHMARKS)
 
 
 @pytest.mark.parametrize("name", BENCHMARKS)
@@ -36,3 +36,33 @@ def test_benchmark_answers_help(name: str) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "usage:" in run.stdout
+
+
+def test_autoscale_signals_count_only_the_models_clients_call() -> None:
+    """Two metric readings 10 s apart, parsed from Triton's text format: MTCNN's pyramid bands
+    queueing behind each other raise the all-model ratio, not the client models' signals; one
+    resnet50 request waiting 0.5 s of every second is 0.5 waiting (Little's law)."""
+    from benchmarks.autoscale_signal import parse_metrics, signals
+
+    def reading(seconds: int) -> str:
+        lines = []
+        for model, queue, compute, duration, pending in (
+            ("mtcnn_pnet", 4_000_000, 1_000_000, 5_000_000, 20),
+            ("mtcnn", 0, 2_000_000, 2_000_000, 0),
+            ("resnet50", 500_000, 500_000, 1_000_000, 1),
+        ):
+            labels = f'{{model="{model}",version="1"}}'
+            lines += [
+                f"nv_inference_queue_duration_us{labels} {queue * seconds}",
+                f"nv_inference_compute_infer_duration_us{labels} {compute * seconds}",
+                f"nv_inference_request_duration_us{labels} {duration * seconds}",
+                f"nv_inference_request_success{labels} {2 * seconds}",
+                f"nv_inference_pending_request_count{labels} {pending}",
+            ]
+        return "\n".join(["# HELP nv_inference_count ...", *lines])
+
+    found = signals([(0.0, parse_metrics(reading(0))), (10.0, parse_metrics(reading(10)))])
+    assert found.all_ratio == 4.5 / 3.5
+    assert found.client_ratio == 0.5 / 2.5
+    assert (found.waiting, found.pending, found.in_triton) == (0.5, 1.0, 3.0)
+    assert found.queue_ms == 500_000 / 4 / 1000

@@ -40,8 +40,11 @@ from tests.utils.services import S3_CREDENTIALS, s3_server
 
 PRODUCTION = ("-f", "ci/production-values.yaml")
 VALUES = {"default": (), "production": PRODUCTION}
-RATIO_RULE = "picmetric:triton_queue_compute_ratio:rate1m"
-RATIO_METRIC = "picmetric_triton_queue_compute_ratio"
+IN_FLIGHT_RULE = "picmetric:triton_requests_in_flight:rate1m"
+IN_FLIGHT_METRIC = "picmetric_triton_requests_in_flight"
+# The HPA's target: where the signal sits at 60-70 % of the throughput plateau (BENCHMARKS.md,
+# benchmarks.autoscale_signal).
+TARGET = "1500m"
 SECRET_NAMES = re.compile(r"DATABASE_URL|API_KEYS|ADMIN_KEY|PASSWORD|SECRET|TOKEN")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 
@@ -222,19 +225,29 @@ def _settings_fields(env: dict[str, str]) -> dict[str, str]:
     return {k[len(prefix) :].lower(): v for k, v in env.items() if k.startswith(prefix)}
 
 
-def test_gateway_reaches_triton_through_its_service_or_the_headless_one() -> None:
-    objects = render()
-    service = find(objects, "Service", "-triton")
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_gateway_balances_over_every_ready_triton_pod_by_default(values: tuple[str, ...]) -> None:
+    """The gateway's target is gRPC's `dns:///name:port` on the headless Service, whose DNS
+    answers every ready Triton pod (the gateway spreads requests over them, round robin, and
+    re-resolves); `connection` is the ClusterIP Service, for a mesh that balances requests."""
+    objects = render(*values)
+    headless = find(objects, "Service", "-triton-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert "publishNotReadyAddresses" not in headless["spec"], "only ready pods in DNS"
+    triton_pods = find(objects, "Deployment", "-triton")["spec"]["template"]["metadata"]["labels"]
+    assert headless["spec"]["selector"].items() <= triton_pods.items()
+    (grpc,) = headless["spec"]["ports"]
+    assert (grpc["port"], grpc["targetPort"]) == (8001, "grpc")
+    # gRPC's target syntax: scheme dns, no DNS authority (the pod's resolver), name:port
+    assert gateway_env(objects)["PICMETRIC_TRITON_GRPC_URL"] == (
+        f"dns:///{headless['metadata']['name']}.inference.svc.cluster.local:8001"
+    )
+    connection = render(*values, "--set", "gateway.tritonBalancing=connection")
+    service = find(connection, "Service", "-triton")
     assert service["spec"]["type"] == "ClusterIP" and "clusterIP" not in service["spec"]
     assert {p["port"] for p in service["spec"]["ports"]} == {8000, 8001, 8002}
-    assert gateway_env(objects)["PICMETRIC_TRITON_GRPC_URL"] == (
+    assert gateway_env(connection)["PICMETRIC_TRITON_GRPC_URL"] == (
         f"{service['metadata']['name']}:8001"
-    )
-    client_side = render("--set", "gateway.tritonBalancing=clientSide")
-    headless = find(client_side, "Service", "-triton-headless")
-    assert headless["spec"]["clusterIP"] == "None"
-    assert gateway_env(client_side)["PICMETRIC_TRITON_GRPC_URL"] == (
-        f"dns:///{headless['metadata']['name']}.inference.svc.cluster.local:8001"
     )
 
 
@@ -320,6 +333,80 @@ def test_services_pdbs_and_autoscalers_find_their_pods(values: tuple[str, ...]) 
         assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
 
 
+SPREAD_KEYS = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+
+
+def replica_floor(objects: tuple[Manifest, ...], component: str) -> int:
+    """The fewest pods a Deployment runs: its autoscaler's minimum, or its fixed count."""
+    autoscalers = [
+        o
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler" and o["metadata"]["name"].endswith(component)
+    ]
+    if autoscalers:
+        floor: int = autoscalers[0]["spec"]["minReplicas"]
+    else:
+        floor = find(objects, "Deployment", f"-{component}")["spec"]["replicas"]
+    return floor
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_both_deployments_spread_over_zones_then_nodes(values: tuple[str, ...]) -> None:
+    """One constraint per key, at most one pod more in any zone (node) than in another, never
+    leaving a pod pending for it, counting only this component's pods of the same rollout."""
+    objects = render(*values)
+    for component in ("triton", "gateway"):
+        deployment = find(objects, "Deployment", f"-{component}")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in constraints] == SPREAD_KEYS
+        for constraint in constraints:
+            assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+            assert constraint["maxSkew"] == 1
+            assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+            assert constraint["labelSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+                component
+            )
+            assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+    off = render(*values, "--set-json", "triton.topologySpreadKeys=[]")
+    assert "topologySpreadConstraints" not in pod_spec(off, "triton")
+    assert "topologySpreadConstraints" in pod_spec(off, "gateway")
+
+
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_disruption_budgets_never_block_a_drain_nor_empty_a_deployment(
+    values: tuple[str, ...],
+) -> None:
+    """maxUnavailable >= 1 (healthy pods never block a drain; unready ones may always go) and,
+    with two pods or more, below the floor (a drain leaves one serving). Production runs at least
+    two Triton pods; a single pod is the one case no budget can protect without blocking."""
+    objects = render(*values)
+    for component in ("triton", "gateway"):
+        budget = find(objects, "PodDisruptionBudget", f"-{component}")["spec"]
+        floor = replica_floor(objects, component)
+        assert budget["maxUnavailable"] >= 1
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert "minAvailable" not in budget
+        if floor >= 2:
+            assert budget["maxUnavailable"] < floor, component
+    if values == PRODUCTION:
+        assert replica_floor(objects, "triton") >= 2
+        assert replica_floor(objects, "gateway") >= 2
+    fixed = render(*values, "--set", "triton.autoscaling.enabled=false")
+    assert find(fixed, "Deployment", "-triton")["spec"]["replicas"] == replica_floor(
+        objects, "triton"
+    )
+    too_many = (
+        "--set",
+        "gateway.autoscaling.minReplicas=2",
+        "--set",
+        "gateway.pdb.maxUnavailable=2",
+    )
+    result = helm("template", "picmetric", ".", *values, *too_many)
+    assert result.returncode != 0
+    assert "gateway.pdb.maxUnavailable 2 would let a drain take all 2 pods" in result.stderr
+
+
 def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None:
     objects = render()
     for component, port in (("triton", "metrics"), ("gateway", "http")):
@@ -340,72 +427,80 @@ def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None
     ), "Triton would be scraped twice"
 
 
-def test_triton_hpa_reads_the_recorded_queue_to_compute_ratio() -> None:
-    objects = render()
+@pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
+def test_triton_hpa_reads_the_client_requests_in_flight(values: tuple[str, ...]) -> None:
+    """The HPA's metric is the recording rule's, served by prometheus-adapter's example under
+    the HPA's name; the rule reads the client models only (not MTCNN's internal networks)."""
+    objects = render(*values)
     hpa = find(objects, "HorizontalPodAutoscaler", "-triton")
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
-    assert metric["pods"]["metric"]["name"] == RATIO_METRIC
-    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "500m"}
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert metric["pods"]["metric"]["name"] == IN_FLIGHT_METRIC
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": TARGET}
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
+    if values == PRODUCTION:
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    else:
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
     (recorded,) = [r for g in rule_groups(objects) for r in g["rules"] if "record" in r]
-    assert recorded["record"] == RATIO_RULE
-    assert "nv_inference_queue_duration_us" in recorded["expr"]
-    assert "nv_inference_compute_infer_duration_us" in recorded["expr"]
+    assert recorded["record"] == IN_FLIGHT_RULE
+    assert "nv_inference_request_duration_us" in recorded["expr"]
+    assert 'model=~"resnet50|yolov3|mtcnn"' in recorded["expr"]
+    assert "mtcnn_pnet" not in recorded["expr"]
     # prometheus-adapter's example configuration serves the rule under the HPA's name.
     (adapter,) = load_yaml(CHART / "examples" / "prometheus-adapter-values.yaml")["rules"]["custom"]
-    assert adapter["seriesQuery"].startswith(RATIO_RULE + "{")
-    assert re.fullmatch(adapter["name"]["matches"], RATIO_RULE)
-    assert adapter["name"]["as"] == RATIO_METRIC
+    assert adapter["seriesQuery"].startswith(IN_FLIGHT_RULE + "{")
+    assert re.fullmatch(adapter["name"]["matches"], IN_FLIGHT_RULE)
+    assert adapter["name"]["as"] == IN_FLIGHT_METRIC
     gateway = find(objects, "HorizontalPodAutoscaler", "-gateway")["spec"]["metrics"]
     assert gateway[0]["resource"]["name"] == "cpu"
 
 
-def test_prometheus_rule_passes_promtool_and_records_the_ratio(tmp_path: Path) -> None:
-    """The rendered rule file under `promtool check rules`, then `promtool test rules`: 30 s of
-    queue for each 60 s of compute per second on one pod is 0.5; an idle pod is 0, not NaN."""
+def _duration(pod: str, model: str, per_minute: float, minutes: int = 10) -> dict[str, str]:
+    labels = f'job="triton",namespace="inference",pod="{pod}",model="{model}",version="1"'
+    return {
+        "series": f"nv_inference_request_duration_us{{{labels}}}",
+        "values": f"0+{per_minute * 60e6:.0f}x{minutes}",
+    }
+
+
+def test_prometheus_rule_passes_promtool_and_counts_client_requests_in_flight(
+    tmp_path: Path,
+) -> None:
+    """The rendered rule file under `promtool check rules`, then `promtool test rules`: a pod
+    with 0.5 resnet50, 1 yolov3 and 2 mtcnn requests in flight (seconds of request time per
+    second) records 3.5; a pod with one photo in mtcnn whose cascade keeps 22 mtcnn_pnet
+    requests busy records 1 (fan-out is not load); an idle pod 0, not NaN."""
     rules = tmp_path / "rules.yml"
     rules.write_text(yaml.safe_dump({"groups": rule_groups(render())}))
     assert "SUCCESS" in run_tool("promtool", "check", "rules", str(rules))
-    labels = 'job="triton",namespace="inference",model="resnet50",version="1"'
+    series = [
+        _duration("loaded", "resnet50", 0.5),
+        _duration("loaded", "yolov3", 1),
+        _duration("loaded", "mtcnn", 2),
+        _duration("fanout", "mtcnn", 1),
+        _duration("fanout", "mtcnn_pnet", 22),
+        _duration("fanout", "mtcnn_pyramid_pnet", 3),
+        _duration("idle", "resnet50", 0),
+    ]
+    expected = {"loaded": 3.5, "fanout": 1, "idle": 0}
     test = {
         "rule_files": [rules.name],
         "evaluation_interval": "1m",
         "tests": [
             {
                 "interval": "1m",
-                "input_series": [
-                    {
-                        "series": f'nv_inference_queue_duration_us{{{labels},pod="busy"}}',
-                        "values": "0+1800000000x10",
-                    },
-                    {
-                        "series": f'nv_inference_compute_infer_duration_us{{{labels},pod="busy"}}',
-                        "values": "0+3600000000x10",
-                    },
-                    {
-                        "series": f'nv_inference_queue_duration_us{{{labels},pod="idle"}}',
-                        "values": "0x10",
-                    },
-                    {
-                        "series": f'nv_inference_compute_infer_duration_us{{{labels},pod="idle"}}',
-                        "values": "0x10",
-                    },
-                ],
+                "input_series": series,
                 "promql_expr_test": [
                     {
-                        "expr": RATIO_RULE,
+                        "expr": IN_FLIGHT_RULE,
                         "eval_time": "5m",
                         "exp_samples": [
                             {
-                                "labels": f'{RATIO_RULE}{{namespace="inference",pod="busy"}}',
-                                "value": 0.5,
-                            },
-                            {
-                                "labels": f'{RATIO_RULE}{{namespace="inference",pod="idle"}}',
-                                "value": 0,
-                            },
+                                "labels": f'{IN_FLIGHT_RULE}{{namespace="inference",pod="{pod}"}}',
+                                "value": value,
+                            }
+                            for pod, value in expected.items()
                         ],
                     }
                 ],
@@ -422,8 +517,7 @@ def test_alert_rules_and_dashboard_are_the_deploy_ones() -> None:
     assert (files / "alerts.yml").resolve() == ALERTS.resolve()
     assert (files / "picmetric-dashboard.json").resolve() == DASHBOARD.resolve()
     objects = render()
-    alerts = [g for g in rule_groups(objects) if g["name"] != "picmetric-autoscaling"]
-    assert alerts == load_yaml(ALERTS)["groups"]
+    assert rule_groups(objects) == load_yaml(ALERTS)["groups"]
     dashboard = find(objects, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["picmetric.json"]) == json.loads(DASHBOARD.read_text())
@@ -457,6 +551,7 @@ BAD_VALUES = {
     "archive not in S3": ("modelRepository.s3.url=https://example.com/m.tar.gz", "url"),
     "claim without a name": ("modelRepository.source=pvc", "claimName"),
     "unknown balancing": ("gateway.tritonBalancing=random", "tritonBalancing"),
+    "spread key not a list": ("triton.topologySpreadKeys=zone", "topologySpreadKeys"),
     "anonymous not a boolean": ("auth.anonymous=maybe", "auth.anonymous"),
     "anonymous through extraEnv": ("gateway.extraEnv.PICMETRIC_ALLOW_ANONYMOUS=true", "extraEnv"),
     "admin key in values": ("gateway.extraEnv.PICMETRIC_TRITON_ADMIN_KEY=k", "extraEnv"),
@@ -467,7 +562,8 @@ BAD_VALUES = {
         "monitoringNamespace",
     ),
     "unknown policy value": ("networkPolicy.allowAll=true", "allowAll"),
-    "ratio not a quantity": ("triton.autoscaling.targetQueueComputeRatio=half", "targetQueue"),
+    "target not a quantity": ("triton.autoscaling.targetRequestsInFlight=two", "targetRequests"),
+    "the old ratio target": ("triton.autoscaling.targetQueueComputeRatio=500m", "targetQueue"),
     "no time to finish": ("shutdown.longestAnalysisSeconds=0", "longestAnalysisSeconds"),
 }
 

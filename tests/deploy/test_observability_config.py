@@ -36,8 +36,9 @@ def test_model_repairs_have_a_panel_and_an_alert() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     panels = [p for p in dashboard["panels"] if "repairs" in p["title"].lower()]
     assert [t["expr"] for p in panels for t in p["targets"] if "model_repairs" in t["expr"]]
-    rules = yaml.safe_load(ALERTS.read_text())["groups"][0]["rules"]
-    (alert,) = [r for r in rules if r["alert"] == "PicmetricModelRepairsRepeated"]
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    (alert,) = [r for r in rules if r.get("alert") == "PicmetricModelRepairsRepeated"]
     assert metric_names(alert["expr"]) == {"picmetric_model_repairs_total"}
 
 

@@ -133,7 +133,9 @@ seccompProfile:
   type: RuntimeDefault
 {{- end }}
 
-{{/* gRPC target of Triton for the gateway (README.md: how requests are spread over Triton pods). */}}
+{{/* gRPC target of Triton for the gateway (README.md: how requests are spread over Triton pods):
+the headless Service, whose DNS answers every ready Triton pod, for the gateway's round robin; or
+the ClusterIP Service, for a mesh that balances requests itself. */}}
 {{- define "picmetric.tritonGrpcTarget" -}}
 {{- $fullname := include "picmetric.fullname" . }}
 {{- if eq .Values.gateway.tritonBalancing "clientSide" }}
@@ -141,6 +143,48 @@ seccompProfile:
 {{- else }}
 {{- printf "%s-triton:8001" $fullname }}
 {{- end }}
+{{- end }}
+
+{{/* Spread a component's pods over each topology key (zones, then nodes), as far as the
+scheduler can: ScheduleAnyway never leaves a pod pending for it. matchLabelKeys counts each
+rollout's ReplicaSet on its own, so a rolling update spreads the new pods too. */}}
+{{- define "picmetric.topologySpread" -}}
+{{- $root := .root }}
+{{- $component := .component }}
+{{- range .keys }}
+- topologyKey: {{ . }}
+  maxSkew: 1
+  whenUnsatisfiable: ScheduleAnyway
+  labelSelector:
+    matchLabels:
+      {{- include "picmetric.selectorLabels" (dict "root" $root "component" $component) | nindent 6 }}
+  matchLabelKeys: [pod-template-hash]
+{{- end }}
+{{- end }}
+
+{{/* A PodDisruptionBudget consistent with the replicas (the floor is autoscaling.minReplicas,
+which is also the fixed count without an autoscaler): maxUnavailable at least 1 (a drain is
+never blocked by healthy pods) and below the floor when there are two or more (a drain never
+takes every pod); unready pods may always be evicted (a broken pod does not block a drain). */}}
+{{- define "picmetric.pdb" -}}
+{{- $values := index .root.Values .component }}
+{{- $floor := int $values.autoscaling.minReplicas }}
+{{- $max := int $values.pdb.maxUnavailable }}
+{{- if and (ge $floor 2) (ge $max $floor) }}
+{{- fail (printf "%s.pdb.maxUnavailable %d would let a drain take all %d pods of %s.autoscaling.minReplicas: keep it below" .component $max $floor .component) }}
+{{- end }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "picmetric.fullname" .root }}-{{ .component }}
+  labels:
+    {{- include "picmetric.labels" (dict "root" .root "component" .component) | nindent 4 }}
+spec:
+  maxUnavailable: {{ $max }}
+  unhealthyPodEvictionPolicy: AlwaysAllow
+  selector:
+    matchLabels:
+      {{- include "picmetric.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
 {{- end }}
 
 {{/* Shutdown of both Deployments, from .Values.shutdown (values.yaml explains the sizing). */}}
