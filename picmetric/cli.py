@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="openvino only: bf16 for the networks whose BF16 accuracy is measured and holds "
         "(MTCNN's ONet); the others stay fp32. A CPU without BF16 runs fp32.",
     )
+    cpu_engine.add_argument(
+        "--models",
+        help="comma-separated: switch only these (e.g. the networks this CPU runs faster on "
+        "OpenVINO, from `python -m benchmarks.cpu_engines`); the others stay as they are",
+    )
     cpu_engine.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     return parser
 
@@ -300,11 +305,13 @@ def main(argv: list[str] | None = None) -> None:
 
             if args.engine == "onnxruntime" and args.precision != "fp32":
                 raise ValueError("ONNX Runtime's CPU kernels run fp32 only; leave out --precision.")
-            switched = cpu_engine.switch(args.repository, args.engine, args.precision)
+            models = args.models.split(",") if args.models else None
+            switched = cpu_engine.switch(args.repository, args.engine, args.precision, models)
             for path, runs in switched.items():
                 log.info("%s: %s", path.parent.name, runs)
             for model, why in cpu_engine.kept_fp32(args.repository, args.precision).items():
-                log.info("%s stays FP32: %s", model, why)
+                if models is None or model in models:
+                    log.info("%s stays FP32: %s", model, why)
             log.info("CPU engine %s: %d config(s) changed", args.engine, len(switched))
     except (RuntimeError, ValueError) as exc:  # ours (TritonError too) say what to do
         problems = _invalid_settings(exc)

@@ -76,16 +76,28 @@ def switched(config: ModelConfig, engine: str, precision: str = "FP32") -> Model
     return new
 
 
-def switch(repository: Path, engine: str, precision: str = "fp32") -> dict[Path, str]:
-    """Put every onnxruntime model on `engine` (at `precision` where verified, else FP32);
-    returns the configs it changed and what each runs now."""
+def switch(
+    repository: Path, engine: str, precision: str = "fp32", models: list[str] | None = None
+) -> dict[Path, str]:
+    """Put every onnxruntime model (or those of `models`) on `engine` (at `precision` where
+    verified, else FP32); returns the configs it changed and what each runs now."""
     if engine not in ENGINES or precision not in PRECISIONS:
         raise ValueError(
             f"Unknown engine '{engine}' or precision '{precision}': the engines are "
             f"{', '.join(ENGINES)}, the precisions {', '.join(PRECISIONS)}."
         )
+    paths = onnxruntime_configs(repository)
+    if models is not None:
+        known = [path.parent.name for path in paths]
+        unknown = sorted(set(models) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: not an onnxruntime model of {repository}; "
+                f"those are {', '.join(known)}."
+            )
+        paths = [path for path in paths if path.parent.name in models]
     changed = {}
-    for path in onnxruntime_configs(repository):
+    for path in paths:
         config = read_config(path)
         runs = precision_for(path.parent.name, precision)
         new = switched(config, engine, runs)

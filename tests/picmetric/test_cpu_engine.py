@@ -107,3 +107,16 @@ def test_picmetric_cpu_engine_command_on_a_copy_of_the_repository(tmp_path: Path
     assert off.returncode == 0, off.stderr
     assert "CPU engine onnxruntime: 6 config(s) changed" in off.stderr
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_cpu_engine_switch_of_some_models_leaves_the_others(tmp_path: Path) -> None:
+    """Per network what is faster on this CPU: only the named models change."""
+    repository = copy_models(MODELS, tmp_path / "repository")
+    before = {p: p.read_bytes() for p in repository.glob("*/config.pbtxt")}
+    changed = cpu_engine.switch(repository, "openvino", "fp32", ["resnet50", "mtcnn_pnet"])
+    assert sorted(p.parent.name for p in changed) == ["mtcnn_pnet", "resnet50"]
+    assert _accelerator(repository, "mtcnn_rnet") is None
+    with pytest.raises(ValueError, match="mtcnn: not an onnxruntime model"):
+        cpu_engine.switch(repository, "openvino", "fp32", ["mtcnn"])
+    cpu_engine.switch(repository, "onnxruntime")
+    assert {p: p.read_bytes() for p in before} == before
