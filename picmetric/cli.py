@@ -1,5 +1,5 @@
 """The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
-database, analyse a photo, check the GPU, switch TensorRT.
+database, analyse a photo, check the GPU, switch TensorRT or the CPU engine.
 
 Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
 Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
@@ -103,6 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tensorrt.add_argument("state", choices=["on", "off"])
     tensorrt.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
+    cpu_engine = commands.add_parser(
+        "cpu-engine", help="run the onnxruntime models on ONNX Runtime or OpenVINO (CPU hosts)"
+    )
+    cpu_engine.add_argument("engine", choices=["onnxruntime", "openvino"])
+    cpu_engine.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="openvino only: bf16 for the networks whose BF16 accuracy is measured and holds "
+        "(MTCNN's ONet); the others stay fp32. A CPU without BF16 runs fp32.",
+    )
+    cpu_engine.add_argument(
+        "--models",
+        help="comma-separated: switch only these (e.g. the networks this CPU runs faster on "
+        "OpenVINO, from `python -m benchmarks.cpu_engines`); the others stay as they are",
+    )
+    cpu_engine.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     return parser
 
 
@@ -283,6 +300,19 @@ def main(argv: list[str] | None = None) -> None:
 
             changed = tensorrt.switch(args.repository, args.state == "on")
             log.info("TensorRT %s: %d config(s) changed", args.state, len(changed))
+        elif args.command == "cpu-engine":
+            from picmetric import cpu_engine
+
+            if args.engine == "onnxruntime" and args.precision != "fp32":
+                raise ValueError("ONNX Runtime's CPU kernels run fp32 only; leave out --precision.")
+            models = args.models.split(",") if args.models else None
+            switched = cpu_engine.switch(args.repository, args.engine, args.precision, models)
+            for path, runs in switched.items():
+                log.info("%s: %s", path.parent.name, runs)
+            for model, why in cpu_engine.kept_fp32(args.repository, args.precision).items():
+                if models is None or model in models:
+                    log.info("%s stays FP32: %s", model, why)
+            log.info("CPU engine %s: %d config(s) changed", args.engine, len(switched))
     except (RuntimeError, ValueError) as exc:  # ours (TritonError too) say what to do
         problems = _invalid_settings(exc)
         if problems is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,25 +19,9 @@ from tritonclient.utils import InferenceServerException
 from core.model_config import read_config, write_config
 from core.paths import MODEL_REPOSITORY
 from picmetric.triton_server import TritonError, TritonPorts, TritonServer
-from picmetric.triton_wheel import BACKENDS_SOURCE
 from tests.utils.ports import free_port
 from tests.utils.tiny_models import GATHER_TABLE, write_gather_model
 from tests.utils.triton_stats import settled
-
-
-@pytest.fixture(scope="module")
-def backend() -> object:
-    """The backend's model.py, importable because pb_utils is a plain Python file in the wheel."""
-    import pytriton
-
-    sys.path.insert(0, str(Path(pytriton.__file__).parent / "tritonserver/backends/python"))
-    sys.path.insert(0, str(BACKENDS_SOURCE / "onnxruntime"))
-    try:
-        import model
-
-        return model
-    finally:
-        del sys.path[:2]
 
 
 def test_run_in_chunks_runs_a_few_rows_at_a_time_and_joins_the_outputs(backend) -> None:  # type: ignore[no-untyped-def]

@@ -17,14 +17,29 @@ physical core, which suits one busy model per machine. Inter-op threads stay at 
 intra-op threads sleep instead of spinning: several models' sessions and Triton's own threads
 share the cores here, and spinning threads starved them (ResNet50 through Triton went from 0.56x
 to about 0.9x of raw onnxruntime's images/s on 2 cores).
+
+Engine: `optimization { execution_accelerators { cpu_execution_accelerator { name: "openvino" } } }`
+(the native backend's OpenVINO execution accelerator, written by `picmetric cpu-engine`) makes this
+stand-in compile the ONNX file with OpenVINO's Python API instead of opening an ONNX Runtime
+session; any other accelerator name is refused, as the native backend refuses it. The accelerator's
+`inference_precision` parameter ("FP32", the default, or "BF16") is ours: it becomes OpenVINO's
+INFERENCE_PRECISION_HINT here, while NGC's backend passes OpenVINO only its device ("CPU") and
+ignores the accelerator's parameters. A host whose CPU lacks BF16 (OpenVINO's
+OPTIMIZATION_CAPABILITIES) runs FP32 instead and says so in Triton's log, so one config serves a
+mixed fleet; a host without the `openvino` package refuses to load the model. Each model says at
+load which engine and precision it runs. OpenVINO compiles the graph once with its dynamic
+dimensions and specialises it per input shape on first use, keeping a bounded cache of those
+(`openvino_runtime_cache_capacity`, ours; RUNTIME_CACHE below says what was measured).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
@@ -170,16 +185,124 @@ def session_tensors(args: list) -> dict[str, tuple[str, list[int]]]:
     return {arg.name: (arg.type, graph_shape(arg.shape)) for arg in args}
 
 
+# --- engines ---------------------------------------------------------------------------------
+
+OPENVINO = "openvino"  # the native backend's name for its OpenVINO execution accelerator
+PRECISION = "inference_precision"  # our accelerator parameter; NGC's backend ignores it
+# config.pbtxt's precisions and OpenVINO's INFERENCE_PRECISION_HINT values for them.
+OPENVINO_PRECISIONS = {"FP32": "f32", "BF16": "bf16"}
+
+
+class EngineError(ValueError):
+    """An engine or precision that config.pbtxt asks for and this stand-in (or host) cannot run."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What config.pbtxt asks a model to run on: `onnxruntime` (no accelerator) or `openvino`
+    at `precision` (FP32 or BF16)."""
+
+    name: str = "onnxruntime"
+    precision: str = "FP32"
+
+
+def requested_engine(config: dict) -> Engine:
+    """The engine of a config as Triton hands it to a Python model (JSON). Refuses what the
+    native backend refuses (an accelerator other than openvino) and a precision we do not know."""
+    accelerators = (
+        config.get("optimization", {})
+        .get("execution_accelerators", {})
+        .get("cpu_execution_accelerator", [])
+    )
+    engine = Engine()
+    for accelerator in accelerators:
+        name = accelerator.get("name", "")
+        if name != OPENVINO:
+            raise EngineError(f"unknown Execution Accelerator '{name}' is requested")
+        precision = accelerator.get("parameters", {}).get(PRECISION, "FP32").upper()
+        if precision not in OPENVINO_PRECISIONS:
+            raise EngineError(
+                f"The openvino accelerator's {PRECISION} is '{precision}'; it must be one of "
+                f"{', '.join(OPENVINO_PRECISIONS)} (picmetric cpu-engine writes it)."
+            )
+        engine = Engine(OPENVINO, precision)
+    return engine
+
+
+def host_precision(requested: str, capabilities: list[str]) -> tuple[str, str]:
+    """The precision to run at on a CPU whose OpenVINO OPTIMIZATION_CAPABILITIES are
+    `capabilities`, and why: BF16 where the CPU has it, FP32 instead where it has not."""
+    if requested == "BF16" and "BF16" not in capabilities:
+        return "FP32", (
+            "BF16 requested, but this CPU has no BF16 units (OpenVINO's capabilities: "
+            f"{', '.join(capabilities)}); running FP32 instead"
+        )
+    return requested, f"{requested} requested"
+
+
+# Entries of OpenVINO's per-shape runtime cache (CPU_RUNTIME_CACHE_CAPACITY; OpenVINO's default
+# is 5000). PNet on 400 new shapes: RSS +270 MB with the default, +100 MB and flat with 100; an
+# evicted shape costs about 2 ms again on its next call (BENCHMARKS.md, "CPU engines").
+RUNTIME_CACHE = 100
+
+
+class OpenVINORunner:
+    """One OpenVINO CPU compilation of an ONNX file with its dynamic dimensions kept, and one
+    infer request (execute() calls arrive one at a time per instance). OpenVINO specialises the
+    graph for each new input shape on its first call and keeps the specialisations in an LRU
+    cache of `cache_capacity` entries: measured on PNet, a new shape's first call costs about
+    2 ms more than its later ones, where compiling a fixed-shape copy costs 20-35 ms."""
+
+    def __init__(self, path: str, precision: str, threads: int, cache_capacity: int) -> None:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            raise EngineError(
+                "config.pbtxt asks for the openvino accelerator, but the Python that runs "
+                "Triton's stub has no `openvino` package: install the `triton` extra "
+                "(pip install -e '.[triton]'), or `picmetric cpu-engine onnxruntime`."
+            ) from exc
+        core = ov.Core()
+        capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        self.precision, self.reason = host_precision(precision, capabilities)
+        properties: dict[str, object] = {
+            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "CPU_RUNTIME_CACHE_CAPACITY": str(cache_capacity),
+        }
+        if threads > 0:
+            properties["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = core.compile_model(path, "CPU", properties)
+        self.request = self.compiled.create_infer_request()
+        self.version = ov.get_version()
+
+    def run(self, names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = self.request.infer(feed)  # outputs copied out of OpenVINO's buffers
+        return [results[name] for name in names]
+
+
+def _log(message: str) -> None:
+    """One line in Triton's log (the stub's Logger where it has one)."""
+    logger = getattr(pb_utils, "Logger", None)
+    if logger is not None:
+        logger.log_info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
+        engine = requested_engine(config)
+        threads = int(_parameter(config, "intra_op_thread_count", "0"))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(_parameter(config, "intra_op_thread_count", "0"))
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        # ONNX Runtime reads the graph as the native backend does, with or without OpenVINO
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.batched = config.get("max_batch_size", 0) > 0
         rows = int(_parameter(config, "max_rows_per_run", "0"))
         self.rows_per_run = rows if rows > 0 and self.batched else None
@@ -189,10 +312,23 @@ class TritonPythonModel:
         ]
         check_tensors(
             config,
-            session_tensors(self.session.get_inputs()),
-            session_tensors(self.session.get_outputs()),
+            session_tensors(session.get_inputs()),
+            session_tensors(session.get_outputs()),
             path,
         )
+        names = [name for name, _ in self.outputs]
+        if engine.name == OPENVINO:
+            del session
+            capacity = int(_parameter(config, "openvino_runtime_cache_capacity", "0"))
+            runner = OpenVINORunner(path, engine.precision, threads, capacity or RUNTIME_CACHE)
+            self.engine = f"OpenVINO {runner.version} at {runner.precision} ({runner.reason})"
+            self.infer: Callable[[dict[str, np.ndarray]], list[np.ndarray]] = lambda feed: (
+                runner.run(names, feed)
+            )
+        else:
+            self.engine = f"ONNX Runtime {ort.__version__} at FP32"
+            self.infer = lambda feed: session.run(names, feed)
+        _log(f"{config['name']}: {self.engine}")
 
     def execute(self, requests: list) -> list:
         feeds = [self._feed(request) for request in requests]
@@ -212,8 +348,7 @@ class TritonPythonModel:
         }
 
     def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        names = [name for name, _ in self.outputs]
-        return run_in_chunks(lambda f: self.session.run(names, f), feed, self.rows_per_run)
+        return run_in_chunks(self.infer, feed, self.rows_per_run)
 
     def _run_group(self, feeds: list[dict], indices: list[int], responses: list) -> None:
         sizes = [next(iter(feed.values())).shape[0] for feed in feeds]
