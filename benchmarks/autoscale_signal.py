@@ -31,13 +31,9 @@ belongs. Per step it prints:
   - `queue ms/req`: the client models' queue time per successful request.
 
 perf_analyzer is not a project dependency: it comes from the `tritonclient==2.39.0` wheel (with
-Debian's libb64-0d and libcudart from `nvidia-cuda-runtime-cu12`) in a venv of its own, by default
-~/.cache/perf-analyzer/venv (`--perf-analyzer` names another binary):
-
-    python3 -m venv ~/.cache/perf-analyzer/venv
-    ~/.cache/perf-analyzer/venv/bin/pip install 'tritonclient[grpc]==2.39.0' \
-        nvidia-cuda-runtime-cu12
-    apt-get install libb64-0d
+Debian's libb64-0d and libcudart from `nvidia-cuda-runtime-cu12`) in a venv of its own,
+~/.cache/perf-analyzer/venv, which the benchmark makes on first use (`--perf-analyzer` names
+another binary); libb64 it asks for (`sudo apt-get install libb64-0d`).
 
 Progress goes to stderr; the Markdown table (for BENCHMARKS.md) to stdout.
 """
@@ -169,6 +165,20 @@ def write_inputs(model: str, photo: np.ndarray, folder: Path) -> list[str]:
     raise ValueError(f"No inputs known for {model}; choose among {', '.join(CLIENT_MODELS)}.")
 
 
+def install_perf_analyzer() -> None:
+    """perf_analyzer in its venv (PERF_ANALYZER), made on first use from PyPI; Debian's libb64
+    it needs is named when missing (installing it needs root)."""
+    if not PERF_ANALYZER.is_file():
+        venv = PERF_ANALYZER.parent.parent
+        log(f"Installing perf_analyzer into {venv} (tritonclient 2.39.0 and libcudart, ~1 min)")
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+        packages = ["tritonclient[grpc]==2.39.0", "nvidia-cuda-runtime-cu12"]
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", *packages], check=True)
+    libraries = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    if "libb64.so.0d" not in libraries:
+        raise SystemExit("perf_analyzer needs Debian's libb64: sudo apt-get install libb64-0d")
+
+
 def perf_environment(binary: Path) -> dict[str, str]:
     """LD_LIBRARY_PATH with libcudart.so.12 from nvidia-cuda-runtime-cu12 in the binary's venv."""
     libs = sorted(binary.parent.parent.glob("lib/python*/site-packages/nvidia/cuda_runtime/lib"))
@@ -285,7 +295,9 @@ def main() -> None:
     parser.add_argument("--perf-analyzer", type=Path, default=PERF_ANALYZER)
     parser.add_argument("--repository", type=Path)
     args = parser.parse_args()
-    if not args.perf_analyzer.is_file():
+    if args.perf_analyzer == PERF_ANALYZER:
+        install_perf_analyzer()
+    elif not args.perf_analyzer.is_file():
         raise SystemExit(f"No perf_analyzer at {args.perf_analyzer}: see --help to install it.")
     models = args.models.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
