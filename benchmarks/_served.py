@@ -22,7 +22,7 @@ from core.paths import MODEL_REPOSITORY
 from picmetric.repository import copy_models
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 NETWORKS = (
     "mtcnn_pnet",
@@ -114,12 +114,12 @@ def through_gateway(
     memories: dict[str, Memory] = {}
     ports = TritonPorts(free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory() as tmp, TritonServer(repository, ports) as server:
-        env = {
-            "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
-            "PICMETRIC_MODEL_REPOSITORY": str(repository),
-            "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp}/benchmark.db",
-            "PICMETRIC_TRITON_TIMEOUT_S": str(TRITON_TIMEOUT_S),
-        }
+        env = gateway_env(
+            server,
+            repository,
+            f"sqlite:///{tmp}/benchmark.db",
+            triton_timeout_s=str(TRITON_TIMEOUT_S),
+        )
         with gateway_process(env, Path(tmp) / "gateway.log") as url:
             wait_ready(url)
             assert server.process is not None

@@ -29,7 +29,7 @@ from benchmarks._served import MODELS, TRITON_TIMEOUT_S, prepare_repository, wai
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.real_photos import SIZES, jpeg_bytes, real_photo
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 
 @dataclass
@@ -94,13 +94,13 @@ def main() -> None:
         ports = TritonPorts(free_port(), free_port(), free_port())
         server = stack.enter_context(TritonServer(repository, ports))
         for bound in (int(b) for b in args.bounds.split(",")):
-            env = {
-                "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
-                "PICMETRIC_MODEL_REPOSITORY": str(repository),
-                "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp}/bound{bound}.db",
-                "PICMETRIC_TRITON_TIMEOUT_S": str(TRITON_TIMEOUT_S),
-                "PICMETRIC_MAX_ANALYSES_IN_FLIGHT": str(bound),
-            }
+            env = gateway_env(
+                server,
+                repository,
+                f"sqlite:///{tmp}/bound{bound}.db",
+                triton_timeout_s=str(TRITON_TIMEOUT_S),
+                max_analyses_in_flight=str(bound),
+            )
             with gateway_process(env, tmp / f"gateway{bound}.log") as url:
                 wait_ready(url)
                 log(f"bound {bound}: {args.clients} clients for {args.seconds:.0f} s")

@@ -37,7 +37,7 @@ from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.phone_formats import encode
 from tests.utils.ports import free_port
 from tests.utils.real_photos import jpeg_bytes, real_photo
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_env, gateway_process
 
 MB = 1_000_000
 TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "HEIF": "image/heic", "AVIF": "image/avif"}
@@ -112,11 +112,7 @@ def through_gateway(files: dict[str, bytes], repository: Path, repeats: int) -> 
     rows: list[list[object]] = []
     ports = TritonPorts(free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory() as tmp, TritonServer(repository, ports) as server:
-        env = {
-            "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
-            "PICMETRIC_MODEL_REPOSITORY": str(repository),
-            "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp}/benchmark.db",
-        }
+        env = gateway_env(server, repository, f"sqlite:///{tmp}/benchmark.db")
         with gateway_process(env, Path(tmp) / "gateway.log") as url:
             wait_ready(url)
             count = 0

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from core.triton_admin import new_admin_key
 from gateway.main import create_app
 from gateway.replicas import RESOLVE_S
 from gateway.settings import Settings
+from tests.utils.load import Load
 from tests.utils.ports import free_port
 from tests.utils.processes import processes, stubs_of
 from tests.utils.services import gateway_process, wait_until
@@ -278,52 +278,13 @@ def test_a_replica_added_to_the_dns_answer_gets_work_within_a_minute(
     )
 
 
-@dataclass(frozen=True)
-class Answer:
-    sent: float
-    received: float
-    status: int | None  # None: no answer
-
-
-class Load:
-    """CLIENTS clients sending analyses in a loop; a client honours a 503 for 0.2 s."""
-
-    def __init__(self, url: str, jpeg: bytes) -> None:
-        self.url, self.jpeg = url, jpeg
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(REQUEST_TIMEOUT_S + 5)
-
-    def _client(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_S) as client:
-            while not self._stop.is_set():
-                sent = time.monotonic()
-                try:
-                    status: int | None = analyze(client, self.jpeg).status_code
-                except httpx.HTTPError:
-                    status = None
-                self.answers.append(Answer(sent, time.monotonic(), status))
-                if status != 200:
-                    time.sleep(0.2)
-
-
 def test_kill_9_of_one_replica_under_load_moves_the_work_and_it_comes_back(
     gateway: str, replicas: list[Replica], jpeg: bytes, folder: Path
 ) -> None:
     killed_one, other = replicas
     old_pid = killed_one.server_pid()
     assert old_pid is not None
-    with Load(gateway, jpeg) as load:
+    with Load(gateway, jpeg, CLIENTS, REQUEST_TIMEOUT_S, models="resnet50") as load:
         time.sleep(2.0)
         os.kill(old_pid, signal.SIGKILL)
         killed = time.monotonic()

@@ -5,21 +5,19 @@ model's stub is stuck returns, bounded, only once Triton's ports are free."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from picmetric.triton_server import STOP_GRACE_S
+from tests.utils.load import Load
 from tests.utils.ports import free_port
 from tests.utils.processes import group_of, port_free, processes, stubs_of
 from tests.utils.real_photos import jpeg_bytes, real_photo
@@ -33,70 +31,6 @@ RECOVERY_LIMIT_S = 60
 REQUEST_TIMEOUT_S = 30
 # SIGTERM to serve: uvicorn's shutdown, then Triton's grace period, then SIGKILL of its group.
 STOP_LIMIT_S = STOP_GRACE_S + 20
-
-
-@dataclass(frozen=True)
-class Answer:
-    sent: float  # time.monotonic() when the request left
-    seconds: float
-    status: int | None  # None: no answer (timeout or connection error)
-    errortype: str | None
-    retry_after: str | None
-    error: str = ""
-
-
-class Load:
-    """A few clients posting a small photo in a loop, each with its own threshold so that no
-    answer comes from the results cache; every answer is kept."""
-
-    def __init__(self, url: str, jpeg: bytes) -> None:
-        self.url, self.jpeg = url, jpeg
-        self.answers: list[Answer] = []
-        self._stop = threading.Event()
-        self._thresholds = itertools.count()
-        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(CLIENTS)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(REQUEST_TIMEOUT_S + 5)
-
-    def _client(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_S) as client:
-            while not self._stop.is_set():
-                threshold = 0.2 + next(self._thresholds) / 1e5
-                sent = time.monotonic()
-                try:
-                    answer = client.post(
-                        "/v1/analyze",
-                        files={"file": ("photo.jpg", self.jpeg, "image/jpeg")},
-                        data={"threshold": f"{threshold:.5f}"},
-                    )
-                except httpx.HTTPError as exc:
-                    seconds = time.monotonic() - sent
-                    self.answers.append(Answer(sent, seconds, None, None, None, repr(exc)))
-                    continue
-                body = answer.json() if answer.content else {}
-                self.answers.append(
-                    Answer(
-                        sent,
-                        time.monotonic() - sent,
-                        answer.status_code,
-                        body.get("errortype"),
-                        answer.headers.get("Retry-After"),
-                    )
-                )
-                if answer.status_code != 200:
-                    time.sleep(0.2)  # as a client honouring a short Retry-After would
-
-    def first_success_sent_after(self, moment: float) -> Answer | None:
-        served = [a for a in list(self.answers) if a.status == 200 and a.sent > moment]
-        return min(served, key=lambda a: a.sent + a.seconds, default=None)
 
 
 def _tritonserver_of(serve: int) -> int | None:
@@ -143,7 +77,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
         killed_pid = _tritonserver_of(serve.pid)
         assert killed_pid is not None and stubs_of(killed_pid)
 
-        with Load(gateway, jpeg_bytes(real_photo(0.3))) as load:
+        with Load(gateway, jpeg_bytes(real_photo(0.3)), CLIENTS, REQUEST_TIMEOUT_S) as load:
             wait_until(lambda: load.first_success_sent_after(0), 60, "a first analysis", log)
             os.kill(killed_pid, signal.SIGKILL)
             killed = time.monotonic()
@@ -162,7 +96,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
             time.sleep(2)  # a little load on the restarted server too
         first = load.first_success_sent_after(killed)
         assert first is not None
-        gateway_back = first.sent + first.seconds - killed
+        gateway_back = first.received - killed
         assert gateway_back < RECOVERY_LIMIT_S
 
         assert stubs_of(killed_pid) == [], "stubs of the killed Triton are still running"
@@ -175,7 +109,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
         for answer in answers:
             if answer.status == 503:
                 assert answer.errortype and answer.retry_after, answer
-        failed = [a for a in answers if a.status != 200 and a.sent + a.seconds >= killed]
+        failed = [a for a in answers if a.status != 200 and a.received >= killed]
         assert "Triton exited with code -9; restarting in 1 s (restart 1)" in log.read_text()
 
         # SIGTERM while a model is unhealthy: one stub of the new server stopped (SIGSTOP).

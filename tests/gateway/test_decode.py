@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import time
 
 import cv2
@@ -12,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.paths import PROJECT_ROOT
 from gateway.decode import (
     DEFAULT_MAX_JPEG_SCANS,
     decode_rgb,
@@ -22,6 +19,7 @@ from gateway.decode import (
 )
 from gateway.errors import ImageTooLarge, UnsupportedImage
 from gateway.settings import Settings
+from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.hostile_images import progressive_jpeg, tiff16
 
 
@@ -168,30 +166,9 @@ def test_max_jpeg_scans_default_is_the_settings_default() -> None:
 
 
 def test_decode_plan_memory_covers_what_opencv_takes_for_a_one_strip_deep_tiff() -> None:
-    """Oracle: how far a fresh interpreter's peak RSS (VmHWM, reset first through clear_refs)
-    rises above its RSS while the gateway's decode_rgb decodes a 6323x6323 16-bit RGBA TIFF in
-    one strip."""
-    code = (
-        "import sys\n"
-        "from gateway.decode import decode_rgb\n"
-        "def kb(field):\n"
-        "    status = open('/proc/self/status').read().splitlines()\n"
-        "    return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))\n"
-        "data = sys.stdin.buffer.read()\n"
-        "open('/proc/self/clear_refs', 'w').write('5')\n"
-        "before = kb('VmRSS')\n"
-        "decode_rgb(data, 40_000_000)\n"
-        "print((kb('VmHWM') - before) * 1024)\n"
-    )
+    """Oracle: the peak memory a 6323x6323 16-bit RGBA TIFF in one strip adds while decoded
+    (tests/utils/decode_memory.py)."""
     data = tiff16(6323)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        input=data,
-        capture_output=True,
-        timeout=120,
-        check=True,
-        cwd=PROJECT_ROOT,
-    )
-    measured = int(done.stdout)
+    measured = decode_peak_bytes(data)
     counted = plan_decode(data, 40_000_000, 64).memory
     assert measured <= counted < 1.2 * measured, (measured, counted)

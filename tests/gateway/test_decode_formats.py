@@ -6,8 +6,6 @@ animated or multi-page images refused by name."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,9 +13,9 @@ import pytest
 from PIL import Image, ImageCms
 from pillow_heif.as_plugin import HeifImageFile
 
-from core.paths import PROJECT_ROOT
 from gateway.decode import ACCEPTED_FORMATS, decode_rgb, plan_decode, read_header
 from gateway.errors import ImageTooLarge, UnsupportedImage
+from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.phone_formats import PhoneFiles, display_p3, encode
 from tests.utils.real_photos import real_photo
 
@@ -150,44 +148,20 @@ def test_an_over_limit_heic_is_refused_from_its_header_before_decoding(
     assert refused.value.status_code == 413 and "4032x3024" in str(refused.value)
 
 
-_MEASURE = """
-import sys
-from gateway.decode import decode_rgb
-def kb(field):
-    status = open('/proc/self/status').read().splitlines()
-    return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))
-data = sys.stdin.buffer.read()
-decode_rgb(open(sys.argv[1], 'rb').read(), 40_000_000)  # the codec's libraries, loaded
-open('/proc/self/clear_refs', 'w').write('5')
-before = kb('VmRSS')
-decode_rgb(data, 40_000_000)
-print((kb('VmHWM') - before) * 1024)
-"""
-
-
 @pytest.mark.parametrize("format", ("HEIF", "AVIF"))
 def test_decode_plan_memory_covers_what_a_12mp_phone_photo_takes(
     format: str, phone_files: PhoneFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Oracle: how far a fresh interpreter's peak RSS (VmHWM, reset through clear_refs) rises
-    above its RSS while decode_rgb decodes the photo, libraries loaded first; counted within
-    30% above it. With a Display P3 profile and orientation 6, the worst case: the ICC strip and
-    the turned copy."""
+    """Oracle: the peak memory the photo's decode adds (tests/utils/decode_memory.py), the
+    codec's libraries loaded first; counted within 30% above it. With a Display P3 profile and
+    orientation 6, the worst case: the ICC strip and the turned copy."""
     profile = display_p3()
     data = phone_files.file("12mp", "HEIF")  # tiled, no profile: libheif's worst case, its tiles
     if format == "AVIF":
         data = encode(phone_files.photo("12mp"), "AVIF", 6, icc_profile=profile, quality=90)
     warm = tmp_path_factory.mktemp("warm") / "small"
     warm.write_bytes(encode(_upright(), format, icc_profile=profile))
-    done = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(warm)],
-        input=data,
-        capture_output=True,
-        timeout=120,
-        check=True,
-        cwd=PROJECT_ROOT,
-    )
-    measured = int(done.stdout)
+    measured = decode_peak_bytes(data, warm)
     counted = plan_decode(data, 40_000_000, 64).memory
     assert measured <= counted < 1.3 * measured, (measured, counted)
 

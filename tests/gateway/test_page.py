@@ -110,6 +110,28 @@ def _near(color: tuple[int, int, int], expected: tuple[int, int, int], tolerance
     return all(abs(a - b) <= tolerance for a, b in zip(color, expected, strict=True))
 
 
+def _assert_face_box_on_screen(
+    screenshot: Image.Image,
+    drawn: dict[str, Any],
+    box: dict[str, float],
+    origin: tuple[float, float],
+    scale: tuple[float, float],
+) -> None:
+    """The face box the page drew (`drawn`, its SVG rectangle's screen corners) lies where the
+    answer's box falls on the photo shown at `origin` and `scale`, and shows in the face colour."""
+    (left, top), (scale_x, scale_y) = origin, scale
+    on_screen = [
+        left + box["x_min"] * scale_x,
+        top + box["y_min"] * scale_y,
+        left + box["x_max"] * scale_x,
+        top + box["y_max"] * scale_y,
+    ]
+    assert drawn["screen"] == pytest.approx(on_screen, abs=1.5)
+    middle = (on_screen[1] + on_screen[3]) / 2
+    for x in (on_screen[0], on_screen[2]):
+        assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+
+
 def _save_artefact(png: bytes, tmp_path: Path, name: str) -> Path:
     """The screenshot in the test's tmp dir and, when PICMETRIC_TEST_ARTEFACTS names a folder,
     there too (CI keeps that folder)."""
@@ -172,16 +194,7 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
     width, height = box["x_max"] - box["x_min"], box["y_max"] - box["y_min"]
     drawn_box = [drawn["x"], drawn["y"], drawn["width"], drawn["height"]]
     assert drawn_box == pytest.approx([box["x_min"], box["y_min"], width, height])
-    on_screen = [
-        left + box["x_min"] * scale_x,
-        top + box["y_min"] * scale_y,
-        left + box["x_max"] * scale_x,
-        top + box["y_max"] * scale_y,
-    ]
-    assert drawn["screen"] == pytest.approx(on_screen, abs=1.5)
-    middle = (on_screen[1] + on_screen[3]) / 2
-    for x in (on_screen[0], on_screen[2]):
-        assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+    _assert_face_box_on_screen(screenshot, drawn, box, (left, top), (scale_x, scale_y))
 
     landmarks = {point["name"]: point for point in geometry["landmarks"]}
     assert set(landmarks) == set(face["keypoints"]) and len(geometry["landmarks"]) == 5
@@ -251,16 +264,7 @@ def test_page_shows_a_heic_upload_upright_with_its_boxes(
     (drawn,) = geometry["faces"]
     box = face["box"]
     scale_x, scale_y = shown_width / 512, shown_height / 400
-    on_screen = [
-        left + box["x_min"] * scale_x,
-        top + box["y_min"] * scale_y,
-        left + box["x_max"] * scale_x,
-        top + box["y_max"] * scale_y,
-    ]
-    assert drawn["screen"] == pytest.approx(on_screen, abs=1.5)
-    middle = (on_screen[1] + on_screen[3]) / 2
-    for x in (on_screen[0], on_screen[2]):
-        assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+    _assert_face_box_on_screen(screenshot, drawn, box, (left, top), (scale_x, scale_y))
     # The face is in the upright photo's top half, where the astronaut's head is.
     assert box["y_max"] < 250
 
