@@ -39,7 +39,8 @@ from tests.utils.promql import ALERTS, DASHBOARD
 from tests.utils.services import S3_CREDENTIALS, s3_server
 
 PRODUCTION = ("-f", "ci/production-values.yaml")
-VALUES = {"default": (), "production": PRODUCTION}
+CPU = ("-f", "ci/cpu-values.yaml")
+VALUES = {"default": (), "production": PRODUCTION, "cpu": CPU}
 IN_FLIGHT_RULE = "picmetric:triton_requests_in_flight:rate1m"
 IN_FLIGHT_METRIC = "picmetric_triton_requests_in_flight"
 # The HPA's target: where the signal sits at 60-70 % of the throughput plateau (BENCHMARKS.md,
@@ -130,6 +131,17 @@ def test_triton_requests_a_gpu_and_has_room_for_the_python_backend() -> None:
     assert {p["containerPort"] for p in server["ports"]} == {8000, 8001, 8002}
     tolerations = triton["spec"]["template"]["spec"]["tolerations"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in tolerations
+
+
+def test_triton_on_cpu_nodes_asks_for_no_gpu() -> None:
+    triton = find(render(*CPU), "Deployment", "-triton")
+    server = container(triton, "triton")
+    assert "nvidia.com/gpu" not in json.dumps(server["resources"])
+    assert server["resources"]["requests"]["cpu"] == "7"
+    assert "--allow-gpu-metrics=false" in server["args"]
+    assert "tolerations" not in triton["spec"]["template"]["spec"]
+    gpu = container(find(render(), "Deployment", "-triton"), "triton")
+    assert "--allow-gpu-metrics=true" in gpu["args"]
 
 
 def test_triton_probes_give_model_loading_time_and_check_every_model() -> None:
@@ -540,7 +552,7 @@ def test_optional_objects_follow_their_switches() -> None:
 
 
 BAD_VALUES = {
-    "no GPU": ("triton.gpus=0", "triton.gpus"),
+    "negative GPUs": ("triton.gpus=-1", "triton.gpus"),
     "latest tag": ("gateway.image.tag=latest", "gateway.image.tag"),
     "DSN in values": (
         "gateway.extraEnv.PICMETRIC_DATABASE_URL=postgresql://u:p@db/picmetric",
