@@ -58,6 +58,7 @@ _QUARTER_TURNS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
+_XMP_LATITUDE = re.compile(rb"GPSLatitude(?:\s*=\s*[\"']\s*[^\"'\s]|\s*>\s*[^<\s])")
 _DATETIME_ORIGINAL, _DATETIME = 0x9003, 0x0132
 # Decoding at 1/factor of the size, largest first (IMREAD_COLOR_RGB is added to every flag: it
 # decodes straight to RGB, without a BGR-to-RGB pass).
@@ -130,7 +131,7 @@ def read_header(data: bytes) -> ImageHeader:
                 bands=len(image.getbands()),
                 sample_bytes=_sample_bytes(image),
                 progressive=format == "JPEG" and bool(image.info.get("progressive")),
-                has_location=_has_location(exif),
+                has_location=_has_location(exif, image.info.get("xmp")),
                 taken_at=_taken_at(exif),
                 icc_profile=image.info.get("icc_profile") or None,
             )
@@ -169,9 +170,17 @@ def _orientation(exif: Image.Exif) -> int:
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
-def _has_location(exif: Image.Exif) -> bool:
+def _has_location(exif: Image.Exif, xmp: object) -> bool:
+    """A GPS position in the EXIF, or in the XMP packet (`exif:GPSLatitude`, as an attribute or
+    an element, with a value: gateway.privacy blanks it with spaces)."""
     gps = exif.get_ifd(_GPS_IFD)
-    return bool(gps.get(_GPS_LATITUDE) and gps.get(_GPS_LONGITUDE))
+    if gps.get(_GPS_LATITUDE) and gps.get(_GPS_LONGITUDE):
+        return True
+    return isinstance(xmp, bytes | str) and bool(_XMP_LATITUDE.search(_as_bytes(xmp)))
+
+
+def _as_bytes(text: bytes | str) -> bytes:
+    return text if isinstance(text, bytes) else text.encode("utf-8", "replace")
 
 
 def _taken_at(exif: Image.Exif) -> str | None:

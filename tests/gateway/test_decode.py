@@ -18,6 +18,7 @@ from gateway.decode import (
     read_header,
 )
 from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.privacy import strip_identifying
 from gateway.settings import Settings
 from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.hostile_images import progressive_jpeg, tiff16
@@ -172,3 +173,23 @@ def test_decode_plan_memory_covers_what_opencv_takes_for_a_one_strip_deep_tiff()
     measured = decode_peak_bytes(data)
     counted = plan_decode(data, 40_000_000, 64).memory
     assert measured <= counted < 1.2 * measured, (measured, counted)
+
+
+GPS_XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="52,22.5N" '
+    b'exif:GPSLongitude="4,53.1E"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@pytest.mark.parametrize("format", ["JPEG", "WEBP"])
+def test_a_location_in_xmp_alone_is_a_location(format: str) -> None:
+    """Some apps write the position in XMP only; once gateway.privacy blanks it, it is gone."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40)).save(buffer, format, xmp=GPS_XMP)
+    assert read_header(buffer.getvalue()).has_location
+    assert not read_header(strip_identifying(buffer.getvalue())).has_location
+    plain = io.BytesIO()
+    Image.new("RGB", (60, 40)).save(plain, format, xmp=GPS_XMP.replace(b"GPS", b"Other"))
+    assert not read_header(plain.getvalue()).has_location
