@@ -41,6 +41,7 @@ class AnalysisRequest:
     models: list[str] | None  # None: every model that is ready
     options: Options
     data: bytes | None = None  # the uploaded bytes
+    fresh: bool = False  # run the models even when the store has the answer (no-cache)
 
 
 def url_kind(url: str) -> SourceKind:
@@ -165,7 +166,7 @@ async def analyze_keeping_photo(
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
     key = _cache_key(specs, services.catalog.states, request.options)
     row = _new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
-    answer = await _from_store(row, services.store)
+    answer = None if request.fresh else await _from_store(row, services.store)
     if answer is not None:
         if answer is row:  # another client's inference, stored as this client's analysis
             await _store(row, services.store, started)

@@ -51,10 +51,19 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-def _analysis_request(body: AnalysisOptions, services: Services, **source: Any) -> AnalysisRequest:
+def wants_fresh(request: Request) -> bool:
+    """`Cache-Control: no-cache`: the client wants the models run, not the stored answer to the
+    same bytes, models and options (RFC 9111's request directive)."""
+    directives = request.headers.get("cache-control", "").lower().split(",")
+    return "no-cache" in (d.strip() for d in directives)
+
+
+def _analysis_request(
+    body: AnalysisOptions, services: Services, request: Request, **source: Any
+) -> AnalysisRequest:
     options = options_or_defaults(services.settings, body.threshold, body.max_results)
     models: list[str] | None = list(body.models) if body.models else None
-    return AnalysisRequest(models=models, options=options, **source)
+    return AnalysisRequest(models=models, options=options, fresh=wants_fresh(request), **source)
 
 
 async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
@@ -152,7 +161,9 @@ async def upload_request(
         body = _form_options(form)
     _admit(services, slot)
     pointer = await _pointer(data, filename, services, keep)
-    return _analysis_request(body, services, source_kind="upload", source=pointer, data=data)
+    return _analysis_request(
+        body, services, request, source_kind="upload", source=pointer, data=data
+    )
 
 
 async def analysis_request(
@@ -163,7 +174,9 @@ async def analysis_request(
         return await upload_request(request, services, keep=False, slot=slot)
     body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
     _admit(services, slot)
-    return _analysis_request(body, services, source_kind=url_kind(body.url), source=body.url)
+    return _analysis_request(
+        body, services, request, source_kind=url_kind(body.url), source=body.url
+    )
 
 
 async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
@@ -175,7 +188,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
         if len(body.urls) > most:
             raise InvalidRequest(f"A batch holds at most {most} images, not {len(body.urls)}.")
         return [
-            _analysis_request(body, services, source_kind=url_kind(url), source=url)
+            _analysis_request(body, services, request, source_kind=url_kind(url), source=url)
             for url in body.urls
         ]
     async with request.form(max_files=4 * most, max_fields=FORM_FIELDS) as form:
@@ -199,6 +212,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
         _analysis_request(
             options,
             services,
+            request,
             source_kind="upload",
             source=await _pointer(data, filename, services, keep=False),
             data=data,

@@ -8,7 +8,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import Gateway, metric, post
+from tests.gateway.conftest import FRESH, Gateway, metric, post
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -27,15 +27,19 @@ def _inference_count(triton: TritonServer) -> int:
 def test_cache_hit_leaves_triton_statistics_unchanged(
     gateway: Gateway, photo_server: str, triton: TritonServer
 ) -> None:
-    body = {"url": f"{photo_server}/astronaut.png", "threshold": 0.0123, "models": ["resnet50"]}
+    body = {"url": f"{photo_server}/astronaut.png", "models": ["resnet50"]}
     start = _inference_count(triton)
-    first = post(gateway, "/v1/analyze", json=body).json()
+    first = post(gateway, "/v1/analyze", json=body, headers=FRESH).json()
     before = _inference_count(triton)
-    assert before > start, "the first request is a miss and runs resnet50"
+    assert before == start + 1, "no-cache runs resnet50, whatever the store holds"
+    assert first["cached"] is False
     second = post(gateway, "/v1/analyze", json=body).json()
     assert _inference_count(triton) == before
     assert second["cached"] is True and second["id"] == first["id"]
     assert second["results"] == first["results"]
+    third = post(gateway, "/v1/analyze", json=body, headers=FRESH).json()
+    assert _inference_count(triton) == before + 1
+    assert third["cached"] is False and third["id"] != first["id"]
 
 
 def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server: str) -> None:
@@ -45,9 +49,9 @@ def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server:
     fetched = metric(gateway, "picmetric_fetched_bytes_total", source="url")
     hits = metric(gateway, "picmetric_cache_hits_total")
     inferences = metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
-    body = {"url": f"{photo_server}/chelsea.png", "threshold": 0.0456}
-    for _ in range(2):  # the second one is a cache hit
-        assert post(gateway, "/v1/analyze", json=body).status_code == 200
+    body = {"url": f"{photo_server}/chelsea.png"}
+    for headers in (FRESH, {}):  # the second one is a cache hit
+        assert post(gateway, "/v1/analyze", json=body, headers=headers).status_code == 200
     assert metric(gateway, "picmetric_requests_total", **route) == requests + 2
     assert metric(gateway, "picmetric_stage_duration_seconds_count", stage="fetch") == fetches + 2
     assert metric(gateway, "picmetric_fetched_bytes_total", source="url") > fetched

@@ -15,7 +15,7 @@ from PIL import Image
 from gateway.album import BURST_BITS, NEAR_BITS
 from gateway.quality import hash_distance
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import Gateway, metric
+from tests.gateway.conftest import FRESH, Gateway, metric
 from tests.utils.mtcnn_faces import photos
 from tests.utils.triton_stats import settled
 
@@ -39,15 +39,12 @@ def _executions(triton: TritonServer, model: str) -> tuple[int, int]:
 def test_batch_of_16_answers_in_order_and_one_broken_image_fails_alone(
     gateway: Gateway, photo_server: str, triton: TritonServer
 ) -> None:
-    # The eight photo files, twice over; a copy may be answered from the store meanwhile.
+    # The eight photo files, twice over.
     urls = [f"{photo_server}/{PHOTOS[i % 4]}.{'png' if i % 8 >= 4 else 'jpg'}" for i in range(16)]
     urls[13] = f"{photo_server}/notes.txt"
     before = settled(lambda: _executions(triton, "resnet50"))
     unsupported = metric(gateway, "picmetric_errors_total", errortype="unsupported_image")
-    # A threshold no other test uses, so nothing is answered from the store.
-    answer = _batch(
-        gateway, json={"urls": urls, "models": ["resnet50", "mtcnn"], "threshold": 0.0191}
-    )
+    answer = _batch(gateway, json={"urls": urls, "models": ["resnet50", "mtcnn"]}, headers=FRESH)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert [item["index"] for item in body["results"]] == list(range(16))
@@ -68,7 +65,7 @@ def test_batch_of_16_answers_in_order_and_one_broken_image_fails_alone(
     assert album["faces"] == faces >= 4  # the astronaut's face, four times
     assert album["labels"] and album["labels"][0]["images"] >= 1
     inferences, executions = settled(lambda: _executions(triton, "resnet50"))
-    assert 8 <= inferences - before[0] <= 15  # each file once at least
+    assert inferences - before[0] == 8  # each file once: a batch analyses a URL once
     assert 0 < executions - before[1] < inferences - before[0], "shared dynamic batches"
 
 
@@ -92,7 +89,7 @@ def test_batch_of_uploads_answers_each_file(gateway: Gateway, photo_server: str)
         ("file", (f"{name}.jpg", httpx.get(f"{photo_server}/{name}.jpg").content, "image/jpeg"))
         for name in ("astronaut", "chelsea")
     ]
-    answer = _batch(gateway, files=files, data={"models": "mtcnn", "threshold": "0.0192"})
+    answer = _batch(gateway, files=files, data={"models": "mtcnn"}, headers=FRESH)
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
     assert [r["analysis"]["source"]["kind"] for r in results] == ["upload", "upload"]
@@ -145,7 +142,7 @@ def test_batch_groups_bursts_names_the_sharpest_and_never_groups_unrelated_photo
         b"not a photo\n" * 100,
     ]
     files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(uploads)]
-    answer = _batch(gateway, files=files, data={"models": "mtcnn", "threshold": "0.0194"})
+    answer = _batch(gateway, files=files, data={"models": "mtcnn"}, headers=FRESH)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     results, album = body["results"], body["album"]

@@ -5,7 +5,6 @@ Issue 19's rows: bodies (1), fetches (2), browser-facing (7), error paths (9).""
 
 from __future__ import annotations
 
-import itertools
 import socket
 import threading
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from picmetric.triton_server import TritonServer
+from tests.gateway.conftest import FRESH
 from tests.utils.hostile import (
     Upstream,
     connect,
@@ -38,7 +38,6 @@ MAX_IMAGE_BYTES = 3_000_000
 BODY_TIMEOUT_S = 2.0
 FETCH_TIMEOUT_S = 3.0
 HUGE = 256 << 20  # a declared 256 MiB body
-_thresholds = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,9 @@ def assert_responsive(target: Target) -> None:
 
 
 def assert_analysis_succeeds(target: Target) -> None:
-    """A normal analysis, with a threshold no other uses (so it is not answered from the store)."""
-    threshold = 0.3 + next(_thresholds) / 1000
-    body = {
-        "url": f"{target.upstream_url}/photo.jpg",
-        "models": ["resnet50"],
-        "threshold": threshold,
-    }
-    answer = _post(target, "/v1/analyze", json=body)
+    """A normal analysis, which runs the model (not answered from the store)."""
+    body = {"url": f"{target.upstream_url}/photo.jpg", "models": ["resnet50"]}
+    answer = _post(target, "/v1/analyze", json=body, headers=FRESH)
     assert answer.status_code == 200, answer.text
     assert answer.json()["cached"] is False
 

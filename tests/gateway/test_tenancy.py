@@ -20,6 +20,7 @@ from gateway.ratelimit import key_id
 from gateway.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
+from tests.gateway.conftest import FRESH
 from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_env, gateway_process
@@ -55,8 +56,10 @@ def keyed_gateway(
     assert "hunter2" not in log.read_text() and "s3cret" not in log.read_text()
 
 
-def _call(method: str, url: str, key: str, **kwargs: object) -> httpx.Response:
-    return httpx.request(method, url, headers={"X-API-Key": key}, timeout=120, **kwargs)  # type: ignore[arg-type]
+def _call(method: str, url: str, key: str, fresh: bool = False, **kwargs: object) -> httpx.Response:
+    """`fresh`: Cache-Control: no-cache, the models run whatever the store holds."""
+    headers = {"X-API-Key": key, **(FRESH if fresh else {})}
+    return httpx.request(method, url, headers=headers, timeout=120, **kwargs)  # type: ignore[arg-type]
 
 
 def _inferences(triton: TritonServer) -> int:
@@ -80,11 +83,12 @@ def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
     """Alice analyses a URL with credentials; Bob sends the same photo: inference is reused, but
     Bob's answer has its own id, time and URL; each key reads its own and gets 404 (the body of a
     missing id) for the other's."""
-    threshold = 0.0371  # no other test uses it: the first analysis is a miss
-    body = {"models": ["resnet50"], "threshold": threshold}
+    body = {"models": ["resnet50"]}
     alice_url = _with_credentials(photo_server, "/coffee.png", "s3cret-alice")
     bob_url = _with_credentials(photo_server, "/coffee.png", "s3cret-bob")
-    first = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json={**body, "url": alice_url})
+    first = _call(
+        "POST", f"{keyed_gateway}/v1/analyze", ALICE, fresh=True, json={**body, "url": alice_url}
+    )
     assert first.status_code == 200, first.text
     alice = first.json()
     assert alice["source"]["url"] == f"{photo_server}/coffee.png" == public_url(alice_url)
@@ -122,11 +126,16 @@ def test_upload_filenames_of_one_key_never_reach_another(
     keyed_gateway: str, photos: dict[str, np.ndarray]
 ) -> None:
     photo = jpeg_bytes(photos["rocket"])
-    form = {"models": "resnet50", "threshold": "0.0372"}
+    form = {"models": "resnet50"}
     answers = {}
     for key, name in ((ALICE, "alice-private-name.jpg"), (BOB, "bob.jpg")):
         answer = _call(
-            "POST", f"{keyed_gateway}/v1/analyze", key, files={"file": (name, photo)}, data=form
+            "POST",
+            f"{keyed_gateway}/v1/analyze",
+            key,
+            fresh=key == ALICE,  # Alice's runs the models; Bob's is answered from hers
+            files={"file": (name, photo)},
+            data=form,
         )
         assert answer.status_code == 200, answer.text
         answers[key] = answer.json()
@@ -142,9 +151,10 @@ def test_a_stored_analysis_reads_back_as_it_was_answered(
 ) -> None:
     """Issue 23: GET /v1/analyses/{id} answers what POST did, timings (`total`) included; only
     `cached` differs (a read is always answered from the store)."""
-    for threshold in (0.0373, 0.0373):  # a miss, then the same key's hit
-        body = {"url": f"{photo_server}/chelsea.png", "threshold": threshold}
-        posted = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json=body).json()
+    body = {"url": f"{photo_server}/chelsea.png"}
+    for fresh in (True, False):  # a miss, then the same key's hit
+        posted = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, fresh, json=body).json()
+        assert posted["cached"] is not fresh
         read = _call("GET", f"{keyed_gateway}/v1/analyses/{posted['id']}", ALICE).json()
         assert "total" in posted["timings_ms"]
         assert {**read, "cached": None} == {**posted, "cached": None}
