@@ -249,7 +249,8 @@ class DecodePlan:
     def memory(self) -> int:
         """Peak bytes the decode holds, plus 15% for the decoders' own buffers. OpenCV: the RGB
         output, plus the stored samples where the decoder may keep them whole (a TIFF in one
-        strip; a progressive JPEG's coefficients, 2 bytes per sample), counted at full size (a
+        strip; a progressive JPEG's coefficients, 2 bytes per sample; a JPEG's output-size
+        buffer in libjpeg), counted at full size (a
         6323x6323 16-bit RGBA TIFF in one strip: 440 MB of both, 487 MB measured), plus a second
         output while the orientation is applied. Pillow (HEIF, AVIF): what the decoder, Pillow's
         image (4 bytes a pixel) and our array hold at once, per pixel as measured at 12 MP
@@ -263,7 +264,9 @@ class DecodePlan:
         else:
             stored = pixels * header.bands * header.sample_bytes
             if header.format == "JPEG":
-                stored = pixels * header.bands * 2 if header.progressive else 0
+                # libjpeg's own output-size buffer (measured: a 12 MP baseline JPEG peaks at
+                # twice the RGB output, at every reduction), and a progressive one's coefficients.
+                stored = output + (pixels * header.bands * 2 if header.progressive else 0)
             peak = stored + output + (output if header.orientation != 1 else 0)
         if header.icc_profile:
             peak += STRIP_ROWS * header.width * 8  # a strip in Pillow (4 B/px) and back (3 B/px)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ from gateway.privacy import strip_identifying
 from gateway.settings import Settings
 from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.hostile_images import progressive_jpeg, tiff16
+from tests.utils.real_photos import jpeg_bytes, real_photo
 
 
 def _encode(image: Image.Image, format: str, **options: object) -> bytes:
@@ -149,11 +151,25 @@ def test_decode_plan_counts_the_memory_a_decode_holds() -> None:
     png16 = cv2.imencode(".png", np.zeros((30, 20, 3), np.uint16))[1].tobytes()
     assert plan_decode(png16, 10**8, 64).memory == 30 * 20 * (3 * 2 + 3) * 23 // 20
     baseline = _encode(Image.new("RGB", (640, 480)), "JPEG")
-    assert plan_decode(baseline, 10**8, 64).memory == 640 * 480 * 3 * 23 // 20
+    assert plan_decode(baseline, 10**8, 64).memory == 640 * 480 * 3 * 2 * 23 // 20
     reduced = plan_decode(baseline, 10**8, 64, min_side=100)
-    assert reduced.factor == 4 and reduced.memory == 160 * 120 * 3 * 23 // 20
+    assert reduced.factor == 4 and reduced.memory == 160 * 120 * 3 * 2 * 23 // 20
     progressive = plan_decode(progressive_jpeg(64), 10**8, 64)
-    assert progressive.memory == 64 * 64 * (3 * 2 + 3) * 23 // 20
+    assert progressive.memory == 64 * 64 * (3 * 2 + 3 + 3) * 23 // 20
+
+
+@pytest.mark.parametrize("min_side", [None, 1000, 400])
+def test_decode_plan_memory_covers_what_libjpeg_takes_for_a_12mp_jpeg(
+    min_side: int | None, tmp_path: Path
+) -> None:
+    """Oracle: the peak memory a 12 MP baseline JPEG's decode adds, whole and reduced
+    (tests/utils/decode_memory.py), libjpeg loaded first; counted within 30% above it."""
+    data = jpeg_bytes(real_photo(12))
+    plan = plan_decode(data, 40_000_000, 64, min_side)
+    warm = tmp_path / "small.jpg"
+    warm.write_bytes(jpeg_bytes(real_photo(0.1)))
+    measured = decode_peak_bytes(data, warm, min_side)
+    assert measured <= plan.memory < 1.3 * measured, (measured, plan.memory)
 
 
 def test_pixel_limit_refusal_names_its_setting() -> None:

@@ -17,19 +17,21 @@ def kb(field):
     status = open('/proc/self/status').read().splitlines()
     return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))
 data = sys.stdin.buffer.read()
-if len(sys.argv) > 1:  # the codec's libraries loaded first, so they are not counted
-    decode_rgb(open(sys.argv[1], 'rb').read(), 40_000_000)
+min_side = int(sys.argv[1]) if sys.argv[1] else None
+if len(sys.argv) > 2:  # the codec's libraries loaded first, so they are not counted
+    decode_rgb(open(sys.argv[2], 'rb').read(), 40_000_000)
 open('/proc/self/clear_refs', 'w').write('5')
 before = kb('VmRSS')
-decode_rgb(data, 40_000_000)
+decode_rgb(data, 40_000_000, min_side)
 print((kb('VmHWM') - before) * 1024)
 """
 
 
-def decode_peak_bytes(data: bytes, warm_up: Path | None = None) -> int:
-    """The bytes decoding `data` adds at its peak; `warm_up`: a small photo of the same codec
-    decoded first."""
-    command = [sys.executable, "-c", _MEASURE, *([str(warm_up)] if warm_up else [])]
+def decode_peak_bytes(data: bytes, warm_up: Path | None = None, min_side: int | None = None) -> int:
+    """The bytes decoding `data` adds at its peak (a JPEG reduced to `min_side`, as
+    plan_decode's); `warm_up`: a small photo of the same codec decoded first."""
+    side = "" if min_side is None else str(min_side)
+    command = [sys.executable, "-c", _MEASURE, side, *([str(warm_up)] if warm_up else [])]
     done = subprocess.run(
         command, input=data, capture_output=True, timeout=120, check=True, cwd=PROJECT_ROOT
     )
