@@ -5,40 +5,29 @@ from __future__ import annotations
 
 import httpx
 import pytest
-import tritonclient.grpc as grpcclient
 
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import FRESH, Gateway, metric, post
-from tests.utils.triton_stats import settled
+from tests.utils.triton_stats import inference_count
 
 pytestmark = pytest.mark.integration
-
-
-def _inference_count(triton: TritonServer) -> int:
-    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-
-        def read() -> int:
-            stats = client.get_inference_statistics("resnet50", as_json=True)["model_stats"][0]
-            return int(stats.get("inference_count", 0))
-
-        return settled(read)
 
 
 def test_cache_hit_leaves_triton_statistics_unchanged(
     gateway: Gateway, photo_server: str, triton: TritonServer
 ) -> None:
     body = {"url": f"{photo_server}/astronaut.png", "models": ["resnet50"]}
-    start = _inference_count(triton)
+    start = inference_count(triton.grpc_url, "resnet50")
     first = post(gateway, "/v1/analyze", json=body, headers=FRESH).json()
-    before = _inference_count(triton)
+    before = inference_count(triton.grpc_url, "resnet50")
     assert before == start + 1, "no-cache runs resnet50, whatever the store holds"
     assert first["cached"] is False
     second = post(gateway, "/v1/analyze", json=body).json()
-    assert _inference_count(triton) == before
+    assert inference_count(triton.grpc_url, "resnet50") == before
     assert second["cached"] is True and second["id"] == first["id"]
     assert second["results"] == first["results"]
     third = post(gateway, "/v1/analyze", json=body, headers=FRESH).json()
-    assert _inference_count(triton) == before + 1
+    assert inference_count(triton.grpc_url, "resnet50") == before + 1
     assert third["cached"] is False and third["id"] != first["id"]
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
 from gateway.migrate import upgrade_schema
 from gateway.ratelimit import key_id
@@ -24,7 +23,7 @@ from tests.gateway.conftest import FRESH
 from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_env, gateway_process
-from tests.utils.triton_stats import settled
+from tests.utils.triton_stats import inference_count
 
 ALICE, BOB = "alice-key-0123456789", "bob-key-9876543210"
 
@@ -62,16 +61,6 @@ def _call(method: str, url: str, key: str, fresh: bool = False, **kwargs: object
     return httpx.request(method, url, headers=headers, timeout=120, **kwargs)  # type: ignore[arg-type]
 
 
-def _inferences(triton: TritonServer) -> int:
-    with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-
-        def read() -> int:
-            stats = client.get_inference_statistics("resnet50", as_json=True)["model_stats"][0]
-            return int(stats.get("inference_count", 0))
-
-        return settled(read)
-
-
 def _with_credentials(photo_server: str, path: str, token: str) -> str:
     return photo_server.replace("http://", "http://user:hunter2@") + f"{path}?token={token}#x"
 
@@ -92,12 +81,14 @@ def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
     assert first.status_code == 200, first.text
     alice = first.json()
     assert alice["source"]["url"] == f"{photo_server}/coffee.png" == public_url(alice_url)
-    inferences = _inferences(triton)
+    inferences = inference_count(triton.grpc_url, "resnet50")
 
     second = _call("POST", f"{keyed_gateway}/v1/analyze", BOB, json={**body, "url": bob_url})
     assert second.status_code == 200, second.text
     bob = second.json()
-    assert _inferences(triton) == inferences, "Bob's answer reuses Alice's inference"
+    assert inference_count(triton.grpc_url, "resnet50") == inferences, (
+        "Bob's answer reuses Alice's inference"
+    )
     assert bob["cached"] is True and bob["results"] == alice["results"]
     assert bob["id"] != alice["id"] and bob["created_at"] > alice["created_at"]
     assert bob["source"]["url"] == f"{photo_server}/coffee.png"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
+import tritonclient.grpc as grpcclient
 
 T = TypeVar("T")
 
@@ -27,3 +28,15 @@ def settled(read: Callable[[], T], quiet_s: float = 0.3, timeout_s: float = 10.0
         if value != last:
             last, still_since = value, time.monotonic()
     return last
+
+
+def inference_count(grpc_url: str, model: str) -> int:
+    """How many inferences `model` has run on the Triton at `grpc_url`, once its statistics
+    have settled."""
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+
+        def read() -> int:
+            stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+            return int(stats.get("inference_count", 0))
+
+        return settled(read)
