@@ -84,6 +84,14 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+def database_of(request: pytest.FixtureRequest, folder: Path) -> str:
+    """The results database a fixture parametrized "sqlite" or "postgresql" asks for: a SQLite
+    file in `folder`, or the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{folder / 'analyses.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def gateway(
     request: pytest.FixtureRequest,
@@ -94,10 +102,7 @@ def gateway(
 ) -> Iterator[Gateway]:
     """The gateway under uvicorn, talking to the real Triton, S3 and database."""
     folder = tmp_path_factory.mktemp(f"gateway-{request.param}")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{folder / 'analyses.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_url")
+    database_url = database_of(request, folder)
     env = gateway_env(
         triton,
         model_repository,

@@ -19,7 +19,7 @@ from gateway.ratelimit import key_id
 from gateway.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import FRESH
+from tests.gateway.conftest import FRESH, database_of
 from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_env, gateway_process
@@ -37,10 +37,7 @@ def keyed_gateway(
 ) -> Iterator[str]:
     """The gateway with two API keys and no upload bucket (uploads are named by filename)."""
     folder = tmp_path_factory.mktemp(f"tenancy-{request.param}")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{folder / 'analyses.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_url")
+    database_url = database_of(request, folder)
     env = gateway_env(
         triton,
         model_repository,
