@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
@@ -95,6 +96,33 @@ def update_config(
         return False
     write_config(path, new)
     return True
+
+
+def with_accelerator(
+    config: model_config_pb2.ModelConfig,
+    device: Literal["gpu", "cpu"],
+    name: str,
+    parameters: Mapping[str, str] | None,
+) -> model_config_pb2.ModelConfig:
+    """A copy of `config` with the execution accelerator `name` on `device` set to `parameters`,
+    or taken out (None); other accelerators stay, and blocks left empty go, so taking out what
+    was added gives back the config as it was."""
+    new = model_config_pb2.ModelConfig()
+    new.CopyFrom(config)
+    field = f"{device}_execution_accelerator"
+    accelerators = getattr(new.optimization.execution_accelerators, field)
+    others = [a for a in accelerators if a.name != name]
+    del accelerators[:]
+    accelerators.extend(others)
+    if parameters is not None:
+        accelerators.add(name=name, parameters=parameters)
+    if not accelerators:
+        new.optimization.execution_accelerators.ClearField(field)
+        if not new.optimization.execution_accelerators.ByteSize():
+            new.optimization.ClearField("execution_accelerators")
+    if not new.optimization.ByteSize():
+        new.ClearField("optimization")
+    return new
 
 
 def input_dims(config: model_config_pb2.ModelConfig, name: str) -> list[int]:

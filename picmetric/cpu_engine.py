@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.model_config import ModelConfig, read_config, write_config
+from core.model_config import ModelConfig, read_config, with_accelerator, write_config
 
 ACCELERATOR = "openvino"
 PRECISION = "inference_precision"  # the stand-in's parameter (its module docstring)
@@ -59,21 +59,8 @@ def precision_for(model: str, precision: str) -> str:
 def switched(config: ModelConfig, engine: str, precision: str = "FP32") -> ModelConfig:
     """A copy of `config` on `engine`: with the OpenVINO accelerator at `precision` (FP32 or
     BF16) or without it; blocks left empty go too, other accelerators stay."""
-    new = ModelConfig()
-    new.CopyFrom(config)
-    accelerators = new.optimization.execution_accelerators.cpu_execution_accelerator
-    others = [a for a in accelerators if a.name != ACCELERATOR]
-    del accelerators[:]
-    accelerators.extend(others)
-    if engine == "openvino":
-        accelerators.add(name=ACCELERATOR, parameters={PRECISION: precision})
-    if not accelerators:
-        new.optimization.execution_accelerators.ClearField("cpu_execution_accelerator")
-        if not new.optimization.execution_accelerators.ByteSize():
-            new.optimization.ClearField("execution_accelerators")
-    if not new.optimization.ByteSize():
-        new.ClearField("optimization")
-    return new
+    parameters = {PRECISION: precision} if engine == "openvino" else None
+    return with_accelerator(config, "cpu", ACCELERATOR, parameters)
 
 
 def switch(

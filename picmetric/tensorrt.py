@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.model_config import ModelConfig, read_config, update_config
+from core.model_config import ModelConfig, read_config, update_config, with_accelerator
 
 ENGINE_CACHE = "/cache/tensorrt"  # a volume of the triton service in docker-compose.yml
 ACCELERATOR = "tensorrt"
@@ -38,23 +38,8 @@ def onnxruntime_configs(repository: Path) -> list[Path]:
 
 
 def switched(config: ModelConfig, enable: bool) -> ModelConfig:
-    """A copy of `config` with the TensorRT accelerator (enable) or without it; blocks left
-    empty go too."""
-    new = ModelConfig()
-    new.CopyFrom(config)
-    accelerators = new.optimization.execution_accelerators.gpu_execution_accelerator
-    others = [a for a in accelerators if a.name != ACCELERATOR]
-    del accelerators[:]
-    accelerators.extend(others)
-    if enable:
-        accelerators.add(name=ACCELERATOR, parameters=PARAMETERS)
-    if not accelerators:
-        new.optimization.execution_accelerators.ClearField("gpu_execution_accelerator")
-        if not new.optimization.execution_accelerators.ByteSize():
-            new.optimization.ClearField("execution_accelerators")
-    if not new.optimization.ByteSize():
-        new.ClearField("optimization")
-    return new
+    """A copy of `config` with the TensorRT accelerator (enable) or without it."""
+    return with_accelerator(config, "gpu", ACCELERATOR, PARAMETERS if enable else None)
 
 
 def switch(repository: Path, enable: bool) -> list[Path]:
