@@ -1,16 +1,19 @@
-"""Log lines a client cannot forge or read secrets from: every record that reaches the process's
-handlers has its control characters escaped (a newline in a path cannot start a fake line) and
-its secrets redacted (a URL's userinfo, query values of secret-looking names, the API keys)."""
+"""Log lines a client cannot forge or read secrets from: every record the process makes has its
+control characters escaped (a newline in a path cannot start a fake line) and its secrets
+redacted (a URL's userinfo, query values of secret-looking names, the API keys).
+
+Records are cleaned where they are made (the log record factory), not by a filter on the handlers
+that exist at start-up: a record reaches handlers no such filter sits on (Python's last-resort
+handler when the root logger has none, as under `uvicorn --factory gateway.main:create_app`; a
+handler added later; a logger that does not propagate)."""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-# Loggers whose handlers the gateway's lines reach: the root (picmetric's basicConfig) and
-# uvicorn's own, which do not propagate.
-LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
 REDACTED = "***"
 _TRACEBACK = logging.Formatter()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -23,7 +26,9 @@ _SECRET_QUERY = re.compile(
 
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
-    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, f"\\x{ord(char):02x}")
+    code = ord(char)
+    default = f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char, default)
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
@@ -64,12 +69,23 @@ class CleanLogFilter(logging.Filter):
         return True
 
 
+class CleanRecords:
+    """A log record factory: the records of `make`, cleaned by `log_filter`."""
+
+    def __init__(self, make: Callable[..., logging.LogRecord], log_filter: CleanLogFilter) -> None:
+        self.make = make
+        self.log_filter = log_filter
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = self.make(*args, **kwargs)
+        self.log_filter.filter(record)
+        return record
+
+
 def install(secrets: Iterable[str] = ()) -> None:
-    """Put one `CleanLogFilter` on every handler of the gateway's loggers (replacing an earlier
-    one, so a second app in the process brings its own keys)."""
-    log_filter = CleanLogFilter(secrets)
-    for name in LOGGERS:
-        for handler in logging.getLogger(name).handlers:
-            for old in [f for f in handler.filters if isinstance(f, CleanLogFilter)]:
-                handler.removeFilter(old)
-            handler.addFilter(log_filter)
+    """Clean every log record of this process from now on (replacing an earlier install, so a
+    second app in the process brings its own keys)."""
+    make = logging.getLogRecordFactory()
+    if isinstance(make, CleanRecords):
+        make = make.make
+    logging.setLogRecordFactory(CleanRecords(make, CleanLogFilter(secrets)))

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logs.install(secrets=settings.api_keys)  # uvicorn has configured its handlers by now
+        logs.install(secrets=settings.api_keys)
         if not schema_prepared:
             prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)

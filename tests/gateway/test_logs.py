@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 
 import pytest
 
-from gateway.logs import CleanLogFilter, clean, install
+from gateway.logs import CleanLogFilter, CleanRecords, clean, install
 
 
 def test_clean_escapes_control_characters() -> None:
@@ -61,13 +62,27 @@ def test_filter_keeps_a_traceback_on_its_lines_but_redacted() -> None:
     assert "Traceback" in text and "\n" in text and "pw123" not in text
 
 
-def test_install_puts_one_filter_on_each_handler() -> None:
-    handler = logging.StreamHandler()
-    logging.getLogger("uvicorn.access").addHandler(handler)
+def test_install_cleans_every_record_whatever_handler_it_reaches(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Records are cleaned where they are made: a handler added after install, and Python's
+    last-resort handler (no handler anywhere), write one line; a second install replaces the
+    first one's keys."""
+    factory = logging.getLogRecordFactory()
     try:
         install(["k1"])
         install(["k2"])
-        filters = [f for f in handler.filters if isinstance(f, CleanLogFilter)]
-        assert len(filters) == 1 and filters[0].secrets == ["k2"]
+        assert isinstance(logging.getLogRecordFactory(), CleanRecords)
+        assert logging.getLogRecordFactory().make is factory  # type: ignore[attr-defined]
+        stream = io.StringIO()
+        later = logging.getLogger("tests.later")
+        later.addHandler(logging.StreamHandler(stream))
+        later.propagate = False
+        later.warning("GET %s with %s and %s", "/v1/x\nFORGED", "k2", "k1")
+        assert stream.getvalue() == "GET /v1/x\\nFORGED with *** and k1\n"
+        unhandled = logging.getLogger("tests.unhandled")
+        unhandled.propagate = False  # reaches no handler: logging.lastResort writes it
+        unhandled.warning("No analysis with id '%s'", "a\nFORGED")
+        assert capsys.readouterr().err == "No analysis with id 'a\\nFORGED'\n"
     finally:
-        logging.getLogger("uvicorn.access").removeHandler(handler)
+        logging.setLogRecordFactory(factory)
