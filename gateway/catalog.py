@@ -1,5 +1,5 @@
 """Which models the Triton replicas serve right now, their versions and weight provenance, and the
-canary inference behind /readyz."""
+readiness behind /readyz: one check at a time, its canary inference's answer kept a while."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,15 +80,30 @@ def read_provenance(repository: Path, model: str, version: str | None) -> dict[s
         return None
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What one readiness check found: `ready` is all a client is told, `report` is for the
+    operations port."""
+
+    ready: bool
+    report: dict[str, Any]
+
+
 class ModelCatalog:
     """The state of every model the gateway offers, refreshed from Triton."""
 
-    def __init__(self, repository: Path) -> None:
+    def __init__(
+        self, repository: Path, canary_max_age_s: float = 60.0, canary_retry_s: float = 5.0
+    ) -> None:
         self.repository = repository
         self.states = {name: ModelState(name, spec.triton_model) for name, spec in MODELS.items()}
         self.live = False
         self.replicas: list[ReplicaState] = []
-        self.last_canary: float | None = None
+        self.canary_max_age_s = canary_max_age_s
+        self.canary_retry_s = canary_retry_s
+        self.last_canary: float | None = None  # when a canary last worked
+        self.last_canary_failure: float | None = None  # when one last failed on every replica
+        self._check: asyncio.Task[Readiness] | None = None
 
     async def refresh(self, replicas: Replicas) -> None:
         """Ask every replica; a model is ready when a replica in rotation serves it (any replica,
@@ -155,6 +171,54 @@ class ModelCatalog:
                 f"Model(s) {', '.join(missing)} not ready on Triton; try again shortly."
             )
         return [MODELS[name] for name in names]
+
+    async def readiness(self, replicas: Replicas, call_for: Callable[[Replica], Call]) -> Readiness:
+        """Ready while at least one replica serves every model and a recent canary worked.
+
+        Unauthenticated probes must cost nothing: callers that arrive while a check runs await
+        that one (single flight), a canary that worked is trusted for `canary_max_age_s` and one
+        that failed for `canary_retry_s`. A caller that gives up (cancelled) leaves the check
+        running for the others."""
+        check = self._check
+        if check is None:
+            check = self._check = asyncio.create_task(self._readiness(replicas, call_for))
+
+            def forget(done: asyncio.Task[Readiness]) -> None:
+                if self._check is done:
+                    self._check = None
+
+            check.add_done_callback(forget)
+        return await asyncio.shield(check)
+
+    async def _readiness(
+        self, replicas: Replicas, call_for: Callable[[Replica], Call]
+    ) -> Readiness:
+        await self.refresh(replicas)
+        serving = [state for state in self.replicas if state.serves_all()]
+        canary_ok = self._recent(self.last_canary, self.canary_max_age_s)
+        if (
+            serving
+            and not canary_ok
+            and not self._recent(self.last_canary_failure, self.canary_retry_s)
+        ):
+            # On every serving replica: a dead stub on one is found (and repaired) there.
+            calls = [call_for(state.replica) for state in serving]
+            canary_ok = any(await asyncio.gather(*(self.canary(call) for call in calls)))
+            if not canary_ok:
+                self.last_canary_failure = time.monotonic()
+        ready = bool(serving) and canary_ok
+        report = {
+            "ready": ready,
+            "triton_live": self.live,
+            "models": {name: state.ready for name, state in self.states.items()},
+            "canary_ok": canary_ok,
+            "replicas": [state.report() for state in self.replicas],
+        }
+        return Readiness(ready, report)
+
+    @staticmethod
+    def _recent(moment: float | None, max_age_s: float) -> bool:
+        return moment is not None and time.monotonic() - moment < max_age_s
 
     async def canary(self, call: Call) -> bool:
         """One inference through every ready model on a small grey image, not retried: readiness

@@ -73,7 +73,9 @@ class Services:
                 config=s3_config,
             ),
             store=AnalysisStore(settings.database_url),
-            catalog=ModelCatalog(settings.model_repository),
+            catalog=ModelCatalog(
+                settings.model_repository, settings.canary_max_age_s, settings.canary_retry_s
+            ),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
             decode_memory=MemoryBudget(settings.decode_memory_bytes, MEMORY_WAIT_S),
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)

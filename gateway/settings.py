@@ -86,7 +86,10 @@ class Settings(BaseSettings):
     # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
     # it (core/triton_admin.py); the same key Triton was started with.
     triton_admin_key: str | None = Field(None, repr=False)
+    # /readyz runs one canary inference through every model at a time and trusts its answer this
+    # long when it worked, canary_retry_s when it failed (a flood of probes runs no more).
     canary_max_age_s: float = Field(60.0, gt=0)
+    canary_retry_s: float = Field(5.0, gt=0)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)

@@ -4,6 +4,7 @@ for the size a model was converted with; its canary is not retried."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
-from gateway.catalog import ModelCatalog, square_input_size
+from gateway.catalog import ModelCatalog, Readiness, square_input_size
 from gateway.inference import Call
-from gateway.replicas import Replicas
+from gateway.replicas import Replica, Replicas
 from picmetric.triton_server import TritonServer
 
 
@@ -101,3 +102,64 @@ def test_catalog_reports_each_replica_and_needs_one_serving_every_model(tmp_path
         "live": False,
         "models": dict.fromkeys(OFFERED_MODELS, False),
     }
+
+
+class FailingTriton(PartialTriton):
+    """Serves every model and fails every inference after `delay` seconds, counting them."""
+
+    def __init__(self, address: str, delay: float = 0.2) -> None:
+        super().__init__(address, set(OFFERED_MODELS))
+        self.delay, self.inferences = delay, 0
+
+    async def infer(self, *args: object, **kwargs: object) -> None:
+        self.inferences += 1
+        await asyncio.sleep(self.delay)
+        raise InferenceServerException("model failed", "StatusCode.INTERNAL")
+
+
+def _failing(tmp_path: Path) -> tuple[ModelCatalog, Replicas, FailingTriton]:
+    triton = FailingTriton("10.0.0.1:8001")
+    replicas = Replicas("10.0.0.1:8001", lambda address: triton)  # type: ignore[arg-type, return-value]
+    catalog = ModelCatalog(tmp_path, canary_max_age_s=60.0, canary_retry_s=60.0)
+    return catalog, replicas, triton
+
+
+def _calls(tmp_path: Path) -> Callable[[Replica], Call]:
+    return lambda replica: Call(client=replica.client, timeout=5.0, repository=tmp_path)
+
+
+def test_concurrent_readiness_checks_share_one_canary_and_a_failure_is_kept(
+    tmp_path: Path,
+) -> None:
+    """12 checks at once run one canary (one inference per model); the checks after it, within
+    canary_retry_s of its failure, run none."""
+    catalog, replicas, triton = _failing(tmp_path)
+
+    async def run() -> list[Readiness]:
+        first = await asyncio.gather(
+            *(catalog.readiness(replicas, _calls(tmp_path)) for _ in range(12))
+        )
+        later = [await catalog.readiness(replicas, _calls(tmp_path)) for _ in range(12)]
+        return [*first, *later]
+
+    answers = asyncio.run(run())
+    assert triton.inferences == len(OFFERED_MODELS)
+    assert not any(answer.ready for answer in answers)
+    assert answers[-1].report["canary_ok"] is False and catalog.last_canary_failure is not None
+
+
+def test_a_cancelled_caller_leaves_the_check_to_the_others(tmp_path: Path) -> None:
+    catalog, replicas, triton = _failing(tmp_path)
+
+    async def run() -> Readiness:
+        gone = asyncio.create_task(catalog.readiness(replicas, _calls(tmp_path)))
+        waiting = asyncio.create_task(catalog.readiness(replicas, _calls(tmp_path)))
+        await asyncio.sleep(0.05)  # both are waiting on the canary
+        gone.cancel()
+        answer = await waiting
+        assert gone.cancelled()
+        return answer
+
+    answer = asyncio.run(run())
+    assert answer.report["canary_ok"] is False  # the canary ran to its end
+    assert triton.inferences == len(OFFERED_MODELS)
