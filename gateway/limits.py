@@ -35,8 +35,9 @@ MULTIPART_OVERHEAD = 64 * KiB
 # column) and a few options: anything longer is not one of ours.
 JSON_BODY_LIMIT = 256 * KiB
 BATCH_PATH = "/v1/batch"
-# Probes and Prometheus reach these by pod address or service name; they answer nothing private.
-UNCHECKED_HOST_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Probes reach these by pod address; they answer nothing private (the readiness report and
+# /metrics are on the operations port).
+UNCHECKED_HOST_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Builds the FastAPI app: services in the lifespan, routers, errors mapped to HTTP in one place,
-request metrics."""
+"""Builds the FastAPI apps: the API (services in the lifespan, routers, errors mapped to HTTP in
+one place, request metrics) and the operations app beside it (/metrics, the readiness report),
+and the ASGI app that serves each on its own listening port of one uvicorn server."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import docs, logs, metrics, rendering
 from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
@@ -139,3 +141,30 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     docs.add_docs(app)
     app.include_router(page.router)
     return app
+
+
+def create_ops_app(api: FastAPI) -> FastAPI:
+    """The operations port's app: /metrics and the readiness report over `api`'s services
+    (it shares `api`'s state, and `api`'s lifespan starts and stops them). No API key and no Host
+    check: Prometheus and operators reach it by whatever address, where its listen address lets
+    them (Settings.ops_host)."""
+    ops = FastAPI(
+        title="Picmetric gateway operations", docs_url=None, redoc_url=None, openapi_url=None
+    )
+    ops.state = api.state
+    ops.include_router(health.ops_router)
+    return ops
+
+
+class ByPort:
+    """Each request to the app of the local port it came in on (`apps`, by port), others to
+    `default`; the lifespan to `default`. The port is the listening socket's, never a header."""
+
+    def __init__(self, default: ASGIApp, apps: Mapping[int, ASGIApp]) -> None:
+        self.default = default
+        self.apps = dict(apps)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server") if scope["type"] != "lifespan" else None
+        app = self.apps.get(server[1], self.default) if server else self.default
+        await app(scope, receive, send)

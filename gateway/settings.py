@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # long when it worked, canary_retry_s when it failed (a flood of probes runs no more).
     canary_max_age_s: float = Field(60.0, gt=0)
     canary_retry_s: float = Field(5.0, gt=0)
+    # The operations port: /metrics and the detailed /readyz (every Triton replica's address,
+    # models and canary), which the API port does not serve. No API key guards it: listen where
+    # only Prometheus and operators reach (0.0.0.0 in a container whose port is not published).
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(8081, ge=1, le=65535)
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)

@@ -159,22 +159,38 @@ def _prepared_settings(host: str, **overrides: str) -> Settings:
 
 
 def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> None:
+    """The API on --host:--port and, in the same process and event loop, the operations port
+    (Settings.ops_host:ops_port: /metrics and the readiness report): one uvicorn server with two
+    listening sockets, so one lifespan, one SIGTERM and one graceful shutdown serve both."""
     import uvicorn
 
-    from gateway.main import create_app
+    from gateway.main import ByPort, create_app, create_ops_app
 
     settings = settings or _prepared_settings(args.host)
-    app = create_app(settings, schema_prepared=True)
+    if settings.ops_port == args.port:
+        raise ValueError(
+            f"PICMETRIC_OPS_PORT ({settings.ops_port}) must differ from the API's --port: the "
+            "operations port serves /metrics and the readiness report, which the API does not."
+        )
+    api = create_app(settings, schema_prepared=True)
+    app = ByPort(api, {settings.ops_port: create_ops_app(api)})
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
+    log.info(
+        "Operations (/metrics, /readyz with every replica) on http://%s:%d",
+        settings.ops_host,
+        settings.ops_port,
+    )
     # SIGTERM: uvicorn stops accepting, closes idle connections and waits this long for the
     # requests in flight (`serve` stops Triton only after that).
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level="info",
         timeout_graceful_shutdown=round(settings.shutdown_timeout_s),
     )
+    ops = uvicorn.Config(app, host=settings.ops_host, port=settings.ops_port, log_config=None)
+    uvicorn.Server(config).run(sockets=[config.bind_socket(), ops.bind_socket()])
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:

@@ -179,6 +179,19 @@ def test_unauthenticated_services_listen_on_loopback_only() -> None:
     assert "ports" not in SERVICES["postgres"]
 
 
+def test_prometheus_scrapes_the_gateways_operations_port_which_is_published_on_loopback() -> None:
+    """/metrics and the readiness report are on the gateway's operations port, which Prometheus
+    scrapes on the compose network and the host reaches on loopback only; the public port is
+    the API's alone."""
+    settings = gateway_settings(DOT_ENV)
+    assert settings.ops_host == "0.0.0.0"  # in the container: for Prometheus on the network
+    prometheus = yaml.safe_load((PROJECT_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = [job for job in prometheus["scrape_configs"] if job["job_name"] == "gateway"]
+    assert job["static_configs"] == [{"targets": [f"gateway:{settings.ops_port}"]}]
+    published = {_published(port)[1]: _published(port)[0] for port in SERVICES["gateway"]["ports"]}
+    assert published == {"8080": "0.0.0.0", str(settings.ops_port): "127.0.0.1"}
+
+
 DOT_ENV = {"POSTGRES_PASSWORD": "pw", "PICMETRIC_TRITON_ADMIN_KEY": "k3y"}
 
 

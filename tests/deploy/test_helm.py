@@ -177,7 +177,8 @@ def test_gateway_probes_health_and_readiness() -> None:
     gateway = container(find(render(), "Deployment", "-gateway"), "gateway")
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # On the API port: its /readyz says ready or not, and is what takes the traffic.
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert gateway["command"] == ["picmetric", "gateway", "--host", "0.0.0.0", "--port", "8080"]
 
 
@@ -421,7 +422,7 @@ def test_disruption_budgets_never_block_a_drain_nor_empty_a_deployment(
 
 def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None:
     objects = render()
-    for component, port in (("triton", "metrics"), ("gateway", "http")):
+    for component, port in (("triton", "metrics"), ("gateway", "metrics")):
         monitor = find(objects, "ServiceMonitor", f"-{component}")
         service = find(objects, "Service", f"-{component}")
         assert monitor["spec"]["selector"]["matchLabels"].items() <= (
@@ -437,6 +438,36 @@ def test_service_monitors_scrape_the_metrics_ports_as_the_compose_jobs() -> None
     assert not monitor["spec"]["selector"]["matchLabels"].items() <= (
         headless["metadata"]["labels"].items()
     ), "Triton would be scraped twice"
+
+
+def test_gateway_metrics_are_scraped_on_its_operations_port_not_the_api() -> None:
+    """The gateway's `metrics` port is the one its settings serve /metrics on (the operations
+    port, on the pod's address), the API's `http` port is another, and the Service carries both
+    while the Ingress routes only `http`."""
+    objects = render(*PRODUCTION)
+    env = gateway_env(objects)
+    settings = Settings(
+        **{
+            k.removeprefix("PICMETRIC_").lower(): v
+            for k, v in env.items()
+            if k.startswith("PICMETRIC_") and k in {"PICMETRIC_OPS_HOST", "PICMETRIC_OPS_PORT"}
+        }
+    )
+    assert settings.ops_host == "0.0.0.0"
+    gateway = container(find(objects, "Deployment", "-gateway"), "gateway")
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert ports == {"http": 8080, "metrics": settings.ops_port}
+    assert gateway["command"][-2:] == ["--port", str(ports["http"])]
+    service = {
+        p["name"]: p["targetPort"] for p in find(objects, "Service", "-gateway")["spec"]["ports"]
+    }
+    assert service == {"http": "http", "metrics": "metrics"}
+    backends = {
+        entry["backend"]["service"]["port"]["name"]
+        for rule in find(objects, "Ingress")["spec"]["rules"]
+        for entry in rule["http"]["paths"]
+    }
+    assert backends == {"http"}
 
 
 @pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())
@@ -779,7 +810,7 @@ def test_network_policies_let_only_the_gateway_reach_triton() -> None:
     assert gateway_pods["podSelector"]["matchLabels"].items() <= labels["gateway"].items()
     assert triton["metrics"] == [namespace("monitoring")]
     gateway = dict(_allowed(policies["picmetric-gateway"]))
-    assert gateway == {"http": [namespace("ingress-nginx"), namespace("monitoring")]}
+    assert gateway == {"http": [namespace("ingress-nginx")], "metrics": [namespace("monitoring")]}
     # named ports that the pods declare
     for port in ("grpc", "metrics"):
         assert port in {

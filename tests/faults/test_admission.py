@@ -14,7 +14,7 @@ import pytest
 
 from picmetric.triton_server import TritonServer
 from tests.utils.real_photos import jpeg_bytes, real_photo
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_process, ops_url
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def test_admission_burst_over_the_bound_is_refused_fast_and_the_rest_served(
         assert answer.errortype == "overloaded" and answer.retry_after, answer
         assert answer.seconds < alone.seconds / 2, (answer, alone)
     assert after.status == 200, after
-    metrics = httpx.get(f"{bounded_gateway}/metrics").text
+    metrics = httpx.get(f"{ops_url(bounded_gateway)}/metrics").text
     assert "picmetric_analyses_in_flight 0.0" in metrics
     rejected = next(
         line

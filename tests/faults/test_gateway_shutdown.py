@@ -43,6 +43,7 @@ def test_sigterm_to_the_gateway_finishes_the_analysis_in_flight_and_takes_no_new
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp_path / 'analyses.db'}",
         "PICMETRIC_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+        "PICMETRIC_OPS_PORT": str(free_port()),
     }
     log = tmp_path / "gateway.log"
     command = [sys.executable, "-m", "picmetric", "gateway", "--port", str(port)]

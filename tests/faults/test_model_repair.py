@@ -23,7 +23,7 @@ from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.processes import stubs_of
 from tests.utils.promql import FAULT_ONLY, scraped_names
-from tests.utils.services import gateway_process
+from tests.utils.services import gateway_process, ops_url
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def gateway(own_triton: TritonServer, model_repository: Path, folder: Path) -> I
         "PICMETRIC_TRITON_ADMIN_KEY": own_triton.admin_key,
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": f"sqlite:///{folder / 'analyses.db'}",
-        # /readyz runs its canary on every call, so the no-traffic test sees a dead stub at once.
+        # /readyz trusts no canary's success, so the no-traffic test sees a dead stub at once.
         "PICMETRIC_CANARY_MAX_AGE_S": "0.001",
     }
     with gateway_process(env, folder / "gateway.log") as url:
@@ -95,7 +95,7 @@ def kill_stubs(server: TritonServer, model: str) -> list[int]:
 
 def repairs(gateway: str, model: str) -> float:
     """picmetric_model_repairs_total{model, outcome="reloaded"} from the gateway's /metrics."""
-    text = httpx.get(f"{gateway}/metrics", timeout=10).text
+    text = httpx.get(f"{ops_url(gateway)}/metrics", timeout=10).text
     sample = f'picmetric_model_repairs_total{{model="{model}",outcome="reloaded"}} '
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample)]
     return values[0] if values else 0.0
@@ -205,7 +205,7 @@ def test_model_repair_stub_killed_under_load_answers_503_then_200_again(
         [a for a in answers if a.sent > recovered.received]
     )
     assert repairs(gateway, "resnet50") >= before + 1
-    scraped = scraped_names(httpx.get(f"{gateway}/metrics", timeout=10).text)
+    scraped = scraped_names(httpx.get(f"{ops_url(gateway)}/metrics", timeout=10).text)
     assert FAULT_ONLY <= scraped  # what the dashboard and alerts read, after a fault
     new_stubs = stub_pids(own_triton, "resnet50")
     assert new_stubs and not set(new_stubs) & set(old_stubs)
@@ -226,7 +226,7 @@ def test_model_repair_dead_ensemble_and_bls_steps_found_by_the_canary(
     before = {model: repairs(gateway, model) for model in ("yolov3_backbone", "mtcnn_pnet")}
     for model in before:
         kill_stubs(own_triton, model)
-    first = httpx.get(f"{gateway}/readyz", timeout=REQUEST_TIMEOUT_S)
+    first = httpx.get(f"{ops_url(gateway)}/readyz", timeout=REQUEST_TIMEOUT_S)
     assert first.status_code == 503 and first.headers["Retry-After"]
     assert first.json()["canary_ok"] is False
     deadline = time.monotonic() + RECOVERY_S

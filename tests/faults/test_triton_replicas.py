@@ -30,7 +30,7 @@ from gateway.settings import Settings
 from tests.utils.load import Load
 from tests.utils.ports import free_port
 from tests.utils.processes import processes, stubs_of
-from tests.utils.services import gateway_process, wait_until
+from tests.utils.services import gateway_process, ops_url, wait_until
 from tests.utils.triton_stats import settled
 
 pytestmark = pytest.mark.integration
@@ -165,7 +165,7 @@ _thresholds = iter(range(1_000_000))
 def replicas_gauge(gateway: str, state: str) -> float | None:
     """picmetric_triton_replicas{state} from the gateway's /metrics."""
     sample = f'picmetric_triton_replicas{{state="{state}"}} '
-    for line in httpx.get(f"{gateway}/metrics", timeout=10).text.splitlines():
+    for line in httpx.get(f"{ops_url(gateway)}/metrics", timeout=10).text.splitlines():
         if line.startswith(sample):
             return float(line.split()[-1])
     return None
@@ -183,7 +183,7 @@ def analyze(client: httpx.Client, jpeg: bytes) -> httpx.Response:
 def test_replicas_each_serve_a_share_of_the_analyses(
     gateway: str, replicas: list[Replica], jpeg: bytes
 ) -> None:
-    ready = httpx.get(f"{gateway}/readyz", timeout=REQUEST_TIMEOUT_S)
+    ready = httpx.get(f"{ops_url(gateway)}/readyz", timeout=REQUEST_TIMEOUT_S)
     assert ready.status_code == 200, ready.text
     reported = ready.json()["replicas"]
     assert [r["address"] for r in reported] == [r.grpc_address for r in replicas]
@@ -290,7 +290,7 @@ def test_kill_9_of_one_replica_under_load_moves_the_work_and_it_comes_back(
         killed = time.monotonic()
         other_before = other.inferences(settle=False)
         wait_until(lambda: replicas_gauge(gateway, "out") == 1, SHIFT_S, "the replica's exit")
-        ready = httpx.get(f"{gateway}/readyz", timeout=REQUEST_TIMEOUT_S)
+        ready = httpx.get(f"{ops_url(gateway)}/readyz", timeout=REQUEST_TIMEOUT_S)
         assert ready.status_code == 200, ready.text  # the other serves every model
         assert [(r["live"], r["in_rotation"]) for r in ready.json()["replicas"]] == [
             (False, False),

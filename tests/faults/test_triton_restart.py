@@ -68,6 +68,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
         **os.environ,
         "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
         "PICMETRIC_DATABASE_URL": f"sqlite:///{tmp_path / 'analyses.db'}",
+        "PICMETRIC_OPS_PORT": str(free_port()),
     }
     gateway = f"http://127.0.0.1:{gateway_port}"
     with log.open("wb") as out:

@@ -18,7 +18,13 @@ from picmetric.triton_server import TritonServer
 from tests.utils.http_server import serve_directory
 from tests.utils.phone_formats import PhoneFiles
 from tests.utils.postgres import postgres_server
-from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, s3_server
+from tests.utils.services import (
+    S3_CREDENTIALS,
+    gateway_env,
+    gateway_process,
+    ops_url,
+    s3_server,
+)
 
 BUCKET = "picmetric-test-uploads"
 # The answers' names that the front end reads (a contract: written out, not imported).
@@ -35,6 +41,7 @@ class Gateway:
     url: str
     database_url: str
     s3_url: str
+    ops_url: str  # the operations port: /metrics, the readiness report
 
 
 @pytest.fixture(autouse=True)
@@ -114,7 +121,7 @@ def gateway(
         max_batch_bytes=str(MAX_BATCH_BYTES),
     )
     with gateway_process(env, folder / "gateway.log") as url:
-        yield Gateway(url, database_url, s3_url)
+        yield Gateway(url, database_url, s3_url, ops_url(url))
 
 
 def post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
@@ -126,7 +133,7 @@ def metric(gateway: Gateway, name: str, **labels: str) -> float:
     """The value of a metric with exactly these labels in the gateway's /metrics (0 when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     pattern = re.compile(rf"^{re.escape(name)}(\{{(?P<labels>[^}}]*)\}})? (?P<value>\S+)$")
-    for line in httpx.get(f"{gateway.url}/metrics").text.splitlines():
+    for line in httpx.get(f"{gateway.ops_url}/metrics").text.splitlines():
         match = pattern.match(line)
         if match and ",".join(sorted((match["labels"] or "").split(","))) == wanted:
             return float(match["value"])

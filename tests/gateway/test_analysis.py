@@ -48,4 +48,4 @@ def test_metrics_appear_and_move_after_a_request(gateway: Gateway, photo_server:
     # The first is a miss and runs resnet50 once; the cache hit runs nothing.
     ran = metric(gateway, "picmetric_inference_duration_seconds_count", model="resnet50")
     assert ran == inferences + 1
-    assert "picmetric_requests_in_flight" in httpx.get(f"{gateway.url}/metrics").text
+    assert "picmetric_requests_in_flight" in httpx.get(f"{gateway.ops_url}/metrics").text

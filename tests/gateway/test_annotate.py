@@ -90,7 +90,7 @@ def test_annotate_applies_exif_orientation_before_drawing(
 def _decodes(gateway: Gateway) -> float:
     """How many photos the gateway has decoded (its decode stage's count; before the first
     decode it exports none)."""
-    text = httpx.get(f"{gateway.url}/metrics", timeout=30).text
+    text = httpx.get(f"{gateway.ops_url}/metrics", timeout=30).text
     line = r'^picmetric_stage_duration_seconds_count\{stage="decode"\} (\S+)$'
     found = re.search(line, text, re.M)
     return float(found[1]) if found else 0.0

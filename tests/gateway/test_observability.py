@@ -37,7 +37,7 @@ def test_dashboard_and_alerts_read_metrics_that_exist(
 ) -> None:
     _analyze(gateway, photo_server)
     httpx.post(f"{gateway.url}/v1/analyze", json={"url": "ftp://x/y"})  # an error, counted
-    exposed = scraped_names(httpx.get(f"{gateway.url}/metrics").text)
+    exposed = scraped_names(httpx.get(f"{gateway.ops_url}/metrics").text)
     exposed |= scraped_names(httpx.get(triton.metrics_url).text)
     wanted = set().union(*(metric_names(e) for e in expressions())) - {"up"} - GPU_ONLY - FAULT_ONLY
     assert wanted, "the dashboard and alerts read no metric"
@@ -55,7 +55,7 @@ def prometheus(gateway: Gateway, triton: TritonServer, tmp_path: Path) -> Iterat
         "scrape_configs": [
             {
                 "job_name": "gateway",
-                "static_configs": [{"targets": [urlsplit(gateway.url).netloc]}],
+                "static_configs": [{"targets": [urlsplit(gateway.ops_url).netloc]}],
             },
             {
                 "job_name": "triton",

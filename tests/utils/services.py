@@ -107,6 +107,16 @@ def gateway_env(
     }
 
 
+# The operations port (/metrics, the readiness report) of each running gateway_process, by its
+# API URL.
+_OPS_URLS: dict[str, str] = {}
+
+
+def ops_url(gateway_url: str) -> str:
+    """The operations port's URL of the gateway_process answering at `gateway_url`."""
+    return _OPS_URLS[gateway_url]
+
+
 @contextmanager
 def gateway_process(
     env: dict[str, str],
@@ -114,19 +124,26 @@ def gateway_process(
     picmetric: list[str] | None = None,
     base_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """`picmetric gateway` (uvicorn) on a free port with PICMETRIC_* settings from `env`; another
-    install's `picmetric` and environment instead of this interpreter's and this process's."""
+    """`picmetric gateway` (uvicorn) on a free port, its operations port on another (`ops_url`),
+    with PICMETRIC_* settings from `env`; another install's `picmetric` and environment instead
+    of this interpreter's and this process's."""
     port = free_port()
     command = [*(picmetric or [sys.executable, "-m", "picmetric"]), "gateway", "--port", str(port)]
     environ = os.environ if base_env is None else base_env
+    ops_port = env.get("PICMETRIC_OPS_PORT") or str(free_port())
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, env={**environ, **S3_CREDENTIALS, **env}, stdout=out, stderr=out
+            command,
+            env={**environ, **S3_CREDENTIALS, **env, "PICMETRIC_OPS_PORT": ops_port},
+            stdout=out,
+            stderr=out,
         )
     base = f"http://127.0.0.1:{port}"
+    _OPS_URLS[base] = f"http://127.0.0.1:{ops_port}"
     try:
         wait_for_http(f"{base}/healthz", process, log)
         yield base
     finally:
+        _OPS_URLS.pop(base, None)
         process.terminate()
         process.wait(30)

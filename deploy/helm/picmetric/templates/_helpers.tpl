@@ -62,6 +62,12 @@ expands $(PICMETRIC_TRITON_ADMIN_KEY) from the container's env, so the key is no
 - --grpc-restricted-protocol={{ $setting }}
 {{- end }}
 
+{{/* The gateway's operations port (PICMETRIC_OPS_PORT): /metrics and the readiness report,
+beside the API's 8080. The container, the Service and the ServiceMonitor name it `metrics`. */}}
+{{- define "picmetric.gatewayOpsPort" -}}
+8081
+{{- end }}
+
 {{- define "picmetric.gatewayImage" -}}
 {{ .Values.gateway.image.repository }}:{{ .Values.gateway.image.tag }}
 {{- end }}
