@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
 
 REDACTED = "***"
-_TRACEBACK = logging.Formatter()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _USERINFO = re.compile(r"(?<=://)[^/?#@\s]*@")
 _SECRET_QUERY = re.compile(
@@ -64,9 +64,37 @@ class CleanLogFilter(logging.Filter):
             record.args = tuple(self._clean(arg) for arg in record.args)
         elif record.args:
             record.args = {key: self._clean(arg) for key, arg in record.args.items()}
-        if record.exc_info and not record.exc_text:  # a traceback keeps its lines
-            record.exc_text = redact(_TRACEBACK.formatException(record.exc_info), self.secrets)
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            text = "".join(_traceback(record.exc_info[1], self.secrets, set()))
+            record.exc_text = text.removesuffix("\n")
         return True
+
+
+def _traceback(exc: BaseException, secrets: list[str], seen: set[int]) -> list[str]:
+    """`exc`'s traceback as Python prints it, causes and contexts first, with the frames on their
+    own lines but each exception's message (which may hold a client's text) on one: cleaned."""
+    seen.add(id(exc))
+    lines: list[str] = []
+    cause, context = exc.__cause__, exc.__context__
+    if cause is not None and id(cause) not in seen:
+        lines += _traceback(cause, secrets, seen)
+        lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+    elif context is not None and not exc.__suppress_context__ and id(context) not in seen:
+        lines += _traceback(context, secrets, seen)
+        lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+    if exc.__traceback__ is not None:
+        lines.append("Traceback (most recent call last):\n")
+        lines += [redact(frame, secrets) for frame in traceback.format_tb(exc.__traceback__)]
+    lines += [
+        clean(line.removesuffix("\n"), secrets) + "\n"
+        for line in traceback.format_exception_only(type(exc), exc)
+    ]
+    group = getattr(exc, "exceptions", None)  # an ExceptionGroup's (Python 3.11)
+    if isinstance(group, tuple):
+        for number, inner in enumerate(group, 1):
+            lines.append(f"+---- {number} of {len(group)} in the group:\n")
+            lines += _traceback(inner, secrets, seen)
+    return lines
 
 
 class CleanRecords:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import io
 import logging
 import sys
@@ -60,6 +61,38 @@ def test_filter_keeps_a_traceback_on_its_lines_but_redacted() -> None:
     CleanLogFilter().filter(record)
     text = logging.Formatter().format(record)
     assert "Traceback" in text and "\n" in text and "pw123" not in text
+
+
+def _raise_with_cause(message: str) -> None:
+    try:
+        raise KeyError("a\nFORGED cause")
+    except KeyError as cause:
+        raise ValueError(message) from cause
+
+
+def test_a_tracebacks_messages_stay_on_their_lines() -> None:
+    """An exception's message may hold a client's text: in a traceback it is escaped like any
+    message, its cause's and a group's members' too, while the frames keep their lines."""
+    try:
+        _raise_with_cause("No analysis with id 'a\nFORGED'")
+    except ValueError:
+        record = logging.LogRecord("g", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+    group_type = getattr(builtins, "ExceptionGroup")  # noqa: B009 (Python 3.11; ruff reads 3.10)
+    group = group_type("photos", [ValueError("b\nFORGED"), TypeError("c")])
+    grouped = logging.LogRecord("g", logging.ERROR, __file__, 1, "failed", None, None)
+    grouped.exc_info = (group_type, group, None)
+    for each in (record, grouped):
+        CleanLogFilter().filter(each)
+    text = logging.Formatter().format(record)
+    lines = text.splitlines()
+    assert lines[0] == "failed" and lines[1] == "Traceback (most recent call last):"
+    assert "ValueError: No analysis with id 'a\\nFORGED'" in lines
+    assert "KeyError: 'a\\nFORGED cause'" in lines
+    assert "The above exception was the direct cause of the following exception:" in lines
+    assert sum(line.startswith('  File "') for line in lines) == 3
+    grouped_lines = logging.Formatter().format(grouped).splitlines()
+    assert "ValueError: b\\nFORGED" in grouped_lines and "TypeError: c" in grouped_lines
+    assert not [line for line in [*lines, *grouped_lines] if line.startswith("FORGED")]
 
 
 def test_install_cleans_every_record_whatever_handler_it_reaches(
