@@ -10,8 +10,10 @@ before that, so nothing is spooled for a body that will be refused."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -152,3 +154,34 @@ class TrustedHosts:
                 await JSONResponse(body, status_code=error.status_code)(scope, receive, send)
 
         await self.check(scope, receive, send_or_refuse)
+
+
+def names_no_domain(host: str) -> bool:
+    """Whether a Host header names an IP address or a name of one label (`localhost`, a compose
+    service such as `gateway`): no page on a rebound DNS name sends one, as such names have dots."""
+    try:
+        name = urlsplit(f"//{host}").hostname or ""
+    except ValueError:  # e.g. an unclosed [
+        return False
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return bool(name) and "." not in name
+    return True
+
+
+class OperationsHosts:
+    """The operations port's Host check (it has no API key): addresses and one-label names, as
+    Prometheus scrapes a pod by address and a compose service by name, and the trusted names;
+    others get Starlette's 400, so a page on a rebound DNS name cannot read the port from a
+    browser on the gateway's host."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Sequence[str]) -> None:
+        self.app = app
+        self.named = TrustedHostMiddleware(app, allowed_hosts, www_redirect=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and names_no_domain(Headers(scope=scope).get("host", "")):
+            await self.app(scope, receive, send)
+        else:
+            await self.named(scope, receive, send)

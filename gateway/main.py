@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import docs, logs, metrics, rendering
 from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
-from gateway.limits import BodyLimit, TrustedHosts
+from gateway.limits import BodyLimit, OperationsHosts, TrustedHosts
 from gateway.migrate import prepare_schema
 from gateway.routes import health, page, seed, v1
 from gateway.services import Services
@@ -143,15 +143,16 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     return app
 
 
-def create_ops_app(api: FastAPI) -> FastAPI:
+def create_ops_app(api: FastAPI, settings: Settings) -> FastAPI:
     """The operations port's app: /metrics and the readiness report over `api`'s services
-    (it shares `api`'s state, and `api`'s lifespan starts and stops them). No API key and no Host
-    check: Prometheus and operators reach it by whatever address, where its listen address lets
-    them (Settings.ops_host)."""
+    (it shares `api`'s state, and `api`'s lifespan starts and stops them). No API key: only
+    what its listen address lets in (Settings.ops_host) reaches it, by an address or a one-label
+    name (OperationsHosts)."""
     ops = FastAPI(
         title="Picmetric gateway operations", docs_url=None, redoc_url=None, openapi_url=None
     )
     ops.state = api.state
+    ops.add_middleware(OperationsHosts, allowed_hosts=settings.trusted_hosts)
     ops.include_router(health.ops_router)
     return ops
 

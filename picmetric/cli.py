@@ -173,7 +173,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
             "operations port serves /metrics and the readiness report, which the API does not."
         )
     api = create_app(settings, schema_prepared=True)
-    app = ByPort(api, {settings.ops_port: create_ops_app(api)})
+    app = ByPort(api, {settings.ops_port: create_ops_app(api, settings)})
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
     log.info(
         "Operations (/metrics, /readyz with every replica) on http://%s:%d",

@@ -59,8 +59,14 @@ def test_public_readiness_says_ready_and_nothing_else(gateway: Gateway, host: st
 
 def test_metrics_are_on_the_operations_port_only(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.url}/metrics").status_code == 404
-    scraped = httpx.get(f"{gateway.ops_url}/metrics", headers={"Host": "10.1.2.3:8081"})
-    assert scraped.status_code == 200 and "picmetric_requests_total" in scraped.text
+    # By a pod's address (Prometheus on Kubernetes) or a compose service's name; not by a name
+    # with dots, as a page on a rebound DNS name would send.
+    for host in ("10.1.2.3:8081", "[fd00::7]:8081", "gateway:8081", "localhost"):
+        scraped = httpx.get(f"{gateway.ops_url}/metrics", headers={"Host": host})
+        assert scraped.status_code == 200 and "picmetric_requests_total" in scraped.text, host
+    for host in ("rebound.attacker.example", "rebound.attacker.example:8081", "[::1"):
+        refused = httpx.get(f"{gateway.ops_url}/readyz", headers={"Host": host})
+        assert refused.status_code == 400 and "replicas" not in refused.text, host
     # The operations port serves nothing of the API.
     assert httpx.get(f"{gateway.ops_url}/v1/models").status_code == 404
 
