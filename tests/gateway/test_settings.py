@@ -70,3 +70,18 @@ def test_secret_settings_never_show_in_a_printed_settings() -> None:
     settings = Settings(api_keys=["k-secret"], triton_admin_key="admin-secret")
     assert "k-secret" not in repr(settings) and "admin-secret" not in repr(settings)
     assert Settings(triton_admin_key="").triton_admin_key is None
+
+
+def test_the_operations_port_must_not_be_the_api_port(tmp_path: Path) -> None:
+    """One port cannot serve the API and the operations app: one clear line, no server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICMETRIC_")}
+    env["PICMETRIC_DATABASE_URL"] = f"sqlite:///{tmp_path / 'a.db'}"
+    env["PICMETRIC_OPS_PORT"] = "18080"
+    command = [sys.executable, "-m", "picmetric", "gateway", "--port", "18080"]
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert "PICMETRIC_OPS_PORT (18080) must differ from the API's --port" in line
+    assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr
