@@ -74,7 +74,9 @@ def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) ->
         return decoded
     settings = services.settings
     with _stage("decode", {}):
-        plan = plan_decode(data, settings.max_image_pixels, settings.max_jpeg_scans)
+        plan = plan_decode(
+            data, settings.max_image_pixels, settings.max_jpeg_scans, None, settings.max_image_side
+        )
         return decode_planned(data, plan)
 
 
@@ -83,7 +85,12 @@ async def plan_photo(data: bytes, services: Services, min_side: int | None = Non
     thread: the JPEG scan count reads the whole file)."""
     settings = services.settings
     return await run_in_threadpool(
-        plan_decode, data, settings.max_image_pixels, settings.max_jpeg_scans, min_side
+        plan_decode,
+        data,
+        settings.max_image_pixels,
+        settings.max_jpeg_scans,
+        min_side,
+        settings.max_image_side,
     )
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from gateway._pixels import STRIP_ROWS, orient, pillow_rgb, srgb_transform, to_srgb
+from gateway._pixels import orient, pillow_rgb, srgb_transform, strip_rows, to_srgb
 from gateway.errors import ImageTooLarge, UnsupportedImage
 
 # The formats we read, as error messages, /docs and the try-it page name them.
@@ -74,6 +74,8 @@ _OPENCV = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 # libjpeg's standard progressive script has 10 scans (6 for grey); encoders that tune theirs
 # (mozjpeg, jpegli) stay within a few dozen.
 DEFAULT_MAX_JPEG_SCANS = 64
+# The longest side decoded (PICMETRIC_MAX_IMAGE_SIDE), JPEG's own largest.
+DEFAULT_MAX_IMAGE_SIDE = 65_535
 # A JPEG marker (0xFF then a code) that is neither a stuffed 0xFF byte inside entropy-coded data
 # (FF 00), a restart marker (FF D0-D7) nor a fill byte (FF FF).
 _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -240,10 +242,17 @@ class DecodePlan:
     flags: int
 
     @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the decoded array, orientation applied."""
+        header, factor = self.header, self.factor
+        height, width = -(-header.height // factor), -(-header.width // factor)
+        return (width, height) if header.turned else (height, width)
+
+    @property
     def output_bytes(self) -> int:
         """The decoded RGB uint8 array."""
-        header, factor = self.header, self.factor
-        return -(-header.width // factor) * -(-header.height // factor) * 3
+        height, width = self.output_size
+        return height * width * 3
 
     @property
     def memory(self) -> int:
@@ -269,12 +278,17 @@ class DecodePlan:
                 stored = output + (pixels * header.bands * 2 if header.progressive else 0)
             peak = stored + output + (output if header.orientation != 1 else 0)
         if header.icc_profile:
-            peak += STRIP_ROWS * header.width * 8  # a strip in Pillow (4 B/px) and back (3 B/px)
+            # a strip in Pillow (4 B/px) and back (3 B/px)
+            peak += min(strip_rows(header.width), header.height) * header.width * 8
         return peak * 23 // 20
 
 
 def plan_decode(
-    data: bytes, max_pixels: int, max_jpeg_scans: int, min_side: int | None = None
+    data: bytes,
+    max_pixels: int,
+    max_jpeg_scans: int,
+    min_side: int | None = None,
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> DecodePlan:
     """Check the photo against the per-photo limits and choose its decode, from the header only.
     `min_side`: the shortest side the caller needs; a JPEG is then decoded at the largest
@@ -284,6 +298,11 @@ def plan_decode(
         raise ImageTooLarge(
             f"Image is {header.width}x{header.height} pixels, more than the {max_pixels} pixel "
             "limit (PICMETRIC_MAX_IMAGE_PIXELS); send a smaller photo."
+        )
+    if max(header.width, header.height) > max_side:
+        raise ImageTooLarge(
+            f"Image is {header.width}x{header.height} pixels, a side longer than the {max_side} "
+            "px limit (PICMETRIC_MAX_IMAGE_SIDE); send a photo with no side over it."
         )
     factor, flags = 1, _FULL
     if header.format == "JPEG":
