@@ -12,11 +12,14 @@ resolution is decoded at 1/2, 1/4 or 1/8 of its size straight from its DCT coeff
 photo for ResNet50 and YOLOv3 alone: 1008x756, in about a third of the time).
 
 Before any pixel is decoded, `plan_decode` bounds the work and sizes the memory from the header:
-the pixel count (PICMETRIC_MAX_IMAGE_PIXELS); for a JPEG the number of scans, counted from its
-markers (PICMETRIC_MAX_JPEG_SCANS: libjpeg passes over every coefficient of a component once per
-scan, so 4,000 repeated scans in 268 KB cost seconds of CPU in a decode that cannot be stopped);
-and the bytes the decode will hold at its peak (`DecodePlan.memory`), which the gateway reserves
-from its process-wide budget (gateway.admission.MemoryBudget) before decoding."""
+the pixel count (PICMETRIC_MAX_IMAGE_PIXELS) and the longest side (PICMETRIC_MAX_IMAGE_SIDE:
+libpng and OpenCV refuse longer ones); for a JPEG the number of scans, counted from its markers
+(PICMETRIC_MAX_JPEG_SCANS: libjpeg passes over every coefficient of a component once per scan, so
+4,000 repeated scans in 268 KB cost seconds of CPU in a decode that cannot be stopped); and the
+bytes the decode will hold at its peak (`DecodePlan.memory`). The gateway reserves, from its
+process-wide budget (gateway.admission.MemoryBudget) before decoding, the most that one analysis
+holds at once: that peak, or the decoded photo with the quality figures' buffers and every model's
+input beside it (gateway.analysis.analysis_memory; an annotation adds its drawn copy and JPEG)."""
 
 from __future__ import annotations
 
@@ -74,8 +77,9 @@ _OPENCV = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 # libjpeg's standard progressive script has 10 scans (6 for grey); encoders that tune theirs
 # (mozjpeg, jpegli) stay within a few dozen.
 DEFAULT_MAX_JPEG_SCANS = 64
-# The longest side decoded (PICMETRIC_MAX_IMAGE_SIDE), JPEG's own largest.
-DEFAULT_MAX_IMAGE_SIDE = 65_535
+# The longest side decoded (PICMETRIC_MAX_IMAGE_SIDE): libjpeg's largest, so that every photo
+# analysed can be answered drawn as a JPEG (/v1/annotate).
+DEFAULT_MAX_IMAGE_SIDE = 65_500
 # A JPEG marker (0xFF then a code) that is neither a stuffed 0xFF byte inside entropy-coded data
 # (FF 00), a restart marker (FF D0-D7) nor a fill byte (FF FF).
 _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -264,7 +268,8 @@ class DecodePlan:
         output while the orientation is applied. Pillow (HEIF, AVIF): what the decoder, Pillow's
         image (4 bytes a pixel) and our array hold at once, per pixel as measured at 12 MP
         (_PILLOW_BYTES_PER_PIXEL), plus Pillow's RGB copy of a grey or RGBA image. Either: a
-        strip of the ICC conversion."""
+        strip of the ICC conversion. Only the decode: what an analysis holds after it, beside the
+        photo, is gateway.analysis.analysis_memory's."""
         header, output = self.header, self.output_bytes
         pixels = header.width * header.height
         if header.format in _PILLOW_FORMATS:

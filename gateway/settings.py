@@ -53,9 +53,10 @@ class Settings(BaseSettings):
     s3_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
-    # The longest side of a photo (JPEG's own limit), checked from the header with the pixels.
-    # At most 1,000,000: libpng refuses longer rows, OpenCV's decoders sides over 2^20 px.
-    max_image_side: int = Field(65_535, ge=1, le=1_000_000)
+    # The longest side of a photo, checked from the header with the pixels (libpng refuses rows
+    # over 1,000,000 px, OpenCV images over 2^20 px a side); at most libjpeg's largest, so that
+    # every photo analysed can be answered drawn as a JPEG (/v1/annotate).
+    max_image_side: int = Field(65_500, ge=1, le=65_500)
     # Scans of one JPEG (gateway.decode: the decoder passes over the coefficients once a scan).
     max_jpeg_scans: int = Field(64, ge=1)
     # What the photos being decoded and analysed in one process may hold at once (the decoded
