@@ -18,10 +18,14 @@ import httpx
 import numpy as np
 import pytest
 
+from gateway.analysis import analysis_memory
+from gateway.decode import plan_decode
+from gateway.inference import MODELS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import FRESH
 from tests.utils.hostile_images import progressive_jpeg, tiff16
 from tests.utils.processes import processes
+from tests.utils.real_photos import jpeg_bytes, real_photo
 from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -283,3 +287,29 @@ def test_a_strip_of_pixels_answers_promptly_in_bounded_memory(budget_gateway: Se
     assert peak_growth_mb < 100, f"peak RSS grew {peak_growth_mb:.0f} MB"
     assert probe.failures == 0 and probe.slowest < 0.5, probe.slowest
     _ordinary_analysis(url, 0.0632)
+
+
+def test_an_analysis_holds_no_more_than_the_budget_counts(budget_gateway: Served) -> None:
+    """Oracle: the gateway's peak RSS while it analyses a 12 MP JPEG with every model (decoded
+    whole for MTCNN, whose input in flight to Triton is the largest buffer) and while it draws it
+    grows by no more than gateway.analysis.analysis_memory counts for it, plus 30 MB for the
+    request's own (the upload, the form's copy, the answer)."""
+    url, pid = budget_gateway.url, budget_gateway.pid
+    data = jpeg_bytes(real_photo(12, seed=27))
+    plan = plan_decode(data, 40_000_000, 64)
+    counted = analysis_memory(plan, list(MODELS.values()), {})
+    _ordinary_analysis(url, 0.0641)
+    growth = {}
+    for route in ("analyze", "annotate"):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        rss_before = _memory_kb(pid, "VmRSS")
+        answer = httpx.post(
+            f"{url}/v1/{route}",
+            files={"file": ("twelve.jpg", data)},
+            headers=FRESH,
+            timeout=120,
+        )
+        assert answer.status_code == 200, answer.text
+        growth[route] = (_memory_kb(pid, "VmHWM") - rss_before) * 1000
+    print(f"12 MP, every model: counted {counted / MB:.0f} MB, peak RSS grew {growth}")
+    assert max(growth.values()) <= counted + 30 * MB, (growth, counted)
