@@ -1,6 +1,7 @@
 """Pixel steps after the decoder: EXIF orientation, ICC profile to sRGB, a Pillow image to a numpy
 array. Each works on horizontal strips where it can, so the decode's peak memory grows by a strip,
-not by another copy of the photo."""
+not by another copy of the photo. A strip is sized by its pixels, not its rows: as many whole rows
+as STRIP_PIXELS holds, at least one (a row is at most PICMETRIC_MAX_IMAGE_SIDE px)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms
 
-STRIP_ROWS = 256
+STRIP_PIXELS = 1 << 20  # 256 rows of a 4096 px wide photo
 # A few profiles (sRGB, Display P3, a camera maker's) cover most photos.
 _CACHED_PROFILES = 64
 _TRANSFORMS: OrderedDict[bytes, ImageCms.ImageCmsTransform | None] = OrderedDict()
@@ -73,10 +74,16 @@ def _build_transform(profile: bytes) -> ImageCms.ImageCmsTransform | None:
     return None if np.abs(converted - _PROBE).max() <= 1 else transform
 
 
+def strip_rows(width: int) -> int:
+    """The rows of one strip of an image `width` px wide."""
+    return max(1, STRIP_PIXELS // max(width, 1))
+
+
 def to_srgb(rgb: np.ndarray, transform: ImageCms.ImageCmsTransform) -> None:
     """Convert `rgb` (writable, C-contiguous) to sRGB in place, a strip at a time."""
-    for top in range(0, rgb.shape[0], STRIP_ROWS):
-        strip = rgb[top : top + STRIP_ROWS]
+    rows = strip_rows(rgb.shape[1])
+    for top in range(0, rgb.shape[0], rows):
+        strip = rgb[top : top + rows]
         image = Image.fromarray(strip)
         transform.apply_in_place(image)
         strip[...] = np.asarray(image)
@@ -87,7 +94,8 @@ def pillow_rgb(image: Image.Image) -> np.ndarray:
     of the whole image would hold two more copies of it while it joins its bytes)."""
     width, height = image.size
     rgb = np.empty((height, width, 3), np.uint8)
-    for top in range(0, height, STRIP_ROWS):
-        bottom = min(top + STRIP_ROWS, height)
+    rows = strip_rows(width)
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
         rgb[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
     return rgb

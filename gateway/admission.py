@@ -1,7 +1,7 @@
 """Admission control, per gateway process: at most `limit` analyses in flight, past it a request is
 refused at once (503 `overloaded` + Retry-After) rather than queued; and a budget of memory for
-decoded photos, which each photo reserves by the bytes its decode will hold (its header says how
-many) before any pixel is decoded."""
+the photos being analysed, which each photo reserves by the bytes its analysis will hold at most
+(its header says how many: gateway.analysis.analysis_memory) before any pixel is decoded."""
 
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ class MemoryBudget:
         """Hold `nbytes` of the budget for the block; `what` names the photo in a refusal."""
         if nbytes > self.total:
             raise ImageTooLarge(
-                f"Decoding {what} takes about {nbytes // MB} MB, more than the "
-                f"{self.total // MB} MB this gateway gives all photos being decoded together "
+                f"Analysing {what} takes about {nbytes // MB} MB, more than the "
+                f"{self.total // MB} MB this gateway gives all photos being analysed together "
                 "(PICMETRIC_DECODE_MEMORY_BYTES): send a smaller photo or 8-bit colour, or raise "
                 "the setting."
             )
@@ -79,7 +79,7 @@ class MemoryBudget:
                 except TimeoutError:
                     metrics.ANALYSES_REJECTED.inc()
                     raise Overloaded(
-                        f"The photos being decoded already hold {self.reserved // MB} MB of the "
+                        f"The photos being analysed already hold {self.reserved // MB} MB of the "
                         f"{self.total // MB} MB budget (PICMETRIC_DECODE_MEMORY_BYTES) and "
                         f"{what} needs {nbytes // MB} MB; retry in a few seconds."
                     ) from None

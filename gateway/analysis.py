@@ -17,7 +17,14 @@ from gateway import metrics, quality, tenancy, urlguard
 from gateway.catalog import ModelState
 from gateway.decode import DecodedImage, DecodePlan, ImageHeader, decode_planned, plan_decode
 from gateway.fetch import FetchedImage, fetch
-from gateway.inference import ModelResult, ModelSpec, decode_side, run_models
+from gateway.inference import (
+    Call,
+    ModelResult,
+    ModelSpec,
+    decode_side,
+    run_models,
+    tensor_memory,
+)
 from gateway.results import (
     Analysis,
     ImageInfo,
@@ -74,7 +81,9 @@ def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) ->
         return decoded
     settings = services.settings
     with _stage("decode", {}):
-        plan = plan_decode(data, settings.max_image_pixels, settings.max_jpeg_scans)
+        plan = plan_decode(
+            data, settings.max_image_pixels, settings.max_jpeg_scans, None, settings.max_image_side
+        )
         return decode_planned(data, plan)
 
 
@@ -83,8 +92,37 @@ async def plan_photo(data: bytes, services: Services, min_side: int | None = Non
     thread: the JPEG scan count reads the whole file)."""
     settings = services.settings
     return await run_in_threadpool(
-        plan_decode, data, settings.max_image_pixels, settings.max_jpeg_scans, min_side
+        plan_decode,
+        data,
+        settings.max_image_pixels,
+        settings.max_jpeg_scans,
+        min_side,
+        settings.max_image_side,
     )
+
+
+def decode_min_side(specs: list[ModelSpec], call: Call) -> int | None:
+    """The shortest side an analysis with these models needs from the decoder (None: every
+    pixel): the models' (`inference.decode_side`), and quality.WORKING_SIDE px at least for the
+    quality figures."""
+    side = decode_side(specs, call)
+    return None if side is None else max(side, quality.WORKING_SIDE)
+
+
+def analysis_memory(
+    plan: DecodePlan, specs: list[ModelSpec], input_sizes: Mapping[str, int]
+) -> int:
+    """Peak bytes one analysis of the photo `plan` decodes holds, from its header: the decode's
+    peak (`DecodePlan.memory`), or, once decoded, the photo with the quality figures' buffers
+    (`quality.memory`) and every model's input in flight (`inference.tensor_memory`) beside it,
+    whichever is more."""
+    height, width = plan.output_size
+    decoded = (
+        plan.output_bytes
+        + quality.memory(height, width)
+        + tensor_memory(specs, input_sizes, height, width)
+    )
+    return max(plan.memory, decoded)
 
 
 def photo_memory(
@@ -203,17 +241,18 @@ async def _infer(
     full_resolution: bool,
 ) -> _Inferred:
     """Decode the photo (as small as the models and the quality figures allow, unless
-    `full_resolution`), then run the models and measure its quality side by side. Its pixels
-    are held in the decode memory budget until the models have their tensors."""
+    `full_resolution`), then run the models and measure its quality side by side. What the
+    decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
+    the decode memory budget, before decoding, until the models have answered."""
     call = services.call()
-    side = None if full_resolution else decode_side(specs, call)
-    # The quality figures need the photo's short side at quality.WORKING_SIDE px at least.
-    side = None if side is None else max(side, quality.WORKING_SIDE)
-    plan = await plan_photo(data, services, side)
+    plan = await plan_photo(
+        data, services, None if full_resolution else decode_min_side(specs, call)
+    )
     timings: dict[str, float] = {}
     async with AsyncExitStack() as held:
         if not memory_held:
-            await held.enter_async_context(photo_memory(services, plan, plan.memory))
+            nbytes = analysis_memory(plan, specs, call.input_sizes)
+            await held.enter_async_context(photo_memory(services, plan, nbytes))
         with _stage("decode", timings):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
             photo = await run_in_threadpool(decode_planned, data, plan)

@@ -11,12 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from gateway import drawing
 from gateway.analysis import (
     AnalysisRequest,
+    analysis_memory,
     analyze_keeping_photo,
     fetch_image,
     full_photo,
     photo_memory,
     plan_photo,
 )
+from gateway.inference import MODELS
 from gateway.services import Services
 
 
@@ -34,10 +36,15 @@ async def annotate(
     if data is None:  # fetched once, for the analysis and the drawing
         data = (await fetch_image(request, services)).data
         request = dataclasses.replace(request, data=data)
-    # The full-size photo and its drawn copy are held until the JPEG is made; that share of the
-    # decode memory budget covers the analysis's own decode too.
+    # The full-size photo is held until the JPEG is made; this share of the decode memory budget
+    # covers the analysis (of every model asked for), then the drawing beside the photo.
     plan = await plan_photo(data, services)
-    async with photo_memory(services, plan, plan.memory + plan.output_bytes):
+    specs = [MODELS[name] for name in request.models or MODELS if name in MODELS]
+    nbytes = max(
+        analysis_memory(plan, specs, services.input_sizes()),
+        plan.output_bytes + drawing.memory(*plan.output_size),
+    )
+    async with photo_memory(services, plan, nbytes):
         analysed = await analyze_keeping_photo(
             request, services, owner, memory_held=True, full_resolution=True
         )

@@ -12,11 +12,14 @@ resolution is decoded at 1/2, 1/4 or 1/8 of its size straight from its DCT coeff
 photo for ResNet50 and YOLOv3 alone: 1008x756, in about a third of the time).
 
 Before any pixel is decoded, `plan_decode` bounds the work and sizes the memory from the header:
-the pixel count (PICMETRIC_MAX_IMAGE_PIXELS); for a JPEG the number of scans, counted from its
-markers (PICMETRIC_MAX_JPEG_SCANS: libjpeg passes over every coefficient of a component once per
-scan, so 4,000 repeated scans in 268 KB cost seconds of CPU in a decode that cannot be stopped);
-and the bytes the decode will hold at its peak (`DecodePlan.memory`), which the gateway reserves
-from its process-wide budget (gateway.admission.MemoryBudget) before decoding."""
+the pixel count (PICMETRIC_MAX_IMAGE_PIXELS) and the longest side (PICMETRIC_MAX_IMAGE_SIDE:
+libpng and OpenCV refuse longer ones); for a JPEG the number of scans, counted from its markers
+(PICMETRIC_MAX_JPEG_SCANS: libjpeg passes over every coefficient of a component once per scan, so
+4,000 repeated scans in 268 KB cost seconds of CPU in a decode that cannot be stopped); and the
+bytes the decode will hold at its peak (`DecodePlan.memory`). The gateway reserves, from its
+process-wide budget (gateway.admission.MemoryBudget) before decoding, the most that one analysis
+holds at once: that peak, or the decoded photo with the quality figures' buffers and every model's
+input beside it (gateway.analysis.analysis_memory; an annotation adds its drawn copy and JPEG)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from gateway._pixels import STRIP_ROWS, orient, pillow_rgb, srgb_transform, to_srgb
+from gateway._pixels import orient, pillow_rgb, srgb_transform, strip_rows, to_srgb
 from gateway.errors import ImageTooLarge, UnsupportedImage
 
 # The formats we read, as error messages, /docs and the try-it page name them.
@@ -74,6 +77,9 @@ _OPENCV = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 # libjpeg's standard progressive script has 10 scans (6 for grey); encoders that tune theirs
 # (mozjpeg, jpegli) stay within a few dozen.
 DEFAULT_MAX_JPEG_SCANS = 64
+# The longest side decoded (PICMETRIC_MAX_IMAGE_SIDE): libjpeg's largest, so that every photo
+# analysed can be answered drawn as a JPEG (/v1/annotate).
+DEFAULT_MAX_IMAGE_SIDE = 65_500
 # A JPEG marker (0xFF then a code) that is neither a stuffed 0xFF byte inside entropy-coded data
 # (FF 00), a restart marker (FF D0-D7) nor a fill byte (FF FF).
 _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -240,10 +246,17 @@ class DecodePlan:
     flags: int
 
     @property
+    def output_size(self) -> tuple[int, int]:
+        """(height, width) of the decoded array, orientation applied."""
+        header, factor = self.header, self.factor
+        height, width = -(-header.height // factor), -(-header.width // factor)
+        return (width, height) if header.turned else (height, width)
+
+    @property
     def output_bytes(self) -> int:
         """The decoded RGB uint8 array."""
-        header, factor = self.header, self.factor
-        return -(-header.width // factor) * -(-header.height // factor) * 3
+        height, width = self.output_size
+        return height * width * 3
 
     @property
     def memory(self) -> int:
@@ -255,7 +268,8 @@ class DecodePlan:
         output while the orientation is applied. Pillow (HEIF, AVIF): what the decoder, Pillow's
         image (4 bytes a pixel) and our array hold at once, per pixel as measured at 12 MP
         (_PILLOW_BYTES_PER_PIXEL), plus Pillow's RGB copy of a grey or RGBA image. Either: a
-        strip of the ICC conversion."""
+        strip of the ICC conversion. Only the decode: what an analysis holds after it, beside the
+        photo, is gateway.analysis.analysis_memory's."""
         header, output = self.header, self.output_bytes
         pixels = header.width * header.height
         if header.format in _PILLOW_FORMATS:
@@ -269,12 +283,17 @@ class DecodePlan:
                 stored = output + (pixels * header.bands * 2 if header.progressive else 0)
             peak = stored + output + (output if header.orientation != 1 else 0)
         if header.icc_profile:
-            peak += STRIP_ROWS * header.width * 8  # a strip in Pillow (4 B/px) and back (3 B/px)
+            # a strip in Pillow (4 B/px) and back (3 B/px)
+            peak += min(strip_rows(header.width), header.height) * header.width * 8
         return peak * 23 // 20
 
 
 def plan_decode(
-    data: bytes, max_pixels: int, max_jpeg_scans: int, min_side: int | None = None
+    data: bytes,
+    max_pixels: int,
+    max_jpeg_scans: int,
+    min_side: int | None = None,
+    max_side: int = DEFAULT_MAX_IMAGE_SIDE,
 ) -> DecodePlan:
     """Check the photo against the per-photo limits and choose its decode, from the header only.
     `min_side`: the shortest side the caller needs; a JPEG is then decoded at the largest
@@ -284,6 +303,11 @@ def plan_decode(
         raise ImageTooLarge(
             f"Image is {header.width}x{header.height} pixels, more than the {max_pixels} pixel "
             "limit (PICMETRIC_MAX_IMAGE_PIXELS); send a smaller photo."
+        )
+    if max(header.width, header.height) > max_side:
+        raise ImageTooLarge(
+            f"Image is {header.width}x{header.height} pixels, a side longer than the {max_side} "
+            "px limit (PICMETRIC_MAX_IMAGE_SIDE); send a photo with no side over it."
         )
     factor, flags = 1, _FULL
     if header.format == "JPEG":

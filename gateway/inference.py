@@ -73,6 +73,25 @@ class ModelSpec:
     input_size: int | None  # the square side it resizes to by default; None: every pixel
 
 
+# Copies of a model's input the gateway holds while its request is in flight: the prepared array,
+# tritonclient's bytes of it (InferInput), the request message, the message serialized and gRPC's
+# own copy of that (the first four measured with tests/utils/stage_memory.py: 4.0 times the
+# photo for mtcnn, whose prepared array is the photo itself).
+TENSOR_COPIES = 5
+
+
+def tensor_memory(
+    specs: list[ModelSpec], input_sizes: Mapping[str, int], height: int, width: int
+) -> int:
+    """Peak bytes every model's input holds at once while the requests are in flight, for a photo
+    decoded at `height` x `width`: a square input of the size Triton says, or every pixel."""
+    total = 0
+    for spec in specs:
+        size = input_sizes.get(spec.name, spec.input_size)
+        total += (height * width if size is None else size * size) * 3 * TENSOR_COPIES
+    return total
+
+
 def decode_side(specs: list[ModelSpec], call: Call) -> int | None:
     """The shortest image side these models need from the decoder (the largest input size);
     None when one of them needs full resolution."""

@@ -90,21 +90,24 @@ class Services:
     def call(self, replica: Replica | None = None) -> Call:
         """A Call on `replica`, by default the next one in rotation."""
         replica = replica or self.triton.next()
-        sizes = {
-            name: state.input_size
-            for name, state in self.catalog.states.items()
-            if state.input_size is not None
-        }
         return Call(
             replica.client,
             self.settings.triton_timeout_s,
             self.settings.model_repository,
-            sizes,
+            self.input_sizes(),
             on_dead_stub=functools.partial(self.dead_stub, replica),
             retry_wait=self.settings.triton_retry_wait_s,
             on_reached=functools.partial(self.triton.reached, replica),
             failover=lambda: self.call(self.triton.next(exclude=replica)),
         )
+
+    def input_sizes(self) -> dict[str, int]:
+        """The square input side of each model whose Triton says it."""
+        return {
+            name: state.input_size
+            for name, state in self.catalog.states.items()
+            if state.input_size is not None
+        }
 
     def dead_stub(self, replica: Replica, triton_model: str, reason: str) -> None:
         """A call found a Triton model's Python stub dead on `replica`: reload the model there, and

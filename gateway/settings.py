@@ -53,11 +53,16 @@ class Settings(BaseSettings):
     s3_timeout_s: float = Field(10.0, gt=0)
     max_image_bytes: int = Field(20 * MiB, gt=0)
     max_image_pixels: int = Field(40_000_000, gt=0)
+    # The longest side of a photo, checked from the header with the pixels (libpng refuses rows
+    # over 1,000,000 px, OpenCV images over 2^20 px a side); at most libjpeg's largest, so that
+    # every photo analysed can be answered drawn as a JPEG (/v1/annotate).
+    max_image_side: int = Field(65_500, ge=1, le=65_500)
     # Scans of one JPEG (gateway.decode: the decoder passes over the coefficients once a scan).
     max_jpeg_scans: int = Field(64, ge=1)
     # What the photos being decoded and analysed in one process may hold at once (the decoded
-    # pixels, and what the decoder keeps of the stored ones): with the process's own ~0.25 GB it
-    # keeps a gateway under the chart's 2 GiB limit. A photo needing more than all of it: 413.
+    # pixels, what the decoder keeps of the stored ones, the quality figures' buffers and the
+    # models' inputs in flight: gateway.analysis.analysis_memory): with the process's own
+    # ~0.25 GB it keeps a gateway under the chart's 2 GiB limit. A photo needing more: 413.
     decode_memory_bytes: int = Field(1 << 30, ge=MiB)
     max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch
     max_batch_bytes: int = Field(64 * MiB, gt=0)  # the uploads of one batch together

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from gateway.decode import (
+    DEFAULT_MAX_IMAGE_SIDE,
     DEFAULT_MAX_JPEG_SCANS,
     decode_rgb,
     jpeg_scans,
@@ -180,6 +181,24 @@ def test_pixel_limit_refusal_names_its_setting() -> None:
 
 def test_max_jpeg_scans_default_is_the_settings_default() -> None:
     assert Settings().max_jpeg_scans == DEFAULT_MAX_JPEG_SCANS
+
+
+def test_max_image_side_default_is_the_settings_default() -> None:
+    assert Settings().max_image_side == DEFAULT_MAX_IMAGE_SIDE
+
+
+@pytest.mark.parametrize("shape", [(1, 1_000_001), (40_000_000, 1), (2, 65_501)])
+def test_a_side_over_the_limit_is_refused_from_the_header_naming_its_setting(
+    shape: tuple[int, int],
+) -> None:
+    """A 1 x 1,000,001 PNG of 3 KB is within the pixel limit, but libpng refuses its row (on
+    main: 415 "corrupt or truncated"); refused from the header, naming the setting."""
+    data = _encode(Image.new("RGB", shape[::-1]), "PNG")
+    started = time.perf_counter()
+    with pytest.raises(ImageTooLarge, match="PICMETRIC_MAX_IMAGE_SIDE") as refused:
+        plan_decode(data, 40_000_000, 64)
+    assert refused.value.status_code == 413
+    assert time.perf_counter() - started < 1
 
 
 def test_decode_plan_memory_covers_what_opencv_takes_for_a_one_strip_deep_tiff() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
+import pytest
 from skimage import data
 
 from gateway import drawing
@@ -51,6 +54,35 @@ def test_blur_faces_removes_the_detail_of_every_face_only() -> None:
 
 def test_jpeg_is_a_decodable_image_of_the_same_size() -> None:
     photo = data.astronaut()
-    decoded = cv2.imdecode(np.frombuffer(drawing.jpeg(photo), np.uint8), cv2.IMREAD_COLOR_RGB)
+    encoded = drawing.jpeg(photo.copy())  # turned to BGR in place
+    decoded = cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_COLOR_RGB)
     assert decoded.shape == photo.shape
     assert np.abs(decoded.astype(int) - photo).mean() < 4
+
+
+def test_blurring_a_face_as_large_as_the_photo_is_bounded_work() -> None:
+    """A 3000 px face in a 12 MP photo blurs in seconds (at its own size, sigma 750: minutes),
+    as strongly as a small face's."""
+    photo = np.random.default_rng(3).integers(0, 256, (3000, 4000, 3), np.uint8)
+    face = Face.of(0.99, (500, 0, 3499, 2999), [(1000 + 500 * i, 1500) for i in range(5)])
+    blurred = photo.copy()
+    started = time.perf_counter()
+    drawing.blur_faces(blurred, Results(mtcnn=[face]))
+    assert time.perf_counter() - started < 5
+    region = (slice(0, 3000), slice(500, 3500))
+    assert _sharpness(blurred[region]) < 0.01 * _sharpness(photo[region])
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1), (2, 20000)])
+def test_drawing_a_strip_of_pixels_stays_within_it(shape: tuple[int, int]) -> None:
+    """Boxes, labels and landmarks on a photo one or two pixels across: drawn clipped, without
+    error, the labels' size from the short side."""
+    photo = np.zeros((*shape, 3), np.uint8)
+    height, width = shape
+    box = (0.0, 0.0, float(width), float(height))
+    found = Results(
+        yolov3=[DetectedObject(label="person", confidence=0.9, box=Box.of(box))],
+        mtcnn=[Face.of(0.99, box, [(width / 2, height / 2)] * 5)],
+    )
+    drawn = drawing.draw(photo, found, blur=True)
+    assert drawn.shape == photo.shape and drawn.any()

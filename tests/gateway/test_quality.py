@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.quality import WORKING_SIDE, hash_distance, measure, working_grey
+from gateway.quality import WORKING_SIDE, hash_distance, measure, working_grey, working_size
 from tests.utils.mtcnn_faces import photos
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera")
@@ -85,6 +85,28 @@ def test_figures_are_measured_at_one_working_size(real: dict[str, np.ndarray]) -
     assert large_figures.exposure == pytest.approx(small_figures.exposure, abs=0.01)
     assert large_figures.sharpness == pytest.approx(small_figures.sharpness, rel=0.5)
     assert hash_distance(small_hash, large_hash) <= 4
+
+
+@pytest.mark.parametrize(
+    ("shape", "working"),
+    [
+        ((3000, 4000), (384, 512)),
+        ((100, 100), (384, 384)),
+        ((1000, 6000), (256, 1536)),
+        ((2, 20000), (1, 1536)),  # on main: 384 x 3,840,000
+        ((65535, 1), (1536, 1)),
+        ((1, 1), (384, 384)),
+    ],
+)
+def test_the_working_size_is_bounded_whatever_the_shape(
+    shape: tuple[int, int], working: tuple[int, int]
+) -> None:
+    """Short side WORKING_SIDE unless the long side would pass WORKING_LONG_SIDE; never 0."""
+    assert working_size(*shape) == working
+    photo = np.random.default_rng(1).integers(0, 256, (*shape, 3), np.uint8)
+    assert working_grey(photo).shape == working
+    figures, phash = measure(photo)
+    assert 0 <= figures.exposure <= 1 and len(phash) == 16
 
 
 def test_hash_distance_counts_differing_bits() -> None:
