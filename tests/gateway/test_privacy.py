@@ -77,18 +77,28 @@ def assert_kept_clean(sent: bytes, kept: bytes) -> None:
     assert np.array_equal(decode_rgb(kept, 10**8).rgb, decode_rgb(sent, 10**8).rgb)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF"])
-def test_real_files_with_metadata_written_by_exiftool_are_kept_clean(fmt: str) -> None:
-    """Real encoders' files (an MPO with its second view), a colour profile, and everything
-    ExifTool's writer puts in: the kept file has the profile and orientation, nothing else."""
+@pytest.mark.parametrize(
+    ("fmt", "alpha"),
+    [(fmt, False) for fmt in ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")]
+    + [(fmt, True) for fmt in ("PNG", "WEBP", "HEIF", "AVIF")],
+)
+def test_real_files_with_metadata_written_by_exiftool_are_kept_clean(fmt: str, alpha: bool) -> None:
+    """Real encoders' files (an MPO with its second view; with alpha: a WebP's ALPH chunk, a
+    HEIF's or AVIF's alpha plane), a colour profile, and everything ExifTool's writer puts in: the
+    kept file has the profile, orientation and alpha, nothing else."""
     options: dict[str, object] = {"icc_profile": _SRGB_ICC}
     if fmt == "MPO":
         options.update(save_all=True, append_images=[photo().rotate(180)])
-    sent = write_tags(encode(fmt, **options), *IDENTIFYING_TAGS)
+    image = photo()
+    if alpha:
+        image.putalpha(image.getchannel("G"))
+    sent = write_tags(encode(fmt, image, **options), *IDENTIFYING_TAGS)
+    assert read_header(sent).bands == (4 if alpha else 3)
     assert len(identifying(sent, SECRETS)) >= 10  # the fixture does carry what must go
     kept = strip_identifying(sent)
     assert_kept_clean(sent, kept)
     assert read_header(kept).icc_profile == _SRGB_ICC
+    assert read_header(kept).bands == (4 if alpha else 3)
     if fmt not in ("HEIF", "AVIF"):  # theirs is in irot, which pillow-heif applies (decode.py)
         assert read_header(kept).orientation == 6
 
