@@ -103,6 +103,17 @@ def test_real_files_with_metadata_written_by_exiftool_are_kept_clean(fmt: str, a
         assert read_header(kept).orientation == 6
 
 
+def test_a_heic_of_tiles_is_kept_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone's HEIC is a grid of tiles (an iPhone's: 512x512): the grid item, its ImageGrid
+    data (in idat) and every tile are kept, referenced as before."""
+    monkeypatch.setattr(pillow_heif.options, "GRID_TILE_SIZE", 256)
+    sent = write_tags(encode("HEIF", photo(640, 384), quality=80), *IDENTIFYING_TAGS)
+    assert b"grid" in sent and b"dimg" in sent
+    kept = strip_identifying(sent)
+    assert b"grid" in kept and b"dimg" in kept
+    assert_kept_clean(sent, kept)
+
+
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_every_hostile_form_is_refused_or_kept_without_what_it_hides(form: str) -> None:
     """Each way a lenient walk missed a location, a name or a contact (issue 27), in every format:
