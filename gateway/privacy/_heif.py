@@ -255,8 +255,11 @@ def _write(
 ) -> bytes:
     wide = max(kept) > 0xFFFF
     ids = ">I" if wide else ">H"
+    # Checked before anything is copied: extents that point at the same bytes again and again
+    # would make a kept file many times the upload's size.
+    total = sum(n for item in kept for _, n in items[item].extents)
+    require(total <= len(data), "items whose data overlaps")
     payloads = [b"".join(data[s : s + n] for s, n in items[item].extents) for item in kept]
-    require(sum(map(len, payloads)) <= len(data), "items whose data overlaps")
     hdlr = _box(b"hdlr", bytes(4) + b"pict" + bytes(12) + b"\x00", 0)
     pitm = _box(b"pitm", struct.pack(ids, primary), 1 if wide else 0)
     infes = [

@@ -8,6 +8,7 @@ encoders with metadata ExifTool's writer added, and hand-built hostile forms of 
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 
@@ -141,6 +142,21 @@ def test_a_photo_without_metadata_keeps_its_pixels_and_structure() -> None:
     assert strip_identifying(sent) == sent
 
 
+def _heif_of_repeated_extents() -> bytes:
+    """A 1 MB HEIC whose image item lists 4,000 extents over the same megabyte: 4 GB if copied."""
+    sent = bytearray(encode("HEIF", quality=80) + bytes(1 << 20))
+    at = sent.index(b"iloc")  # version 0, offset/length/base sizes 4/4/4 (pillow-heif)
+    mdat = len(sent) - (1 << 20)
+    extents = struct.pack(">H", 4000) + struct.pack(">II", mdat, 1 << 20) * 4000
+    iloc = bytes(4) + b"\x44\x40" + struct.pack(">HHHI", 1, 1, 0, 0) + extents
+    box = struct.pack(">I", 8 + len(iloc)) + b"iloc" + iloc
+    old = struct.unpack_from(">I", sent, at - 4)[0]
+    meta = sent.index(b"meta") - 4
+    sent[at - 4 : at - 4 + old] = box
+    struct.pack_into(">I", sent, meta, struct.unpack_from(">I", sent, meta)[0] + len(box) - old)
+    return bytes(sent)
+
+
 def _scan_of_stuffed_bytes() -> bytes:
     jpeg = encode("JPEG")
     end = jpeg.rindex(b"\xff\xd9")
@@ -153,6 +169,7 @@ def _scan_of_stuffed_bytes() -> bytes:
         pytest.param(lambda: b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000, id="jpeg-comments"),
         pytest.param(lambda: b"\xff\xd8" + b"\xff" * (20 << 20), id="jpeg-fill-bytes"),
         pytest.param(_scan_of_stuffed_bytes, id="jpeg-20-mb-scan"),
+        pytest.param(_heif_of_repeated_extents, id="heif-repeated-extents"),
         pytest.param(
             lambda: encode("PNG")[:33] + b"\x00\x00\x00\x00teXt\x2f\xaa\xa1\x8b" * 200_000,
             id="png-empty-chunks",
