@@ -42,24 +42,36 @@ def exiftool() -> str:
     return found
 
 
-def read_tags(data: bytes) -> dict[str, Any]:
-    """Every tag ExifTool reads in `data`, as {"Group:Tag": value}."""
+def read_tags(files: list[bytes]) -> list[dict[str, Any]]:
+    """Every tag ExifTool reads in each of `files` (one run for all), as {"Group:Tag": value}."""
+    if not files:
+        return []
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "image"
-        path.write_bytes(data)
+        paths = [Path(folder) / f"image{index:05d}" for index in range(len(files))]
+        for path, data in zip(paths, files, strict=True):
+            path.write_bytes(data)
         out = subprocess.run(
-            [exiftool(), *_ARGS, str(path)], capture_output=True, check=True, timeout=60
+            [exiftool(), *_ARGS, *map(str, paths)], capture_output=True, check=True, timeout=600
         ).stdout
-    tags: dict[str, Any] = json.loads(out)[0]
-    return {key: value for key, value in tags.items() if key != "SourceFile"}
+    found = {Path(tags.pop("SourceFile")).name: tags for tags in json.loads(out)}
+    return [found[path.name] for path in paths]
 
 
 def identifying(data: bytes, secrets: Sequence[str] = ()) -> list[str]:
     """What ExifTool finds in `data` that a kept file must not hold: a tag named for a place, a
     person, contact data or a device, a group outside ALLOWED_GROUPS (ICC profiles aside), an IFD0
-    tag other than the orientation, or a value holding one of `secrets`."""
+    tag other than the orientation, a value holding one of `secrets`, or a warning."""
+    return identifying_each([data], secrets)[0]
+
+
+def identifying_each(files: list[bytes], secrets: Sequence[str] = ()) -> list[list[str]]:
+    """`identifying` of each of `files`, with one ExifTool run."""
+    return [_identifying(tags, secrets) for tags in read_tags(files)]
+
+
+def _identifying(tags: dict[str, Any], secrets: Sequence[str]) -> list[str]:
     found = []
-    for key, value in read_tags(data).items():
+    for key, value in tags.items():
         group, _, tag = key.partition(":")
         text = json.dumps(value)
         if group.startswith("ICC"):

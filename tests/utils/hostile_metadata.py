@@ -115,14 +115,14 @@ def _app13(*resources: bytes) -> bytes:
 
 
 def _extended_xmp(packet: bytes) -> bytes:
-    """A main XMP packet that points to an extended one, split over two APP1 segments in the
-    middle of a property's name (Adobe's XMP spec, part 3)."""
+    """A main XMP packet that points to an extended one, split over two APP1 segments in its
+    middle (Adobe's XMP spec, part 3): a walk that reads each segment alone sees halves."""
     guid = hashlib.md5(packet).hexdigest().upper().encode()
     main = xmp(
         b'<rdf:Description rdf:about="" xmlns:xmpNote="http://ns.adobe.com/xmp/note/" '
         b'xmpNote:HasExtendedXMP="' + guid + b'"/>'
     )
-    split = packet.index(b"GPSLati") + 5
+    split = len(packet) // 2
     segments = _app1_xmp(main)
     for offset, chunk in ((0, packet[:split]), (split, packet[split:])):
         head = b"http://ns.adobe.com/xmp/extension/\x00" + guid
@@ -168,9 +168,6 @@ JPEG_FORMS: dict[str, Callable[[], bytes]] = {
     "jpeg-ff00-before-exif": lambda: _after_soi(b"\xff\x00" + _app1_exif()),
     "jpeg-fill-bytes-before-exif": lambda: _after_soi(b"\xff\xff\xff" + _app1_exif()),
     "jpeg-mpf-17th-image": _mpf_seventeenth,
-    "jpeg-extended-xmp-split": lambda: _after_soi(
-        _extended_xmp(XMP_FORMS["xmp-default-namespace"])
-    ),
     "jpeg-iptc-after-extended-dataset": lambda: _after_soi(
         _app13(_resource(b"8BIM", 0x0404, b"\x1c\x02\x05\x80\x02\x00\x04Note" + _IPTC_PLACES))
     ),
@@ -178,10 +175,6 @@ JPEG_FORMS: dict[str, Callable[[], bytes]] = {
         _app13(_resource(b"MeSa", 0x03ED, b"\x00" * 16), _resource(b"8BIM", 0x0404, _IPTC_PLACES))
     ),
     "jpeg-exif-after-first-scan": lambda: _between_scans(_app1_exif()),
-    **{
-        f"jpeg-{name}": (lambda packet=packet: _after_soi(_app1_xmp(packet)))
-        for name, packet in XMP_FORMS.items()
-    },
 }
 
 
@@ -208,20 +201,6 @@ def _raw_profile(exif: bytes) -> bytes:
 
 
 PNG_FORMS: dict[str, Callable[[], bytes]] = {
-    "png-xmp-in-text": lambda: _png_with(
-        _png_chunk(b"tEXt", b"XML:com.adobe.xmp\x00" + XMP_FORMS["xmp-rdf-value"])
-    ),
-    "png-xmp-in-ztxt": lambda: _png_with(
-        _png_chunk(
-            b"zTXt",
-            b"XML:com.adobe.xmp\x00\x00" + zlib.compress(XMP_FORMS["xmp-person-contact"]),
-        )
-    ),
-    "png-xmp-default-namespace-in-itxt": lambda: _png_with(
-        _png_chunk(
-            b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP_FORMS["xmp-default-namespace"]
-        )
-    ),
     "png-exif-after-pixels": lambda: _png_with(_png_chunk(b"eXIf", gps_exif()), after_pixels=True),
     "png-raw-profile-exif": lambda: _png_with(
         _png_chunk(b"tEXt", b"Raw profile type exif\x00" + _raw_profile(gps_exif()))
@@ -248,12 +227,6 @@ def _webp_with(*chunks: bytes, flags: int = 0x0C) -> bytes:
 
 WEBP_FORMS: dict[str, Callable[[], bytes]] = {
     "webp-exif-with-prefix": lambda: _webp_with(_webp_chunk(b"EXIF", b"Exif\x00\x00" + gps_exif())),
-    "webp-xmp-default-namespace": lambda: _webp_with(
-        _webp_chunk(b"XMP ", XMP_FORMS["xmp-default-namespace"])
-    ),
-    "webp-xmp-person-contact": lambda: _webp_with(
-        _webp_chunk(b"XMP ", XMP_FORMS["xmp-person-contact"])
-    ),
     "webp-chunks-without-flags": lambda: _webp_with(
         _webp_chunk(b"EXIF", gps_exif()), _webp_chunk(b"XMP ", XMP_FORMS["xmp-rdf-value"]), flags=0
     ),
@@ -338,28 +311,55 @@ def _exif_offset_out_of_range(data: bytes) -> bytes:
 def heif_forms(fmt: str) -> dict[str, Callable[[], bytes]]:
     key = fmt.lower()
     return {
-        f"{key}-xmp-upper-case-content-type": lambda: _heif_with(
-            fmt, packet=XMP_FORMS["xmp-person-contact"]
-        ).replace(b"application/rdf+xml", b"APPLICATION/RDF+XML"),
         f"{key}-exif-offset-out-of-range": lambda: _exif_offset_out_of_range(_heif_with(fmt)),
         f"{key}-second-iloc": lambda: _heif_edit(_heif_with(fmt), _second_iloc),
-        f"{key}-xmp-default-namespace": lambda: _heif_with(
-            fmt, packet=XMP_FORMS["xmp-default-namespace"]
-        ),
     }
 
 
 def _tiff_pages(pages: int) -> bytes:
-    """A TIFF of `pages` pages, the last with a position in its EXIF."""
+    """A TIFF of `pages` pages (an in-place walk stopped at 64), with a position in its EXIF."""
     small = photo(8, 8)
-    frames = [small] * (pages - 1) + [small.copy()]
-    exif = Image.Exif()
-    exif.load(b"Exif\x00\x00" + gps_exif())
-    frames[-1].info["exif"] = exif.tobytes()
-    return encode("TIFF", small, save_all=True, append_images=frames[1:], exif=gps_exif())
+    return encode(
+        "TIFF", small, save_all=True, append_images=[small] * (pages - 1), exif=gps_exif()
+    )
 
+
+def _png_text(kind: bytes, head: bytes, compress: bool = False) -> Callable[[bytes], bytes]:
+    def carry(packet: bytes) -> bytes:
+        body = zlib.compress(packet) if compress else packet
+        return _png_with(_png_chunk(kind, b"XML:com.adobe.xmp\x00" + head + body))
+
+    return carry
+
+
+def _heif_xmp(fmt: str, content_type: bytes = b"application/rdf+xml") -> Callable[[bytes], bytes]:
+    """XMP in a mime item, its content type as given (libheif compares it without case)."""
+    return lambda packet: _heif_with(fmt, packet=packet).replace(
+        b"application/rdf+xml", content_type
+    )
+
+
+# Every place a file of a kept format carries XMP, and the ways a walk may miss it.
+XMP_CARRIERS: dict[str, Callable[[bytes], bytes]] = {
+    "jpeg-app1": lambda packet: _after_soi(_app1_xmp(packet)),
+    "jpeg-extended-xmp-split": lambda packet: _after_soi(_extended_xmp(packet)),
+    "png-text": _png_text(b"tEXt", b""),
+    "png-ztxt": _png_text(b"zTXt", b"\x00", compress=True),
+    "png-itxt": _png_text(b"iTXt", b"\x00\x00\x00\x00"),
+    "png-itxt-compressed": _png_text(b"iTXt", b"\x01\x00\x00\x00", compress=True),
+    "webp-chunk": lambda packet: _webp_with(_webp_chunk(b"XMP ", packet)),
+    "heif-item": _heif_xmp("HEIF"),
+    "heif-item-upper-case-type": _heif_xmp("HEIF", b"APPLICATION/RDF+XML"),
+    "avif-item": _heif_xmp("AVIF"),
+    "avif-item-upper-case-type": _heif_xmp("AVIF", b"APPLICATION/RDF+XML"),
+}
 
 FORMS: dict[str, Callable[[], bytes]] = {
+    **{
+        f"{carrier}/{form}": (lambda carry=carry, packet=packet: carry(packet))
+        for carrier, carry in XMP_CARRIERS.items()
+        for form, packet in XMP_FORMS.items()
+    },
     **JPEG_FORMS,
     **PNG_FORMS,
     **WEBP_FORMS,
