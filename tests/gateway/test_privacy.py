@@ -105,6 +105,34 @@ def test_real_files_with_metadata_written_by_exiftool_are_kept_clean(fmt: str, a
         assert read_header(kept).orientation == 6
 
 
+def _long_profile() -> bytes:
+    """An sRGB profile padded past 64 KB, which a JPEG holds in three APP2 segments."""
+    profile = bytearray(_SRGB_ICC + bytes(150_000))
+    struct.pack_into(">I", profile, 0, len(profile))  # the header's profile size
+    return bytes(profile)
+
+
+def test_a_cmyk_jpeg_and_a_long_profile_keep_what_their_colours_need() -> None:
+    """A CMYK JPEG's Adobe segment (how the decoder converts its colours) and a profile spanning
+    several APP2 segments are written anew: the same pixels, the profile byte for byte."""
+    cmyk = write_tags(encode("JPEG", photo().convert("CMYK"), quality=90), *IDENTIFYING_TAGS)
+    assert read_header(cmyk).bands == 4 and b"Adobe" in cmyk
+    assert_kept_clean(cmyk, strip_identifying(cmyk))
+    sent = write_tags(encode("JPEG", icc_profile=_long_profile()), *IDENTIFYING_TAGS)
+    assert sent.count(b"ICC_PROFILE\x00") == 3
+    kept = strip_identifying(sent)
+    assert_kept_clean(sent, kept)
+    assert read_header(kept).icc_profile == _long_profile()
+
+
+def test_a_profile_with_a_segment_missing_is_refused() -> None:
+    sent = encode("JPEG", icc_profile=_long_profile())
+    second = sent.index(b"\xff\xe2", sent.index(b"ICC_PROFILE\x00\x01"))
+    length = struct.unpack_from(">H", sent, second + 2)[0]
+    with pytest.raises(UnsupportedImage, match="ICC_PROFILE"):
+        strip_identifying(sent[:second] + sent[second + 2 + length :])
+
+
 def test_a_heic_of_tiles_is_kept_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     """A phone's HEIC is a grid of tiles (an iPhone's: 512x512): the grid item, its ImageGrid
     data (in idat) and every tile are kept, referenced as before."""

@@ -27,7 +27,7 @@ FORBIDDEN_TAG = re.compile(
 # orientation in IFD0, the colour profile (ICC*, kept byte for byte and checked apart), the
 # decoder's JFIF/Adobe segments and the HEIF/AVIF boxes that describe the coded image.
 ALLOWED_GROUPS = {
-    "ExifTool", "System", "File", "JFIF", "APP14", "IFD0", "PNG", "PNG-pHYs", "RIFF",
+    "ExifTool", "System", "File", "JFIF", "Adobe", "IFD0", "PNG", "PNG-pHYs", "RIFF",
     "QuickTime", "Meta", "Composite",
 }  # fmt: skip
 _STRUCTURE = {"ExifTool", "System", "File", "Composite"}  # the tool's and the file system's facts
