@@ -65,6 +65,8 @@ run_tests() {
   apt_ensure chromium chromium
   # the try-it page driven through the system browser's WebDriver (tests/gateway/test_page.py)
   apt_ensure /usr/bin/chromedriver chromium-driver
+  # the privacy oracle reads every kept upload (tests/gateway/test_privacy.py)
+  apt_ensure exiftool libimage-exiftool-perl
   say "Linting (ruff) and type-checking (mypy)"
   ruff check .
   mypy

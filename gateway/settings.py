@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     # false where the deployment runs `picmetric migrate` itself before the gateway starts
     migrate_on_start: bool = True
     s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
-    # true: uploads are kept as sent, their GPS position and identifying EXIF/XMP included
-    # (gateway/privacy.py); false: kept without them, the pixels untouched.
+    # true: uploads are kept as sent, their GPS position and identifying EXIF/XMP included;
+    # false: rebuilt from their pixel data, orientation and colour profile (gateway/privacy/).
     keep_upload_metadata: bool = False
     # Where s3:// images may be read from: comma-separated `bucket` or `bucket/prefix/`; empty:
     # s3_bucket only. The gateway's role may read more than its clients should (s3.py).

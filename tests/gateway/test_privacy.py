@@ -1,296 +1,255 @@
-"""Kept uploads lose their location and identifying metadata, in every format a phone or an editor
-writes, with the same pixels: files written by the real encoders (Pillow, pillow-heif), read back
-with them. The oracle for the pixels is exact equality with the upload's own decode."""
+"""Kept uploads cannot carry a location (gateway/privacy): the kept file is rebuilt from the pixel
+data, orientation and colour profile alone. Two oracles that are not the rebuild's own reading:
+ExifTool (tests/utils/exiftool.py) finds no place, person, contact or device in any kept file, nor
+any of the secrets a fixture hid, in its bytes; the gateway's decoder gives exactly the same
+pixels, at the orientation applied, as for the upload as sent. Fixtures are files written by real
+encoders with metadata ExifTool's writer added, and hand-built hostile forms of every format
+(tests/utils/hostile_metadata.py)."""
 
 from __future__ import annotations
 
-import io
+import random
 import struct
 import time
-import zlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pillow_heif
 import pytest
-from PIL import Image, PngImagePlugin
+from PIL import ImageCms
 
+from gateway.decode import decode_rgb, read_header
 from gateway.errors import UnsupportedImage
-from gateway.privacy import blank_xmp, strip_identifying
+from gateway.privacy import KEPT_FORMATS, strip_identifying
+from tests.utils.exiftool import identifying, identifying_each, write_tags
+from tests.utils.hostile_metadata import FORMS, SECRETS, encode, photo
 
 pillow_heif.register_heif_opener()
 
-_PNG_SIGNATURE_FOR_TESTS = b"\x89PNG\r\n\x1a\n"
+# ExifTool writes all of these into a real file: a position, a place in words, names, a serial
+# number, a creator's contact and an owner, in EXIF, XMP and (where the format has it) IPTC.
+IDENTIFYING_TAGS = [
+    "-GPSLatitude=48.8584",
+    "-GPSLatitudeRef=N",
+    "-GPSLongitude=2.2945",
+    "-GPSLongitudeRef=E",
+    "-GPSAreaInformation=Eiffel Tower",
+    "-EXIF:Artist=Jane Doe",
+    "-EXIF:OwnerName=Jane Doe",
+    "-EXIF:SerialNumber=SN-4242-BODY",
+    "-EXIF:Orientation#=6",
+    "-XMP-dc:Creator=Jane Doe",
+    "-XMP-iptcCore:CreatorWorkEmail=jane@example.org",
+    "-XMP-iptcCore:CreatorWorkTelephone=+33 1 5550 4242",
+    "-XMP-iptcCore:CreatorAddress=1 Rue Secret",
+    "-XMP-photoshop:City=Paris",
+    "-XMP-xmpRights:Owner=Jane Doe",
+    "-XMP-exif:GPSLatitude=48.8584 N",
+    "-IPTC:By-line=Jane Doe",
+    "-IPTC:City=Paris",
+    "-IPTC:Country-PrimaryLocationName=France",
+]
+_SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+# The hostile forms a strict walk refuses rather than keeps (decoders disagree about them).
+REFUSED = {
+    "jpeg-junk-byte-before-exif",
+    "jpeg-zero-length-segment-before-exif",
+    "jpeg-ff00-before-exif",
+    "heif-second-iloc",
+    "avif-second-iloc",
+    "tiff-65-pages",
+    "bmp-with-exif-after-pixels",
+}
 
-ORIENTATION, ARTIST, MAKER_NOTE, EXIF_IFD, GPS_IFD = 0x0112, 0x013B, 0x927C, 0x8769, 0x8825
-DATETIME_ORIGINAL, UNIQUE_ID, OWNER, BODY_SERIAL, LENS_SERIAL = (
-    0x9003,
-    0xA420,
-    0xA430,
-    0xA431,
-    0xA435,
+
+def assert_kept_clean(sent: bytes, kept: bytes) -> None:
+    """The privacy oracle, for every kept file: ExifTool finds nothing identifying, no secret is in
+    its bytes, and the gateway decodes it to the same pixels, upright, as the upload."""
+    assert identifying(kept, SECRETS) == []
+    for secret in [*SECRETS, "SN-4242"]:
+        assert secret.encode() not in kept, secret
+    header = read_header(kept)
+    assert not header.has_location
+    try:
+        original = read_header(sent)
+    except UnsupportedImage:  # the gateway cannot read it (libavif refuses a broken Exif item)
+        assert decode_rgb(kept, 10**8).rgb.size  # so the gateway never keeps it; this would do
+        return
+    assert (header.orientation, header.icc_profile) == (original.orientation, original.icc_profile)
+    assert np.array_equal(decode_rgb(kept, 10**8).rgb, decode_rgb(sent, 10**8).rgb)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "alpha"),
+    [(fmt, False) for fmt in ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")]
+    + [(fmt, True) for fmt in ("PNG", "WEBP", "HEIF", "AVIF")],
 )
-TAKEN = "2024:05:01 12:30:00"
-SECRETS = [b"Jane Doe", b"SN-4242-BODY", b"LN-777-LENS", b"5f3c0ffee0ddba11", b"CANON-NOTE"]
-XMP = (
-    b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
-    b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
-    b'xmlns:exif="http://ns.adobe.com/exif/1.0/" '
-    b'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/" '
-    b'xmlns:aux="http://ns.adobe.com/exif/1.0/aux/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
-    b'xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
-    b'exif:GPSLatitude="48,51.4047N" exif:GPSLongitude="2,21.0500E" photoshop:City="Paris" '
-    b'aux:SerialNumber="SN-4242-BODY" xmp:CreateDate="2024-05-01T12:30:00">'
-    b"<exif:GPSAltitude>3500/100</exif:GPSAltitude>"
-    b"<dc:creator><rdf:Seq><rdf:li>Jane Doe</rdf:li></rdf:Seq></dc:creator>"
-    b'</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
-)
-XMP_SECRETS = [b"48,51.4047N", b"2,21.0500E", b"Paris", b"3500/100", b"Jane Doe", b"SN-4242"]
+def test_real_files_with_metadata_written_by_exiftool_are_kept_clean(fmt: str, alpha: bool) -> None:
+    """Real encoders' files (an MPO with its second view; with alpha: a WebP's ALPH chunk, a
+    HEIF's or AVIF's alpha plane), a colour profile, and everything ExifTool's writer puts in: the
+    kept file has the profile, orientation and alpha, nothing else."""
+    options: dict[str, object] = {"icc_profile": _SRGB_ICC}
+    if fmt == "MPO":
+        options.update(save_all=True, append_images=[photo().rotate(180)])
+    image = photo()
+    if alpha:
+        image.putalpha(image.getchannel("G"))
+    sent = write_tags(encode(fmt, image, **options), *IDENTIFYING_TAGS)
+    assert read_header(sent).bands == (4 if alpha else 3)
+    assert len(identifying(sent, SECRETS)) >= 10  # the fixture does carry what must go
+    kept = strip_identifying(sent)
+    assert_kept_clean(sent, kept)
+    assert read_header(kept).icc_profile == _SRGB_ICC
+    assert read_header(kept).bands == (4 if alpha else 3)
+    if fmt not in ("HEIF", "AVIF"):  # theirs is in irot, which pillow-heif applies (decode.py)
+        assert read_header(kept).orientation == 6
 
 
-def identifying_exif(orientation: int = 6) -> Image.Exif:
-    """EXIF as a phone and a camera write it: a position, names, serials, maker's notes."""
-    exif = Image.Exif()
-    exif[ORIENTATION] = orientation
-    exif[ARTIST] = "Jane Doe"
-    exif[0x010F] = "Canon"  # Make: kept
-    sub = exif.get_ifd(EXIF_IFD)
-    sub.update(
-        {
-            DATETIME_ORIGINAL: TAKEN,
-            OWNER: "Jane Doe",
-            BODY_SERIAL: "SN-4242-BODY",
-            LENS_SERIAL: "LN-777-LENS",
-            UNIQUE_ID: "5f3c0ffee0ddba11",
-            MAKER_NOTE: b"CANON-NOTE" * 20,
-        }
-    )
-    gps = exif.get_ifd(GPS_IFD)
-    gps.update({1: "N", 2: (48.0, 51.0, 24.28), 3: "E", 4: (2.0, 21.0, 3.0), 6: 35.0})
-    return exif
+def _long_profile() -> bytes:
+    """An sRGB profile padded past 64 KB, which a JPEG holds in three APP2 segments."""
+    profile = bytearray(_SRGB_ICC + bytes(150_000))
+    struct.pack_into(">I", profile, 0, len(profile))  # the header's profile size
+    return bytes(profile)
 
 
-def photo(width: int = 96, height: int = 64) -> Image.Image:
-    rng = np.random.default_rng(7)
-    return Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+def test_a_cmyk_jpeg_and_a_long_profile_keep_what_their_colours_need() -> None:
+    """A CMYK JPEG's Adobe segment (how the decoder converts its colours) and a profile spanning
+    several APP2 segments are written anew: the same pixels, the profile byte for byte."""
+    cmyk = write_tags(encode("JPEG", photo().convert("CMYK"), quality=90), *IDENTIFYING_TAGS)
+    assert read_header(cmyk).bands == 4 and b"Adobe" in cmyk
+    assert_kept_clean(cmyk, strip_identifying(cmyk))
+    sent = write_tags(encode("JPEG", icc_profile=_long_profile()), *IDENTIFYING_TAGS)
+    assert sent.count(b"ICC_PROFILE\x00") == 3
+    kept = strip_identifying(sent)
+    assert_kept_clean(sent, kept)
+    assert read_header(kept).icc_profile == _long_profile()
 
 
-def encode(fmt: str, image: Image.Image | None = None, **options: object) -> bytes:
-    image = image or photo()
-    out = io.BytesIO()
-    image.save(out, fmt, **options)
-    return out.getvalue()
+def test_a_profile_with_a_segment_missing_is_refused() -> None:
+    sent = encode("JPEG", icc_profile=_long_profile())
+    second = sent.index(b"\xff\xe2", sent.index(b"ICC_PROFILE\x00\x01"))
+    length = struct.unpack_from(">H", sent, second + 2)[0]
+    with pytest.raises(UnsupportedImage, match="ICC_PROFILE"):
+        strip_identifying(sent[:second] + sent[second + 2 + length :])
 
 
-def pixels(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+def test_a_heic_of_tiles_is_kept_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phone's HEIC is a grid of tiles (an iPhone's: 512x512): the grid item, its ImageGrid
+    data (in idat) and every tile are kept, referenced as before."""
+    monkeypatch.setattr(pillow_heif.options, "GRID_TILE_SIZE", 256)
+    sent = write_tags(encode("HEIF", photo(640, 384), quality=80), *IDENTIFYING_TAGS)
+    assert b"grid" in sent and b"dimg" in sent
+    kept = strip_identifying(sent)
+    assert b"grid" in kept and b"dimg" in kept
+    assert_kept_clean(sent, kept)
 
 
-def assert_clean(exif: Image.Exif) -> None:
-    assert not exif.get_ifd(GPS_IFD) and GPS_IFD not in exif
-    assert ARTIST not in exif
-    sub = exif.get_ifd(EXIF_IFD)
-    assert not {OWNER, BODY_SERIAL, LENS_SERIAL, UNIQUE_ID, MAKER_NOTE} & set(sub)
-    assert sub[DATETIME_ORIGINAL] == TAKEN and exif[0x010F] == "Canon"
+@pytest.mark.parametrize("form", sorted(FORMS))
+def test_every_hostile_form_is_refused_or_kept_without_what_it_hides(form: str) -> None:
+    """Each way a lenient walk missed a location, a name or a contact (issue 27), in every format:
+    kept clean, or refused where decoders would read the file differently (and TIFF and BMP,
+    which are never kept)."""
+    sent = FORMS[form]()
+    try:
+        kept = strip_identifying(sent)
+    except UnsupportedImage as refused:
+        assert form in REFUSED, refused
+        return
+    assert form not in REFUSED
+    assert_kept_clean(sent, kept)
 
 
-def assert_stripped(original: bytes, stripped: bytes) -> None:
-    assert len(stripped) == len(original)
-    assert np.array_equal(pixels(stripped), pixels(original))
-    for secret in SECRETS + XMP_SECRETS:
-        assert secret not in stripped, secret
+def _damaged(data: bytes, seed: int, count: int) -> Iterator[bytes]:
+    """`count` copies of `data`, each cut short, with a byte changed, or bytes put in or taken
+    out at a random place."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        at, damage = rng.randrange(len(data)), rng.randrange(4)
+        if damage == 0:
+            yield data[:at]
+        elif damage == 1:
+            yield data[:at] + bytes((rng.randrange(256),)) + data[at + 1 :]
+        elif damage == 2:
+            yield data[:at] + rng.randbytes(rng.randrange(1, 9)) + data[at:]
+        else:
+            yield data[:at] + data[at + rng.randrange(1, 9) :]
 
 
-def test_jpeg_loses_location_names_and_serials_keeps_orientation_and_time() -> None:
-    original = encode("JPEG", exif=identifying_exif(), xmp=XMP, quality=90)
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    with Image.open(io.BytesIO(stripped)) as image:
-        exif = image.getexif()
-        assert_clean(exif)
-        assert exif[ORIENTATION] == 6
-        xmp = image.info["xmp"]
-    assert b'exif:GPSLatitude="' + b" " * 11 + b'"' in xmp
-    assert b'xmp:CreateDate="2024-05-01T12:30:00"' in xmp
+@pytest.mark.filterwarnings("ignore:(Tag data larger|Truncated File):UserWarning")  # Pillow's EXIF
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF", "AVIF"])
+def test_damaged_files_are_refused_or_kept_clean(fmt: str) -> None:
+    """Property over 300 seeded damaged copies of a file ExifTool filled with metadata: each is
+    refused (UnsupportedImage, never another exception) or kept with nothing ExifTool finds."""
+    sent = write_tags(encode(fmt, quality=80), *IDENTIFYING_TAGS)
+    kept = []
+    for damaged in _damaged(sent, seed=27, count=300):
+        try:
+            kept.append(strip_identifying(damaged))
+        except UnsupportedImage:
+            pass
+    assert kept  # damage in pixel data is copied as it is (a PNG's CRCs refuse nearly all)
+    assert identifying_each(kept, SECRETS) == [[]] * len(kept)
+    for secret in SECRETS:
+        assert not any(secret.encode() in file for file in kept), secret
 
 
-def test_each_image_of_an_mpf_jpeg_is_stripped_and_still_found() -> None:
-    """Pillow's MPO writer: two JPEGs, each with its EXIF and XMP, the second found by offset."""
-    second = photo().rotate(180)
-    original = encode(
-        "MPO", exif=identifying_exif(), xmp=XMP, save_all=True, append_images=[second]
-    )
-    assert original.count(b"SN-4242-BODY") == 4  # EXIF and XMP of both images
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    with Image.open(io.BytesIO(stripped)) as image, Image.open(io.BytesIO(original)) as sent:
-        assert image.format == "MPO" and image.n_frames == 2
-        for frame in range(2):
-            image.seek(frame)
-            sent.seek(frame)
-            assert_clean(image.getexif())
-            assert image.getexif()[ORIENTATION] == 6
-            assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(sent.convert("RGB")))
+def test_what_is_not_kept_is_refused_naming_the_kept_formats() -> None:
+    with pytest.raises(UnsupportedImage, match="JPEG, PNG, WebP") as refused:
+        strip_identifying(FORMS["tiff-65-pages"]())
+    assert KEPT_FORMATS in str(refused.value) and "location" in str(refused.value)
 
 
-def _iptc(*datasets: tuple[int, bytes]) -> bytes:
-    return b"".join(b"\x1c\x02" + struct.pack(">BH", n, len(v)) + v for n, v in datasets)
+def test_a_photo_without_metadata_keeps_its_pixels_and_structure() -> None:
+    """A plain PNG is rebuilt to the same chunks: nothing to drop, nothing added."""
+    sent = encode("PNG")
+    assert strip_identifying(sent) == sent
 
 
-def test_jpeg_iptc_places_and_by_line_are_blanked() -> None:
-    """An editor's APP13 (Photoshop resources, IPTC-IIM), built by hand: city, country and
-    by-line blanked in place, the caption kept."""
-    iptc = _iptc((80, b"Jane Doe"), (90, b"Paris"), (101, b"France"), (120, b"A cat, asleep"))
-    resource = (
-        b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2)
-    )
-    app13 = b"Photoshop 3.0\x00" + resource
+def _heif_of_repeated_extents() -> bytes:
+    """A 1 MB HEIC whose image item lists 4,000 extents over the same megabyte: 4 GB if copied."""
+    sent = bytearray(encode("HEIF", quality=80) + bytes(1 << 20))
+    at = sent.index(b"iloc")  # version 0, offset/length/base sizes 4/4/4 (pillow-heif)
+    mdat = len(sent) - (1 << 20)
+    extents = struct.pack(">H", 4000) + struct.pack(">II", mdat, 1 << 20) * 4000
+    iloc = bytes(4) + b"\x44\x40" + struct.pack(">HHHI", 1, 1, 0, 0) + extents
+    box = struct.pack(">I", 8 + len(iloc)) + b"iloc" + iloc
+    old = struct.unpack_from(">I", sent, at - 4)[0]
+    meta = sent.index(b"meta") - 4
+    sent[at - 4 : at - 4 + old] = box
+    struct.pack_into(">I", sent, meta, struct.unpack_from(">I", sent, meta)[0] + len(box) - old)
+    return bytes(sent)
+
+
+def _scan_of_stuffed_bytes() -> bytes:
     jpeg = encode("JPEG")
-    original = jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(app13) + 2) + app13 + jpeg[2:]
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    assert b"France" not in stripped and b"A cat, asleep" in stripped
-    assert stripped.count(b"\x1c\x02") == 4
-
-
-@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
-def test_heif_and_avif_exif_and_xmp_items_are_stripped(fmt: str) -> None:
-    original = encode(fmt, exif=identifying_exif(), xmp=XMP, quality=80)
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    with Image.open(io.BytesIO(stripped)) as image:
-        assert_clean(image.getexif())
-        assert b"Paris" not in image.info["xmp"]
-    # pillow-heif answers orientation 1 once it has applied it: the item's own EXIF says 6
-    raw = pillow_heif.open_heif(io.BytesIO(stripped)).info["exif"] if fmt == "HEIF" else None
-    exif = Image.Exif()
-    exif.load(raw or Image.open(io.BytesIO(stripped)).info["exif"])
-    assert exif[ORIENTATION] == 6
-
-
-def test_webp_exif_and_xmp_chunks_are_stripped() -> None:
-    original = encode("WEBP", exif=identifying_exif(), xmp=XMP, quality=80)
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    with Image.open(io.BytesIO(stripped)) as image:
-        assert_clean(image.getexif())
-        assert image.getexif()[ORIENTATION] == 6
-
-
-@pytest.mark.parametrize("compressed", [False, True])
-def test_png_exif_and_xmp_chunks_are_stripped_with_valid_crcs(compressed: bool) -> None:
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt("XML:com.adobe.xmp", XMP.decode(), zip=compressed)
-    info.add_text("Raw profile type exif", "exif\n  12\n4a616e6520446f65")
-    original = encode("PNG", exif=identifying_exif(), pnginfo=info)
-    stripped = strip_identifying(original)
-    assert np.array_equal(pixels(stripped), pixels(original))
-    for secret in SECRETS + XMP_SECRETS + [b"4a616e6520446f65"]:
-        assert secret not in stripped and secret not in _png_inflated(stripped), secret
-    with Image.open(io.BytesIO(stripped)) as image:
-        image.load()  # Pillow checks every chunk's CRC
-        assert_clean(image.getexif())
-        assert image.getexif()[ORIENTATION] == 6
-
-
-def _png_inflated(data: bytes) -> bytes:
-    """The compressed text of a PNG's chunks, inflated, and every CRC checked."""
-    found, position = b"", 8
-    while position < len(data):
-        size, kind = struct.unpack_from(">I4s", data, position)
-        body = data[position + 8 : position + 8 + size]
-        crc = struct.unpack_from(">I", data, position + 8 + size)[0]
-        assert zlib.crc32(kind + body) == crc, kind
-        keyword = body.find(b"\x00")
-        if kind == b"iTXt" and body[keyword + 1] == 1:
-            language = body.index(b"\x00", keyword + 3)
-            found += zlib.decompress(body[body.index(b"\x00", language + 1) + 1 :])
-        position += 12 + size
-    return found
-
-
-@pytest.mark.parametrize("big_tiff", [False, True])
-def test_tiff_is_stripped_in_place_like_the_rest(big_tiff: bool) -> None:
-    """A TIFF is one TIFF structure: its IFD0 loses the same entries, its strips stay put
-    (BigTIFF too: 8-byte offsets)."""
-    exif = identifying_exif()
-    tags = {**exif, EXIF_IFD: exif.get_ifd(EXIF_IFD), GPS_IFD: exif.get_ifd(GPS_IFD), 700: XMP}
-    original = encode("TIFF", tiffinfo=tags, big_tiff=big_tiff)
-    assert original[2] == (43 if big_tiff else 42)
-    stripped = strip_identifying(original)
-    assert_stripped(original, stripped)
-    with Image.open(io.BytesIO(stripped)) as image:
-        assert_clean(image.getexif())
-        assert image.getexif()[ORIENTATION] == 6
-
-
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIF", "BMP", "GIF"])
-def test_a_photo_without_identifying_metadata_is_kept_byte_for_byte(fmt: str) -> None:
-    exif = Image.Exif()
-    exif[ORIENTATION] = 3
-    options = {} if fmt in ("BMP", "GIF") else {"exif": exif}
-    original = encode(fmt, **options)
-    assert strip_identifying(original) == original
-
-
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
-def test_exif_that_points_outside_its_block_is_zeroed_whole() -> None:
-    """A block we cannot walk cannot be told clean: its bytes go, the photo stays."""
-    exif = identifying_exif().tobytes()
-    broken = exif[:6] + exif[6:10] + struct.pack(">I", 0xFFFF) + exif[14:]  # IFD0 far away
-    original = encode("JPEG", exif=broken)
-    stripped = strip_identifying(original)
-    assert len(stripped) == len(original)
-    assert np.array_equal(pixels(stripped), pixels(original))
-    assert b"SN-4242-BODY" not in stripped and not Image.open(io.BytesIO(stripped)).getexif()
-
-
-def test_a_tiff_whose_own_structure_is_broken_is_refused() -> None:
-    with pytest.raises(UnsupportedImage, match="location"):
-        strip_identifying(b"II*\x00" + struct.pack("<I", 0xFFFF) + bytes(8))
-
-
-def test_xmp_blanking_keeps_the_packet_length_and_other_properties() -> None:
-    blanked = blank_xmp(XMP)
-    assert len(blanked) == len(XMP)
-    assert b"<exif:GPSAltitude>        </exif:GPSAltitude>" in blanked
-    assert b"<dc:creator>" in blanked and b"Jane" not in blanked
-    assert b'xmp:CreateDate="2024-05-01T12:30:00"' in blanked
-
-
-def test_hostile_xmp_costs_linear_time() -> None:
-    """Unclosed elements and attributes by the hundred thousand: no quadratic scan."""
-    packet = b"<a:GPSLatitude>" * 100_000 + b'a:GPSLongitude="' * 100_000
-    assert len(blank_xmp(packet)) == len(packet)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def test_a_compressed_xmp_bomb_is_dropped_not_inflated() -> None:
-    """64 MiB of XMP in a 64 KiB iTXt chunk: inflated no further than 16 MiB, then dropped."""
-    deflated = zlib.compress(b"<a:GPSLatitude>" + b" " * (64 << 20))
-    chunk = _png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x01\x00\x00\x00" + deflated)
-    png = encode("PNG")
-    original = png[:33] + chunk + png[33:]  # after IHDR
-    assert strip_identifying(original) == png
+    end = jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end] + b"\xff\x00" * (10 << 20) + jpeg[end:]
 
 
 @pytest.mark.parametrize(
     "hostile",
     [
-        pytest.param(b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000, id="jpeg-endless-comments"),
+        pytest.param(lambda: b"\xff\xd8" + b"\xff\xfe\x00\x02" * 500_000, id="jpeg-comments"),
+        pytest.param(lambda: b"\xff\xd8" + b"\xff" * (20 << 20), id="jpeg-fill-bytes"),
+        pytest.param(_scan_of_stuffed_bytes, id="jpeg-20-mb-scan"),
+        pytest.param(_heif_of_repeated_extents, id="heif-repeated-extents"),
         pytest.param(
-            _PNG_SIGNATURE_FOR_TESTS + _png_chunk(b"teXt", b"") * 200_000, id="png-empty-chunks"
+            lambda: encode("PNG")[:33] + b"\x00\x00\x00\x00teXt\x2f\xaa\xa1\x8b" * 200_000,
+            id="png-empty-chunks",
         ),
         pytest.param(
-            b"RIFF\x00\x00\x00\x00WEBP" + b"JUNK\x00\x00\x00\x00" * 200_000, id="webp-chunks"
+            lambda: b"RIFF\x40\x1a\x27\x00WEBP" + b"JUNK\x00\x00\x00\x00" * 320_000,
+            id="webp-chunks",
         ),
     ],
 )
-def test_hostile_files_are_refused_in_bounded_time(hostile: bytes) -> None:
+def test_hostile_files_cost_linear_time(hostile: Callable[[], bytes]) -> None:
+    """Megabytes of segments, fill bytes, stuffed scan bytes or chunks: refused or rebuilt within
+    a second, each byte looked at a bounded number of times (no regex that backtracks)."""
+    data = hostile()
     started = time.perf_counter()
-    with pytest.raises(UnsupportedImage):
-        strip_identifying(hostile)
+    try:
+        strip_identifying(data)
+    except UnsupportedImage:
+        pass
     assert time.perf_counter() - started < 1.0
