@@ -3,7 +3,6 @@ on it (JPEG). The photo is decoded once, at full resolution, for the models and 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
@@ -29,23 +28,25 @@ class AnnotatedPhoto:
 async def annotate(
     request: AnalysisRequest, services: Services, owner: str, blur_faces: bool
 ) -> AnnotatedPhoto:
-    """The analysis of `request` for `owner` and its photo drawn; `blur_faces` blurs every face."""
-    data = request.data
-    if data is None:  # fetched once, for the analysis and the drawing
-        data = (await fetch_image(request, services)).data
-        request = dataclasses.replace(request, data=data)
-    # The full-size photo and its drawn copy are held until the JPEG is made; that share of the
-    # decode memory budget covers the analysis's own decode too.
-    plan = await plan_photo(data, services)
-    async with photo_memory(services, plan, plan.memory + plan.output_bytes):
-        analysed = await analyze_keeping_photo(
-            request, services, owner, memory_held=True, full_resolution=True
-        )
+    """The analysis of `request` for `owner` and its photo drawn; `blur_faces` blurs every face.
+    The photo is fetched once, for the analysis and the drawing, before the analysis slot is
+    taken; the slot is held until the JPEG is made."""
+    request = await fetch_image(request, services, owner)
+    data = request.photo
+    with services.admission.admit():
+        # The full-size photo and its drawn copy are held until the JPEG is made; that share of
+        # the decode memory budget covers the analysis's own decode too.
+        plan = await plan_photo(data, services)
+        async with photo_memory(services, plan, plan.memory + plan.output_bytes):
+            analysed = await analyze_keeping_photo(
+                request, services, owner, memory_held=True, full_resolution=True
+            )
 
-        def drawn() -> bytes:
-            photo = full_photo(data, analysed.photo, services)  # decoded now if the store answered
-            results = analysed.analysis.results
-            return drawing.jpeg(drawing.draw(photo.rgb, results, blur=blur_faces))
+            def drawn() -> bytes:
+                # decoded now if the store answered
+                photo = full_photo(data, analysed.photo, services)
+                results = analysed.analysis.results
+                return drawing.jpeg(drawing.draw(photo.rgb, results, blur=blur_faces))
 
-        jpeg = await run_in_threadpool(drawn)
+            jpeg = await run_in_threadpool(drawn)
     return AnnotatedPhoto(jpeg, analysed.analysis.id)
