@@ -275,6 +275,45 @@ def test_fetch_identity_is_one_for_every_spelling_of_a_url() -> None:
     assert fetch_identity("http://[::1]:80/a/b/..") == "http://[::1]/a/"
 
 
+def _spelled(url: str, transforms: tuple[str, ...]) -> str:
+    """`url` (http(s)://host/path?query, lower case, no port) spelled another way."""
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if "escape" in transforms:  # an unreserved character escaped, in lower-case hex
+        path = path.replace("o", "%6f", 1)
+    if "dot" in transforms:
+        path = "./" + path
+    if "dotdot" in transforms:
+        path = "x/y/../../" + path
+    if "port" in transforms:
+        host += ":443" if scheme == "https" else ":80"
+    if "host" in transforms:
+        host = host.upper()
+    if "scheme" in transforms:
+        scheme = scheme.upper()
+    spelled = f"{scheme}://{host}/{path}" + (f"?{query}" if query else "")
+    return spelled + ("#frag" if "fragment" in transforms else "")
+
+
+def test_fetch_identity_over_every_combination_of_spellings() -> None:
+    """Every subset of the spellings, on URLs with and without a query: one identity per URL,
+    and a URL with another query never shares it."""
+    names = ("escape", "dot", "dotdot", "port", "host", "scheme", "fragment")
+    subsets = [
+        tuple(name for bit, name in enumerate(names) if mask >> bit & 1)
+        for mask in range(1 << len(names))
+    ]
+    for url in ("http://photos.test/dir/photo.jpg", "https://cdn.test/o/p.png?w=1&h=2"):
+        identity = fetch_identity(url)
+        other_query = fetch_identity(url.split("?")[0] + "?w=3")
+        for subset in subsets:
+            spelled = _spelled(url, subset)
+            assert fetch_identity(spelled) == identity, (spelled, subset)
+            assert fetch_identity(_spelled(url.split("?")[0] + "?w=3", subset)) == other_query
+        assert other_query != identity
+
+
 @pytest.mark.parametrize(
     "other",
     [
