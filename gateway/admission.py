@@ -1,17 +1,21 @@
 """Admission control, per gateway process: at most `limit` analyses in flight, past it a request is
-refused at once (503 `overloaded` + Retry-After) rather than queued; and a budget of memory for
-the photos being analysed, which each photo reserves by the bytes its analysis will hold at most
-(its header says how many: gateway.analysis.analysis_memory) before any pixel is decoded."""
+refused at once (503 `overloaded` + Retry-After) rather than queued; an analysis is admitted once
+its photo's bytes are in hand, so its slot is held for compute, never while waiting on another
+server. Fetches have their own bound, per API key (429 `too_many_fetches`). And a budget of
+memory for the photos being analysed, which each photo reserves by the bytes its analysis will
+hold at most (its header says how many: gateway.analysis.analysis_memory) before any pixel is
+decoded."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from gateway import metrics
-from gateway.errors import ImageTooLarge, Overloaded
+from gateway.errors import ImageTooLarge, Overloaded, TooManyFetches
 
 MB = 1_000_000
 # How long a photo waits for its share of the decode memory budget before 503 overloaded: about
@@ -45,6 +49,37 @@ class AdmissionLimiter:
         finally:
             self.in_flight -= count
             metrics.ANALYSES_IN_FLIGHT.dec(count)
+
+
+class FetchLimiter:
+    """Counts the image fetches each owner (gateway.tenancy) runs in one process: at most
+    `per_key` at once, the next refused at once."""
+
+    def __init__(self, per_key: int) -> None:
+        if per_key < 1:
+            raise ValueError(f"The fetch limit per key must be at least 1, not {per_key}.")
+        self.per_key = per_key
+        self.in_flight: Counter[str] = Counter()
+
+    def has_room(self, owner: str) -> bool:
+        return self.in_flight[owner] < self.per_key
+
+    @contextmanager
+    def admit(self, owner: str) -> Iterator[None]:
+        """Hold one of `owner`'s fetches for the block, or raise `TooManyFetches`."""
+        if not self.has_room(owner):
+            raise TooManyFetches(
+                f"This API key already has {self.per_key} image fetches in flight, its limit "
+                "(PICMETRIC_MAX_FETCHES_PER_KEY); wait for them to finish, or send the image "
+                "as an upload."
+            )
+        self.in_flight[owner] += 1
+        try:
+            yield
+        finally:
+            self.in_flight[owner] -= 1
+            if not self.in_flight[owner]:
+                del self.in_flight[owner]
 
 
 class MemoryBudget:

@@ -13,8 +13,9 @@ from contextlib import ExitStack
 from pydantic import BaseModel, ConfigDict
 
 from gateway import metrics, rendering
-from gateway.analysis import AnalysisRequest, analyze, stored_source
-from gateway.errors import UNEXPECTED, PicmetricError
+from gateway.analysis import AnalysisRequest, analyze_keeping_photo, fetched, stored_source
+from gateway.errors import UNEXPECTED, Overloaded, PicmetricError
+from gateway.fetch import fetch_identity
 from gateway.quality import hash_distance
 from gateway.results import Analysis
 from gateway.schemas import ErrorBody
@@ -192,20 +193,24 @@ def album_of(
 
 
 async def _one(index: int, request: AnalysisRequest, services: Services, owner: str) -> BatchItem:
+    """One photo in hand analysed, on an analysis slot its caller holds."""
     try:
-        return BatchItem(index=index, analysis=await analyze(request, services, owner))
+        analysed = await analyze_keeping_photo(request, services, owner)
+        return BatchItem(index=index, analysis=analysed.analysis)
     except PicmetricError as exc:
-        source = stored_source(request)
-        log.info("Batch photo %d (%s) failed: %s %s", index, source, exc.errortype, exc)
-        return _failed(index, exc)
+        return _failed(index, request, exc)
     except Exception:  # a bug must not take the other photos down with it
         log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
-        return _failed(index, PicmetricError(UNEXPECTED))
+        return _failed(index, request, PicmetricError(UNEXPECTED))
 
 
-def _failed(index: int, exc: PicmetricError) -> BatchItem:
+def _failed(index: int, request: AnalysisRequest, exc: PicmetricError) -> BatchItem:
     """A photo's error, in /v1's error shape and counted as a request's error is (gateway.main
     renders those; a batch answers 200 with its photos' errors inside)."""
+    if exc.errortype != "internal_error":
+        log.info(
+            "Batch photo %d (%s) failed: %s %s", index, stored_source(request), exc.errortype, exc
+        )
     metrics.ERRORS.labels(exc.errortype).inc()
     body = rendering.v1_error(exc.errortype, str(exc))
     return BatchItem(index=index, error=ErrorBody.model_validate(body))
@@ -216,54 +221,148 @@ def _has_free_slot(services: Services) -> bool:
     return admission.in_flight < admission.limit
 
 
+class _BatchRun:
+    """A batch's photos through two stages. Fetching: as the owner's fetches
+    (PICMETRIC_MAX_FETCHES_PER_KEY), the batch's first at once (429 too_many_fetches when the key
+    has none free) and more while free, each carrying the batch's next URL; at most that many of
+    its photos are fetched and not yet analysed, so the bytes it holds are bounded too.
+    Analysing: a photo takes an analysis slot only once its bytes are in hand, and while the batch
+    holds a slot its photos in hand queue for it; one in hand when the batch holds none and none
+    is free fails alone with 503 overloaded, and a batch none of whose photos got a slot is
+    answered 503 overloaded. No slot is held while a photo is fetched."""
+
+    def __init__(
+        self,
+        requests: dict[int, AnalysisRequest],
+        services: Services,
+        owner: str,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        self.photos = requests
+        self.services = services
+        self.owner = owner
+        self.group = group
+        self.to_fetch = deque(i for i, r in requests.items() if r.data is None)
+        self.in_hand = deque(i for i, r in requests.items() if r.data is not None)
+        self.items: dict[int, BatchItem] = {}
+        self.analysing = 0  # the batch's photos holding an analysis slot
+        self.had_slot = False
+        self.refused = False
+        self.room = asyncio.Semaphore(services.fetches.per_key)  # fetched, not yet analysed
+        self.holding_room: set[int] = set()
+
+    def start(self, first_fetch: ExitStack) -> None:
+        """Fetching on `first_fetch` (one of the owner's fetches, when there are URLs), and the
+        photos in hand onto slots."""
+        if self.to_fetch:
+            self._start_fetching(self.to_fetch.popleft(), first_fetch)
+        self._start_analysing()
+
+    def _start_fetching(self, index: int, permit: ExitStack | None = None) -> None:
+        """A fetcher on `permit` or one of the owner's fetches taken now, given back when the
+        fetcher ends, even if it was cancelled before it ran."""
+        if permit is None:
+            permit = ExitStack()
+            permit.enter_context(self.services.fetches.admit(self.owner))
+        self.group.create_task(self._fetcher(index, permit)).add_done_callback(
+            lambda _: permit.close()
+        )
+
+    async def _fetcher(self, index: int, permit: ExitStack) -> None:
+        """URLs one after another on one of the owner's fetches; more fetchers while free."""
+        with permit:
+            while True:
+                while self.to_fetch and self.services.fetches.has_room(self.owner):
+                    self._start_fetching(self.to_fetch.popleft())
+                await self.room.acquire()
+                self.holding_room.add(index)
+                request = self.photos[index]
+                try:
+                    self.photos[index] = await fetched(request, self.services, self.owner)
+                except Exception as exc:  # this photo fails alone
+                    self._done(index, _fetch_failed(index, request, exc))
+                else:
+                    self.in_hand.append(index)
+                    self._start_analysing()
+                if not self.to_fetch:
+                    return
+                index = self.to_fetch.popleft()
+
+    def _start_analysing(self) -> None:
+        """Photos in hand onto free slots; those left fail overloaded when the batch holds no
+        slot they could queue for."""
+        while self.in_hand and _has_free_slot(self.services):
+            slot = ExitStack()
+            slot.enter_context(self.services.admission.admit())
+            self.analysing += 1
+            self.had_slot = True
+            slot.callback(self._slot_given_back)
+            task = self.group.create_task(self._analyser(self.in_hand.popleft(), slot))
+            task.add_done_callback(lambda _, slot=slot: slot.close())  # type: ignore[misc]
+        while self.in_hand and not self.analysing:
+            index = self.in_hand.popleft()
+            self.refused = True
+            self._done(index, _failed(index, self.photos[index], Overloaded(_NO_SLOT)))
+
+    def _slot_given_back(self) -> None:
+        self.analysing -= 1
+
+    async def _analyser(self, index: int, slot: ExitStack) -> None:
+        """Photos in hand one after another on one slot."""
+        with slot:
+            while True:
+                self._done(index, await _one(index, self.photos[index], self.services, self.owner))
+                if not self.in_hand:
+                    return
+                index = self.in_hand.popleft()
+
+    def _done(self, index: int, item: BatchItem) -> None:
+        self.items[index] = item
+        if index in self.holding_room:
+            self.holding_room.remove(index)
+            self.room.release()
+
+
+_NO_SLOT = (
+    "The gateway was already running as many analyses as it may "
+    "(PICMETRIC_MAX_ANALYSES_IN_FLIGHT) when this photo arrived; retry in a few seconds."
+)
+
+
+def _fetch_failed(index: int, request: AnalysisRequest, exc: Exception) -> BatchItem:
+    if isinstance(exc, PicmetricError):
+        return _failed(index, request, exc)
+    source = stored_source(request)
+    log.error("Batch photo %d (%s) failed unexpectedly", index, source, exc_info=exc)
+    return _failed(index, request, PicmetricError(UNEXPECTED))
+
+
 async def analyze_album(
     requests: list[AnalysisRequest], services: Services, owner: str
 ) -> BatchAnswer:
     """The photos analysed together (their tensors share Triton's dynamic batches), answered in
-    the order sent. Each running photo holds one of the process's analysis slots: the batch
-    takes its first at once (503 overloaded when none is free) and more as its photos start,
-    while slots are free; a slot carries the batch's next photo or is given back, so a batch
-    never holds a slot for a photo that is not running. The same URL twice is analysed once."""
-    first_of: dict[tuple[str, str], int] = {}
+    the order sent, one entry per photo sent. Fetches and analysis slots as `_BatchRun` says.
+    One URL sent twice, in any spelling of it (gateway.fetch.fetch_identity), is fetched and
+    analysed once: each of its entries answers that analysis (whose source is the first
+    spelling's)."""
+    first_of: dict[str, int] = {}
     for index, request in enumerate(requests):
         if request.data is None:  # uploads are each their own
-            first_of.setdefault((request.source_kind, request.source), index)
-    todo = deque(
-        i
-        for i, r in enumerate(requests)
-        if r.data is not None or first_of[(r.source_kind, r.source)] == i
-    )
-    items: dict[int, BatchItem] = {}
-    first_slot = ExitStack()
-    first_slot.enter_context(services.admission.admit())  # or 503 overloaded
-
-    async with asyncio.TaskGroup() as group:
-
-        def start(index: int, slot: ExitStack | None = None) -> None:
-            """A worker on `slot` or one taken now, given back when the worker ends, even if it
-            was cancelled before it ran."""
-            if slot is None:
-                slot = ExitStack()
-                slot.enter_context(services.admission.admit())
-            group.create_task(run(index)).add_done_callback(lambda _: slot.close())
-
-        async def run(index: int) -> None:
-            """Photos one after another on one slot; more workers while slots are free."""
-            while True:
-                while todo and _has_free_slot(services):
-                    start(todo.popleft())
-                items[index] = await _one(index, requests[index], services, owner)
-                if not todo:
-                    return
-                index = todo.popleft()
-
-        start(todo.popleft(), first_slot)
-    ordered = [
-        items[i if r.data is not None else first_of[(r.source_kind, r.source)]].model_copy(
-            update={"index": i}
-        )
+            first_of.setdefault(fetch_identity(request.source), index)
+    same_as = [
+        i if r.data is not None else first_of[fetch_identity(r.source)]
         for i, r in enumerate(requests)
     ]
+    unique = {i: r for i, r in enumerate(requests) if same_as[i] == i}
+    with ExitStack() as first_fetch:
+        if any(r.data is None for r in unique.values()):
+            first_fetch.enter_context(services.fetches.admit(owner))  # or 429 too_many_fetches
+        async with asyncio.TaskGroup() as group:
+            run = _BatchRun(unique, services, owner, group)
+            run.start(first_fetch)
+    if run.refused and not run.had_slot:
+        raise Overloaded(_NO_SLOT)
+    ordered = [run.items[same_as[i]].model_copy(update={"index": i}) for i in range(len(requests))]
     analysed = {item.index: item.analysis for item in ordered if item.analysis is not None}
     analyses = list(analysed.values())
     max_labels = max((r.options.max_results for r in requests), default=0)

@@ -1,22 +1,28 @@
-"""One analysis from start to end: fetch, cache lookup, decode, inference, store."""
+"""One analysis from start to end: fetch, then with an analysis slot: keep an upload, cache
+lookup, decode, inference, store."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics, quality, tenancy, urlguard
+from gateway import metrics, privacy, quality, tenancy, urlguard
+from gateway import s3 as s3_objects
 from gateway.catalog import ModelState
 from gateway.decode import DecodedImage, DecodePlan, ImageHeader, decode_planned, plan_decode
-from gateway.fetch import FetchedImage, fetch
+from gateway.errors import StorageError, UnsupportedImage
+from gateway.fetch import fetch
 from gateway.inference import (
     Call,
     ModelResult,
@@ -40,15 +46,31 @@ from gateway.services import Services
 from gateway.settings import Settings
 from gateway.storage import AnalysisRow, AnalysisStore, new_id
 
+log = logging.getLogger(__name__)
+
+# Whether an upload is kept in the S3 bucket: not; where it can be (a bucket is set and the privacy
+# rebuild takes its format); or it must be (/v1/images: refused otherwise).
+KeepUpload = Literal["no", "if_possible", "required"]
+
 
 @dataclass(frozen=True)
 class AnalysisRequest:
     source_kind: SourceKind
-    source: str  # the URL, or the s3:// pointer of the stored upload
+    # The URL; an upload's `upload:<file name>`, or once it is kept, its s3:// pointer.
+    source: str
     models: list[str] | None  # None: every model that is ready
     options: Options
-    data: bytes | None = None  # the uploaded bytes
+    data: bytes | None = None  # the photo's bytes: uploaded, or once fetched (fetch_image)
     fresh: bool = False  # run the models even when the store has the answer (no-cache)
+    keep: KeepUpload = "no"
+    fetch_ms: float = 0.0  # how long fetching `data` took
+
+    @property
+    def photo(self) -> bytes:
+        """The photo's bytes, in hand."""
+        if self.data is None:
+            raise RuntimeError(f"{self.source_kind} photo not fetched yet: call fetch_image first")
+        return self.data
 
 
 def url_kind(url: str) -> SourceKind:
@@ -144,17 +166,31 @@ def _cache_key(specs: list[ModelSpec], states: Mapping[str, ModelState], options
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-async def fetch_image(request: AnalysisRequest, services: Services) -> FetchedImage:
-    """The request's bytes: uploaded, or fetched from its URL."""
+async def fetch_image(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """The request with its photo's bytes in hand: uploaded, or fetched from its URL as one of
+    `owner`'s fetches (PICMETRIC_MAX_FETCHES_PER_KEY at once, 429 past it). A fetch waits on
+    another server, so it holds no analysis slot."""
     if request.data is not None:
-        return FetchedImage(request.data, request.source)
-    return await fetch(services.http, services.s3, request.source, services.settings)
+        return request
+    with services.fetches.admit(owner):
+        return await fetched(request, services, owner)
+
+
+async def fetched(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """`fetch_image` of a URL, for a caller that holds one of `owner`'s fetches (a batch)."""
+    timings: dict[str, float] = {}
+    with _stage("fetch", timings):
+        image = await fetch(services.http, services.s3, request.source, services.settings, owner)
+    return dataclasses.replace(request, data=image.data, fetch_ms=timings["fetch"])
 
 
 async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
     """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
-    store when cached."""
-    return (await analyze_keeping_photo(request, services, owner)).analysis
+    store when cached. Its analysis slot is taken once its bytes are in hand (503 overloaded
+    when none is free)."""
+    request = await fetch_image(request, services, owner)
+    with services.admission.admit():
+        return (await analyze_keeping_photo(request, services, owner)).analysis
 
 
 def stored_source(request: AnalysisRequest) -> str:
@@ -192,21 +228,23 @@ async def analyze_keeping_photo(
     memory_held: bool = False,
     full_resolution: bool = False,
 ) -> Analysed:
-    """`analyze`, with the photo as it was decoded, for a caller that needs its pixels too: a
-    photo is decoded once per analysis. `memory_held`: the caller already holds the photo's share
-    of the decode memory budget (for longer); `full_resolution`: the caller needs every pixel,
-    so no reduced decode."""
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
+    """`analyze` of a photo in hand (`fetch_image`) whose analysis slot the caller holds, with
+    the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
+    per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
+    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode."""
+    data = request.photo
+    # `total` counts from the start of the fetch, as the client waited.
+    started = time.perf_counter() - request.fetch_ms / 1000
+    timings = {"fetch": request.fetch_ms}
     specs = await services.catalog.specs_for(services.triton, request.models)
-    with _stage("fetch", timings):
-        data = (await fetch_image(request, services)).data
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
+    if request.keep != "no":
+        request = await _kept(request, data, services, owner)
     key = _cache_key(specs, services.catalog.states, request.options)
     row = _new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
     answer = None if request.fresh else await _from_store(row, services.store)
     if answer is not None:
-        if answer is row:  # another client's inference, stored as this client's analysis
+        if answer is row:  # the owner's inference from another source, stored as a new analysis
             await _store(row, services.store, started)
         return Analysed(stored_analysis(answer, cached=True), None)
     inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
@@ -216,16 +254,47 @@ async def analyze_keeping_photo(
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
 
 
+async def _kept(
+    request: AnalysisRequest, data: bytes, services: Services, owner: str
+) -> AnalysisRequest:
+    """`request` with its upload kept in the S3 bucket under `owner`'s prefix, its pointer as the
+    source; kept only once its header was accepted (a photo the analysis refuses is not kept),
+    and without its location and identifying metadata (gateway.privacy) unless
+    PICMETRIC_KEEP_UPLOAD_METADATA. The analysis reads `data` as sent: its header says whether it
+    carried a location. An upload that privacy cannot keep is refused (415) where it must be kept,
+    otherwise analysed and not kept, as without a bucket."""
+    settings = services.settings
+    bucket = settings.s3_bucket
+    if not bucket:
+        if request.keep == "required":
+            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        return request
+    await plan_photo(data, services)  # the header's checks; 413 or 415 and nothing kept
+    kept = data
+    if not settings.keep_upload_metadata:
+        try:
+            kept = await run_in_threadpool(privacy.strip_identifying, data)
+        except UnsupportedImage as exc:
+            if request.keep == "required":
+                raise
+            log.info("Upload %r is analysed, not kept: %s", request.source, exc)
+            return request
+    pointer = await s3_objects.keep_upload(services.s3, bucket, owner, kept)
+    return dataclasses.replace(request, source=pointer)
+
+
 async def _from_store(row: AnalysisRow, store: AnalysisStore) -> AnalysisRow | None:
     """The stored analysis that answers `row`'s request: its owner's own of the same source; or,
-    when another client (or another source) had the same bytes analysed with the same models and
+    when the owner had the same bytes analysed from another source with the same models and
     options, `row` itself with that inference copied in (a new analysis: its own id, time and
-    source). None: nothing stored answers it."""
+    source). Another owner's analysis never answers (AnalysisStore.find_cached): a key's first
+    analysis of a photo runs the models, so neither `cached` nor the time taken tells it that
+    another key analysed the photo. None: nothing stored answers it."""
     cached = await store.find_cached(row.image_sha256, row.cache_key, row.owner, row.source)
     if cached is None:
         return None
     metrics.CACHE_HITS.inc()
-    if cached.owner == row.owner and cached.source == row.source:
+    if cached.source == row.source:
         return cached
     row.width, row.height = cached.width, cached.height
     row.models, row.result = cached.models, cached.result

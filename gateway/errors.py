@@ -165,6 +165,16 @@ class Overloaded(PicmetricError):
     headers = {"Retry-After": "2"}
 
 
+class TooManyFetches(PicmetricError):
+    """This API key already has as many image fetches in flight as it may
+    (PICMETRIC_MAX_FETCHES_PER_KEY)."""
+
+    status_code = 429
+    errortype = "too_many_fetches"
+    # About one fetch's deadline's worth of a slow upstream: by then one has likely ended.
+    headers = {"Retry-After": "5"}
+
+
 class RateLimited(PicmetricError):
     """This client sent more requests than its rate limit allows (PICMETRIC_RATE_LIMIT)."""
 

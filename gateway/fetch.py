@@ -21,11 +21,13 @@ not carry a request for another name on the same address, so https requests ask 
 from __future__ import annotations
 
 import asyncio
+import re
+import string
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -151,8 +153,72 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def fetch(client: httpx.AsyncClient, s3: Any, url: str, settings: Settings) -> FetchedImage:
+async def fetch(
+    client: httpx.AsyncClient, s3: Any, url: str, settings: Settings, owner: str
+) -> FetchedImage:
+    """The image at `url` for `owner` (an s3:// one only where that owner may read it)."""
     if urlguard.check_scheme(url) == "s3":
-        data = await s3_objects.read(s3, url, settings.max_image_bytes, settings.s3_readable)
+        data = await s3_objects.read(
+            s3, url, settings.max_image_bytes, settings.s3_readable, owner, settings.s3_bucket
+        )
         return FetchedImage(data, url)
     return await fetch_http(client, url, settings)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+
+
+def _escapes_normalised(text: str) -> str:
+    """RFC 3986 6.2.2.2: an escaped unreserved character unescaped, other escapes upper-case."""
+
+    def one(match: re.Match[str]) -> str:
+        char = chr(int(match[1], 16))
+        return char if char in _UNRESERVED else f"%{match[1].upper()}"
+
+    return re.sub(r"%([0-9A-Fa-f]{2})", one, text)
+
+
+def _without_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4's remove_dot_segments, for a path that starts with '/'."""
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for n, segment in enumerate(segments):
+        last = n == len(segments) - 1
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def fetch_identity(url: str) -> str:
+    """What `url` fetches, so that two spellings of one resource compare equal (RFC 3986's
+    syntax-based normalisation): scheme and host in lower case, the default port left out, the
+    fragment (never sent) dropped, escapes of unreserved characters undone, dot segments removed,
+    an empty path as '/' (an empty query as none). The query stays (two queries are two
+    resources) and so does userinfo (other credentials may fetch another answer). A URL this
+    cannot parse is its own identity."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return url.split("#", 1)[0]  # s3:// keys are literal
+    host = _escapes_normalised(parts.hostname).lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS[scheme]:
+        host = f"{host}:{port}"
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{_escapes_normalised(userinfo)}@{host}" if "@" in parts.netloc else host
+    path = _without_dot_segments(_escapes_normalised(parts.path) or "/")
+    return urlunsplit((scheme, netloc, path, _escapes_normalised(parts.query), ""))

@@ -1,29 +1,19 @@
 """From an HTTP request to analysis requests: a JSON body with `url`, or a multipart upload
 (`file`, the options as form fields), or for a batch a list of either. Validation errors read
-as FastAPI's own; uploads that must be kept go to the S3 bucket here."""
+as FastAPI's own. No analysis slot is taken and nothing is kept here: the analysis does both once
+the photo is in hand and its header accepted (gateway.analysis)."""
 
 from __future__ import annotations
 
-import logging
-from contextlib import ExitStack
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from gateway import privacy
-from gateway import s3 as s3_objects
-from gateway.analysis import AnalysisRequest, options_or_defaults, url_kind
-from gateway.errors import (
-    ImageTooLarge,
-    InvalidRequest,
-    StorageError,
-    UnsupportedImage,
-    UnsupportedMediaType,
-)
+from gateway.analysis import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
+from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
 from gateway.schemas import (
     SOURCE_CHARS,
     AnalysisOptions,
@@ -33,7 +23,6 @@ from gateway.schemas import (
 )
 from gateway.services import Services
 
-log = logging.getLogger(__name__)
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
 UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
@@ -121,59 +110,39 @@ def _filename(upload: Any, default: str) -> str:
     return filename
 
 
-async def _pointer(data: bytes, filename: str, services: Services, keep: bool) -> str:
-    """Where the upload is kept: the S3 bucket when one is set (required when `keep`), without
-    its location and identifying metadata unless PICMETRIC_KEEP_UPLOAD_METADATA. The analysis
-    reads `data` as sent (its header says whether it carried a location)."""
-    settings = services.settings
-    bucket = settings.s3_bucket
-    if keep and not bucket:
-        raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
-    if not bucket:
-        return f"{UPLOAD_PREFIX}{filename}"
-    if not settings.keep_upload_metadata:
-        try:
-            data = await run_in_threadpool(privacy.strip_identifying, data)
-        except UnsupportedImage as exc:
-            if keep:
-                raise
-            # Kept only when a bucket happens to be set: analysed, not kept, like without one.
-            log.info("Upload %r is analysed, not kept: %s", filename, exc)
-            return f"{UPLOAD_PREFIX}{filename}"
-    return await s3_objects.keep_upload(services.s3, bucket, data)
+def _keep(services: Services, required: bool) -> KeepUpload:
+    """Whether the analysis keeps the upload: `required` (/v1/images) needs a bucket; otherwise it
+    is kept where a bucket happens to be set."""
+    if required:
+        if not services.settings.s3_bucket:
+            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        return "required"
+    return "if_possible" if services.settings.s3_bucket else "no"
 
 
-def _admit(services: Services, slot: ExitStack) -> None:
-    """Take the analysis slot into `slot`: only once the body is in and checked, and before an
-    upload is kept."""
-    slot.enter_context(services.admission.admit())
-
-
-async def upload_request(
-    request: Request, services: Services, keep: bool, slot: ExitStack
-) -> AnalysisRequest:
-    """One multipart upload; kept in S3 when a bucket is set (or `keep`), once an analysis slot
-    is held in `slot`."""
+async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
+    """One multipart upload; kept in S3 when a bucket is set (or `keep`: it must be)."""
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
         filename = _filename(upload, "upload")
         data = await _read(upload, services.settings.max_image_bytes)
         body = _form_options(form)
-    _admit(services, slot)
-    pointer = await _pointer(data, filename, services, keep)
     return _analysis_request(
-        body, services, request, source_kind="upload", source=pointer, data=data
+        body,
+        services,
+        request,
+        source_kind="upload",
+        source=f"{UPLOAD_PREFIX}{filename}",
+        data=data,
+        keep=_keep(services, keep),
     )
 
 
-async def analysis_request(
-    request: Request, services: Services, slot: ExitStack
-) -> AnalysisRequest:
-    """JSON `{"url": ...}` or a multipart upload, with an analysis slot then held in `slot`."""
+async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
+    """JSON `{"url": ...}` or a multipart upload."""
     if is_multipart(request):
-        return await upload_request(request, services, keep=False, slot=slot)
+        return await upload_request(request, services, keep=False)
     body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
-    _admit(services, slot)
     return _analysis_request(
         body, services, request, source_kind=url_kind(body.url), source=body.url
     )
@@ -214,8 +183,9 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
             services,
             request,
             source_kind="upload",
-            source=await _pointer(data, filename, services, keep=False),
+            source=f"{UPLOAD_PREFIX}{filename}",
             data=data,
+            keep=_keep(services, required=False),
         )
         for data, filename in files
     ]

@@ -19,11 +19,16 @@ from gateway.errors import (
     URLUnreachable,
 )
 
-UPLOADS_PREFIX = "uploads/"
+UPLOADS_PREFIX = "uploads/"  # kept uploads, each under its owner's folder (upload_prefix)
 # S3's codes for an object that is not there or not ours to read (HeadObject answers bare 404/403).
 UNREADABLE_CODES = frozenset(
     {"NoSuchKey", "NoSuchBucket", "AccessDenied", "AllAccessDisabled", "404", "403"}
 )
+
+
+def upload_prefix(owner: str) -> str:
+    """Where `owner`'s kept uploads are (owner: gateway.tenancy.owner_of, a hash or anonymous)."""
+    return f"{UPLOADS_PREFIX}{owner}/"
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -34,19 +39,38 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, key
 
 
-def check_readable(url: str, readable: list[str]) -> tuple[str, str]:
+def check_readable(
+    url: str, readable: list[str], owner: str, uploads_bucket: str | None
+) -> tuple[str, str]:
     """Bucket and key of `url`, or ForbiddenURL when no `bucket` or `bucket/prefix` entry of
     `readable` holds it: the gateway's credentials may reach buckets its clients must not read
-    (their pixels come back through /v1/annotate)."""
+    (their pixels come back through /v1/annotate). In `uploads_bucket` the kept uploads are
+    readable by their owner only: whatever `readable` says, `uploads/` is out of every other
+    owner's reach, refused as an object that is not there (no answer tells that another key kept
+    a photo)."""
     bucket, key = split_s3_url(url)
+    if {".", ".."} & set(key.split("/")):
+        # HTTP clients (urllib3 under botocore) remove dot segments: the key read would not be
+        # the key checked.
+        raise InvalidRequest(f"S3 URL '{url}' has a '.' or '..' segment; send the key itself.")
     for place in readable:
         allowed_bucket, _, prefix = place.partition("/")
         if bucket == allowed_bucket and key.startswith(prefix):
-            return bucket, key
-    raise ForbiddenURL(
-        f"s3://{bucket}/{key} is not in a bucket this gateway reads images from; the operator "
-        "lists them in PICMETRIC_S3_READ_FROM."
-    )
+            break
+    else:
+        raise ForbiddenURL(
+            f"s3://{bucket}/{key} is not in a bucket this gateway reads images from; the operator "
+            "lists them in PICMETRIC_S3_READ_FROM."
+        )
+    others_upload = key.startswith(UPLOADS_PREFIX) and not key.startswith(upload_prefix(owner))
+    if others_upload and uploads_bucket is not None and bucket.lower() == uploads_bucket.lower():
+        raise unreadable(url)
+    return bucket, key
+
+
+def unreadable(url: str) -> FetchError:
+    """The one answer for an object that is missing, forbidden, or another key's upload."""
+    return FetchError(f"S3 has no object {url} that this gateway can read.")
 
 
 def read_error(url: str, exc: ClientError) -> FetchError:
@@ -54,14 +78,16 @@ def read_error(url: str, exc: ClientError) -> FetchError:
     object get the same answer, so that no client can map what else the gateway may read."""
     code = exc.response.get("Error", {}).get("Code", "error")
     if code in UNREADABLE_CODES:
-        return FetchError(f"S3 has no object {url} that this gateway can read.")
+        return unreadable(url)
     return FetchError(f"S3 could not return {url}: {code}.")
 
 
-async def read(s3: Any, url: str, max_bytes: int, readable: list[str]) -> bytes:
-    """The object at s3://bucket/key, refused outside `readable` (check_readable) or when larger
-    than `max_bytes`."""
-    bucket, key = check_readable(url, readable)
+async def read(
+    s3: Any, url: str, max_bytes: int, readable: list[str], owner: str, uploads_bucket: str | None
+) -> bytes:
+    """The object at s3://bucket/key for `owner`, refused outside what it may read
+    (check_readable) or when larger than `max_bytes`."""
+    bucket, key = check_readable(url, readable, owner, uploads_bucket)
 
     def get() -> bytes:
         response = s3.get_object(Bucket=bucket, Key=key)
@@ -81,14 +107,15 @@ async def read(s3: Any, url: str, max_bytes: int, readable: list[str]) -> bytes:
         raise URLUnreachable(f"S3 is unreachable for {url}: {exc}") from exc
 
 
-async def keep_upload(s3: Any, bucket: str, data: bytes) -> str:
-    """Put uploaded bytes into `bucket` under their sha256; returns the s3:// pointer. Runs before
-    the analysis, so an upload that cannot be kept is analysed and stored nowhere: 503
-    storage_unavailable with Retry-After (S3 unreachable, or refusing), the client sends it again.
-    The key is the content's hash, so a retry overwrites the same object, never adds one. `data`
-    is the upload as kept (gateway.privacy may have taken its location out), so the key is not
-    always the analysis's image.sha256, which is the upload's as sent."""
-    key = f"{UPLOADS_PREFIX}{hashlib.sha256(data).hexdigest()}"
+async def keep_upload(s3: Any, bucket: str, owner: str, data: bytes) -> str:
+    """Put uploaded bytes into `bucket` under their owner's prefix and their sha256; returns the
+    s3:// pointer. Runs once the photo's header was accepted and before its inference, so an
+    upload that cannot be kept is analysed and stored nowhere: 503 storage_unavailable with
+    Retry-After (S3 unreachable, or refusing), the client sends it again. The key is the content's
+    hash, so a retry overwrites the same object, never adds one. `data` is the upload as kept
+    (gateway.privacy may have taken its location out), so the key is not always the analysis's
+    image.sha256, which is the upload's as sent."""
+    key = f"{upload_prefix(owner)}{hashlib.sha256(data).hexdigest()}"
     try:
         await run_in_threadpool(s3.put_object, Bucket=bucket, Key=key, Body=data)
     except ClientError as exc:

@@ -13,7 +13,7 @@ import tritonclient.grpc.aio as grpcclient
 from botocore.config import Config
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
-from gateway.admission import MEMORY_WAIT_S, AdmissionLimiter, MemoryBudget
+from gateway.admission import MEMORY_WAIT_S, AdmissionLimiter, FetchLimiter, MemoryBudget
 from gateway.catalog import ModelCatalog
 from gateway.fetch import http_client
 from gateway.inference import Call
@@ -47,6 +47,7 @@ class Services:
     store: AnalysisStore
     catalog: ModelCatalog
     admission: AdmissionLimiter
+    fetches: FetchLimiter
     decode_memory: MemoryBudget
     rate_limiter: RateLimiter | None
 
@@ -77,6 +78,7 @@ class Services:
                 settings.model_repository, settings.canary_max_age_s, settings.canary_retry_s
             ),
             admission=AdmissionLimiter(settings.max_analyses_in_flight),
+            fetches=FetchLimiter(settings.max_fetches_per_key),
             decode_memory=MemoryBudget(settings.decode_memory_bytes, MEMORY_WAIT_S),
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
             if settings.redis_url

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # Analyses one process runs at once; past it: 503 overloaded at once. On the 2-core CPU
     # benchmark (BENCHMARKS.md) photos/s stops growing by concurrency 4; more only queues.
     max_analyses_in_flight: int = Field(4, ge=1, le=1024)
+    # Image fetches (http(s) and s3://) one API key runs at once in one process, a batch's
+    # included; past it: 429 too_many_fetches. A fetch holds no analysis slot (it waits on
+    # another server), so this bounds what one key's slow upstreams hold instead: sockets, and
+    # bytes (at most this many times max_image_bytes). A batch fetches this many at a time.
+    max_fetches_per_key: int = Field(8, ge=1, le=1024)
 
     @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod

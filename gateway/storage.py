@@ -18,7 +18,6 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
-    and_,
     case,
     create_engine,
     make_url,
@@ -130,16 +129,18 @@ class AnalysisStore:
     async def find_cached(
         self, image_sha256: str, cache_key: str, owner: str, source: str
     ) -> AnalysisRow | None:
-        """An analysis of the same bytes with the same models and options, by anyone: `owner`'s
-        own of the same `source` first, then the newest."""
+        """`owner`'s analysis of the same bytes with the same models and options: its own of the
+        same `source` first, then the newest. Never another owner's: what a key is answered must
+        not tell that another key analysed the photo (gateway.tenancy)."""
 
         def read() -> AnalysisRow | None:
-            own = case((and_(AnalysisRow.owner == owner, AnalysisRow.source == source), 0), else_=1)
+            same_source = case((AnalysisRow.source == source, 0), else_=1)
             query = (
                 select(AnalysisRow)
                 .where(AnalysisRow.image_sha256 == image_sha256)
                 .where(AnalysisRow.cache_key == cache_key)
-                .order_by(own, AnalysisRow.created_at.desc())
+                .where(AnalysisRow.owner == owner)
+                .order_by(same_source, AnalysisRow.created_at.desc())
                 .limit(1)
             )
             with Session(self.engine, expire_on_commit=False) as session:

@@ -50,6 +50,5 @@ async def analyze_seed(
         models=None,
         options=options_or_defaults(services.settings, body.threshold, None),
     )
-    with services.admission.admit():
-        analysis = await analyze(request, services, owner)
+    analysis = await analyze(request, services, owner)
     return rendering.seed_analysis(body.url, analysis.results)

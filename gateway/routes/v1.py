@@ -3,7 +3,6 @@ read stored analyses, list models."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -51,9 +50,8 @@ _BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
 )
 async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
-    with ExitStack() as slot:  # the analysis slot, taken once the body is in and checked
-        analysis_request = await intake.analysis_request(request, services, slot)
-        return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+    analysis_request = await intake.analysis_request(request, services)
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -64,9 +62,8 @@ async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep
 )
 async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
     """Keep an uploaded image in S3, without its location and identifying metadata; analyse it."""
-    with ExitStack() as slot:
-        analysis_request = await intake.upload_request(request, services, keep=True, slot=slot)
-        return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+    analysis_request = await intake.upload_request(request, services, keep=True)
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
 
 
 @router.post(
@@ -83,9 +80,8 @@ async def annotate_image(
 ) -> Response:
     """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
     (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
-    with ExitStack() as slot:
-        analysis_request = await intake.analysis_request(request, services, slot)
-        annotated = await annotate(analysis_request, services, owner, blur_faces)
+    analysis_request = await intake.analysis_request(request, services)
+    annotated = await annotate(analysis_request, services, owner, blur_faces)
     headers = {"X-Analysis-Id": annotated.analysis_id}
     return Response(annotated.jpeg, media_type="image/jpeg", headers=headers)
 

@@ -13,10 +13,11 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from core.paths import PROJECT_ROOT
-from gateway.admission import MB, AdmissionLimiter, MemoryBudget
-from gateway.errors import ImageTooLarge, Overloaded
+from gateway.admission import MB, AdmissionLimiter, FetchLimiter, MemoryBudget
+from gateway.errors import ImageTooLarge, Overloaded, TooManyFetches
 from gateway.main import create_app
 from gateway.settings import Settings
+from tests.utils.http_server import serve_directory
 from tests.utils.ports import free_port
 
 
@@ -62,25 +63,33 @@ def test_settings_max_analyses_in_flight_is_bounded(monkeypatch: pytest.MonkeyPa
 
 def test_limiter_is_per_app_and_full_bound_refuses_analysis_routes_only(tmp_path: Path) -> None:
     """Two apps in one process have their own limiters; with every slot of one app taken its
-    analysis routes answer 503 overloaded (in each router's shape) and health does not."""
+    analysis routes answer 503 overloaded (in each router's shape), once the photo is in hand,
+    and health does not."""
     settings = Settings(
         triton_grpc_url=f"127.0.0.1:{free_port()}",
         database_url=f"sqlite:///{tmp_path / 'a.db'}",
         triton_timeout_s=2,
         max_analyses_in_flight=1,
+        allow_private_urls=True,
     )
-    with TestClient(create_app(settings)) as full, TestClient(create_app(settings)) as other:
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff")
+    with (
+        serve_directory(tmp_path) as (base, served),
+        TestClient(create_app(settings)) as full,
+        TestClient(create_app(settings)) as other,
+    ):
         limiter = full.app.state.services.admission  # type: ignore[attr-defined]
         assert limiter is not other.app.state.services.admission  # type: ignore[attr-defined]
-        body = {"url": "https://example.com/a.jpg"}
+        body = {"url": f"{base}/a.jpg"}
         with limiter.admit():
             v1 = full.post("/v1/analyze", json=body)
             assert v1.status_code == 503 and v1.json()["errortype"] == "overloaded"
             assert v1.headers["Retry-After"] == Overloaded.headers["Retry-After"]
+            assert len(served) == 1, "refused once the photo was fetched, not before"
             seed = full.post("/api", json=body)
             assert seed.status_code == 503 and seed.json()["success"] == "false"
             assert seed.json()["errortype"] == "overloaded"
-            upload = full.post("/v1/images", files={"file": ("a.jpg", b"\xff\xd8\xff")})
+            upload = full.post("/v1/analyze", files={"file": ("a.jpg", b"\xff\xd8\xff")})
             assert upload.status_code == 503 and upload.json()["errortype"] == "overloaded"
             assert full.get("/healthz").status_code == 200
             # the other app's bound is free: it gets past admission to the missing Triton
@@ -168,3 +177,15 @@ def test_settings_decode_limits_refuse_nonsense(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.delenv(name)
     monkeypatch.setenv("PICMETRIC_DECODE_MEMORY_BYTES", "800000000")
     assert Settings().decode_memory_bytes == 800 * MB
+
+
+def test_fetch_limiter_counts_each_key_apart_and_names_the_setting() -> None:
+    fetches = FetchLimiter(2)
+    with fetches.admit("alice"), fetches.admit("alice"):
+        with pytest.raises(TooManyFetches, match="PICMETRIC_MAX_FETCHES_PER_KEY") as refused:
+            with fetches.admit("alice"):
+                pass
+        assert refused.value.status_code == 429
+        with fetches.admit("bob"):
+            assert fetches.in_flight == {"alice": 2, "bob": 1}
+    assert not fetches.in_flight and Settings().max_fetches_per_key == 8

@@ -1,5 +1,6 @@
-"""How a batch holds the process's analysis slots (gateway.album.analyze_album), with the
-analysis of one photo replaced by a stand-in that waits: no Triton, no fetch."""
+"""How a batch holds the process's analysis slots and its key's fetches
+(gateway.album.analyze_album), with the fetch and the analysis of one photo replaced by stand-ins
+that wait: no Triton, no upstream."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 import pytest
 
 from gateway import album
-from gateway.admission import AdmissionLimiter
+from gateway.admission import AdmissionLimiter, FetchLimiter
 from gateway.analysis import AnalysisRequest
-from gateway.errors import Overloaded
+from gateway.errors import Overloaded, TooManyFetches
 from gateway.results import Options
 from gateway.tenancy import ANONYMOUS
 
@@ -22,14 +23,31 @@ def _request(url: str) -> AnalysisRequest:
 
 
 class Recorder:
-    """Stands in for one photo's analysis: records the slots in use while photos run."""
+    """Stands in for one photo's fetch and analysis: records the slots in use while photos run
+    and the fetches in flight."""
 
-    def __init__(self, limiter: AdmissionLimiter) -> None:
+    def __init__(self, limiter: AdmissionLimiter, fetches: FetchLimiter, fetch_s: float) -> None:
         self.limiter = limiter
+        self.fetches = fetches
+        self.fetch_s = fetch_s
         self.running = 0
         self.most_running = 0
         self.most_in_flight = 0
+        self.fetching = 0
+        self.most_fetching = 0
+        self.slots_while_fetching = 0
+        self.fetched: list[str] = []
         self.started: list[str] = []
+
+    async def fetch(self, request: AnalysisRequest, services: Any, owner: str) -> AnalysisRequest:
+        self.fetched.append(request.source)
+        self.fetching += 1
+        self.most_fetching = max(self.most_fetching, self.fetching)
+        assert self.fetching <= self.fetches.in_flight[owner], "a fetch runs without a permit"
+        self.slots_while_fetching = max(self.slots_while_fetching, self.limiter.in_flight)
+        await asyncio.sleep(self.fetch_s)
+        self.fetching -= 1
+        return AnalysisRequest(request.source_kind, request.source, None, request.options, b"x")
 
     async def __call__(
         self, index: int, request: AnalysisRequest, services: Any, owner: str
@@ -44,10 +62,18 @@ class Recorder:
         return album.BatchItem(index=index, error=album.ErrorBody(errortype="x", message="y"))
 
 
-def _run(limiter: AdmissionLimiter, urls: list[str], monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder(limiter)
+def _run(
+    limiter: AdmissionLimiter,
+    urls: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fetches: FetchLimiter | None = None,
+    fetch_s: float = 0.0,
+) -> Recorder:
+    fetches = fetches or FetchLimiter(8)
+    recorder = Recorder(limiter, fetches, fetch_s)
     monkeypatch.setattr(album, "_one", recorder)
-    services: Any = SimpleNamespace(admission=limiter)
+    monkeypatch.setattr(album, "fetched", recorder.fetch)
+    services: Any = SimpleNamespace(admission=limiter, fetches=fetches)
     answer = asyncio.run(album.analyze_album([_request(u) for u in urls], services, ANONYMOUS))
     assert [item.index for item in answer.results] == list(range(len(urls)))
     return recorder
@@ -82,3 +108,20 @@ def test_batch_analyses_the_same_url_once(monkeypatch: pytest.MonkeyPatch) -> No
     urls = ["http://x.test/a.jpg", "http://x.test/b.jpg", "http://x.test/a.jpg"]
     recorder = _run(limiter, urls, monkeypatch)
     assert sorted(recorder.started) == ["http://x.test/a.jpg", "http://x.test/b.jpg"]
+    assert sorted(recorder.fetched) == ["http://x.test/a.jpg", "http://x.test/b.jpg"]
+
+
+def test_batch_holds_no_slot_while_it_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slow fetches hold the key's fetches, at most its cap at once, and no analysis slot."""
+    limiter, fetches = AdmissionLimiter(2), FetchLimiter(3)
+    urls = [f"http://x.test/{i}.jpg" for i in range(10)]
+    recorder = _run(limiter, urls, monkeypatch, fetches, fetch_s=0.05)
+    assert recorder.slots_while_fetching <= 2 and recorder.most_fetching == 3
+    assert len(recorder.started) == 10 and limiter.in_flight == 0 and not fetches.in_flight
+
+
+def test_batch_without_a_free_fetch_is_too_many_fetches(monkeypatch: pytest.MonkeyPatch) -> None:
+    limiter, fetches = AdmissionLimiter(4), FetchLimiter(1)
+    with fetches.admit(ANONYMOUS), pytest.raises(TooManyFetches, match="MAX_FETCHES_PER_KEY"):
+        _run(limiter, ["http://x.test/a.jpg"], monkeypatch, fetches)
+    assert not fetches.in_flight and limiter.in_flight == 0

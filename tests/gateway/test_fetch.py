@@ -21,7 +21,7 @@ from gateway.errors import (
     UnsupportedScheme,
     URLUnreachable,
 )
-from gateway.fetch import FetchedImage, fetch_http, http_client
+from gateway.fetch import FetchedImage, fetch_http, fetch_identity, http_client
 from gateway.s3 import split_s3_url
 from gateway.settings import Settings
 
@@ -254,3 +254,78 @@ def test_fetch_refuses_an_encoded_body_rather_than_inflate_it(encoding: str) -> 
 
 def test_fetch_asks_for_unencoded_bodies() -> None:
     assert http_client(SETTINGS).headers["Accept-Encoding"] == "identity"
+
+
+SPELLINGS = [
+    "http://images.test/a/photo.jpg?size=2",
+    "HTTP://Images.TEST/a/photo.jpg?size=2",
+    "http://images.test:80/a/photo.jpg?size=2",
+    "http://images.test/a/photo.jpg?size=2#part",
+    "http://images.test/a/%70hoto.jpg?size=%32",
+    "http://images.test/%61/./b/../photo.jpg?size=2",
+    "http://images.test/x/../a/photo.jpg?size=2#",
+]
+
+
+def test_fetch_identity_is_one_for_every_spelling_of_a_url() -> None:
+    """RFC 3986 6.2.2's syntax-based normalisation (case, default port, escapes, dot segments)
+    plus the fragment, which is never sent."""
+    assert {fetch_identity(url) for url in SPELLINGS} == {"http://images.test/a/photo.jpg?size=2"}
+    assert fetch_identity("https://h:443") == fetch_identity("https://h/") == "https://h/"
+    assert fetch_identity("http://[::1]:80/a/b/..") == "http://[::1]/a/"
+
+
+def _spelled(url: str, transforms: tuple[str, ...]) -> str:
+    """`url` (http(s)://host/path?query, lower case, no port) spelled another way."""
+    scheme, rest = url.split("://", 1)
+    host, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if "escape" in transforms:  # an unreserved character escaped, in lower-case hex
+        path = path.replace("o", "%6f", 1)
+    if "dot" in transforms:
+        path = "./" + path
+    if "dotdot" in transforms:
+        path = "x/y/../../" + path
+    if "port" in transforms:
+        host += ":443" if scheme == "https" else ":80"
+    if "host" in transforms:
+        host = host.upper()
+    if "scheme" in transforms:
+        scheme = scheme.upper()
+    spelled = f"{scheme}://{host}/{path}" + (f"?{query}" if query else "")
+    return spelled + ("#frag" if "fragment" in transforms else "")
+
+
+def test_fetch_identity_over_every_combination_of_spellings() -> None:
+    """Every subset of the spellings, on URLs with and without a query: one identity per URL,
+    and a URL with another query never shares it."""
+    names = ("escape", "dot", "dotdot", "port", "host", "scheme", "fragment")
+    subsets = [
+        tuple(name for bit, name in enumerate(names) if mask >> bit & 1)
+        for mask in range(1 << len(names))
+    ]
+    for url in ("http://photos.test/dir/photo.jpg", "https://cdn.test/o/p.png?w=1&h=2"):
+        identity = fetch_identity(url)
+        other_query = fetch_identity(url.split("?")[0] + "?w=3")
+        for subset in subsets:
+            spelled = _spelled(url, subset)
+            assert fetch_identity(spelled) == identity, (spelled, subset)
+            assert fetch_identity(_spelled(url.split("?")[0] + "?w=3", subset)) == other_query
+        assert other_query != identity
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "http://images.test/a/photo.jpg?size=3",  # another query
+        "http://images.test/a/photo.jpg",  # no query
+        "http://images.test/a/Photo.jpg?size=2",  # paths are case-sensitive
+        "http://images.test//a/photo.jpg?size=2",  # an empty segment is a segment
+        "https://images.test/a/photo.jpg?size=2",
+        "http://images.test:8080/a/photo.jpg?size=2",
+        "http://user:pw@images.test/a/photo.jpg?size=2",
+        "http://images.test/a/photo.jpg?size=2%2F",  # an escaped reserved character stays
+    ],
+)
+def test_fetch_identity_keeps_what_makes_another_resource(other: str) -> None:
+    assert fetch_identity(other) != fetch_identity(SPELLINGS[0])

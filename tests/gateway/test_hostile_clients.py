@@ -245,8 +245,8 @@ def test_batch_fetches_the_same_url_once(target: Target) -> None:
 
 
 def test_batch_takes_slots_as_its_photos_start(target: Target) -> None:
-    """With one of the two slots held by a slow analysis, a batch of two still runs (on the
-    slot that is free) rather than being refused for want of two."""
+    """While a slow fetch is in flight (it holds one of the key's fetches, no analysis slot), a
+    batch of two still runs rather than being refused."""
     slow = threading.Thread(
         target=_post,
         args=(target, "/v1/analyze"),

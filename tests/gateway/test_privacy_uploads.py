@@ -22,6 +22,7 @@ import pytest
 from PIL import Image
 
 from gateway.decode import read_header
+from gateway.tenancy import ANONYMOUS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, s3_client
 from tests.gateway.test_privacy import IDENTIFYING_TAGS, assert_kept_clean
@@ -192,7 +193,8 @@ def test_with_the_setting_the_upload_is_kept_byte_for_byte(
     sent = _phone_jpeg(photos["astronaut"])
     body = _upload(url, "astronaut.jpg", sent)
     assert body["image"]["has_location"] is True
-    assert body["source"]["url"] == f"s3://{BUCKET}/uploads/{hashlib.sha256(sent).hexdigest()}"
+    kept = f"uploads/{ANONYMOUS}/{hashlib.sha256(sent).hexdigest()}"
+    assert body["source"]["url"] == f"s3://{BUCKET}/{kept}"
     assert _kept(s3_url, body["source"]["url"]) == sent
 
 

@@ -1,11 +1,13 @@
 """Tenancy, end to end on a gateway with two API keys (real uvicorn, Triton, SQLite and
-PostgreSQL): an analysis belongs to the key that made it, a cache hit answers each key with its
-own analysis, URL credentials are neither stored, answered nor logged, and a stored analysis reads
-back as the request answered it."""
+PostgreSQL, moto's S3 server): an analysis belongs to the key that made it, a key's first analysis
+of a photo is its first whatever other keys did (no `cached` or timing oracle), a kept upload is
+read back by its key only, URL credentials are neither stored, answered nor logged, and a stored
+analysis reads back as the request answered it."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +15,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from gateway.migrate import upgrade_schema
 from gateway.ratelimit import key_id
 from gateway.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
-from tests.gateway.conftest import FRESH, database_of
+from tests.gateway.conftest import BUCKET, FRESH, database_of, s3_client
 from tests.utils.analyses import sample_row
 from tests.utils.real_photos import jpeg_bytes
 from tests.utils.services import gateway_env, gateway_process
@@ -66,9 +69,10 @@ def _with_credentials(photo_server: str, path: str, token: str) -> str:
 def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
     keyed_gateway: str, photo_server: str, triton: TritonServer
 ) -> None:
-    """Alice analyses a URL with credentials; Bob sends the same photo: inference is reused, but
-    Bob's answer has its own id, time and URL; each key reads its own and gets 404 (the body of a
-    missing id) for the other's."""
+    """Alice analyses a URL with credentials; Bob sends the same photo: his first analysis of it,
+    the models run (no `cached`, no time that tells Alice's apart), with his own id, time and
+    URL; his second is his own hit; each key reads its own and gets 404 (the body of a missing
+    id) for the other's."""
     body = {"models": ["resnet50"]}
     alice_url = _with_credentials(photo_server, "/coffee.png", "s3cret-alice")
     bob_url = _with_credentials(photo_server, "/coffee.png", "s3cret-bob")
@@ -83,10 +87,11 @@ def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
     second = _call("POST", f"{keyed_gateway}/v1/analyze", BOB, json={**body, "url": bob_url})
     assert second.status_code == 200, second.text
     bob = second.json()
-    assert inference_count(triton.grpc_url, "resnet50") == inferences, (
-        "Bob's answer reuses Alice's inference"
+    assert inference_count(triton.grpc_url, "resnet50") == inferences + 1, (
+        "Bob's first analysis runs the model"
     )
-    assert bob["cached"] is True and bob["results"] == alice["results"]
+    assert bob["cached"] is False and bob["results"] == alice["results"]
+    assert set(bob["timings_ms"]) == set(alice["timings_ms"])
     assert bob["id"] != alice["id"] and bob["created_at"] > alice["created_at"]
     assert bob["source"]["url"] == f"{photo_server}/coffee.png"
     assert "hunter2" not in second.text and "s3cret" not in second.text
@@ -102,6 +107,7 @@ def test_a_key_reads_only_its_own_analyses_and_a_hit_is_its_own(
 
     again = _call("POST", f"{keyed_gateway}/v1/analyze", BOB, json={**body, "url": bob_url})
     assert again.json()["id"] == bob["id"], "the same key and source: its own earlier analysis"
+    assert again.json()["cached"] is True
 
     broken = _with_credentials(photo_server, "/missing.jpg", "s3cret-x")
     failed = _call("POST", f"{keyed_gateway}/v1/analyze", ALICE, json={**body, "url": broken})
@@ -121,14 +127,14 @@ def test_upload_filenames_of_one_key_never_reach_another(
             "POST",
             f"{keyed_gateway}/v1/analyze",
             key,
-            fresh=key == ALICE,  # Alice's runs the models; Bob's is answered from hers
+            fresh=key == ALICE,  # Alice's runs the models; so does Bob's, his first
             files={"file": (name, photo)},
             data=form,
         )
         assert answer.status_code == 200, answer.text
         answers[key] = answer.json()
         assert answers[key]["source"] == {"kind": "upload", "url": f"upload:{name}"}
-    assert answers[BOB]["cached"] is True and "alice" not in str(answers[BOB])
+    assert answers[BOB]["cached"] is False and "alice" not in str(answers[BOB])
     read = _call("GET", f"{keyed_gateway}/v1/analyses/{answers[BOB]['id']}", BOB)
     assert read.json()["source"]["url"] == "upload:bob.jpg"
 
@@ -170,7 +176,8 @@ def test_public_url_drops_userinfo_query_and_fragment() -> None:
 
 def test_store_reads_by_owner_and_prefers_the_owners_own_cached_analysis(tmp_path: Path) -> None:
     """On SQLite: another owner's id reads as missing; a cache lookup finds the owner's own
-    analysis of the same source before a newer one of another owner or source."""
+    analysis of the same source before a newer one of another source, and never another
+    owner's."""
     url = f"sqlite:///{tmp_path / 'analyses.db'}"
     upgrade_schema(url)
     alice, bob = owner_of(ALICE), owner_of(BOB)
@@ -194,7 +201,83 @@ def test_store_reads_by_owner_and_prefers_the_owners_own_cached_analysis(tmp_pat
             return found.id if found else None
 
         assert cached(alice, "https://example.com/cat.jpg") == "alice-old"
-        assert cached(alice, "https://example.com/new.jpg") == "bob-new"  # the newest, to copy
-        assert cached(ANONYMOUS, "https://example.com/other.jpg") == "bob-new"
+        assert cached(alice, "https://example.com/new.jpg") == "alice-other-url"  # to copy
+        assert cached(bob, "https://example.com/other.jpg") == "bob-new"
+        assert cached(ANONYMOUS, "https://example.com/other.jpg") is None, "never another's"
     finally:
         store.dispose()
+
+
+@pytest.fixture(scope="module")
+def keeping_gateway(
+    triton: TritonServer,
+    model_repository: Path,
+    s3_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The gateway with two API keys and the upload bucket, which PICMETRIC_S3_READ_FROM leaves
+    whole to every key (the default: the upload bucket)."""
+    folder = tmp_path_factory.mktemp("tenancy-s3")
+    env = gateway_env(
+        triton,
+        model_repository,
+        f"sqlite:///{folder / 'analyses.db'}",
+        api_keys=f"{ALICE},{BOB}",
+        s3_bucket=BUCKET,
+        s3_endpoint_url=s3_url,
+    )
+    with gateway_process(env, folder / "gateway.log") as url:
+        yield url
+
+
+def _kept_keys(s3_url: str) -> set[str]:
+    listed = s3_client(s3_url).list_objects_v2(Bucket=BUCKET, Prefix="uploads/")
+    return {item["Key"] for item in listed.get("Contents", [])}
+
+
+@pytest.mark.integration
+def test_a_kept_upload_is_read_back_by_its_key_only(
+    keeping_gateway: str, photos: dict[str, np.ndarray], s3_url: str
+) -> None:
+    """Alice's upload is kept under her owner's prefix; Bob sending its pointer to /v1/analyze
+    or /v1/annotate is answered as for an object that is not there; Alice reads it back."""
+    photo = jpeg_bytes(photos["coffee"])
+    form = {"models": ["resnet50"]}
+    kept = _call("POST", f"{keeping_gateway}/v1/images", ALICE, files={"file": ("c.jpg", photo)})
+    assert kept.status_code == 201, kept.text
+    pointer = kept.json()["source"]["url"]
+    assert pointer.startswith(f"s3://{BUCKET}/uploads/{owner_of(ALICE)}/")
+    missing = f"s3://{BUCKET}/uploads/{owner_of(BOB)}/{'0' * 64}"
+    for path in ("/v1/analyze", "/v1/annotate"):
+        theirs = _call("POST", f"{keeping_gateway}{path}", BOB, json={"url": pointer, **form})
+        nothing = _call("POST", f"{keeping_gateway}{path}", BOB, json={"url": missing, **form})
+        assert theirs.status_code == nothing.status_code == 400, theirs.text
+        assert theirs.text.replace(pointer, "URL") == nothing.text.replace(missing, "URL")
+        mine = _call("POST", f"{keeping_gateway}{path}", ALICE, json={"url": pointer, **form})
+        assert mine.status_code == 200, mine.text
+    bobs = _call("POST", f"{keeping_gateway}/v1/images", BOB, files={"file": ("c.jpg", photo)})
+    assert bobs.status_code == 201 and bobs.json()["cached"] is False, bobs.text
+    assert bobs.json()["source"]["url"] == pointer.replace(owner_of(ALICE), owner_of(BOB))
+    assert {key for key in _kept_keys(s3_url) if key.endswith(pointer[-64:])} == {
+        f"uploads/{owner}/{pointer[-64:]}" for owner in (owner_of(ALICE), owner_of(BOB))
+    }
+
+
+@pytest.mark.integration
+def test_an_upload_the_analysis_refuses_is_not_kept(keeping_gateway: str, s3_url: str) -> None:
+    """A file that is no image (415) and one whose header says too many pixels (413) leave
+    nothing in the bucket, whichever route they came by."""
+    text = b"not an image, only words\n" * 40
+    huge = io.BytesIO()
+    Image.new("1", (10_000, 5_000)).save(huge, "PNG")  # 50 MP in 7 KB, over the 40 MP limit
+    before = _kept_keys(s3_url)
+    for data, status in ((text, 415), (huge.getvalue(), 413)):
+        for path in ("/v1/images", "/v1/analyze"):
+            files = {"file": ("x.jpg", data)}
+            answer = _call("POST", f"{keeping_gateway}{path}", ALICE, files=files)
+            assert answer.status_code == status, answer.text
+        batch = _call(
+            "POST", f"{keeping_gateway}/v1/batch", ALICE, files=[("file", ("x.jpg", data))]
+        )
+        assert batch.status_code == 200 and batch.json()["results"][0]["error"], batch.text
+    assert _kept_keys(s3_url) == before

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gateway.tenancy import ANONYMOUS
 from tests.gateway.conftest import BUCKET, KEYPOINTS, Gateway, post, s3_client
 from tests.utils.analyses import count_analyses
 from tests.utils.ports import free_port
@@ -55,7 +56,7 @@ def test_v1_upload_goes_to_s3_then_is_readable_by_id(gateway: Gateway, photo_ser
     )
     assert answer.status_code == 201, answer.text
     body = answer.json()
-    key = f"uploads/{hashlib.sha256(data).hexdigest()}"
+    key = f"uploads/{ANONYMOUS}/{hashlib.sha256(data).hexdigest()}"  # a gateway without keys
     assert body["source"] == {"kind": "upload", "url": f"s3://{BUCKET}/{key}"}
     stored = s3_client(gateway.s3_url).get_object(Bucket=BUCKET, Key=key)["Body"].read()
     assert stored == data
