@@ -16,7 +16,20 @@ the pixel count (PICMETRIC_MAX_IMAGE_PIXELS); for a JPEG the number of scans, co
 markers (PICMETRIC_MAX_JPEG_SCANS: libjpeg passes over every coefficient of a component once per
 scan, so 4,000 repeated scans in 268 KB cost seconds of CPU in a decode that cannot be stopped);
 and the bytes the decode will hold at its peak (`DecodePlan.memory`), which the gateway reserves
-from its process-wide budget (gateway.admission.MemoryBudget) before decoding."""
+from its process-wide budget (gateway.admission.MemoryBudget) before decoding. Both count the
+pixels the decoder allocates: for HEIF and AVIF, the coded images read from the boxes
+(gateway._heif_boxes: a grid's tiles, before a clean aperture crops them; an AV1 frame's size
+from its sequence header), not the size the library reports; a file whose sizes disagree is
+refused. libheif's security limits stay at their defaults (pillow-heif exposes only turning them
+off; libheif refuses an HEVC image larger than its ispe before decoding it), as do libavif's
+(Pillow exposes none).
+
+Reading the header is bounded and total: what the libraries would walk without bounds is walked
+here first (a TIFF's first IFD, whose next-IFD offset refuses a second page, as Pillow's page count
+takes time quadratic in the pages; a PNG's chunks, their metadata inflated within
+MAX_METADATA_BYTES, gateway._png_text); the XMP packet and ICC profile of any format count against
+the same budget, and an ICC profile is taken only as bytes; whatever a parser raises on a hostile
+header is UnsupportedImage (415), never a 500."""
 
 from __future__ import annotations
 

@@ -128,8 +128,10 @@ def heif_file(
         box(b"ipco", b"".join(properties))
         + full_box(b"ipma", 0, 1, struct.pack(">I", len(items)) + associations),
     )
+    # An item's type, then its name (none), then what follows for the type (a mime item's content
+    # type and encoding: `kind` is b"mime\0<content type>\0<encoding>\0").
     infe = b"".join(
-        full_box(b"infe", 2, 0, struct.pack(">HH", number, 0) + kind + b"\0")
+        full_box(b"infe", 2, 0, struct.pack(">HH", number, 0) + kind[:4] + b"\0" + kind[5:])
         for number, (kind, _) in enumerate(items, 1)
     )
     iinf = full_box(b"iinf", 0, 0, struct.pack(">H", len(items)) + infe)
