@@ -60,6 +60,12 @@ UPLOAD_TYPES = (
 _OPENCV_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 _PILLOW_FORMATS = ("HEIF", "AVIF")
 DECODABLE_FORMATS = _OPENCV_FORMATS + _PILLOW_FORMATS
+# The formats whose headers Pillow reads here, in the order Pillow tries them by default (its JPEG
+# reader opens an MPO; a GIF is opened to be refused by name): Pillow's other plugins, dozens of
+# formats nobody sends, never see a byte.
+_OPENED_FORMATS = ("HEIF", "AVIF", "BMP", "GIF", "PNG", "JPEG", "TIFF", "WEBP")
+# The formats whose frame count Pillow reads from a header field (a GIF's and a TIFF's are walked).
+_ANIMATED_FORMATS = ("PNG", "WEBP", "AVIF")
 # Peak bytes per pixel of a Pillow decode (DecodePlan.memory), measured at 12 MP with
 # benchmarks/phone_formats.py and tests/gateway/test_decode_formats.py.
 _PILLOW_BYTES_PER_PIXEL = {"HEIF": 9, "AVIF": 10}
@@ -179,12 +185,12 @@ def _read_header(data: bytes) -> ImageHeader:
         _check_metadata(_png_text.metadata_bytes(data, MAX_METADATA_BYTES), "PNG text chunks")
     elif data[:4] in _TIFF:
         _check_single_page(data)
-    with Image.open(io.BytesIO(data)) as image:
+    with Image.open(io.BytesIO(data), formats=_OPENED_FORMATS) as image:
         format = "JPEG" if image.format == "MPO" else image.format or ""
         exif = _exif(image)
         # Pillow counts a TIFF's pages by walking them all (quadratic): _check_single_page has
         # refused more than one from the first IFD.
-        frames = getattr(image, "n_frames", 1) if format != "TIFF" else 1
+        frames = getattr(image, "n_frames", 1) if format in _ANIMATED_FORMATS else 1
         xmp, icc = image.info.get("xmp"), image.info.get("icc_profile")
         xmp = xmp.encode("utf-8", "replace") if isinstance(xmp, str) else xmp
         xmp = xmp if isinstance(xmp, bytes) else None
@@ -212,10 +218,10 @@ def _read_header(data: bytes) -> ImageHeader:
         )
     # A HEIF's other top-level images (a burst, a stereo pair) are not the photo: libheif
     # decodes the primary one. An MPO's second image is a gain map or another view.
-    if frames > 1 and header.format in ("PNG", "WEBP", "TIFF", "AVIF"):
-        kind = "multi-page" if header.format == "TIFF" else "animated"
+    if frames > 1:
         raise UnsupportedImage(
-            f"This {kind} {header.format} has {frames} frames; send one photo: {ACCEPTED_FORMATS}."
+            f"This animated {header.format} has {frames} frames; send one photo: "
+            f"{ACCEPTED_FORMATS}."
         )
     return header
 
