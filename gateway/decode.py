@@ -216,8 +216,9 @@ def _read_header(data: bytes) -> ImageHeader:
         raise UnsupportedImage(
             f"{header.format or 'This'} images are not supported; send {ACCEPTED_FORMATS}."
         )
-    # A HEIF's other top-level images (a burst, a stereo pair) are not the photo: libheif
-    # decodes the primary one. An MPO's second image is a gain map or another view.
+    # Frames are counted for animations only (_ANIMATED_FORMATS): a HEIF's other top-level images
+    # (a burst, a stereo pair) are not the photo, libheif decodes the primary one; an MPO's second
+    # image is a gain map or another view; a TIFF's second page was refused above.
     if frames > 1:
         raise UnsupportedImage(
             f"This animated {header.format} has {frames} frames; send one photo: "
