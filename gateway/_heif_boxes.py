@@ -20,6 +20,7 @@ from gateway.errors import UnsupportedImage
 _MOST_ITEMS = 1000
 _MOST_BOXES = 4 * _MOST_ITEMS  # in one container: items, properties, references
 _MOST_EXTENTS = 32  # libheif's max_iloc_extents_per_item
+_MOST_REFERENCES = 256 * 256  # item references in all: a grid's largest, 256 rows of 256 tiles
 _MOST_OBUS = 256  # OBUs before an AV1 item's sequence header
 _CODED = {b"hvc1", b"av01"}  # the codecs the two libraries decode here: HEVC (libde265), AV1
 _ALPHA = {b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha", b"urn:mpeg:hevc:2015:auxid:1"}
@@ -120,6 +121,7 @@ class _Heif:
         self.items: dict[int, _Item] = {}
         self.properties: list[tuple[bytes, int, int]] = []  # ipco's, in order
         self.references: list[tuple[bytes, int, tuple[int, ...]]] = []  # (type, from, to)
+        self.referenced = 0
         self.primary: int | None = None
         self.idat = (0, 0)
         metas = [(start, end) for kind, start, end in _boxes(data, 0, len(data)) if kind == b"meta"]
@@ -203,8 +205,11 @@ class _Heif:
         size = 2 if self.data[start] == 0 else 4
         for kind, body, stop in _boxes(self.data, start + 4, end):
             read = _Reader(self.data, body, stop)
-            source = read.uint(size)
-            targets = tuple(read.uint(size) for _ in range(read.uint(2)))
+            source, count = read.uint(size), read.uint(2)
+            self.referenced += count
+            if self.referenced > _MOST_REFERENCES:
+                raise _Malformed(f"more than {_MOST_REFERENCES} item references")
+            targets = tuple(read.uint(size) for _ in range(count))
             self.references.append((kind, source, targets))
 
     def _iprp(self, start: int, end: int) -> None:
@@ -234,12 +239,18 @@ class _Heif:
             raise _Malformed("no primary item")
         width, height, pixels = self._image(self.primary, tiles_allowed=True)
         self._check_clap(self.primary, width, height)
-        for kind, source, targets in self.references:
-            if kind == b"auxl" and self.primary in targets and self._is_alpha(source):
-                # Decoded with the image, counted in its bands (DecodePlan.memory): checked only.
-                alpha = self._image(source, tiles_allowed=True)[2]
-                if alpha > pixels:
-                    raise _Malformed(f"an alpha plane of {alpha} pixels on an image of {pixels}")
+        alphas = [
+            source
+            for kind, source, targets in self.references
+            if kind == b"auxl" and self.primary in targets and self._is_alpha(source)
+        ]
+        if len(alphas) > 1:
+            raise _Malformed(f"{len(alphas)} alpha planes on one image")
+        for source in alphas:
+            # Decoded with the image, counted in its bands (DecodePlan.memory): checked only.
+            alpha = self._image(source, tiles_allowed=True)[2]
+            if alpha > pixels:
+                raise _Malformed(f"an alpha plane of {alpha} pixels on an image of {pixels}")
         for item in self.items.values():
             if item.type == b"mime" and item.encoding:
                 raise UnsupportedImage(

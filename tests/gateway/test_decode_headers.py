@@ -67,8 +67,8 @@ def test_an_avif_whose_ispe_understates_its_coded_size_is_refused(
 
 @pytest.mark.parametrize("format", ["HEIF", "AVIF"])
 def test_grids_whose_sizes_disagree_are_refused(format: str) -> None:
-    """Each lie of a grid against its tiles and its ispe, and a clean aperture larger than the
-    image: 415 naming what disagrees."""
+    """Each lie of a grid against its tiles and its ispe, a clean aperture larger than the image,
+    and more items than the walk reads: 415 naming what disagrees."""
     tile = encoded_tile(format, 64, 64)
     lies = {
         "an ispe of 100x100": grid_file(tile, 2, 2, grid_ispe=(100, 100)),
@@ -76,6 +76,7 @@ def test_grids_whose_sizes_disagree_are_refused(format: str) -> None:
         "tiles 64 high for a grid 60 high": grid_file(tile, 2, 2, output=(128, 60)),
         "grid of 3 tiles": _three_tiles(tile),
         "clean aperture larger": grid_file(tile, 2, 2, crop=(129, 128)),
+        "more than 1000 items": grid_file(tile, 32, 32),  # the walk's bound, libheif's too
     }
     for reason, data in lies.items():
         with pytest.raises(UnsupportedImage, match=reason):
