@@ -6,8 +6,11 @@ surgery (tests/utils/hostile_headers.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import random
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -15,6 +18,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
+from core.paths import PROJECT_ROOT
 from gateway.decode import (
     MAX_METADATA_BYTES,
     ImageHeader,
@@ -23,7 +27,7 @@ from gateway.decode import (
     read_header,
 )
 from gateway.errors import ImageTooLarge, PicmetricError, UnsupportedImage
-from tests.utils.heif_files import Tile, encoded_tile, grid_file, heif_file, ispe
+from tests.utils.heif_files import Tile, encoded_tile, grid_file, heif_file, ispe, single_file
 from tests.utils.hostile_headers import (
     chained_tiff,
     heif_lies,
@@ -220,3 +224,39 @@ def test_header_reading_is_total_over_broken_headers(format: str) -> None:
         except PicmetricError as refused:
             assert 400 <= refused.status_code < 500, refused
         assert time.perf_counter() - started < 1
+
+
+_DECODE_GROWTH = """
+import sys
+from gateway.decode import decode_rgb
+from gateway.errors import UnsupportedImage
+def kb(field):
+    status = open('/proc/self/status').read().splitlines()
+    return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))
+data = sys.stdin.buffer.read()
+open('/proc/self/clear_refs', 'w').write('5')
+before = kb('VmRSS')
+try:
+    decode_rgb(data, 40_000_000)
+    print('decoded')
+except UnsupportedImage:
+    print((kb('VmHWM') - before) * 1024)
+"""
+
+
+def test_an_hevc_tile_larger_than_its_ispe_is_refused_by_libheif_before_decoding() -> None:
+    """The HEVC side of the coded size is libheif's: it refuses a bitstream larger than its ispe
+    (its security limit, set from the ispe) before decoding it, so the walk need not read the
+    SPS. Oracle: a fresh interpreter's peak RSS grows by less than one 2048x2048 tile's planes."""
+    big = encoded_tile("HEIF", 2048, 2048)
+    small = dataclasses.replace(big, width=512, height=512)
+    for data in (grid_file(small, 2, 2), single_file(big, (512, 512))):
+        done = subprocess.run(
+            [sys.executable, "-c", _DECODE_GROWTH],
+            input=data,
+            capture_output=True,
+            check=True,
+            cwd=PROJECT_ROOT,
+        )
+        assert done.stdout.strip() != b"decoded"
+        assert int(done.stdout) < 2048 * 2048, int(done.stdout)
