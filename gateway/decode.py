@@ -19,7 +19,20 @@ libpng and OpenCV refuse longer ones); for a JPEG the number of scans, counted f
 bytes the decode will hold at its peak (`DecodePlan.memory`). The gateway reserves, from its
 process-wide budget (gateway.admission.MemoryBudget) before decoding, the most that one analysis
 holds at once: that peak, or the decoded photo with the quality figures' buffers and every model's
-input beside it (gateway.analysis.analysis_memory; an annotation adds its drawn copy and JPEG)."""
+input beside it (gateway.analysis.analysis_memory; an annotation adds its drawn copy and JPEG).
+The limits and the counts read the pixels the decoder allocates: for HEIF and AVIF, the coded
+images read from the boxes (gateway._heif_boxes: a grid's tiles, before a clean aperture crops
+them; an AV1 frame's size from its sequence header), not the size the library reports; a file
+whose sizes disagree is refused. libheif's security limits stay at their defaults (pillow-heif
+exposes only turning them off; libheif refuses an HEVC image larger than its ispe before decoding
+it), as do libavif's (Pillow exposes none).
+
+Reading the header is bounded and total: what the libraries would walk without bounds is walked
+here first (a TIFF's first IFD, whose next-IFD offset refuses a second page, as Pillow's page count
+takes time quadratic in the pages; a PNG's chunks, their metadata inflated within
+MAX_METADATA_BYTES, gateway._png_text); the XMP packet and ICC profile of any format count against
+the same budget, and an ICC profile is taken only as bytes; whatever a parser raises on a hostile
+header is UnsupportedImage (415), never a 500."""
 
 from __future__ import annotations
 
@@ -34,8 +47,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
+from gateway import _png_text
+from gateway._heif_boxes import CodedImage, coded_image
 from gateway._pixels import orient, pillow_rgb, srgb_transform, strip_rows, to_srgb
-from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.errors import ImageTooLarge, PicmetricError, UnsupportedImage
 
 # The formats we read, as error messages, /docs and the try-it page name them.
 ACCEPTED_FORMATS = "JPEG (Ultra HDR and MPO included), PNG, WebP, BMP, TIFF, HEIC/HEIF or AVIF"
@@ -48,6 +63,12 @@ UPLOAD_TYPES = (
 _OPENCV_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 _PILLOW_FORMATS = ("HEIF", "AVIF")
 DECODABLE_FORMATS = _OPENCV_FORMATS + _PILLOW_FORMATS
+# The formats whose headers Pillow reads here, in the order Pillow tries them by default (its JPEG
+# reader opens an MPO; a GIF is opened to be refused by name): Pillow's other plugins, dozens of
+# formats nobody sends, never see a byte.
+_OPENED_FORMATS = ("HEIF", "AVIF", "BMP", "GIF", "PNG", "JPEG", "TIFF", "WEBP")
+# The formats whose frame count Pillow reads from a header field (a GIF's and a TIFF's are walked).
+_ANIMATED_FORMATS = ("PNG", "WEBP", "AVIF")
 # Peak bytes per pixel of a Pillow decode (DecodePlan.memory), measured at 12 MP with
 # benchmarks/phone_formats.py and tests/gateway/test_decode_formats.py.
 _PILLOW_BYTES_PER_PIXEL = {"HEIF": 9, "AVIF": 10}
@@ -61,7 +82,15 @@ _QUARTER_TURNS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
 _GPS_LATITUDE, _GPS_LONGITUDE = 2, 4
+# Starts with a literal, and each \s* stops at the first other byte: linear in the packet, which
+# MAX_METADATA_BYTES bounds (re holds the GIL while it searches).
 _XMP_LATITUDE = re.compile(rb"GPSLatitude(?:\s*=\s*[\"']\s*[^\"'\s]|\s*>\s*[^<\s])")
+# The metadata one photo's header may carry, inflated: PNG text, ICC profile and EXIF chunks
+# together (gateway._png_text), and the XMP packet and ICC profile of any format. A phone's photo
+# carries tens of kilobytes.
+MAX_METADATA_BYTES = 4 * 1024 * 1024
+_TIFF = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+_MOST_TIFF_TAGS = 4096  # in its first IFD; a camera's TIFF has a few dozen
 _DATETIME_ORIGINAL, _DATETIME = 0x9003, 0x0132
 # Decoding at 1/factor of the size, largest first (IMREAD_COLOR_RGB is added to every flag: it
 # decodes straight to RGB, without a BGR-to-RGB pass).
@@ -99,11 +128,26 @@ class ImageHeader:
     has_location: bool = False  # its EXIF carries a GPS position (never kept here)
     taken_at: str | None = None  # EXIF DateTimeOriginal as ISO 8601, the camera's local time
     icc_profile: bytes | None = None  # the embedded ICC profile, if any
+    coded: CodedImage | None = None  # a HEIF's or AVIF's image as its decoder allocates it
 
     @property
     def turned(self) -> bool:
         """The orientation swaps width and height."""
         return self.orientation in _QUARTER_TURNS
+
+    @property
+    def pixels(self) -> int:
+        """The pixels the decoder allocates: a HEIF's or AVIF's coded images (its tiles, its
+        alpha, before a clean aperture crops them), else the image's own."""
+        return self.coded.pixels if self.coded else self.width * self.height
+
+    def size_text(self) -> str:
+        """The size as a person reads it in an error message: the coded one where it differs."""
+        text = f"{self.width}x{self.height} pixels"
+        if self.coded and self.coded.pixels != self.width * self.height:
+            coded = self.coded
+            text += f", coded as {coded.width}x{coded.height} ({coded.pixels} pixels decoded)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -121,42 +165,100 @@ class DecodedImage:
 
 
 def read_header(data: bytes) -> ImageHeader:
-    """The format, size, EXIF and ICC profile from the container, without decoding pixels."""
+    """The format, size, EXIF and ICC profile from the container, without decoding pixels; the
+    containers the libraries would walk without bounds (HEIF/AVIF boxes, PNG chunks, TIFF IFDs)
+    walked here first. Total: whatever a hostile header makes a parser raise is UnsupportedImage
+    (MemoryError aside)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            format = "JPEG" if image.format == "MPO" else image.format or ""
-            exif = _exif(image)
-            frames = getattr(image, "n_frames", 1)
-            header = ImageHeader(
-                format,
-                image.width,
-                image.height,
-                # OpenCV's TIFF decoder (libtiff) turns the pixels by the TIFF's Orientation
-                # tag itself, whatever the flags say.
-                _orientation(exif) if format != "TIFF" else 1,
-                bands=len(image.getbands()),
-                sample_bytes=_sample_bytes(image),
-                progressive=format == "JPEG" and bool(image.info.get("progressive")),
-                has_location=_has_location(exif, image.info.get("xmp")),
-                taken_at=_taken_at(exif),
-                icc_profile=image.info.get("icc_profile") or None,
-            )
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        return _read_header(data)
+    except (PicmetricError, MemoryError):
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, struct.error) as exc:
         raise UnsupportedImage(
             f"The data is not an image we can read; send {ACCEPTED_FORMATS}."
         ) from exc
+    except Exception as exc:  # a parser's bug met by a hostile header: still the file's fault
+        raise UnsupportedImage(
+            f"The image's header cannot be read ({type(exc).__name__}); send {ACCEPTED_FORMATS}."
+        ) from exc
+
+
+def _read_header(data: bytes) -> ImageHeader:
+    coded = None
+    if data[4:8] == b"ftyp":
+        coded = coded_image(data, "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF")
+    elif data.startswith(_png_text.SIGNATURE):
+        _check_metadata(_png_text.metadata_bytes(data, MAX_METADATA_BYTES), "PNG text chunks")
+    elif data[:4] in _TIFF:
+        _check_single_page(data)
+    with Image.open(io.BytesIO(data), formats=_OPENED_FORMATS) as image:
+        format = "JPEG" if image.format == "MPO" else image.format or ""
+        exif = _exif(image)
+        # Pillow counts a TIFF's pages by walking them all (quadratic): _check_single_page has
+        # refused more than one from the first IFD.
+        frames = getattr(image, "n_frames", 1) if format in _ANIMATED_FORMATS else 1
+        xmp, icc = image.info.get("xmp"), image.info.get("icc_profile")
+        xmp = xmp.encode("utf-8", "replace") if isinstance(xmp, str) else xmp
+        xmp = xmp if isinstance(xmp, bytes) else None
+        icc = icc if isinstance(icc, bytes) and icc else None  # a TIFF tag of another type: none
+        _check_metadata(len(xmp or b"") + len(icc or b""), "XMP packet and ICC profile")
+        orientation, has_location, taken_at = _exif_facts(exif, xmp)
+        header = ImageHeader(
+            format,
+            image.width,
+            image.height,
+            # OpenCV's TIFF decoder (libtiff) turns the pixels by the TIFF's Orientation tag
+            # itself, whatever the flags say.
+            orientation if format != "TIFF" else 1,
+            bands=len(image.getbands()),
+            sample_bytes=_sample_bytes(image),
+            progressive=format == "JPEG" and bool(image.info.get("progressive")),
+            has_location=has_location,
+            taken_at=taken_at,
+            icc_profile=icc,
+            coded=coded if format in _PILLOW_FORMATS else None,
+        )
     if header.format not in DECODABLE_FORMATS:
         raise UnsupportedImage(
             f"{header.format or 'This'} images are not supported; send {ACCEPTED_FORMATS}."
         )
-    # A HEIF's other top-level images (a burst, a stereo pair) are not the photo: libheif
-    # decodes the primary one. An MPO's second image is a gain map or another view.
-    if frames > 1 and header.format in ("PNG", "WEBP", "TIFF", "AVIF"):
-        kind = "multi-page" if header.format == "TIFF" else "animated"
+    # Frames are counted for animations only (_ANIMATED_FORMATS): a HEIF's other top-level images
+    # (a burst, a stereo pair) are not the photo, libheif decodes the primary one; an MPO's second
+    # image is a gain map or another view; a TIFF's second page was refused above.
+    if frames > 1:
         raise UnsupportedImage(
-            f"This {kind} {header.format} has {frames} frames; send one photo: {ACCEPTED_FORMATS}."
+            f"This animated {header.format} has {frames} frames; send one photo: "
+            f"{ACCEPTED_FORMATS}."
         )
     return header
+
+
+def _check_metadata(size: int, what: str) -> None:
+    if size > MAX_METADATA_BYTES:
+        raise UnsupportedImage(
+            f"The image's metadata ({what}) is more than the {MAX_METADATA_BYTES >> 20} MiB the "
+            "gateway reads; save the photo again without it, or export it as JPEG."
+        )
+
+
+def _check_single_page(data: bytes) -> None:
+    """Refuse a TIFF of more than one page from its first IFD: its next-IFD offset is not 0."""
+    big = data[2:4] in (b"\0+", b"+\0")
+    order = "<" if data[:2] == b"II" else ">"
+    count_format, offset_format, entry = ("Q", "Q", 20) if big else ("H", "I", 12)
+    (ifd,) = struct.unpack_from(order + offset_format, data, 8 if big else 4)
+    (tags,) = struct.unpack_from(order + count_format, data, ifd)
+    if tags > _MOST_TIFF_TAGS:
+        raise UnsupportedImage(
+            f"This TIFF's first IFD has {tags} tags, more than the {_MOST_TIFF_TAGS} the gateway "
+            "reads; save it again."
+        )
+    next_at = ifd + struct.calcsize(order + count_format) + tags * entry
+    (next_ifd,) = struct.unpack_from(order + offset_format, data, next_at)
+    if next_ifd:
+        raise UnsupportedImage(
+            f"This multi-page TIFF has more than one page; send one photo: {ACCEPTED_FORMATS}."
+        )
 
 
 def _exif(image: Image.Image) -> Image.Exif:
@@ -167,8 +269,21 @@ def _exif(image: Image.Image) -> Image.Exif:
         return Image.Exif()
     try:
         return image.getexif()
-    except (OSError, ValueError, SyntaxError, struct.error):
+    except MemoryError:
+        raise
+    except Exception:
         return Image.Exif()  # a broken EXIF block does not make the photo unreadable
+
+
+def _exif_facts(exif: Image.Exif, xmp: bytes | None) -> tuple[int, bool, str | None]:
+    """Orientation, whether a GPS position is carried, and when the photo was taken; Pillow reads
+    the GPS and EXIF IFDs when asked, and an IFD that cannot be read counts as absent."""
+    try:
+        return _orientation(exif), _has_location(exif, xmp), _taken_at(exif)
+    except MemoryError:
+        raise
+    except Exception:
+        return 1, _xmp_location(xmp), None
 
 
 def _orientation(exif: Image.Exif) -> int:
@@ -176,17 +291,18 @@ def _orientation(exif: Image.Exif) -> int:
     return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
-def _has_location(exif: Image.Exif, xmp: object) -> bool:
-    """A GPS position in the EXIF, or in the XMP packet (`exif:GPSLatitude`, as an attribute or
-    an element, with a value: gateway.privacy blanks it with spaces)."""
+def _has_location(exif: Image.Exif, xmp: bytes | None) -> bool:
+    """A GPS position in the EXIF, or in the XMP packet."""
     gps = exif.get_ifd(_GPS_IFD)
     if gps.get(_GPS_LATITUDE) and gps.get(_GPS_LONGITUDE):
         return True
-    return isinstance(xmp, bytes | str) and bool(_XMP_LATITUDE.search(_as_bytes(xmp)))
+    return _xmp_location(xmp)
 
 
-def _as_bytes(text: bytes | str) -> bytes:
-    return text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+def _xmp_location(xmp: bytes | None) -> bool:
+    """`exif:GPSLatitude` in the XMP packet, as an attribute or an element, with a value
+    (gateway.privacy blanks it with spaces)."""
+    return xmp is not None and _XMP_LATITUDE.search(xmp) is not None
 
 
 def _taken_at(exif: Image.Exif) -> str | None:
@@ -271,7 +387,7 @@ class DecodePlan:
         strip of the ICC conversion. Only the decode: what an analysis holds after it, beside the
         photo, is gateway.analysis.analysis_memory's."""
         header, output = self.header, self.output_bytes
-        pixels = header.width * header.height
+        pixels = header.pixels
         if header.format in _PILLOW_FORMATS:
             peak = pixels * _PILLOW_BYTES_PER_PIXEL[header.format]
             peak += pixels * 4 if header.bands != 3 else 0
@@ -299,10 +415,10 @@ def plan_decode(
     `min_side`: the shortest side the caller needs; a JPEG is then decoded at the largest
     reduction that keeps its short side at least that long. None: full resolution."""
     header = read_header(data)
-    if header.width * header.height > max_pixels:
+    if header.pixels > max_pixels:
         raise ImageTooLarge(
-            f"Image is {header.width}x{header.height} pixels, more than the {max_pixels} pixel "
-            "limit (PICMETRIC_MAX_IMAGE_PIXELS); send a smaller photo."
+            f"Image is {header.size_text()}, more than the {max_pixels} pixel limit "
+            "(PICMETRIC_MAX_IMAGE_PIXELS); send a smaller photo."
         )
     if max(header.width, header.height) > max_side:
         raise ImageTooLarge(
