@@ -114,6 +114,14 @@ DEFAULT_MAX_IMAGE_SIDE = 65_500
 _JPEG_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 _SOS, _EOI = 0xDA, 0xD9
 _STANDALONE = {0x01, *range(0xD0, 0xDA)}  # markers without a length field
+# Before a JPEG's first scan, Pillow's header reader (Python) steps over stray bytes one at a time
+# and over segments one at a time: 20 MB of fill bytes held the GIL for 11 s, 500,000 comments
+# for 1 s. Real files have a few dozen segments there (an extended XMP packet: ~70) and no stray
+# bytes; libjpeg skips a few with a warning.
+_MOST_JPEG_HEADER_SEGMENTS = 1024
+_MOST_JPEG_STRAY_BYTES = 4096
+# From a position between segments: stray bytes, the marker's 0xFF (and fill bytes), its code.
+_NEXT_JPEG_MARKER = re.compile(rb"[^\xff]*\xff+([^\x00\xff])")
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,8 @@ def _read_header(data: bytes) -> ImageHeader:
         _check_metadata(_png_text.metadata_bytes(data, MAX_METADATA_BYTES), "PNG text chunks")
     elif data[:4] in _TIFF:
         _check_single_page(data)
+    elif data[:2] == b"\xff\xd8":
+        _check_jpeg_header(data)
     with Image.open(io.BytesIO(data), formats=_OPENED_FORMATS) as image:
         format = "JPEG" if image.format == "MPO" else image.format or ""
         exif = _exif(image)
@@ -239,6 +249,36 @@ def _check_metadata(size: int, what: str) -> None:
             f"The image's metadata ({what}) is more than the {MAX_METADATA_BYTES >> 20} MiB the "
             "gateway reads; save the photo again without it, or export it as JPEG."
         )
+
+
+def _check_jpeg_header(data: bytes) -> None:
+    """Refuse a JPEG whose segments before its first scan are more than Pillow's header reader
+    should walk: too many segments, or too many stray bytes between them. Walked here with
+    regular expressions (C, bounded windows), so the refusal itself costs microseconds."""
+    position, segments, stray = 2, 0, 0
+    while True:
+        window = min(len(data), position + _MOST_JPEG_STRAY_BYTES - stray + 2)
+        found = _NEXT_JPEG_MARKER.match(data, position, window)
+        if found is None:
+            if window == len(data):
+                return  # truncated: the decoder says so
+            raise UnsupportedImage(
+                f"The JPEG has more than {_MOST_JPEG_STRAY_BYTES} stray bytes between its "
+                "segments before the image data; it is malformed: save it again."
+            )
+        stray += found.end() - position - 2
+        code, position = found.group(1)[0], found.end()
+        if code in (_SOS, _EOI):
+            return
+        segments += 1
+        if segments > _MOST_JPEG_HEADER_SEGMENTS:
+            raise UnsupportedImage(
+                f"The JPEG has more than {_MOST_JPEG_HEADER_SEGMENTS} segments before its image "
+                "data (ordinary photos have a few dozen); save it again without its extra "
+                "metadata or comments."
+            )
+        if code not in _STANDALONE:
+            position += int.from_bytes(data[position : position + 2], "big")
 
 
 def _check_single_page(data: bytes) -> None:
@@ -340,7 +380,8 @@ def jpeg_scans(data: bytes, most: int) -> int:
         markers += 1
         if code == _EOI:
             break
-        if scans > most or markers > 8 * most + 256:  # a real JPEG has a few markers a scan
+        # a real JPEG has a few markers a scan, and its header segments (_check_jpeg_header)
+        if scans > most or markers > 8 * most + _MOST_JPEG_HEADER_SEGMENTS:
             return most + 1
         if code in _STANDALONE:
             continue

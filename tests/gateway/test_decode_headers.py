@@ -165,6 +165,44 @@ def test_a_png_whose_text_inflates_to_gigabytes_is_refused_within_the_metadata_b
     assert read_header(png_text_bomb(2, 1 << 20)).format == "PNG"
 
 
+def _jpeg_with(before_frame: bytes) -> bytes:
+    """A 64x64 JPEG with `before_frame` right after its SOI."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(buffer, "JPEG")
+    data = buffer.getvalue()
+    return data[:2] + before_frame + data[2:]
+
+
+COMMENT = b"\xff\xfe\x00\x03x"  # a one-byte COM segment
+
+
+@pytest.mark.parametrize(
+    ("before_frame", "limit"),
+    [
+        (b"\xff" * 20_000_000, "stray bytes"),  # fill bytes: Pillow stepped over them for 11 s
+        (b"\x00" * 5_000, "stray bytes"),  # junk before a marker
+        (COMMENT * 500_000, "segments"),  # 2.5 MB of comments: 1 s in Pillow
+    ],
+    ids=["fill-bytes", "junk", "comments"],
+)
+def test_a_jpeg_header_pillow_would_walk_byte_by_byte_is_refused_at_once(
+    before_frame: bytes, limit: str
+) -> None:
+    data = _jpeg_with(before_frame)
+    started = time.perf_counter()
+    with pytest.raises(UnsupportedImage, match=limit):
+        read_header(data)
+    assert time.perf_counter() - started < 0.1
+
+
+def test_a_jpeg_with_a_few_fill_bytes_and_many_comments_is_read() -> None:
+    """What libjpeg and real files do stays accepted: fill bytes before a marker, a thousand
+    segments (the scan count's bound leaves room for them)."""
+    data = _jpeg_with(b"\xff" * 100 + COMMENT * 1000)
+    header = plan_decode(data, LIMIT, 64).header
+    assert (header.width, header.height) == (64, 64)
+
+
 @pytest.mark.parametrize("format", ["PNG", "WEBP"])
 def test_an_xmp_packet_larger_than_the_metadata_budget_is_refused(format: str) -> None:
     packet = b'<x:xmpmeta><rdf:Description exif:GPSLatitude="1,2N"/>' + b" " * MAX_METADATA_BYTES
