@@ -172,6 +172,8 @@ async def fetch_image(request: AnalysisRequest, services: Services, owner: str) 
     another server, so it holds no analysis slot."""
     if request.data is not None:
         return request
+    # Nothing is fetched for a request the models cannot answer now: 503 model_unavailable first.
+    await services.catalog.specs_for(services.triton, request.models)
     with services.fetches.admit(owner):
         return await fetched(request, services, owner)
 
