@@ -79,7 +79,7 @@ run_tests() {
   pytest "$@"
 }
 
-TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.11-py3
 GATEWAY_URL=http://localhost:8080
 
 install_docker() {
@@ -133,7 +133,7 @@ ensure_env_file() {
   (umask 077 && touch .env)
   chmod 600 .env
   local name key
-  for name in POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD PICMETRIC_TRITON_ADMIN_KEY; do
+  for name in POSTGRES_PASSWORD POSTGRES_APP_PASSWORD REDIS_PASSWORD GRAFANA_ADMIN_PASSWORD PICMETRIC_TRITON_ADMIN_KEY; do
     if ! grep -q "^$name=" .env; then
       echo "$name=$(random_secret)" >>.env
     fi

@@ -120,7 +120,7 @@ def test_triton_requests_a_gpu_and_has_room_for_the_python_backend() -> None:
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert server["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert server["resources"]["limits"]["memory"]
-    assert server["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert server["image"] == "nvcr.io/nvidia/tritonserver:25.11-py3"
     volumes = {v["name"]: v for v in triton["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
     mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}

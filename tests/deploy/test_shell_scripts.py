@@ -15,7 +15,13 @@ from core.paths import PROJECT_ROOT
 from tests.utils.commands import run_tool
 
 BOOTSTRAP = PROJECT_ROOT / "bootstrap.sh"
-SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "PICMETRIC_TRITON_ADMIN_KEY")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "POSTGRES_APP_PASSWORD",
+    "REDIS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "PICMETRIC_TRITON_ADMIN_KEY",
+)
 
 
 def test_bootstrap_is_clean_under_shellcheck() -> None:

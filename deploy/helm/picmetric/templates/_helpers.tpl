@@ -68,8 +68,13 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
 8081
 {{- end }}
 
+{{/* repository:tag, or repository:tag@digest when image.digest is set (the digest decides). */}}
+{{- define "picmetric.image" -}}
+{{ .repository }}:{{ .tag }}{{ with .digest }}@{{ . }}{{ end }}
+{{- end }}
+
 {{- define "picmetric.gatewayImage" -}}
-{{ .Values.gateway.image.repository }}:{{ .Values.gateway.image.tag }}
+{{ include "picmetric.image" .Values.gateway.image }}
 {{- end }}
 
 {{/* The model repository volume of a pod: filled by the fetch init container, or a claim. */}}
