@@ -129,7 +129,7 @@ class ModelCatalog:
         self.replicas: list[ReplicaState] = []
         self.canary_max_age_s = canary_max_age_s
         self.canary_retry_s = canary_retry_s
-        self.last_canary: float | None = None  # when a canary last worked
+        self._last_canary: float | None = None  # when a canary last worked
         self.last_canary_failure: float | None = None  # when one last failed on every replica
         self.canary_timeout_s = CANARY_TIMEOUT_S
         # Analyses' answered inferences: the count at the last check, and when that was.
@@ -137,6 +137,19 @@ class ModelCatalog:
         self.last_answer: float | None = None  # when an analysis' inference last proved Triton
         self._check: asyncio.Task[Readiness] | None = None
         self._verdict: Readiness | None = None  # the last check's, for probes while one runs
+
+    @property
+    def last_canary(self) -> float | None:
+        return self._last_canary
+
+    @last_canary.setter
+    def last_canary(self, moment: float | None) -> None:
+        """None forgets every proof (a call found a model's stub dead: gateway/services.py), the
+        analyses' answers so far included: the next check runs a canary."""
+        self._last_canary = moment
+        if moment is None:
+            self.last_answer = None
+            self._answered = (answered_inferences(), time.monotonic())
 
     async def refresh(self, replicas: Replicas) -> None:
         """Ask every replica; a model is ready when a replica in rotation serves it (any replica,

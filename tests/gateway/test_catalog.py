@@ -254,3 +254,16 @@ def test_no_canary_joins_the_queue_while_analyses_are_in_flight(tmp_path: Path) 
         assert not stale.ready and triton.inferences == len(OFFERED_MODELS)
     finally:
         metrics.ANALYSES_IN_FLIGHT.dec()
+
+
+def test_a_dead_stub_forgets_the_answers_too(tmp_path: Path) -> None:
+    """gateway/services.py forgets the canary when a call found a model's stub dead; the
+    analyses' answers before it prove nothing either: the next check runs a canary."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=60.0)
+    catalog.canary_timeout_s = 0.2
+    metrics.INFERENCE_SECONDS.labels("resnet50").observe(0.5)
+    assert asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path))).ready
+    metrics.INFERENCE_SECONDS.labels("resnet50").observe(0.5)
+    catalog.last_canary = None
+    answer = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+    assert not answer.ready and triton.inferences == len(OFFERED_MODELS)
