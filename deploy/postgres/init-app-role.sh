@@ -4,10 +4,10 @@
 # creates, and cannot create, alter or drop anything (README.md, "Database roles").
 set -eu
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
-  -v app_password="$POSTGRES_APP_PASSWORD" <<'SQL'
+  -v app_password="$POSTGRES_APP_PASSWORD" -v db="$POSTGRES_DB" <<'SQL'
 CREATE ROLE picmetric_app LOGIN PASSWORD :'app_password';
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT CONNECT ON DATABASE picmetric TO picmetric_app;
+GRANT CONNECT ON DATABASE :"db" TO picmetric_app;
 GRANT USAGE ON SCHEMA public TO picmetric_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO picmetric_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO picmetric_app;
