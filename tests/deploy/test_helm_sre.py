@@ -502,3 +502,32 @@ SRE_BAD_VALUES = {
 def test_values_schema_refuses_bad_sre_values(setting: str, complaint: str) -> None:
     result = helm("template", "picmetric", ".", "--set", setting)
     assert result.returncode != 0 and complaint in result.stderr, result.stderr
+
+
+def test_gateway_pods_download_only_the_archive_without_weights_when_given() -> None:
+    """The gateway reads label files and provenance records, not the networks: with
+    modelRepository.s3.metadataUrl its init container fetches that small archive, Triton's the
+    whole one; without it both fetch the whole archive."""
+
+    def archive(objects: tuple[Manifest, ...], component: str) -> dict[str, str]:
+        (init,) = pod_spec(objects, component)["initContainers"]
+        return {e["name"]: e["value"] for e in init["env"]}
+
+    sha = "1" * 64
+    objects = render(
+        *PRODUCTION,
+        *(
+            "--set",
+            "modelRepository.s3.metadataUrl=s3://acme-picmetric-models/metadata-0.1.0.tar.gz",
+        ),
+        *("--set", f"modelRepository.s3.metadataSha256={sha}"),
+    )
+    gateway, triton = archive(objects, "gateway"), archive(objects, "triton")
+    assert gateway["MODEL_ARCHIVE_URL"].endswith("/metadata-0.1.0.tar.gz")
+    assert gateway["MODEL_ARCHIVE_SHA256"] == sha
+    assert triton["MODEL_ARCHIVE_URL"].endswith("/model_repository-0.1.0.tar.gz")
+    assert triton["MODEL_ARCHIVE_SHA256"] != sha
+    whole = render(*PRODUCTION)
+    assert archive(whole, "gateway") == archive(whole, "triton")
+    result = helm("template", "picmetric", ".", "--set", "modelRepository.s3.metadataUrl=meta")
+    assert result.returncode != 0 and "metadataUrl" in result.stderr

@@ -101,8 +101,17 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
 {{- end }}
 {{- end }}
 
-{{/* Downloads and unpacks the versioned archive (the gateway image has Python and boto3). */}}
+{{/* Downloads and unpacks the versioned archive (the gateway image has Python and boto3); for the
+gateway ("metadata": true), the archive without weights when there is one. */}}
 {{- define "picmetric.fetchModelsInit" -}}
+{{- $s3 := .root.Values.modelRepository.s3 }}
+{{- $url := $s3.url }}
+{{- $sha256 := $s3.sha256 }}
+{{- if and .metadata $s3.metadataUrl }}
+{{- $url = $s3.metadataUrl }}
+{{- $sha256 = $s3.metadataSha256 }}
+{{- end }}
+{{- with .root }}
 {{- if eq .Values.modelRepository.source "s3" }}
 - name: fetch-models
   image: {{ include "picmetric.gatewayImage" . }}
@@ -110,9 +119,9 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
   command: ["python", "/scripts/fetch_models.py", "/models"]
   env:
     - name: MODEL_ARCHIVE_URL
-      value: {{ .Values.modelRepository.s3.url | quote }}
+      value: {{ $url | quote }}
     - name: MODEL_ARCHIVE_SHA256
-      value: {{ .Values.modelRepository.s3.sha256 | quote }}
+      value: {{ $sha256 | quote }}
     - name: AWS_DEFAULT_REGION
       value: {{ .Values.modelRepository.s3.region | quote }}
     - name: S3_ENDPOINT_URL
@@ -134,6 +143,7 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
     # The archive is downloaded into a temporary file (the root filesystem is read-only).
     - name: tmp
       mountPath: /tmp
+{{- end }}
 {{- end }}
 {{- end }}
 
