@@ -79,7 +79,7 @@ run_tests() {
   pytest "$@"
 }
 
-TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+TRITON_IMAGE=nvcr.io/nvidia/tritonserver:25.11-py3
 GATEWAY_URL=http://localhost:8080
 
 install_docker() {
@@ -133,7 +133,7 @@ ensure_env_file() {
   (umask 077 && touch .env)
   chmod 600 .env
   local name key
-  for name in POSTGRES_PASSWORD GRAFANA_ADMIN_PASSWORD PICMETRIC_TRITON_ADMIN_KEY; do
+  for name in POSTGRES_PASSWORD POSTGRES_APP_PASSWORD REDIS_PASSWORD GRAFANA_ADMIN_PASSWORD PICMETRIC_TRITON_ADMIN_KEY; do
     if ! grep -q "^$name=" .env; then
       echo "$name=$(random_secret)" >>.env
     fi
@@ -221,6 +221,15 @@ prove_analysis() {
   rm -f "$answer"
 }
 
+# The gateway's runtime database role (picmetric_app, deploy/postgres/init-app-role.sh): PostgreSQL
+# makes it on a new data volume; a volume from before it existed gets it here, once.
+ensure_app_role() {
+  docker compose up -d --wait postgres
+  # shellcheck disable=SC2016 # expanded inside the container
+  docker compose exec -T postgres sh -c \
+    'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "SELECT 1 FROM pg_roles WHERE rolname = '"'picmetric_app'"'" | grep -q 1 || sh /docker-entrypoint-initdb.d/10-app-role.sh'
+}
+
 deploy() {
   if [ "$(id -u)" -ne 0 ]; then
     echo "deploy installs system packages: run it as root (sudo ./bootstrap.sh deploy)" >&2
@@ -238,6 +247,8 @@ deploy() {
     say "Switching the ONNX models to TensorRT FP16 (engines cached in the trt-cache volume)"
     docker compose --profile convert run --rm convert picmetric tensorrt on --repository /app/model_repository
   fi
+  say "Starting PostgreSQL; the gateway's database role, once"
+  ensure_app_role
   say "Starting Triton, the gateway, PostgreSQL, Prometheus and Grafana"
   docker compose up -d --build
   if ! wait_ready || ! prove_analysis; then
@@ -247,7 +258,7 @@ deploy() {
   echo
   echo "Picmetric is up: $GATEWAY_URL (API docs at $GATEWAY_URL/docs); clients send an API key"
   echo "  from .env (PICMETRIC_API_KEYS) in the X-API-Key header."
-  echo "Grafana: http://localhost:3000 (admin password in .env), Prometheus: http://localhost:9090"
+  echo "Grafana: http://localhost:3000 (on the host; admin password in .env), Prometheus: http://localhost:9090"
   echo "Next: docker compose ps; docker compose logs -f gateway triton; the models' weights:"
   echo "  curl -s -H 'X-API-Key: ...' $GATEWAY_URL/v1/models (README.md, Deployment)"
 }

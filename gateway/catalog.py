@@ -1,11 +1,13 @@
 """Which models the Triton replicas serve right now, their versions and weight provenance, and the
-readiness behind /readyz: one check at a time, its canary inference's answer kept a while."""
+readiness behind /readyz: one check at a time; an answered inference, or else a canary with a
+short deadline of its own, is the proof that Triton serves, kept a while."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,6 +31,32 @@ UNKNOWN_PROVENANCE = {"kind": "unknown"}
 # A check of a replica that takes longer finds it not live: a replica that does not answer must
 # not hold up /readyz or an analysis.
 CHECK_TIMEOUT_S = 5.0
+# The canary's own deadline, far below the probe's timeout and the analyses' Triton timeout: it
+# runs only when no analysis proved Triton recently (so its queue is short), and one stuck behind a
+# full queue fails in this time rather than holding the verdict for the probe's whole timeout.
+CANARY_TIMEOUT_S = 5.0
+
+
+def _metric_total(metric: Any, suffix: str = "") -> float:
+    """The sum of a prometheus_client metric's samples (those whose name ends with `suffix`)."""
+    return sum(
+        sample.value
+        for family in metric.collect()
+        for sample in family.samples
+        if sample.name.endswith(suffix)
+    )
+
+
+def answered_inferences() -> float:
+    """Inferences Triton answered for this process's analyses so far: the count of
+    picmetric_inference_duration_seconds, which is observed for every model result that came
+    back (failures are not observed)."""
+    return _metric_total(metrics.INFERENCE_SECONDS, "_count")
+
+
+def analyses_in_flight() -> float:
+    """Analyses admitted and running in this process (picmetric_analyses_in_flight)."""
+    return _metric_total(metrics.ANALYSES_IN_FLIGHT)
 
 
 @dataclass
@@ -101,9 +129,27 @@ class ModelCatalog:
         self.replicas: list[ReplicaState] = []
         self.canary_max_age_s = canary_max_age_s
         self.canary_retry_s = canary_retry_s
-        self.last_canary: float | None = None  # when a canary last worked
+        self._last_canary: float | None = None  # when a canary last worked
         self.last_canary_failure: float | None = None  # when one last failed on every replica
+        self.canary_timeout_s = CANARY_TIMEOUT_S
+        # Analyses' answered inferences: the count at the last check, and when that was.
+        self._answered = (answered_inferences(), time.monotonic())
+        self.last_answer: float | None = None  # when an analysis' inference last proved Triton
         self._check: asyncio.Task[Readiness] | None = None
+        self._verdict: Readiness | None = None  # the last check's, for probes while one runs
+
+    @property
+    def last_canary(self) -> float | None:
+        return self._last_canary
+
+    @last_canary.setter
+    def last_canary(self, moment: float | None) -> None:
+        """None forgets every proof (a call found a model's stub dead: gateway/services.py), the
+        analyses' answers so far included: the next check runs a canary."""
+        self._last_canary = moment
+        if moment is None:
+            self.last_answer = None
+            self._answered = (answered_inferences(), time.monotonic())
 
     async def refresh(self, replicas: Replicas) -> None:
         """Ask every replica; a model is ready when a replica in rotation serves it (any replica,
@@ -173,12 +219,19 @@ class ModelCatalog:
         return [MODELS[name] for name in names]
 
     async def readiness(self, replicas: Replicas, call_for: Callable[[Replica], Call]) -> Readiness:
-        """Ready while at least one replica serves every model and a recent canary worked.
+        """Ready while at least one replica serves every model and Triton answered recently: an
+        analysis' inference, or else a canary.
 
-        Unauthenticated probes must cost nothing: callers that arrive while a check runs await
-        that one (single flight), a canary that worked is trusted for `canary_max_age_s` and one
-        that failed for `canary_retry_s`. A caller that gives up (cancelled) leaves the check
-        running for the others."""
+        Unauthenticated probes must cost nothing and never ride on Triton's queue: callers that
+        arrive while a check runs get the last check's verdict at once (the first ever awaits it;
+        single flight); an answered inference or a canary that worked is trusted for
+        `canary_max_age_s`, a failed canary for `canary_retry_s`; the canary runs only when no
+        analysis proved Triton within `canary_max_age_s` and has CANARY_TIMEOUT_S to answer, so a
+        verdict turns unready when a canary failed, not while it waits. While analyses are in
+        flight no canary is sent at all (it would wait behind them in Triton's queue): their
+        answers are the proof to come, and the last proof holds for `canary_max_age_s` plus the
+        analyses' Triton deadline (by then one of them has answered, or Triton does not answer).
+        A caller that gives up (cancelled) leaves the check running for the others."""
         check = self._check
         if check is None:
             check = self._check = asyncio.create_task(self._readiness(replicas, call_for))
@@ -186,16 +239,37 @@ class ModelCatalog:
             def forget(done: asyncio.Task[Readiness]) -> None:
                 if self._check is done:
                     self._check = None
+                if not done.cancelled() and done.exception() is None:
+                    self._verdict = done.result()
 
             check.add_done_callback(forget)
+        elif self._verdict is not None:
+            return self._verdict
         return await asyncio.shield(check)
+
+    def _note_answers(self) -> None:
+        """An inference answered since the last check proves Triton served then (the earliest
+        moment it can have been: the last check's)."""
+        count, now = answered_inferences(), time.monotonic()
+        seen, since = self._answered
+        if count > seen:
+            self.last_answer = since
+        self._answered = (count, now)
 
     async def _readiness(
         self, replicas: Replicas, call_for: Callable[[Replica], Call]
     ) -> Readiness:
+        self._note_answers()
         await self.refresh(replicas)
         serving = [state for state in self.replicas if state.serves_all()]
-        canary_ok = self._recent(self.last_canary, self.canary_max_age_s)
+        answered = self._recent(self.last_answer, self.canary_max_age_s)
+        canary_ok = answered or self._recent(self.last_canary, self.canary_max_age_s)
+        proof = "answer" if answered else "canary" if canary_ok else None
+        if serving and not canary_ok and analyses_in_flight() > 0:
+            deadline = call_for(serving[0].replica).timeout
+            last = max(self.last_answer or -math.inf, self.last_canary or -math.inf)
+            if self._recent(last, self.canary_max_age_s + deadline):
+                canary_ok, proof = True, "in_flight"
         if (
             serving
             and not canary_ok
@@ -206,12 +280,17 @@ class ModelCatalog:
             canary_ok = any(await asyncio.gather(*(self.canary(call) for call in calls)))
             if not canary_ok:
                 self.last_canary_failure = time.monotonic()
+            else:
+                proof = "canary"
         ready = bool(serving) and canary_ok
         report = {
             "ready": ready,
             "triton_live": self.live,
             "models": {name: state.ready for name, state in self.states.items()},
             "canary_ok": canary_ok,
+            # What proved Triton: an analysis' answer, a canary, or analyses still in flight
+            # (within their deadline of the last proof); None: nothing.
+            "proof": proof,
             "replicas": [state.report() for state in self.replicas],
         }
         return Readiness(ready, report)
@@ -226,7 +305,7 @@ class ModelCatalog:
         specs = [MODELS[name] for name in self.ready_models()]
         if not specs:
             return False
-        call = replace(call, retry_wait=0.0)
+        call = replace(call, retry_wait=0.0, timeout=min(call.timeout, self.canary_timeout_s))
         try:
             await run_models(specs, call, CANARY_IMAGE, Options(threshold=0.5, max_results=1))
         except (PicmetricError, InferenceServerException) as exc:

@@ -49,7 +49,7 @@ def report() -> list[str]:
         lines.append(
             "Triton: the NGC image (docker compose) uses this GPU when Docker has the NVIDIA "
             "container toolkit; check with `docker run --rm --gpus all "
-            "nvcr.io/nvidia/tritonserver:24.10-py3 nvidia-smi`."
+            "nvcr.io/nvidia/tritonserver:25.11-py3 nvidia-smi`."
         )
     else:
         lines.append("Triton: the local server (nvidia-pytriton) runs every model on the CPU.")

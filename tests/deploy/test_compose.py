@@ -15,8 +15,8 @@ from picmetric.triton_server import TritonServer
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 BUILT = {"gateway", "migrate", "convert"}
-ONE_SHOT = {"migrate", "convert"}
-VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^}]*))?\}")
+ONE_SHOT = {"migrate", "convert", "trt-cache-owner"}
+VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^{}]*))?\}")
 
 
 def interpolate(value: object, env: dict[str, str]) -> str:
@@ -32,7 +32,10 @@ def interpolate(value: object, env: dict[str, str]) -> str:
             raise ValueError(f"{name}: {text}")
         return text if kind == "-" else ""
 
-    return VARIABLE.sub(one, str(value))
+    text, previous = str(value), None
+    while text != previous:  # nested defaults (${A-${B}}): the innermost first
+        text, previous = VARIABLE.sub(one, text), text
+    return text
 
 
 def gateway_settings(env: dict[str, str]) -> Settings:
@@ -52,13 +55,18 @@ def test_compose_has_every_service() -> None:
         "grafana",
         "convert",
         "redis",
+        "trt-cache-owner",
+        "tls",
     }
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - BUILT))
 def test_pulled_images_are_pinned(name: str) -> None:
-    image = SERVICES[name]["image"]
+    image = interpolate(SERVICES[name]["image"], {})
     assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+[\w.-]*", image), f"{name}: {image} is not pinned"
+    digest = "@sha256:" + "ab" * 32
+    pinned = interpolate(SERVICES[name]["image"], {"PICMETRIC_TRITON_DIGEST": digest})
+    assert pinned in (image, image + digest)
 
 
 def test_built_images_come_from_the_repository_dockerfile() -> None:
@@ -75,9 +83,10 @@ def test_triton_reserves_a_gpu_and_mounts_the_repository_read_only() -> None:
     assert "./model_repository:/models:ro" in triton["volumes"]
     assert triton["shm_size"] and triton["restart"] == "unless-stopped"
     assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
-    assert {"127.0.0.1:8000:8000", "127.0.0.1:8001:8001", "127.0.0.1:8002:8002"} == set(
-        triton["ports"]
-    )
+    # No port on the host unless the overlay publishes them, on loopback.
+    assert "ports" not in triton
+    overlay = yaml.safe_load((PROJECT_ROOT / "docker-compose.triton-ports.yml").read_text())
+    assert {_published(p)[0] for p in overlay["services"]["triton"]["ports"]} == {"127.0.0.1"}
 
 
 def test_triton_loads_every_model_under_explicit_control_as_locally() -> None:
@@ -96,7 +105,7 @@ def test_gateway_waits_for_healthy_triton_and_checks_readyz() -> None:
     assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "/readyz" in " ".join(gateway["healthcheck"]["test"])
     assert gateway["environment"]["PICMETRIC_TRITON_GRPC_URL"] == "triton:8001"
-    assert "8080:8080" in gateway["ports"]
+    assert "0.0.0.0:8080:8080" in [interpolate(p, {}) for p in gateway["ports"]]
 
 
 def test_every_long_running_service_has_a_healthcheck_and_restarts() -> None:
@@ -113,7 +122,12 @@ def test_migrate_runs_once_with_the_gateway_image_before_the_gateway() -> None:
     assert migrate["restart"] == "no" and "profiles" not in migrate
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     url = "PICMETRIC_DATABASE_URL"
-    assert migrate["environment"][url] == gateway["environment"][url]
+    # The same database, another role: the schema's owner migrates, the gateway only uses it.
+    runtime = interpolate(gateway["environment"][url], DOT_ENV)
+    owner = interpolate(migrate["environment"][url], DOT_ENV)
+    assert runtime.split("@")[1] == owner.split("@")[1]
+    assert runtime.startswith("postgresql+psycopg2://picmetric_app:app-pw@")
+    assert owner.startswith("postgresql+psycopg2://picmetric:pw@")
     assert gateway["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert gateway["environment"]["PICMETRIC_MIGRATE_ON_START"] == "false"
 
@@ -150,13 +164,14 @@ def test_no_secret_is_written_inline(service: str, key: str, value: str) -> None
     assert "${" in value, f"{service}.{key} must come from the environment (.env)"
 
 
-# Published on every interface: the gateway (API keys) and Grafana (its admin password) only.
-PUBLIC = {"gateway": {"8080"}, "grafana": {"3000"}}
+# Published on every interface by default: the gateway (API keys) and the optional TLS front
+# (profile tls) only; Grafana is on loopback unless GRAFANA_BIND says otherwise.
+PUBLIC = {"gateway": {"8080"}, "tls": {"80", "443"}}
 
 
 def _published(port: object) -> tuple[str, str]:
     """(host address, host port) of a short-syntax `ports` entry; no address means all."""
-    parts = str(port).split(":")
+    parts = interpolate(port, {}).split(":")
     if len(parts) == 3:
         return parts[0], parts[1]
     assert len(parts) == 2, f"{port}: publish as HOST_PORT:PORT or ADDRESS:HOST_PORT:PORT"
@@ -164,7 +179,7 @@ def _published(port: object) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_only_the_gateway_and_grafana_are_published_on_all_interfaces(name: str) -> None:
+def test_only_the_gateway_and_the_tls_front_are_published_on_all_interfaces(name: str) -> None:
     for port in SERVICES[name].get("ports", []):
         address, host_port = _published(port)
         if address != "127.0.0.1":
@@ -173,10 +188,10 @@ def test_only_the_gateway_and_grafana_are_published_on_all_interfaces(name: str)
 
 
 def test_unauthenticated_services_listen_on_loopback_only() -> None:
-    for name in ("triton", "prometheus"):
-        addresses = {_published(port)[0] for port in SERVICES[name]["ports"]}
-        assert addresses == {"127.0.0.1"}, name
-    assert "ports" not in SERVICES["postgres"]
+    addresses = {_published(port)[0] for port in SERVICES["prometheus"]["ports"]}
+    assert addresses == {"127.0.0.1"}
+    for name in ("triton", "postgres", "redis"):
+        assert "ports" not in SERVICES[name], name
 
 
 def test_prometheus_scrapes_the_gateways_operations_port_which_is_published_on_loopback() -> None:
@@ -192,7 +207,12 @@ def test_prometheus_scrapes_the_gateways_operations_port_which_is_published_on_l
     assert published == {"8080": "0.0.0.0", str(settings.ops_port): "127.0.0.1"}
 
 
-DOT_ENV = {"POSTGRES_PASSWORD": "pw", "PICMETRIC_TRITON_ADMIN_KEY": "k3y"}
+DOT_ENV = {
+    "POSTGRES_PASSWORD": "pw",
+    "POSTGRES_APP_PASSWORD": "app-pw",
+    "REDIS_PASSWORD": "r3dis",
+    "PICMETRIC_TRITON_ADMIN_KEY": "k3y",
+}
 
 
 def test_triton_admin_api_is_locked_with_the_key_in_dot_env() -> None:
@@ -203,7 +223,7 @@ def test_triton_admin_api_is_locked_with_the_key_in_dot_env() -> None:
     assert gateway_settings({**DOT_ENV, "PICMETRIC_API_KEYS": "a"}).triton_admin_key == "k3y"
     for arg in SERVICES["triton"]["command"][-2:]:
         with pytest.raises(ValueError, match="PICMETRIC_TRITON_ADMIN_KEY in .env"):
-            interpolate(arg, {"POSTGRES_PASSWORD": "pw"})
+            interpolate(arg, {k: v for k, v in DOT_ENV.items() if "TRITON" not in k})
 
 
 def test_compose_gateway_is_closed_unless_anonymous_access_is_asked_for() -> None:
@@ -258,10 +278,84 @@ def test_shutdown_gives_the_longest_analysis_time_before_sigkill() -> None:
 
 
 def test_compose_counts_rate_limits_in_its_redis_unless_told_not_to() -> None:
-    env = {"POSTGRES_PASSWORD": "p", "PICMETRIC_TRITON_ADMIN_KEY": "k", "PICMETRIC_API_KEYS": "a"}
-    assert gateway_settings(env).redis_url == "redis://redis:6379/0"
+    env = {**DOT_ENV, "PICMETRIC_API_KEYS": "a"}
+    assert gateway_settings(env).redis_url == "redis://:r3dis@redis:6379/0"
     assert gateway_settings({**env, "PICMETRIC_REDIS_URL": ""}).redis_url is None  # no limits
     assert SERVICES["gateway"]["depends_on"]["redis"] == {"condition": "service_healthy"}
     redis = SERVICES["redis"]
-    assert "ports" not in redis, "Redis has no password: it stays inside compose's network"
-    assert "--maxmemory" in redis["command"] and "redis-cli" in redis["healthcheck"]["test"]
+    assert "ports" not in redis, "Redis stays inside compose's network"
+    # The password reaches redis-server on stdin, never in its argv.
+    script = redis["command"][-1]
+    assert "requirepass" in script and "redis-server -" in script and "--maxmemory" in script
+    assert "REDIS_PASSWORD" not in script.split("redis-server")[1]
+    assert "REDISCLI_AUTH" in " ".join(redis["healthcheck"]["test"])
+    with pytest.raises(ValueError, match="REDIS_PASSWORD"):
+        gateway_settings({k: v for k, v in env.items() if k != "REDIS_PASSWORD"})
+
+
+LONG_RUNNING = sorted(set(SERVICES) - ONE_SHOT - {"convert"})
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_every_service_rotates_its_log_and_has_a_memory_limit(name: str) -> None:
+    service = SERVICES[name]
+    assert service["logging"]["driver"] == "json-file", name
+    assert service["logging"]["options"]["max-size"] and service["logging"]["options"]["max-file"]
+    assert interpolate(service["mem_limit"], {}), name
+
+
+def test_triton_runs_as_its_user_without_privileges_on_a_read_only_root() -> None:
+    """Issue 30: a local user must not reach Triton's admin API, and Triton itself runs as the
+    NGC image's triton-server (uid 1000) with no capabilities, no setuid gains and a read-only
+    root; its engine cache volume is chowned once by a one-shot with CAP_CHOWN only."""
+    triton = SERVICES["triton"]
+    assert triton["user"] == "1000:1000"
+    assert triton["cap_drop"] == ["ALL"] and "cap_add" not in triton
+    assert "no-new-privileges:true" in triton["security_opt"]
+    assert triton["read_only"] is True and triton["tmpfs"]
+    owner = SERVICES["trt-cache-owner"]
+    assert triton["depends_on"]["trt-cache-owner"]["condition"] == "service_completed_successfully"
+    assert owner["cap_add"] == ["CHOWN"] and owner["network_mode"] == "none"
+    assert owner["entrypoint"] == ["chown", "1000:1000", "/cache/tensorrt"]
+    assert owner["image"] == triton["image"]
+
+
+@pytest.mark.parametrize("name", ["gateway", "migrate", "redis"])
+def test_our_services_have_read_only_roots_and_no_capabilities(name: str) -> None:
+    service = SERVICES[name]
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+    if name == "redis":  # its command is `sh -c`, which skips the entrypoint's drop of root
+        assert service["user"] == "redis"
+    assert "no-new-privileges:true" in service["security_opt"]
+
+
+def test_grafana_is_on_loopback_unless_asked_and_tls_is_an_optional_front() -> None:
+    (grafana,) = SERVICES["grafana"]["ports"]
+    assert _published(grafana)[0] == "127.0.0.1"
+    assert interpolate(grafana, {"GRAFANA_BIND": "0.0.0.0"}).startswith("0.0.0.0:")
+    tls = SERVICES["tls"]
+    assert tls["profiles"] == ["tls"] and tls["image"].startswith("caddy:")
+    assert tls["command"][-2:] == ["--to", "gateway:8080"]
+    with pytest.raises(ValueError, match="PICMETRIC_PUBLIC_HOST"):
+        interpolate(" ".join(tls["command"]), {})
+    gateway_port = SERVICES["gateway"]["ports"][0]
+    assert interpolate(gateway_port, {"PICMETRIC_GATEWAY_BIND": "127.0.0.1"}).startswith("127.")
+
+
+@pytest.mark.parametrize("name", ["gateway", "migrate"])
+def test_database_url_says_its_sslmode(name: str) -> None:
+    url = interpolate(SERVICES[name]["environment"]["PICMETRIC_DATABASE_URL"], DOT_ENV)
+    assert url.endswith("?sslmode=disable")  # compose's own network; set require for RDS
+    remote = interpolate(
+        SERVICES[name]["environment"]["PICMETRIC_DATABASE_URL"],
+        {**DOT_ENV, "PICMETRIC_DB_SSLMODE": "verify-full"},
+    )
+    assert remote.endswith("?sslmode=verify-full")
+
+
+def test_postgres_makes_the_runtime_role_on_first_start() -> None:
+    postgres = SERVICES["postgres"]
+    (script,) = [v for v in postgres["volumes"] if "docker-entrypoint-initdb.d" in v]
+    text = (PROJECT_ROOT / script.split(":")[0]).read_text()
+    assert "CREATE ROLE picmetric_app" in text and "ALTER DEFAULT PRIVILEGES" in text
+    assert "CREATE ON SCHEMA" in text  # revoked: the runtime role cannot create tables

@@ -59,7 +59,8 @@ def test_cpu_triton_command_is_the_gpu_ones_without_gpu_metrics() -> None:
 
 def test_cpu_triton_keeps_the_image_repository_ports_and_healthcheck() -> None:
     base = BASE["services"]["triton"]
-    for key in ("image", "volumes", "ports", "shm_size", "restart"):
+    for key in ("image", "volumes", "shm_size", "restart", "user", "cap_drop", "read_only"):
         assert TRITON[key] == base[key], key
+    assert "ports" not in TRITON
     assert TRITON["healthcheck"]["test"] == base["healthcheck"]["test"]
     assert TRITON["healthcheck"]["start_period"] == "5m"

@@ -120,7 +120,7 @@ def test_triton_requests_a_gpu_and_has_room_for_the_python_backend() -> None:
     assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert server["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert server["resources"]["limits"]["memory"]
-    assert server["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert server["image"] == "nvcr.io/nvidia/tritonserver:25.11-py3"
     volumes = {v["name"]: v for v in triton["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
     mounts = {m["name"]: m["mountPath"] for m in server["volumeMounts"]}
@@ -270,11 +270,14 @@ def test_both_deployments_drain_before_sigterm_within_their_grace_period() -> No
     period holds both and a margin (values.yaml, shutdown)."""
     sizes = ("--set", "shutdown.longestAnalysisSeconds=90", "--set", "shutdown.drainSeconds=15")
     objects = render(*sizes)
-    for component in ("triton", "gateway"):
+    # Triton drains for the gateways' re-resolve (tritonDrainSeconds, 45 by default), the
+    # gateway for its own drainSeconds.
+    for component, drain in (("triton", 45), ("gateway", 15)):
         deployment = find(objects, "Deployment", f"-{component}")
         server = container(deployment, component)
-        assert server["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "15"]
-        assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 115
+        assert server["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", str(drain)]
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace == drain + 90 + 10
     assert (
         "--exit-timeout-secs=90"
         in container(find(objects, "Deployment", "-triton"), "triton")["args"]
@@ -491,12 +494,21 @@ def test_triton_hpa_reads_the_client_requests_in_flight(values: tuple[str, ...])
     assert 'model=~"resnet50|yolov3|mtcnn"' in recorded["expr"]
     assert "mtcnn_pnet" not in recorded["expr"]
     # prometheus-adapter's example configuration serves the rule under the HPA's name.
-    (adapter,) = load_yaml(CHART / "examples" / "prometheus-adapter-values.yaml")["rules"]["custom"]
+    adapter, gateway_rule = load_yaml(CHART / "examples" / "prometheus-adapter-values.yaml")[
+        "rules"
+    ]["custom"]
     assert adapter["seriesQuery"].startswith(IN_FLIGHT_RULE + "{")
     assert re.fullmatch(adapter["name"]["matches"], IN_FLIGHT_RULE)
     assert adapter["name"]["as"] == IN_FLIGHT_METRIC
+    # The gateway: analyses in flight per pod first, CPU second (issue 30).
     gateway = find(objects, "HorizontalPodAutoscaler", "-gateway")["spec"]["metrics"]
-    assert gateway[0]["resource"]["name"] == "cpu"
+    assert gateway[0]["pods"]["metric"]["name"] == "picmetric_gateway_analyses_in_flight"
+    assert gateway[0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2"}
+    assert gateway[1]["resource"]["name"] == "cpu"
+    assert gateway_rule["seriesQuery"].startswith("picmetric_analyses_in_flight{")
+    assert gateway_rule["name"]["as"] == "picmetric_gateway_analyses_in_flight"
+    # The recording rule also reads the queue now, a gauge (issue 30).
+    assert "nv_inference_pending_request_count" in recorded["expr"]
 
 
 def _duration(pod: str, model: str, per_minute: float, minutes: int = 10) -> dict[str, str]:
@@ -555,12 +567,17 @@ def test_prometheus_rule_passes_promtool_and_counts_client_requests_in_flight(
 
 
 def test_alert_rules_and_dashboard_are_the_deploy_ones() -> None:
-    """The chart links deploy/'s files (helm reads through the links), so they cannot drift."""
+    """The chart carries copies of deploy/'s files, real files (Flux drops symbolic links from
+    Git sources), equal to them byte for byte."""
     files = CHART / "files"
-    assert (files / "alerts.yml").resolve() == ALERTS.resolve()
-    assert (files / "picmetric-dashboard.json").resolve() == DASHBOARD.resolve()
+    for copy, original in (
+        (files / "alerts.yml", ALERTS),
+        (files / "picmetric-dashboard.json", DASHBOARD),
+    ):
+        assert not copy.is_symlink(), copy
+        assert copy.read_bytes() == original.read_bytes(), f"copy {original} to {copy}"
     objects = render()
-    assert rule_groups(objects) == load_yaml(ALERTS)["groups"]
+    assert rule_groups(objects)[: len(load_yaml(ALERTS)["groups"])] == load_yaml(ALERTS)["groups"]
     dashboard = find(objects, "ConfigMap", "-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["picmetric.json"]) == json.loads(DASHBOARD.read_text())
@@ -793,12 +810,12 @@ def test_network_policies_let_only_the_gateway_reach_triton() -> None:
         for component in ("triton", "gateway")
     }
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
-    assert set(policies) == {"picmetric-triton", "picmetric-gateway"}
+    assert set(policies) == {"picmetric-triton", "picmetric-gateway", "picmetric-test"}
     for component, policy in (
         ("triton", policies["picmetric-triton"]),
         ("gateway", policies["picmetric-gateway"]),
     ):
-        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
         assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels[component].items()
 
     def namespace(name: str) -> dict[str, Any]:
@@ -810,7 +827,13 @@ def test_network_policies_let_only_the_gateway_reach_triton() -> None:
     assert gateway_pods["podSelector"]["matchLabels"].items() <= labels["gateway"].items()
     assert triton["metrics"] == [namespace("monitoring")]
     gateway = dict(_allowed(policies["picmetric-gateway"]))
-    assert gateway == {"http": [namespace("ingress-nginx")], "metrics": [namespace("monitoring")]}
+    test_pod = {
+        "podSelector": {"matchLabels": {**labels["gateway"], "app.kubernetes.io/component": "test"}}
+    }
+    assert gateway == {
+        "http": [namespace("ingress-nginx"), test_pod],
+        "metrics": [namespace("monitoring")],
+    }
     # named ports that the pods declare
     for port in ("grpc", "metrics"):
         assert port in {

@@ -15,7 +15,13 @@ from core.paths import PROJECT_ROOT
 from tests.utils.commands import run_tool
 
 BOOTSTRAP = PROJECT_ROOT / "bootstrap.sh"
-SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "PICMETRIC_TRITON_ADMIN_KEY")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "POSTGRES_APP_PASSWORD",
+    "REDIS_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
+    "PICMETRIC_TRITON_ADMIN_KEY",
+)
 
 
 def test_bootstrap_is_clean_under_shellcheck() -> None:
@@ -153,3 +159,22 @@ echo '{answer}' >"$out"
     (tmp_path / ".env").write_text("PICMETRIC_API_KEYS=wrong\n")
     refused = bootstrap("prove_analysis", tmp_path, path)
     assert refused.returncode != 0 and "unauthorized" in refused.stderr
+
+
+def test_deploy_makes_the_runtime_role_on_an_existing_database_once(tmp_path: Path) -> None:
+    """Against a fake `docker`: PostgreSQL is started and waited for, then the init script runs
+    in its container unless the role exists (a data volume from before the role)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.log"
+    _fake(bin_dir, "docker", f'echo "$*" >> "{log}"\n')
+    done = bootstrap("ensure_app_role", tmp_path, f"{bin_dir}:{os.environ['PATH']}")
+    assert done.returncode == 0, done.stderr
+    up, execute = log.read_text().splitlines()
+    assert up == "compose up -d --wait postgres"
+    assert execute.startswith("compose exec -T postgres sh -c")
+    assert (
+        "rolname = 'picmetric_app'" in execute and "|| sh /docker-entrypoint-initdb.d/" in execute
+    )
+    compose = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    assert "/docker-entrypoint-initdb.d/10-app-role.sh" in compose

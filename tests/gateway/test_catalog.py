@@ -4,6 +4,7 @@ for the size a model was converted with; its canary is not retried."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
+from gateway import metrics
 from gateway.catalog import ModelCatalog, Readiness, square_input_size
 from gateway.inference import Call
 from gateway.replicas import Replica, Replicas
@@ -163,3 +165,105 @@ def test_a_cancelled_caller_leaves_the_check_to_the_others(tmp_path: Path) -> No
     answer = asyncio.run(run())
     assert answer.report["canary_ok"] is False  # the canary ran to its end
     assert triton.inferences == len(OFFERED_MODELS)
+
+
+class QueuedTriton(PartialTriton):
+    """Serves every model; each inference waits `queue_s` in a queue (or until the caller's
+    deadline, then DEADLINE_EXCEEDED), then answers nothing useful (the canary fails later)."""
+
+    def __init__(self, address: str, queue_s: float) -> None:
+        super().__init__(address, set(OFFERED_MODELS))
+        self.queue_s, self.inferences, self.deadlines = queue_s, 0, []
+
+    async def infer(self, *args: object, client_timeout: float | None = None, **kw: object) -> None:
+        self.inferences += 1
+        self.deadlines.append(client_timeout)
+        await asyncio.sleep(min(self.queue_s, client_timeout or self.queue_s))
+        raise InferenceServerException("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED")
+
+
+def _queued(tmp_path: Path, queue_s: float) -> tuple[ModelCatalog, Replicas, QueuedTriton]:
+    triton = QueuedTriton("10.0.0.1:8001", queue_s)
+    replicas = Replicas("10.0.0.1:8001", lambda address: triton)  # type: ignore[arg-type, return-value]
+    return ModelCatalog(tmp_path, canary_max_age_s=60.0, canary_retry_s=0.01), replicas, triton
+
+
+def _long_calls(tmp_path: Path) -> Callable[[Replica], Call]:
+    """Calls with the analyses' deadline (30 s), as the gateway makes them."""
+    return lambda replica: Call(client=replica.client, timeout=30.0, repository=tmp_path)
+
+
+def test_an_answered_inference_proves_triton_and_no_canary_runs(tmp_path: Path) -> None:
+    """An analysis' model result since the last check is proof enough: no canary goes into the
+    queue, and the report says why it is ready."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=60.0)
+    metrics.INFERENCE_SECONDS.labels("resnet50").observe(0.5)  # an analysis' answer
+    answer = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+    assert answer.ready and answer.report["proof"] == "answer"
+    assert triton.inferences == 0
+
+
+def test_the_canary_has_a_short_deadline_of_its_own(tmp_path: Path) -> None:
+    """Nothing proved Triton: the canary runs, with CANARY_TIMEOUT_S rather than the analyses'
+    30 s, so a canary behind a long queue fails in seconds."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=60.0)
+    catalog.canary_timeout_s = 0.3
+    started = time.monotonic()
+    answer = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+    assert time.monotonic() - started < 5
+    assert not answer.ready and answer.report["proof"] is None
+    assert triton.inferences == len(OFFERED_MODELS)
+    assert set(triton.deadlines) == {0.3}
+
+
+def test_probes_during_a_check_get_the_last_verdict_at_once(tmp_path: Path) -> None:
+    """A verdict exists: a probe that arrives while the next check's canary waits is answered
+    with the last verdict at once, not after the canary; the verdict changes only when the
+    canary has failed."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=1.0)
+    catalog.last_canary = time.monotonic()  # a canary worked just now
+
+    async def run() -> tuple[Readiness, float, Readiness, Readiness]:
+        first = await catalog.readiness(replicas, _long_calls(tmp_path))
+        catalog.last_canary = None  # too old now: the next check runs a canary (1 s queue)
+        checking = asyncio.create_task(catalog.readiness(replicas, _long_calls(tmp_path)))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        during = await catalog.readiness(replicas, _long_calls(tmp_path))
+        waited = time.monotonic() - started
+        return first, waited, during, await checking
+
+    first, waited, during, after = asyncio.run(run())
+    assert first.ready and during.ready and waited < 0.1
+    assert not after.ready and triton.inferences == len(OFFERED_MODELS)
+
+
+def test_no_canary_joins_the_queue_while_analyses_are_in_flight(tmp_path: Path) -> None:
+    """Analyses in flight, none answered since the last proof: no canary is sent (it would wait
+    behind them), and the verdict stays ready for canary_max_age_s plus the analyses' deadline
+    after the last proof; past that, the canary runs and its failure turns it unready."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=60.0)
+    catalog.canary_timeout_s = 0.2
+    metrics.ANALYSES_IN_FLIGHT.inc()
+    try:
+        catalog.last_canary = time.monotonic() - 70  # older than 60 s, within 60 + 30
+        busy = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+        assert busy.ready and busy.report["proof"] == "in_flight" and triton.inferences == 0
+        catalog.last_canary = time.monotonic() - 95  # past 60 + 30: Triton did not answer
+        stale = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+        assert not stale.ready and triton.inferences == len(OFFERED_MODELS)
+    finally:
+        metrics.ANALYSES_IN_FLIGHT.dec()
+
+
+def test_a_dead_stub_forgets_the_answers_too(tmp_path: Path) -> None:
+    """gateway/services.py forgets the canary when a call found a model's stub dead; the
+    analyses' answers before it prove nothing either: the next check runs a canary."""
+    catalog, replicas, triton = _queued(tmp_path, queue_s=60.0)
+    catalog.canary_timeout_s = 0.2
+    metrics.INFERENCE_SECONDS.labels("resnet50").observe(0.5)
+    assert asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path))).ready
+    metrics.INFERENCE_SECONDS.labels("resnet50").observe(0.5)
+    catalog.last_canary = None
+    answer = asyncio.run(catalog.readiness(replicas, _long_calls(tmp_path)))
+    assert not answer.ready and triton.inferences == len(OFFERED_MODELS)

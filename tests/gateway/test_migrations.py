@@ -202,16 +202,87 @@ def test_upgrade_schema_twice_is_a_no_op(
     assert _stored(database_url, "kept") is not None
 
 
-def test_upgrade_schema_refuses_a_schema_newer_than_the_code(database_url: str) -> None:
+def test_upgrade_schema_refuses_a_revision_outside_its_chain(database_url: str) -> None:
     upgrade_schema(database_url)
     engine = create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        connection.execute(text("UPDATE alembic_version SET version_num = 'a1b2c3'"))
     engine.dispose()
 
-    with pytest.raises(SchemaError, match="revision 9999, which this Picmetric does not know"):
+    with pytest.raises(SchemaError, match="revision a1b2c3, which this Picmetric does not know"):
         upgrade_schema(database_url)
-    assert _revision(database_url) == "9999"
+    with pytest.raises(SchemaError, match="does not descend from it"):
+        check_schema(database_url)
+    assert _revision(database_url) == "a1b2c3"
+
+
+def _newer_release(url: str, *statements: str) -> str:
+    """What a later release's migration did to the database: `statements`, and its revision
+    (the next number after this code's head)."""
+    newer = f"{int(head_revision()) + 1:04d}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.execute(text(statement))
+        connection.execute(text(f"UPDATE alembic_version SET version_num = '{newer}'"))
+    engine.dispose()
+    return newer
+
+
+def test_old_code_runs_on_a_newer_expanded_schema(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Expand, then contract (issue 30): a newer release added a nullable column and a table;
+    this code's check accepts the database, `picmetric migrate` of this code changes nothing,
+    and the store reads and writes as before, so old pods run through a rollout and a rollback.
+    On main the check refused any revision it did not know: old pods crash-looped."""
+    upgrade_schema(database_url)
+    newer = _newer_release(
+        database_url,
+        "ALTER TABLE analyses ADD COLUMN labels_version VARCHAR(16)",
+        "CREATE TABLE album_shares (id VARCHAR(36) PRIMARY KEY)",
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway.migrate"):
+        check_schema(database_url)
+        upgrade_schema(database_url)
+    assert f"at revision {newer}, newer than this code's {head_revision()}" in caplog.text
+    assert _revision(database_url) == newer
+    store = AnalysisStore(database_url)
+    asyncio.run(store.save(sample_row("after-expand")))
+    store.dispose()
+    assert _stored(database_url, "after-expand") is not None
+
+
+@pytest.mark.parametrize(
+    ("statement", "complaint"),
+    [
+        ("ALTER TABLE analyses DROP COLUMN timings", "no column analyses.timings"),
+        (
+            "ALTER TABLE analyses ADD COLUMN tenant VARCHAR(16) NOT NULL DEFAULT 'x'",
+            None,  # a default: this code's inserts still work
+        ),
+        (
+            "ALTER TABLE analyses ADD COLUMN region VARCHAR(16) NOT NULL",
+            "analyses.region is NOT NULL without a default",
+        ),
+    ],
+    ids=["dropped column", "not null with default", "not null without default"],
+)
+def test_old_code_refuses_a_newer_contracted_schema(
+    database_url: str, statement: str, complaint: str | None
+) -> None:
+    upgrade_schema(database_url)
+    if "NOT NULL" in statement and "DEFAULT" not in statement:
+        # SQLite adds a NOT NULL column only with a default; an empty table on PostgreSQL takes it.
+        if database_url.startswith("sqlite"):
+            pytest.skip("SQLite cannot add a NOT NULL column without a default")
+    _newer_release(database_url, statement)
+    if complaint is None:
+        check_schema(database_url)
+        return
+    with pytest.raises(SchemaError, match="no longer compatible") as refused:
+        check_schema(database_url)
+    assert complaint in str(refused.value)
 
 
 def test_upgrade_schema_refuses_an_analyses_table_it_did_not_make(database_url: str) -> None:
@@ -275,7 +346,7 @@ def test_picmetric_migrate_upgrades_and_refuses_a_newer_schema_in_one_line(
 
     engine = create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        connection.execute(text("UPDATE alembic_version SET version_num = 'a1b2c3'"))
     engine.dispose()
     refused = _picmetric_migrate(database_url)
     assert refused.returncode == 1

@@ -54,7 +54,14 @@ def test_public_readiness_says_ready_and_nothing_else(gateway: Gateway, host: st
     report = httpx.get(f"{gateway.ops_url}/readyz", timeout=60).json()
     (replica,) = report["replicas"]
     assert replica["address"] and replica["address"] not in ready.text
-    assert set(report) == {"ready", "triton_live", "models", "canary_ok", "replicas"}
+    assert set(report) == {
+        "ready",
+        "triton_live",
+        "models",
+        "canary_ok",
+        "proof",
+        "replicas",
+    }
 
 
 def test_metrics_are_on_the_operations_port_only(gateway: Gateway) -> None:

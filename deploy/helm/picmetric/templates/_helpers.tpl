@@ -68,8 +68,13 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
 8081
 {{- end }}
 
+{{/* repository:tag, or repository:tag@digest when image.digest is set (the digest decides). */}}
+{{- define "picmetric.image" -}}
+{{ .repository }}:{{ .tag }}{{ with .digest }}@{{ . }}{{ end }}
+{{- end }}
+
 {{- define "picmetric.gatewayImage" -}}
-{{ .Values.gateway.image.repository }}:{{ .Values.gateway.image.tag }}
+{{ include "picmetric.image" .Values.gateway.image }}
 {{- end }}
 
 {{/* The model repository volume of a pod: filled by the fetch init container, or a claim. */}}
@@ -96,8 +101,17 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
 {{- end }}
 {{- end }}
 
-{{/* Downloads and unpacks the versioned archive (the gateway image has Python and boto3). */}}
+{{/* Downloads and unpacks the versioned archive (the gateway image has Python and boto3); for the
+gateway ("metadata": true), the archive without weights when there is one. */}}
 {{- define "picmetric.fetchModelsInit" -}}
+{{- $s3 := .root.Values.modelRepository.s3 }}
+{{- $url := $s3.url }}
+{{- $sha256 := $s3.sha256 }}
+{{- if and .metadata $s3.metadataUrl }}
+{{- $url = $s3.metadataUrl }}
+{{- $sha256 = $s3.metadataSha256 }}
+{{- end }}
+{{- with .root }}
 {{- if eq .Values.modelRepository.source "s3" }}
 - name: fetch-models
   image: {{ include "picmetric.gatewayImage" . }}
@@ -105,9 +119,9 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
   command: ["python", "/scripts/fetch_models.py", "/models"]
   env:
     - name: MODEL_ARCHIVE_URL
-      value: {{ .Values.modelRepository.s3.url | quote }}
+      value: {{ $url | quote }}
     - name: MODEL_ARCHIVE_SHA256
-      value: {{ .Values.modelRepository.s3.sha256 | quote }}
+      value: {{ $sha256 | quote }}
     - name: AWS_DEFAULT_REGION
       value: {{ .Values.modelRepository.s3.region | quote }}
     - name: S3_ENDPOINT_URL
@@ -126,11 +140,16 @@ beside the API's 8080. The container, the Service and the ServiceMonitor name it
     - name: fetch-models
       mountPath: /scripts
       readOnly: true
+    # The archive is downloaded into a temporary file (the root filesystem is read-only).
+    - name: tmp
+      mountPath: /tmp
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{- define "picmetric.restrictedContainer" -}}
 allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
 runAsNonRoot: true
 runAsUser: 10001
 capabilities:
@@ -145,7 +164,7 @@ the ClusterIP Service, for a mesh that balances requests itself. */}}
 {{- define "picmetric.tritonGrpcTarget" -}}
 {{- $fullname := include "picmetric.fullname" . }}
 {{- if eq .Values.gateway.tritonBalancing "clientSide" }}
-{{- printf "dns:///%s-triton-headless.%s.svc.cluster.local:8001" $fullname .Release.Namespace }}
+{{- printf "dns:///%s-triton-headless.%s.svc.%s:8001" $fullname .Release.Namespace .Values.clusterDomain }}
 {{- else }}
 {{- printf "%s-triton:8001" $fullname }}
 {{- end }}
@@ -202,4 +221,153 @@ spec:
 preStop:
   exec:
     command: ["sleep", "{{ .Values.shutdown.drainSeconds }}"]
+{{- end }}
+
+{{/* Triton's drain: long enough for every gateway to re-resolve Triton's name (values.yaml,
+shutdown.tritonDrainSeconds), and never shorter than the gateway's own. */}}
+{{- define "picmetric.tritonDrainSeconds" -}}
+{{- max .Values.shutdown.drainSeconds .Values.shutdown.tritonDrainSeconds }}
+{{- end }}
+
+{{- define "picmetric.tritonTerminationGracePeriodSeconds" -}}
+{{- add (include "picmetric.tritonDrainSeconds" . | int) .Values.shutdown.longestAnalysisSeconds 10 }}
+{{- end }}
+
+{{/* What every pod of a component shares: pull secrets, priority class, runtime class. */}}
+{{- define "picmetric.podCommon" -}}
+{{- $values := index .root.Values .component }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $values.runtimeClassName }}
+runtimeClassName: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret both Deployments read, as a checksum: secretChecksum (what the operator computed)
+and, on a real install or upgrade, the Secret's data itself (lookup; empty under helm template).
+A changed Secret changes both pod templates at once, so both roll together. */}}
+{{- define "picmetric.secretChecksum" -}}
+{{- $secret := lookup "v1" "Secret" .Release.Namespace .Values.gateway.existingSecret }}
+{{- printf "%s|%s" .Values.secretChecksum (toJson ($secret.data | default dict)) | sha256sum }}
+{{- end }}
+
+{{/* The replica count of a Deployment whose HPA owns it: the live count when the Deployment
+exists (helm reads it), so that turning autoscaling on (or upgrading with it on) never resets the
+Deployment to 1 replica; nothing under helm template (GitOps), where the HPA's own count stays. */}}
+{{- define "picmetric.replicas" -}}
+{{- $values := index .root.Values .component }}
+{{- if not $values.autoscaling.enabled }}
+replicas: {{ $values.autoscaling.minReplicas }}
+{{- else }}
+{{- $live := lookup "apps/v1" "Deployment" .root.Release.Namespace (printf "%s-%s" (include "picmetric.fullname" .root) .component) }}
+{{- with $live }}
+replicas: {{ max .spec.replicas $values.autoscaling.minReplicas }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The public internet for egress: every address but the private, loopback, link-local (cloud
+metadata: 169.254.169.254, fd00:ec2::254), CGNAT (100.64.0.0/10, pod networks on some clouds),
+multicast and reserved ranges. */}}
+{{- define "picmetric.publicInternet" -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    except:
+      - 0.0.0.0/8
+      - 10.0.0.0/8
+      - 100.64.0.0/10
+      - 127.0.0.0/8
+      - 169.254.0.0/16
+      - 172.16.0.0/12
+      - 192.0.0.0/24
+      - 192.168.0.0/16
+      - 198.18.0.0/15
+      - 224.0.0.0/4
+      - 240.0.0.0/4
+- ipBlock:
+    cidr: ::/0
+    except:
+      - ::1/128
+      - ::ffff:0:0/96
+      - 64:ff9b::/96
+      - fc00::/7
+      - fe80::/10
+      - ff00::/8
+{{- end }}
+
+{{- define "picmetric.dnsEgress" -}}
+- to:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: {{ .Values.networkPolicy.egress.dnsNamespace }}
+      podSelector:
+        matchLabels:
+          {{- toYaml .Values.networkPolicy.egress.dnsPodLabels | nindent 10 }}
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- end }}
+
+{{/* Alerts that exist only in Kubernetes, for this release's namespace and autoscalers: a scaling
+metric that is absent (the HPA then silently stops scaling), an HPA at its maximum, an HPA that
+cannot read its metric (kube-state-metrics' series). */}}
+{{- define "picmetric.kubernetesAlerts" -}}
+{{- $ns := .Release.Namespace }}
+{{- $hpas := printf "%s-(triton|gateway)" (include "picmetric.fullname" .) }}
+{{- $runbook := "https://github.com/picmetric/picmetric/blob/main/deploy/helm/picmetric/README.md#" }}
+- name: picmetric-kubernetes
+  rules:
+    {{- if .Values.triton.autoscaling.enabled }}
+    - alert: PicmetricTritonScalingMetricAbsent
+      expr: absent(picmetric:triton_requests_in_flight:rate1m{namespace="{{ $ns }}"})
+      for: 10m
+      labels:
+        severity: page
+        namespace: {{ $ns }}
+      annotations:
+        summary: The Triton autoscaler's metric is absent in {{ $ns }}
+        description: No picmetric:triton_requests_in_flight:rate1m for 10 minutes (Triton not scraped, or the recording rule not loaded); the Triton HPA cannot scale.
+        runbook_url: {{ $runbook }}picmetrictritonscalingmetricabsent
+    {{- end }}
+    {{- if .Values.gateway.autoscaling.enabled }}
+    - alert: PicmetricGatewayScalingMetricAbsent
+      expr: absent(picmetric_analyses_in_flight{job="gateway",namespace="{{ $ns }}"})
+      for: 10m
+      labels:
+        severity: page
+        namespace: {{ $ns }}
+      annotations:
+        summary: The gateway autoscaler's metric is absent in {{ $ns }}
+        description: No picmetric_analyses_in_flight from the gateways' operations port for 10 minutes; the gateway HPA scales on CPU alone.
+        runbook_url: {{ $runbook }}picmetricgatewayscalingmetricabsent
+    {{- end }}
+    - alert: PicmetricAutoscalerAtMaximum
+      expr: |
+        kube_horizontalpodautoscaler_status_current_replicas{namespace="{{ $ns }}",horizontalpodautoscaler=~"{{ $hpas }}"}
+          >= on (namespace, horizontalpodautoscaler)
+        kube_horizontalpodautoscaler_spec_max_replicas{namespace="{{ $ns }}",horizontalpodautoscaler=~"{{ $hpas }}"}
+      for: 15m
+      labels:
+        severity: warn
+      annotations:
+        summary: "{{`{{ $labels.horizontalpodautoscaler }}`}} has run at its maximum for 15 minutes"
+        description: The load is above what maxReplicas allows; the gateways shed 503s meanwhile. Raise maxReplicas (and the GPU node pool) or the target.
+        runbook_url: {{ $runbook }}picmetricautoscaleratmaximum
+    - alert: PicmetricAutoscalerCannotReadMetric
+      expr: |
+        kube_horizontalpodautoscaler_status_condition{namespace="{{ $ns }}",horizontalpodautoscaler=~"{{ $hpas }}",condition="ScalingActive",status="false"} == 1
+      for: 10m
+      labels:
+        severity: page
+      annotations:
+        summary: "{{`{{ $labels.horizontalpodautoscaler }}`}} cannot read its metric"
+        description: The HPA's ScalingActive condition has been false for 10 minutes (prometheus-adapter down, or its rule not serving the metric); it does not scale.
+        runbook_url: {{ $runbook }}picmetricautoscalercannotreadmetric
 {{- end }}
