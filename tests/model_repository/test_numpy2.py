@@ -1,7 +1,7 @@
 """The NGC Triton image the deployment pins (25.x, Python 3.12) may run the Python models on
 numpy 2, while this project's environment has numpy 1: the models' own tests (their pure
 functions, no Triton) run again in a subprocess that imports a numpy 2 wheel first. The wheel
-comes from PyPI with pip (pinned, hash-checked) into the project's cache, like helm's."""
+comes from PyPI with pip (pinned) into the project's cache, like helm's."""
 
 from __future__ import annotations
 
