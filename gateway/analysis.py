@@ -372,7 +372,7 @@ def _new_row(
 ) -> AnalysisRow:
     return AnalysisRow(
         id=new_id(),
-        created_at=dt.datetime.now(dt.timezone.utc),
+        created_at=dt.datetime.now(dt.UTC),
         owner=owner,
         source_kind=request.source_kind,
         source=stored_source(request),
@@ -412,7 +412,7 @@ def _model_runs(
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     """SQLite drops the zone; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:

@@ -116,7 +116,7 @@ def test_upgrade_schema_adopts_a_database_made_by_create_all(
         {"resnet50": {"version": "1"}},
     )
     created = stored.created_at  # SQLite gives it back without its time zone
-    assert created.replace(tzinfo=created.tzinfo or dt.timezone.utc) == sample_row("old").created_at
+    assert created.replace(tzinfo=created.tzinfo or dt.UTC) == sample_row("old").created_at
 
 
 def _create_all_before_migrations(url: str) -> None:
