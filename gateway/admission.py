@@ -3,8 +3,8 @@ refused at once (503 `overloaded` + Retry-After) rather than queued; an analysis
 its photo's bytes are in hand, so its slot is held for compute, never while waiting on another
 server. Fetches have their own bound, per API key (429 `too_many_fetches`). And a budget of
 memory for the photos being analysed, which each photo reserves by the bytes its analysis will
-hold at most (its header says how many: gateway.analysis.analysis_memory) before any pixel is
-decoded."""
+hold at most (its header says how many: gateway.pipeline.analysis.analysis_memory) before any pixel
+is decoded."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
 
     # gRPC target syntax (gateway/targets.py): HOST:PORT, ipv4:A:PORT,B:PORT or dns:///NAME:PORT;
-    # analyses go to the replicas in turn (gateway/replicas.py).
+    # analyses go to the replicas in turn (gateway/triton/replicas.py).
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(30.0, gt=0)
     # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
@@ -43,7 +43,8 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
     # true: uploads are kept as sent, their GPS position and identifying EXIF/XMP included;
-    # false: rebuilt from their pixel data, orientation and colour profile (gateway/privacy/).
+    # false: rebuilt from their pixel data, orientation and colour profile
+    # (gateway/images/privacy/).
     keep_upload_metadata: bool = False
     # Where s3:// images may be read from: comma-separated `bucket` or `bucket/prefix/`; empty:
     # s3_bucket only. The gateway's role may read more than its clients should (s3.py).
@@ -57,11 +58,12 @@ class Settings(BaseSettings):
     # over 1,000,000 px, OpenCV images over 2^20 px a side); at most libjpeg's largest, so that
     # every photo analysed can be answered drawn as a JPEG (/v1/annotate).
     max_image_side: int = Field(65_500, ge=1, le=65_500)
-    # Scans of one JPEG (gateway.decode: the decoder passes over the coefficients once a scan).
+    # Scans of one JPEG (gateway.images.decode: the decoder passes over the coefficients once a
+    # scan).
     max_jpeg_scans: int = Field(64, ge=1)
     # What the photos being decoded and analysed in one process may hold at once (the decoded
     # pixels, what the decoder keeps of the stored ones, the quality figures' buffers and the
-    # models' inputs in flight: gateway.analysis.analysis_memory): with the process's own
+    # models' inputs in flight: gateway.pipeline.analysis.analysis_memory): with the process's own
     # ~0.25 GB it keeps a gateway under the chart's 2 GiB limit. A photo needing more: 413.
     decode_memory_bytes: int = Field(1 << 30, ge=MiB)
     max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch

@@ -149,8 +149,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _prepared_settings(host: str, **overrides: str) -> Settings:
     """The gateway's settings, checked for listening on `host` and with its database schema
     ready (a problem is one clear line here, before any server starts)."""
-    from gateway.migrate import prepare_schema
     from gateway.settings import Settings
+    from gateway.store.migrate import prepare_schema
 
     settings = Settings(**overrides)  # type: ignore[arg-type]
     settings.check_exposure(host)
@@ -264,8 +264,8 @@ def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
 
 
 def run_migrate() -> None:
-    from gateway.migrate import upgrade_schema
     from gateway.settings import Settings
+    from gateway.store.migrate import upgrade_schema
 
     upgrade_schema(Settings().database_url)
 

@@ -1,8 +1,8 @@
-"""The album summary of a batch (gateway/album.py)."""
+"""The album summary of a batch (gateway/pipeline/album.py)."""
 
 from __future__ import annotations
 
-from gateway.album import BURST_BITS, NEAR_BITS, AlbumGroup, album_of, best_shot, groups_of
+from gateway.pipeline.album import BURST_BITS, NEAR_BITS, AlbumGroup, album_of, best_shot, groups_of
 from gateway.results import (
     Analysis,
     Box,

@@ -1,6 +1,6 @@
 """How a batch holds the process's analysis slots and its key's fetches
-(gateway.album.analyze_album), with the fetch and the analysis of one photo replaced by stand-ins
-that wait: no Triton, no upstream."""
+(gateway.pipeline.album.analyze_album), with the fetch and the analysis of one photo replaced by
+stand-ins that wait: no Triton, no upstream."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from gateway import album
 from gateway.admission import AdmissionLimiter, FetchLimiter
-from gateway.analysis import AnalysisRequest
 from gateway.errors import Overloaded, TooManyFetches
+from gateway.pipeline import album
+from gateway.pipeline.analysis import AnalysisRequest
 from gateway.results import Options
 from gateway.tenancy import ANONYMOUS
 

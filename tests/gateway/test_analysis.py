@@ -1,5 +1,5 @@
-"""One analysis (gateway/analysis.py) on the real gateway: a cache hit runs no model, and the
-stages show in /metrics."""
+"""One analysis (gateway/pipeline/analysis.py) on the real gateway: a cache hit runs no model, and
+the stages show in /metrics."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway import drawing
+from gateway.images import drawing
 from tests.gateway.conftest import Gateway
 
 pytestmark = pytest.mark.integration

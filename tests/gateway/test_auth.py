@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway import deps
-from gateway.deps import key_is_valid
+from gateway.http import deps
+from gateway.http.deps import key_is_valid
 from gateway.main import create_app
 from gateway.settings import Settings
 from tests.utils.ports import free_port

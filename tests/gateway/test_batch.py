@@ -12,8 +12,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from PIL import Image
 
-from gateway.album import BURST_BITS, NEAR_BITS
-from gateway.quality import hash_distance
+from gateway.images.quality import hash_distance
+from gateway.pipeline.album import BURST_BITS, NEAR_BITS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import FRESH, Gateway, metric
 from tests.utils.mtcnn_faces import photos

@@ -12,9 +12,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
-from gateway.catalog import ModelCatalog, Readiness, square_input_size
-from gateway.inference import Call
-from gateway.replicas import Replica, Replicas
+from gateway.triton.catalog import ModelCatalog, Readiness, square_input_size
+from gateway.triton.inference import Call
+from gateway.triton.replicas import Replica, Replicas
 from picmetric.triton_server import TritonServer
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.decode import (
+from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.images.decode import (
     DEFAULT_MAX_IMAGE_SIDE,
     DEFAULT_MAX_JPEG_SCANS,
     decode_rgb,
@@ -19,8 +20,7 @@ from gateway.decode import (
     plan_decode,
     read_header,
 )
-from gateway.errors import ImageTooLarge, UnsupportedImage
-from gateway.privacy import strip_identifying
+from gateway.images.privacy import strip_identifying
 from gateway.settings import Settings
 from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.hostile_images import progressive_jpeg, tiff16
@@ -220,7 +220,8 @@ GPS_XMP = (
 
 @pytest.mark.parametrize("format", ["JPEG", "WEBP"])
 def test_a_location_in_xmp_alone_is_a_location(format: str) -> None:
-    """Some apps write the position in XMP only; once gateway.privacy blanks it, it is gone."""
+    """Some apps write the position in XMP only; once gateway.images.privacy blanks it, it is
+    gone."""
     buffer = io.BytesIO()
     Image.new("RGB", (60, 40)).save(buffer, format, xmp=GPS_XMP)
     assert read_header(buffer.getvalue()).has_location

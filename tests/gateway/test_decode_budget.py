@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.analysis import analysis_memory
-from gateway.decode import plan_decode
-from gateway.inference import MODELS
+from gateway.images.decode import plan_decode
+from gateway.pipeline.analysis import analysis_memory
+from gateway.triton.inference import MODELS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import FRESH
 from tests.utils.hostile_images import progressive_jpeg, tiff16
@@ -292,8 +292,8 @@ def test_a_strip_of_pixels_answers_promptly_in_bounded_memory(budget_gateway: Se
 def test_an_analysis_holds_no_more_than_the_budget_counts(budget_gateway: Served) -> None:
     """Oracle: the gateway's peak RSS while it analyses a 12 MP JPEG with every model (decoded
     whole for MTCNN, whose input in flight to Triton is the largest buffer) and while it draws it
-    grows by no more than gateway.analysis.analysis_memory counts for it, plus 30 MB for the
-    request's own (the upload, the form's copy, the answer)."""
+    grows by no more than gateway.pipeline.analysis.analysis_memory counts for it, plus 30 MB for
+    the request's own (the upload, the form's copy, the answer)."""
     url, pid = budget_gateway.url, budget_gateway.pid
     data = jpeg_bytes(real_photo(12, seed=27))
     plan = plan_decode(data, 40_000_000, 64)

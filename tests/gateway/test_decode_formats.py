@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageCms
 from pillow_heif.as_plugin import HeifImageFile
 
-from gateway.decode import ACCEPTED_FORMATS, decode_rgb, plan_decode, read_header
 from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.images.decode import ACCEPTED_FORMATS, decode_rgb, plan_decode, read_header
 from tests.utils.decode_memory import decode_peak_bytes
 from tests.utils.phone_formats import PhoneFiles, display_p3, encode
 from tests.utils.real_photos import real_photo

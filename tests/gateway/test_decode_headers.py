@@ -19,14 +19,14 @@ import pytest
 from PIL import Image
 
 from core.paths import PROJECT_ROOT
-from gateway.decode import (
+from gateway.errors import ImageTooLarge, PicmetricError, UnsupportedImage
+from gateway.images.decode import (
     MAX_METADATA_BYTES,
     ImageHeader,
     decode_rgb,
     plan_decode,
     read_header,
 )
-from gateway.errors import ImageTooLarge, PicmetricError, UnsupportedImage
 from tests.utils.heif_files import Tile, encoded_tile, grid_file, heif_file, ispe, single_file
 from tests.utils.hostile_headers import (
     chained_tiff,
@@ -266,7 +266,7 @@ def test_header_reading_is_total_over_broken_headers(format: str) -> None:
 
 _DECODE_GROWTH = """
 import sys
-from gateway.decode import decode_rgb
+from gateway.images.decode import decode_rgb
 from gateway.errors import UnsupportedImage
 def kb(field):
     status = open('/proc/self/status').read().splitlines()

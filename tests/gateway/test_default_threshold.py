@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from gateway.main import create_app
 from gateway.settings import Settings
-from gateway.storage import AnalysisRow
+from gateway.store.storage import AnalysisRow
 from picmetric.triton_server import TritonServer
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,7 @@ import pytest
 import trustme
 
 from gateway.errors import URLUnreachable
-from gateway.fetch import USER_AGENT, FetchedImage, fetch_http
+from gateway.intake.fetch import USER_AGENT, FetchedImage, fetch_http
 from gateway.settings import Settings
 
 IMAGE = b"\xff\xd8\xff\xe0 image bytes"

@@ -1,4 +1,4 @@
-"""Detections drawn on the photo, and faces blurred for privacy (gateway/drawing.py)."""
+"""Detections drawn on the photo, and faces blurred for privacy (gateway/images/drawing.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from gateway import drawing
+from gateway.images import drawing
 from gateway.results import Box, DetectedObject, Face, Results
 
 # The astronaut's face as MTCNN finds it (README's example answer).

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from gateway import urlguard
 from gateway.errors import (
     FetchError,
     FetchTimeout,
@@ -21,8 +20,9 @@ from gateway.errors import (
     UnsupportedScheme,
     URLUnreachable,
 )
-from gateway.fetch import FetchedImage, fetch_http, fetch_identity, http_client
-from gateway.s3 import split_s3_url
+from gateway.intake import urlguard
+from gateway.intake.fetch import FetchedImage, fetch_http, fetch_identity, http_client
+from gateway.intake.s3 import split_s3_url
 from gateway.settings import Settings
 
 SETTINGS = Settings(allow_private_urls=True, max_image_bytes=1000, max_redirects=2)

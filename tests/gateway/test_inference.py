@@ -15,9 +15,10 @@ from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
 from core.models import OFFERED_MODELS
-from gateway.decode import decode_rgb
 from gateway.errors import InferenceTimeout, ModelUnavailable, UpstreamError
-from gateway.inference import (
+from gateway.images.decode import decode_rgb
+from gateway.results import Detection, Label, Options
+from gateway.triton.inference import (
     MODELS,
     Call,
     ModelSpec,
@@ -30,7 +31,6 @@ from gateway.inference import (
     prepare_resnet50,
     prepare_yolov3,
 )
-from gateway.results import Detection, Label, Options
 from tests.utils.ports import free_port
 from tests.utils.real_photos import jpeg_bytes, real_photo
 

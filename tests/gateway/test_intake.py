@@ -1,4 +1,4 @@
-"""Turning a request into an analysis request (gateway/intake.py): JSON or multipart, and what
+"""Turning a request into an analysis request (gateway/http/bodies.py): JSON or multipart, and what
 is wrong with a request said plainly."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The limits on what a client sends (gateway.limits) that need no server: which limit a body
+"""The limits on what a client sends (gateway.http.limits) that need no server: which limit a body
 has, and the host names' setting."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.errors import ImageTooLarge, RequestTooLarge
-from gateway.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, body_limit
+from gateway.http.limits import JSON_BODY_LIMIT, MULTIPART_OVERHEAD, body_limit
 from gateway.settings import Settings
 
 SETTINGS = Settings(max_image_bytes=1000, max_batch_bytes=5000)

@@ -1,4 +1,4 @@
-"""Schema migrations (gateway.migrate) on a fresh SQLite file and a fresh database on a real
+"""Schema migrations (gateway.store.migrate) on a fresh SQLite file and a fresh database on a real
 PostgreSQL server: an empty database, one made by the old `create_all`, a second run, a schema
 newer than the code, and the revisions against the models (Alembic's autogenerate comparison)."""
 
@@ -21,7 +21,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, inspect, text
 
 from gateway.main import create_app
-from gateway.migrate import (
+from gateway.settings import Settings
+from gateway.store.migrate import (
     PRE_MIGRATION_COLUMNS,
     SchemaError,
     alembic_config,
@@ -29,8 +30,7 @@ from gateway.migrate import (
     head_revision,
     upgrade_schema,
 )
-from gateway.settings import Settings
-from gateway.storage import AnalysisRow, AnalysisStore, Base
+from gateway.store.storage import AnalysisRow, AnalysisStore, Base
 from gateway.tenancy import ANONYMOUS
 from tests.utils.analyses import sample_row
 from tests.utils.ports import free_port
@@ -103,7 +103,7 @@ def test_upgrade_schema_adopts_a_database_made_by_create_all(
     """The pre-migration code path: create_all on the models of then, then a stored analysis."""
     _save_old_rows(database_url, _create_all_before_migrations, sample_row("old"))
 
-    with caplog.at_level(logging.INFO, logger="gateway.migrate"):
+    with caplog.at_level(logging.INFO, logger="gateway.store.migrate"):
         upgrade_schema(database_url)
 
     assert "adopting the analyses table" in caplog.text
@@ -194,7 +194,7 @@ def test_upgrade_schema_twice_is_a_no_op(
     asyncio.run(store.save(sample_row("kept")))
     store.dispose()
 
-    with caplog.at_level(logging.INFO, logger="gateway.migrate"):
+    with caplog.at_level(logging.INFO, logger="gateway.store.migrate"):
         upgrade_schema(database_url)
 
     assert f"already at {head_revision()}" in caplog.text and "upgrading" not in caplog.text

@@ -18,7 +18,7 @@ import pillow_heif
 import pytest
 from PIL import Image
 
-from gateway.decode import ACCEPTED_FORMATS
+from gateway.images.decode import ACCEPTED_FORMATS
 from picmetric.triton_server import TritonServer
 from tests.utils.mtcnn_faces import iou
 from tests.utils.phone_formats import PhoneFiles, encode

@@ -1,9 +1,9 @@
-"""Kept uploads cannot carry a location (gateway/privacy): the kept file is rebuilt from the pixel
-data, orientation and colour profile alone. Two oracles that are not the rebuild's own reading:
-ExifTool (tests/utils/exiftool.py) finds no place, person, contact or device in any kept file, nor
-any of the secrets a fixture hid, in its bytes; the gateway's decoder gives exactly the same
-pixels, at the orientation applied, as for the upload as sent. Fixtures are files written by real
-encoders with metadata ExifTool's writer added, and hand-built hostile forms of every format
+"""Kept uploads cannot carry a location (gateway/images/privacy): the kept file is rebuilt from the
+pixel data, orientation and colour profile alone. Two oracles that are not the rebuild's own
+reading: ExifTool (tests/utils/exiftool.py) finds no place, person, contact or device in any kept
+file, nor any of the secrets a fixture hid, in its bytes; the gateway's decoder gives exactly the
+same pixels, at the orientation applied, as for the upload as sent. Fixtures are files written by
+real encoders with metadata ExifTool's writer added, and hand-built hostile forms of every format
 (tests/utils/hostile_metadata.py)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pillow_heif
 import pytest
 from PIL import ImageCms
 
-from gateway.decode import decode_rgb, read_header
 from gateway.errors import UnsupportedImage
-from gateway.privacy import KEPT_FORMATS, strip_identifying
+from gateway.images.decode import decode_rgb, read_header
+from gateway.images.privacy import KEPT_FORMATS, strip_identifying
 from tests.utils.exiftool import identifying, identifying_each, write_tags
 from tests.utils.hostile_metadata import FORMS, SECRETS, encode, photo
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.decode import read_header
+from gateway.images.decode import read_header
 from gateway.tenancy import ANONYMOUS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, s3_client

@@ -1,4 +1,5 @@
-"""A photo's quality figures and perceptual hash (gateway/quality.py), on scikit-image's photos."""
+"""A photo's quality figures and perceptual hash (gateway/images/quality.py), on scikit-image's
+photos."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.quality import WORKING_SIDE, hash_distance, measure, working_grey, working_size
+from gateway.images.quality import WORKING_SIDE, hash_distance, measure, working_grey, working_size
 from tests.utils.mtcnn_faces import photos
 
 NAMES = ("astronaut", "coffee", "chelsea", "rocket", "camera")

@@ -3,7 +3,7 @@ for the existing front end) and /v1's numbers."""
 
 from __future__ import annotations
 
-from gateway import rendering
+from gateway.http import rendering
 from gateway.results import Box, DetectedObject, Face, Label, Results, Summary
 
 FACE = Face.of(

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from prometheus_client import REGISTRY
 
-from gateway.repair import LOAD_ATTEMPTS, ModelRepair
+from gateway.triton.repair import LOAD_ATTEMPTS, ModelRepair
 from picmetric.triton_server import TritonServer
 from tests.utils.ports import free_port
 
@@ -42,7 +42,7 @@ def test_model_repair_runs_one_reload_per_model_at_a_time_in_the_background(
         return started, running, left
 
     failed = _repairs("resnet50", "failed")
-    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+    with caplog.at_level(logging.INFO, logger="gateway.triton.repair"):
         started, running, left = asyncio.run(scenario())
     assert started == [True, False, True]  # the second resnet50 request found one running
     assert running == ["mtcnn_pnet", "resnet50"] and left == []
@@ -81,7 +81,7 @@ def test_model_repair_load_that_keeps_failing_is_tried_a_bounded_number_of_times
         await repair.client.close()
 
     failed = _repairs("no_such_model", "failed")
-    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+    with caplog.at_level(logging.INFO, logger="gateway.triton.repair"):
         asyncio.run(scenario())
     assert _repairs("no_such_model", "failed") == failed + 1
     assert _repairs("no_such_model", "reloaded") == 0
@@ -104,7 +104,7 @@ def test_model_repair_without_the_admin_key_is_refused_and_says_which_setting(
         await repair.client.close()
 
     failed = _repairs("resnet50", "failed")
-    with caplog.at_level(logging.INFO, logger="gateway.repair"):
+    with caplog.at_level(logging.INFO, logger="gateway.triton.repair"):
         asyncio.run(scenario())
     assert _repairs("resnet50", "failed") == failed + 1
     (refused,) = [r.getMessage() for r in caplog.records if "Could not unload" in r.getMessage()]

@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
-from gateway.catalog import ModelCatalog
 from gateway.errors import ModelUnavailable
-from gateway.inference import Call, ModelSpec, Prepared, _infer, prepare_resnet50
-from gateway.replicas import FAILURES_OUT, Replicas
 from gateway.results import Detection, Label, Options
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.triton.catalog import ModelCatalog
+from gateway.triton.inference import Call, ModelSpec, Prepared, _infer, prepare_resnet50
+from gateway.triton.replicas import FAILURES_OUT, Replicas
 
 STOPPING = InferenceServerException(
     "Server is stopping, scheduler for model has stopped accepting new inference requests",

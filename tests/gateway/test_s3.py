@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from botocore.exceptions import ClientError
 
-from gateway import s3
 from gateway.errors import FetchError, ForbiddenURL, InvalidRequest
+from gateway.intake import s3
 from gateway.settings import Settings
 from gateway.tenancy import ANONYMOUS, owner_of
 from tests.gateway.conftest import BUCKET, s3_client

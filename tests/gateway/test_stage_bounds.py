@@ -1,9 +1,9 @@
 """Property: every stage of an analysis (decode with its orientation and colour conversion, quality
 figures and perceptual hash, each model's input as sent, the drawing) works on every shape from
 1x1 to the pixel limit at every aspect ratio (1xN and Nx1 included) within the memory the gateway
-counts for it from the header (gateway.analysis.analysis_memory), measured as a worker process's
-peak RSS (tests/utils/stage_memory.py), and within a time that grows with the pixels only. The
-examples use a pixel limit of 2 MP for speed; the explicit ones run at the default 40 MP limit.
+counts for it from the header (gateway.pipeline.analysis.analysis_memory), measured as a worker
+process's peak RSS (tests/utils/stage_memory.py), and within a time that grows with the pixels only.
+The examples use a pixel limit of 2 MP for speed; the explicit ones run at the default 40 MP limit.
 On main the quality step of a 20000x2 photo alone would hold 3,840,000x384 px (gigabytes)."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway import drawing, quality
-from gateway.analysis import analysis_memory, decode_min_side
-from gateway.decode import DEFAULT_MAX_IMAGE_SIDE, plan_decode
-from gateway.inference import MODELS, Call, tensor_memory
+from gateway.images import drawing, quality
+from gateway.images.decode import DEFAULT_MAX_IMAGE_SIDE, plan_decode
+from gateway.pipeline.analysis import analysis_memory, decode_min_side
 from gateway.settings import Settings
+from gateway.triton.inference import MODELS, Call, tensor_memory
 from tests.utils.phone_formats import display_p3, encode
 from tests.utils.stage_memory import Measured, StageWorker
 

@@ -1,4 +1,4 @@
-"""The results store (gateway.storage) against a real PostgreSQL cluster that is stopped and
+"""The results store (gateway.store.storage) against a real PostgreSQL cluster that is stopped and
 started again under it, and against a server that accepts connections but never answers: each
 call fails as StorageError within a bounded time, leaves no row, and the same store works again
 once the server is back."""
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from gateway.errors import StorageError
-from gateway.migrate import upgrade_schema
-from gateway.storage import DATABASE_TIMEOUT_S, AnalysisStore
+from gateway.store.migrate import upgrade_schema
+from gateway.store.storage import DATABASE_TIMEOUT_S, AnalysisStore
 from gateway.tenancy import ANONYMOUS
 from tests.utils.analyses import count_analyses, sample_row
 from tests.utils.postgres import PostgresCluster, postgres_cluster

@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import create_engine, text
 
-from gateway.storage import AnalysisRow, new_id
+from gateway.store.storage import AnalysisRow, new_id
 from gateway.tenancy import ANONYMOUS
 
 

@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /v1/models (gateway/routes/health.py) on the real gateway, and the
+"""/healthz, /readyz and /v1/models (gateway/http/routes/health.py) on the real gateway, and the
 operations port beside the API (/metrics, the readiness report)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The seed's /api (gateway/routes/seed.py): the old Flask service's JSON, field by field, on the
-real gateway."""
+"""The seed's /api (gateway/http/routes/seed.py): the old Flask service's JSON, field by field, on
+the real gateway."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""/v1 (gateway/routes/v1.py) end to end: real uvicorn, Triton, S3 (moto server), SQLite and
+"""/v1 (gateway/http/routes/v1.py) end to end: real uvicorn, Triton, S3 (moto server), SQLite and
 PostgreSQL; the answers' numbers, storage, uploads kept in S3, and errors, on both databases."""
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Photos as bytes and pixels: decode, orientation and colour, privacy, quality, drawing."""

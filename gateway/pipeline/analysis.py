@@ -1,0 +1,442 @@
+"""One analysis from start to end: fetch, then with an analysis slot: keep an upload, cache
+lookup, decode, inference, store."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway import metrics, tenancy
+from gateway.errors import StorageError, UnsupportedImage
+from gateway.images import privacy, quality
+from gateway.images.decode import DecodedImage, DecodePlan, ImageHeader, decode_planned, plan_decode
+from gateway.intake import s3 as s3_objects
+from gateway.intake import urlguard
+from gateway.intake.fetch import fetch
+from gateway.results import (
+    Analysis,
+    ImageInfo,
+    ModelRun,
+    Options,
+    Quality,
+    Results,
+    Source,
+    SourceKind,
+    Summary,
+)
+from gateway.services import Services
+from gateway.settings import Settings
+from gateway.store.storage import AnalysisRow, AnalysisStore, new_id
+from gateway.triton.catalog import ModelState
+from gateway.triton.inference import (
+    Call,
+    ModelResult,
+    ModelSpec,
+    decode_side,
+    run_models,
+    tensor_memory,
+)
+
+log = logging.getLogger(__name__)
+
+# Whether an upload is kept in the S3 bucket: not; where it can be (a bucket is set and the privacy
+# rebuild takes its format); or it must be (/v1/images: refused otherwise).
+KeepUpload = Literal["no", "if_possible", "required"]
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    source_kind: SourceKind
+    # The URL; an upload's `upload:<file name>`, or once it is kept, its s3:// pointer.
+    source: str
+    models: list[str] | None  # None: every model that is ready
+    options: Options
+    data: bytes | None = None  # the photo's bytes: uploaded, or once fetched (fetch_image)
+    fresh: bool = False  # run the models even when the store has the answer (no-cache)
+    keep: KeepUpload = "no"
+    fetch_ms: float = 0.0  # how long fetching `data` took
+
+    @property
+    def photo(self) -> bytes:
+        """The photo's bytes, in hand."""
+        if self.data is None:
+            raise RuntimeError(f"{self.source_kind} photo not fetched yet: call fetch_image first")
+        return self.data
+
+
+def url_kind(url: str) -> SourceKind:
+    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
+
+
+def options_or_defaults(
+    settings: Settings, threshold: float | None, max_results: int | None
+) -> Options:
+    """The request's options; what it leaves out comes from the settings."""
+    return Options(
+        threshold=settings.default_threshold if threshold is None else threshold,
+        max_results=settings.default_max_results if max_results is None else max_results,
+    )
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    timings[name] = round(seconds * 1000, 2)
+    metrics.STAGE_SECONDS.labels(name).observe(seconds)
+
+
+def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
+    """The photo at full resolution: `decoded` (an analysis's) when it is, else decoded now and
+    counted as a decode stage."""
+    if decoded is not None and decoded.full_resolution:
+        return decoded
+    settings = services.settings
+    with _stage("decode", {}):
+        plan = plan_decode(
+            data, settings.max_image_pixels, settings.max_jpeg_scans, None, settings.max_image_side
+        )
+        return decode_planned(data, plan)
+
+
+async def plan_photo(data: bytes, services: Services, min_side: int | None = None) -> DecodePlan:
+    """The photo's decode, checked against the per-photo limits from its header (in a worker
+    thread: the JPEG scan count reads the whole file)."""
+    settings = services.settings
+    return await run_in_threadpool(
+        plan_decode,
+        data,
+        settings.max_image_pixels,
+        settings.max_jpeg_scans,
+        min_side,
+        settings.max_image_side,
+    )
+
+
+def decode_min_side(specs: list[ModelSpec], call: Call) -> int | None:
+    """The shortest side an analysis with these models needs from the decoder (None: every
+    pixel): the models' (`inference.decode_side`), and quality.WORKING_SIDE px at least for the
+    quality figures."""
+    side = decode_side(specs, call)
+    return None if side is None else max(side, quality.WORKING_SIDE)
+
+
+def analysis_memory(
+    plan: DecodePlan, specs: list[ModelSpec], input_sizes: Mapping[str, int]
+) -> int:
+    """Peak bytes one analysis of the photo `plan` decodes holds, from its header: the decode's
+    peak (`DecodePlan.memory`), or, once decoded, the photo with the quality figures' buffers
+    (`quality.memory`) and every model's input in flight (`inference.tensor_memory`) beside it,
+    whichever is more."""
+    height, width = plan.output_size
+    decoded = (
+        plan.output_bytes
+        + quality.memory(height, width)
+        + tensor_memory(specs, input_sizes, height, width)
+    )
+    return max(plan.memory, decoded)
+
+
+def photo_memory(
+    services: Services, plan: DecodePlan, nbytes: int
+) -> AbstractAsyncContextManager[None]:
+    """Hold `nbytes` of the process's decode memory budget for the photo `plan` decodes."""
+    header = plan.header
+    what = f"this {header.width}x{header.height} {header.format}"
+    return services.decode_memory.reserve(nbytes, what)
+
+
+def _cache_key(specs: list[ModelSpec], states: Mapping[str, ModelState], options: Options) -> str:
+    """Same bytes + same models (version and converted weights) + same options = same answer."""
+    parts = {
+        "models": [[s.name, states[s.name].version, states[s.name].cache_key] for s in specs],
+        "threshold": options.threshold,
+        "max_results": options.max_results,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+async def fetch_image(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """The request with its photo's bytes in hand: uploaded, or fetched from its URL as one of
+    `owner`'s fetches (PICMETRIC_MAX_FETCHES_PER_KEY at once, 429 past it). A fetch waits on
+    another server, so it holds no analysis slot."""
+    if request.data is not None:
+        return request
+    with services.fetches.admit(owner):
+        return await fetched(request, services, owner)
+
+
+async def fetched(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """`fetch_image` of a URL, for a caller that holds one of `owner`'s fetches (a batch)."""
+    timings: dict[str, float] = {}
+    with _stage("fetch", timings):
+        image = await fetch(services.http, services.s3, request.source, services.settings, owner)
+    return dataclasses.replace(request, data=image.data, fetch_ms=timings["fetch"])
+
+
+async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
+    """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
+    store when cached. Its analysis slot is taken once its bytes are in hand (503 overloaded
+    when none is free)."""
+    request = await fetch_image(request, services, owner)
+    with services.admission.admit():
+        return (await analyze_keeping_photo(request, services, owner)).analysis
+
+
+def stored_source(request: AnalysisRequest) -> str:
+    """The request's source as stored, answered and logged: a URL without its credentials, query
+    string or fragment."""
+    if request.source_kind == "upload":
+        return request.source
+    return tenancy.public_url(request.source)
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """An analysis, and its photo as decoded for the models (None when the store answered)."""
+
+    analysis: Analysis
+    photo: DecodedImage | None
+
+
+@dataclass(frozen=True)
+class _Inferred:
+    """What the models and the quality measure made of a decoded photo."""
+
+    photo: DecodedImage
+    header: ImageHeader
+    found: dict[str, ModelResult]
+    figures: Quality
+    phash: str
+    timings: dict[str, float]  # of decode, quality and preprocess
+
+
+async def analyze_keeping_photo(
+    request: AnalysisRequest,
+    services: Services,
+    owner: str,
+    memory_held: bool = False,
+    full_resolution: bool = False,
+) -> Analysed:
+    """`analyze` of a photo in hand (`fetch_image`) whose analysis slot the caller holds, with
+    the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
+    per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
+    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode."""
+    data = request.photo
+    # `total` counts from the start of the fetch, as the client waited.
+    started = time.perf_counter() - request.fetch_ms / 1000
+    timings = {"fetch": request.fetch_ms}
+    specs = await services.catalog.specs_for(services.triton, request.models)
+    metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
+    if request.keep != "no":
+        request = await _kept(request, data, services, owner)
+    key = _cache_key(specs, services.catalog.states, request.options)
+    row = _new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
+    answer = None if request.fresh else await _from_store(row, services.store)
+    if answer is not None:
+        if answer is row:  # the owner's inference from another source, stored as a new analysis
+            await _store(row, services.store, started)
+        return Analysed(stored_analysis(answer, cached=True), None)
+    inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
+    row.timings.update(inferred.timings)
+    _fill(row, inferred, services.catalog.states, request.options)
+    await _store(row, services.store, started)
+    return Analysed(stored_analysis(row, cached=False), inferred.photo)
+
+
+async def _kept(
+    request: AnalysisRequest, data: bytes, services: Services, owner: str
+) -> AnalysisRequest:
+    """`request` with its upload kept in the S3 bucket under `owner`'s prefix, its pointer as the
+    source; kept only once its header was accepted (a photo the analysis refuses is not kept),
+    and without its location and identifying metadata (gateway.images.privacy) unless
+    PICMETRIC_KEEP_UPLOAD_METADATA. The analysis reads `data` as sent: its header says whether it
+    carried a location. An upload that privacy cannot keep is refused (415) where it must be kept,
+    otherwise analysed and not kept, as without a bucket."""
+    settings = services.settings
+    bucket = settings.s3_bucket
+    if not bucket:
+        if request.keep == "required":
+            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        return request
+    await plan_photo(data, services)  # the header's checks; 413 or 415 and nothing kept
+    kept = data
+    if not settings.keep_upload_metadata:
+        try:
+            kept = await run_in_threadpool(privacy.strip_identifying, data)
+        except UnsupportedImage as exc:
+            if request.keep == "required":
+                raise
+            log.info("Upload %r is analysed, not kept: %s", request.source, exc)
+            return request
+    pointer = await s3_objects.keep_upload(services.s3, bucket, owner, kept)
+    return dataclasses.replace(request, source=pointer)
+
+
+async def _from_store(row: AnalysisRow, store: AnalysisStore) -> AnalysisRow | None:
+    """The stored analysis that answers `row`'s request: its owner's own of the same source; or,
+    when the owner had the same bytes analysed from another source with the same models and
+    options, `row` itself with that inference copied in (a new analysis: its own id, time and
+    source). Another owner's analysis never answers (AnalysisStore.find_cached): a key's first
+    analysis of a photo runs the models, so neither `cached` nor the time taken tells it that
+    another key analysed the photo. None: nothing stored answers it."""
+    cached = await store.find_cached(row.image_sha256, row.cache_key, row.owner, row.source)
+    if cached is None:
+        return None
+    metrics.CACHE_HITS.inc()
+    if cached.source == row.source:
+        return cached
+    row.width, row.height = cached.width, cached.height
+    row.models, row.result = cached.models, cached.result
+    return row
+
+
+async def _infer(
+    data: bytes,
+    specs: list[ModelSpec],
+    options: Options,
+    services: Services,
+    memory_held: bool,
+    full_resolution: bool,
+) -> _Inferred:
+    """Decode the photo (as small as the models and the quality figures allow, unless
+    `full_resolution`), then run the models and measure its quality side by side. What the
+    decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
+    the decode memory budget, before decoding, until the models have answered."""
+    call = services.call()
+    plan = await plan_photo(
+        data, services, None if full_resolution else decode_min_side(specs, call)
+    )
+    timings: dict[str, float] = {}
+    async with AsyncExitStack() as held:
+        if not memory_held:
+            nbytes = analysis_memory(plan, specs, call.input_sizes)
+            await held.enter_async_context(photo_memory(services, plan, nbytes))
+        with _stage("decode", timings):
+            # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
+            photo = await run_in_threadpool(decode_planned, data, plan)
+        measuring = asyncio.create_task(_measure(photo, timings))
+        try:
+            found, preprocess = await run_models(specs, call, photo, options)
+        except BaseException:
+            # Its thread reads the pixels: it ends while their memory is still held.
+            await asyncio.wait([measuring])
+            raise
+        figures, phash = await measuring
+    timings["preprocess"] = round(preprocess * 1000, 2)
+    metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
+    for name, result in found.items():
+        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
+    return _Inferred(photo, plan.header, found, figures, phash, timings)
+
+
+async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
+    """The photo's quality figures and perceptual hash, in a worker thread (OpenCV releases the
+    GIL), while the models run."""
+    with _stage("quality", timings):
+        return await run_in_threadpool(quality.measure, decoded.rgb)
+
+
+def _fill(
+    row: AnalysisRow, inferred: _Inferred, states: Mapping[str, ModelState], options: Options
+) -> None:
+    """`row` with what was inferred: the photo's size as shown, each model's run, the results,
+    the options and what the photo says of itself."""
+    header = inferred.header
+    row.width, row.height = inferred.photo.width, inferred.photo.height
+    row.models = _model_runs(inferred.found, states)
+    row.result = {
+        "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
+        "options": options.model_dump(),
+        "photo": {
+            "has_location": header.has_location,
+            "taken_at": header.taken_at,
+            "phash": inferred.phash,
+            "quality": inferred.figures.model_dump(),
+        },
+    }
+
+
+def _new_row(
+    request: AnalysisRequest, owner: str, sha256: str, key: str, timings: dict[str, float]
+) -> AnalysisRow:
+    return AnalysisRow(
+        id=new_id(),
+        created_at=dt.datetime.now(dt.UTC),
+        owner=owner,
+        source_kind=request.source_kind,
+        source=stored_source(request),
+        image_sha256=sha256,
+        cache_key=key,
+        timings=timings,
+    )
+
+
+async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None:
+    """Write `row` with its final timings, so that reading it later answers what the request
+    answered: `total` runs until the write starts; the write's own time is the `store` stage of
+    the metrics only (a row cannot hold how long its own commit took)."""
+    row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
+    with _stage("store", {}):
+        await store.save(row)
+
+
+def _results(found: dict[str, ModelResult]) -> Results:
+    results = Results.model_validate({name: result.detections for name, result in found.items()})
+    return results.with_faces_linked()
+
+
+def _model_runs(
+    found: dict[str, ModelResult], states: Mapping[str, ModelState]
+) -> dict[str, dict[str, object]]:
+    """Per model: the Triton version, the weights it runs on and its latency, as stored."""
+    return {
+        name: {
+            "version": states[name].version,
+            "weights": states[name].weights,
+            "latency_ms": round(result.seconds * 1000, 2),
+        }
+        for name, result in found.items()
+    }
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """SQLite drops the zone; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
+    """The typed analysis of a stored row."""
+    results = Results.model_validate(row.result["results"])
+    photo = dict(row.result.get("photo", {}))  # rows stored before it have the defaults
+    figures = photo.pop("quality", None)
+    return Analysis(
+        id=row.id,
+        cached=cached,
+        created_at=_utc(row.created_at).isoformat(),
+        source=Source.model_validate({"kind": row.source_kind, "url": row.source}),
+        image=ImageInfo(
+            width=row.width,
+            height=row.height,
+            sha256=row.image_sha256,
+            **photo,
+        ),
+        options=Options.model_validate(row.result["options"]),
+        models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
+        results=results,
+        summary=Summary.of(results),
+        quality=None if figures is None else Quality.model_validate(figures),
+        timings_ms=row.timings,
+    )
