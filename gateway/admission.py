@@ -32,11 +32,14 @@ class AdmissionLimiter:
         self.limit = limit
         self.in_flight = 0
 
+    def has_room(self, count: int = 1) -> bool:
+        return self.in_flight + count <= self.limit
+
     @contextmanager
     def admit(self, count: int = 1) -> Iterator[None]:
         """Hold `count` slots (a batch's photos) for the duration of the block, or raise
         `Overloaded` when fewer are free."""
-        if self.in_flight + count > self.limit:
+        if not self.has_room(count):
             metrics.ANALYSES_REJECTED.inc()
             raise Overloaded(
                 f"The gateway is already running {self.limit} analyses, its limit "

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict
 from core.models import FACE_KEYPOINTS, PERSON_LABEL
 
 SourceKind = Literal["url", "s3", "upload"]
+# The longest source (URL, s3:// pointer, upload name) stored and answered; longer is refused
+# before any work (422), not after inference by the database.
+SOURCE_CHARS = 2048
 PIXEL_DECIMALS = 2  # coordinates to a hundredth of a pixel; more digits are noise
 
 

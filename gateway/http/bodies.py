@@ -14,13 +14,13 @@ from starlette.datastructures import FormData, UploadFile
 
 from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
 from gateway.http.schemas import (
-    SOURCE_CHARS,
     AnalysisOptions,
     AnalyzeRequest,
     BatchRequest,
     SeedRequest,
 )
 from gateway.pipeline.analysis import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
+from gateway.results import SOURCE_CHARS
 from gateway.services import Services
 
 Body = TypeVar("Body", bound=BaseModel)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from gateway.errors import ErrorBody
 from gateway.results import Analysis, Box, Results
 
 ErrorRenderer = Callable[[str, str], dict[str, str]]
@@ -19,7 +20,7 @@ def v1_analysis(analysis: Analysis) -> dict[str, Any]:
 
 
 def v1_error(errortype: str, message: str) -> dict[str, str]:
-    return {"errortype": errortype, "message": message}
+    return ErrorBody(errortype=errortype, message=message).model_dump()
 
 
 def _seed_confidence(value: float) -> str:

@@ -10,13 +10,10 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
-from gateway.images.decode import ACCEPTED_FORMATS
+from gateway.errors import ErrorBody
+from gateway.images import ACCEPTED_FORMATS
+from gateway.results import SOURCE_CHARS
 from gateway.settings import Settings
-from gateway.store.storage import AnalysisRow
-
-# The longest source (URL, s3:// pointer, upload name) the results database stores; longer is
-# refused before any work (422), not after inference by the database.
-SOURCE_CHARS: int = AnalysisRow.__table__.c.source.type.length  # type: ignore[attr-defined]
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
 # unsupported_scheme, a message that says which schemes work) and everything else by fetching.
@@ -98,11 +95,6 @@ class ModelInfo(BaseModel):
     ready: bool
     version: str | None
     weights: dict[str, object]
-
-
-class ErrorBody(BaseModel):
-    errortype: str
-    message: str
 
 
 class SeedErrorBody(ErrorBody):

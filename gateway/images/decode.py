@@ -48,18 +48,10 @@ from PIL import Image, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
 from gateway.errors import ImageTooLarge, PicmetricError, UnsupportedImage
-from gateway.images import _png_text
+from gateway.images import ACCEPTED_FORMATS, _png_text
 from gateway.images._heif_boxes import CodedImage, coded_image
 from gateway.images._pixels import orient, pillow_rgb, srgb_transform, strip_rows, to_srgb
 
-# The formats we read, as error messages, /docs and the try-it page name them.
-ACCEPTED_FORMATS = "JPEG (Ultra HDR and MPO included), PNG, WebP, BMP, TIFF, HEIC/HEIF or AVIF"
-# What the try-it page's file picker offers: MIME types, and extensions for systems that know no
-# MIME type for HEIC or AVIF.
-UPLOAD_TYPES = (
-    "image/jpeg,image/png,image/webp,image/bmp,image/tiff,image/heic,image/heif,image/avif,"
-    ".jpg,.jpeg,.png,.webp,.bmp,.tif,.tiff,.heic,.heif,.avif"
-)
 _OPENCV_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
 _PILLOW_FORMATS = ("HEIF", "AVIF")
 DECODABLE_FORMATS = _OPENCV_FORMATS + _PILLOW_FORMATS

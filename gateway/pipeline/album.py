@@ -13,9 +13,7 @@ from contextlib import ExitStack
 from pydantic import BaseModel, ConfigDict
 
 from gateway import metrics
-from gateway.errors import UNEXPECTED, Overloaded, PicmetricError
-from gateway.http import rendering
-from gateway.http.schemas import ErrorBody
+from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
 from gateway.images.quality import hash_distance
 from gateway.intake.fetch import fetch_identity
 from gateway.pipeline.analysis import AnalysisRequest, analyze_keeping_photo, fetched, stored_source
@@ -213,13 +211,7 @@ def _failed(index: int, request: AnalysisRequest, exc: PicmetricError) -> BatchI
             "Batch photo %d (%s) failed: %s %s", index, stored_source(request), exc.errortype, exc
         )
     metrics.ERRORS.labels(exc.errortype).inc()
-    body = rendering.v1_error(exc.errortype, str(exc))
-    return BatchItem(index=index, error=ErrorBody.model_validate(body))
-
-
-def _has_free_slot(services: Services) -> bool:
-    admission = services.admission
-    return admission.in_flight < admission.limit
+    return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
 
 
 class _BatchRun:
@@ -292,7 +284,7 @@ class _BatchRun:
     def _start_analysing(self) -> None:
         """Photos in hand onto free slots; those left fail overloaded when the batch holds no
         slot they could queue for."""
-        while self.in_hand and _has_free_slot(self.services):
+        while self.in_hand and self.services.admission.has_room():
             slot = ExitStack()
             slot.enter_context(self.services.admission.admit())
             self.analysing += 1

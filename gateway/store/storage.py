@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from starlette.concurrency import run_in_threadpool
 
 from gateway.errors import StorageError
+from gateway.results import SOURCE_CHARS
 
 # Longest wait to open a connection to PostgreSQL, and to take one from the pool when all are in
 # use, in seconds: while the database is down a request fails after at most this long, not hangs.
@@ -47,7 +48,7 @@ class AnalysisRow(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     source_kind: Mapped[str] = mapped_column(String(16))  # url, s3, upload
-    source: Mapped[str] = mapped_column(String(2048))
+    source: Mapped[str] = mapped_column(String(SOURCE_CHARS))
     image_sha256: Mapped[str] = mapped_column(String(64), index=True)
     cache_key: Mapped[str] = mapped_column(String(64), index=True)
     width: Mapped[int] = mapped_column(Integer)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.images.decode import ACCEPTED_FORMATS, UPLOAD_TYPES
+from gateway.images import ACCEPTED_FORMATS, UPLOAD_TYPES
 from gateway.main import create_app
 from gateway.settings import Settings
 from tests.utils.ports import free_port
@@ -105,7 +105,7 @@ def test_docs_swagger_ui_renders_in_headless_chromium_offline(tmp_path: Path) ->
 
 
 def test_page_and_docs_name_the_accepted_formats(client: TestClient) -> None:
-    """One list (gateway.images.decode.ACCEPTED_FORMATS) in the page, its file picker and /docs."""
+    """One list (gateway.images.ACCEPTED_FORMATS) in the page, its file picker and /docs."""
     page = client.get("/").text
     assert ACCEPTED_FORMATS in page
     accept = re.search(r'accept="([^"]+)"', page)

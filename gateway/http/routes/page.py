@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
-from gateway.images.decode import ACCEPTED_FORMATS, UPLOAD_TYPES
+from gateway.images import ACCEPTED_FORMATS, UPLOAD_TYPES
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Only the files shipped in gateway/http/static/, by name: a request cannot reach anything else.

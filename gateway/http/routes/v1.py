@@ -7,13 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from gateway.errors import NotFound, error_statuses
+from gateway.errors import ErrorBody, NotFound, error_statuses
 from gateway.http import bodies, rendering
 from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.http.schemas import (
     AnalyzeRequest,
     BatchRequest,
-    ErrorBody,
     ModelInfo,
     multipart_schema,
 )
