@@ -8,9 +8,10 @@ from typing import Annotated
 
 from limits import parse
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from core.paths import MODEL_REPOSITORY
+from core.settings import CommonSettings
 from gateway.targets import parse_target
 
 MiB = 1 << 20
@@ -24,8 +25,8 @@ def _parse_limit(value: str) -> None:
         raise ValueError(f"'{value}' is not a rate limit like 120/minute") from exc
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
+class Settings(CommonSettings):
+    """The gateway's settings, with those every command shares (core/settings.py)."""
 
     # gRPC target syntax (gateway/targets.py): HOST:PORT, ipv4:A:PORT,B:PORT or dns:///NAME:PORT;
     # analyses go to the replicas in turn (gateway/triton/replicas.py).
@@ -90,9 +91,6 @@ class Settings(BaseSettings):
     # Without API keys a gateway listening beyond loopback refuses to start, unless this says
     # that anonymous access is wanted (check_exposure).
     allow_anonymous: bool = False
-    # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
-    # it (core/triton_admin.py); the same key Triton was started with.
-    triton_admin_key: str | None = Field(None, repr=False)
     # /readyz runs one canary inference through every model at a time and trusts its answer this
     # long when it worked, canary_retry_s when it failed (a flood of probes runs no more).
     canary_max_age_s: float = Field(60.0, gt=0)
@@ -143,7 +141,7 @@ class Settings(BaseSettings):
             _parse_limit(limit)
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", "triton_admin_key", mode="before")
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
