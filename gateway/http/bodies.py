@@ -19,7 +19,7 @@ from gateway.http.schemas import (
     BatchRequest,
     SeedRequest,
 )
-from gateway.pipeline.analysis import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
+from gateway.pipeline.request import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
 from gateway.results import SOURCE_CHARS
 from gateway.services import Services
 

@@ -62,7 +62,7 @@ _OPENED_FORMATS = ("HEIF", "AVIF", "BMP", "GIF", "PNG", "JPEG", "TIFF", "WEBP")
 # The formats whose frame count Pillow reads from a header field (a GIF's and a TIFF's are walked).
 _ANIMATED_FORMATS = ("PNG", "WEBP", "AVIF")
 # Peak bytes per pixel of a Pillow decode (DecodePlan.memory), measured at 12 MP with
-# benchmarks/phone_formats.py and tests/gateway/test_decode_formats.py.
+# benchmarks/phone_formats.py and tests/gateway/images/test_decode_formats.py.
 _PILLOW_BYTES_PER_PIXEL = {"HEIF": 9, "AVIF": 10}
 # The primary image only: no thumbnails, depth maps or auxiliary images (gain maps, mattes).
 register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)

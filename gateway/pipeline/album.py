@@ -16,7 +16,8 @@ from gateway import metrics
 from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
 from gateway.images.quality import hash_distance
 from gateway.intake.fetch import fetch_identity
-from gateway.pipeline.analysis import AnalysisRequest, analyze_keeping_photo, fetched, stored_source
+from gateway.pipeline.analysis import analyze_keeping_photo, fetched
+from gateway.pipeline.request import AnalysisRequest, stored_source
 from gateway.results import Analysis
 from gateway.services import Services
 

@@ -1,11 +1,11 @@
 """One analysis from start to end: fetch, then with an analysis slot: keep an upload, cache
-lookup, decode, inference, store."""
+lookup, decode, inference, store. What it is asked comes in as a `gateway.pipeline.request`;
+the row it stores and the answer it returns are made in `gateway.pipeline.answers`."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -13,80 +13,24 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics, tenancy
+from gateway import metrics
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
-from gateway.images.decode import DecodedImage, DecodePlan, ImageHeader, decode_planned, plan_decode
+from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
 from gateway.intake import s3 as s3_objects
-from gateway.intake import urlguard
 from gateway.intake.fetch import fetch
-from gateway.results import (
-    Analysis,
-    ImageInfo,
-    ModelRun,
-    Options,
-    Quality,
-    Results,
-    Source,
-    SourceKind,
-    Summary,
-)
+from gateway.pipeline.answers import Inferred, fill, new_row, stored_analysis
+from gateway.pipeline.request import AnalysisRequest
+from gateway.results import Analysis, Options, Quality
 from gateway.services import Services
-from gateway.settings import Settings
-from gateway.store.storage import AnalysisRow, AnalysisStore, new_id
+from gateway.store.storage import AnalysisRow, AnalysisStore
 from gateway.triton.catalog import ModelState
-from gateway.triton.inference import (
-    Call,
-    ModelResult,
-    ModelSpec,
-    decode_side,
-    run_models,
-    tensor_memory,
-)
+from gateway.triton.inference import Call, ModelSpec, decode_side, run_models, tensor_memory
 
 log = logging.getLogger(__name__)
-
-# Whether an upload is kept in the S3 bucket: not; where it can be (a bucket is set and the privacy
-# rebuild takes its format); or it must be (/v1/images: refused otherwise).
-KeepUpload = Literal["no", "if_possible", "required"]
-
-
-@dataclass(frozen=True)
-class AnalysisRequest:
-    source_kind: SourceKind
-    # The URL; an upload's `upload:<file name>`, or once it is kept, its s3:// pointer.
-    source: str
-    models: list[str] | None  # None: every model that is ready
-    options: Options
-    data: bytes | None = None  # the photo's bytes: uploaded, or once fetched (fetch_image)
-    fresh: bool = False  # run the models even when the store has the answer (no-cache)
-    keep: KeepUpload = "no"
-    fetch_ms: float = 0.0  # how long fetching `data` took
-
-    @property
-    def photo(self) -> bytes:
-        """The photo's bytes, in hand."""
-        if self.data is None:
-            raise RuntimeError(f"{self.source_kind} photo not fetched yet: call fetch_image first")
-        return self.data
-
-
-def url_kind(url: str) -> SourceKind:
-    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
-
-
-def options_or_defaults(
-    settings: Settings, threshold: float | None, max_results: int | None
-) -> Options:
-    """The request's options; what it leaves out comes from the settings."""
-    return Options(
-        threshold=settings.default_threshold if threshold is None else threshold,
-        max_results=settings.default_max_results if max_results is None else max_results,
-    )
 
 
 @contextmanager
@@ -195,32 +139,12 @@ async def analyze(request: AnalysisRequest, services: Services, owner: str) -> A
         return (await analyze_keeping_photo(request, services, owner)).analysis
 
 
-def stored_source(request: AnalysisRequest) -> str:
-    """The request's source as stored, answered and logged: a URL without its credentials, query
-    string or fragment."""
-    if request.source_kind == "upload":
-        return request.source
-    return tenancy.public_url(request.source)
-
-
 @dataclass(frozen=True)
 class Analysed:
     """An analysis, and its photo as decoded for the models (None when the store answered)."""
 
     analysis: Analysis
     photo: DecodedImage | None
-
-
-@dataclass(frozen=True)
-class _Inferred:
-    """What the models and the quality measure made of a decoded photo."""
-
-    photo: DecodedImage
-    header: ImageHeader
-    found: dict[str, ModelResult]
-    figures: Quality
-    phash: str
-    timings: dict[str, float]  # of decode, quality and preprocess
 
 
 async def analyze_keeping_photo(
@@ -243,7 +167,7 @@ async def analyze_keeping_photo(
     if request.keep != "no":
         request = await _kept(request, data, services, owner)
     key = _cache_key(specs, services.catalog.states, request.options)
-    row = _new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
+    row = new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
     answer = None if request.fresh else await _from_store(row, services.store)
     if answer is not None:
         if answer is row:  # the owner's inference from another source, stored as a new analysis
@@ -251,7 +175,7 @@ async def analyze_keeping_photo(
         return Analysed(stored_analysis(answer, cached=True), None)
     inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
     row.timings.update(inferred.timings)
-    _fill(row, inferred, services.catalog.states, request.options)
+    fill(row, inferred, services.catalog.states, request.options)
     await _store(row, services.store, started)
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
 
@@ -310,7 +234,7 @@ async def _infer(
     services: Services,
     memory_held: bool,
     full_resolution: bool,
-) -> _Inferred:
+) -> Inferred:
     """Decode the photo (as small as the models and the quality figures allow, unless
     `full_resolution`), then run the models and measure its quality side by side. What the
     decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
@@ -339,7 +263,7 @@ async def _infer(
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
-    return _Inferred(photo, plan.header, found, figures, phash, timings)
+    return Inferred(photo, plan.header, found, figures, phash, timings)
 
 
 async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
@@ -349,41 +273,6 @@ async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Qu
         return await run_in_threadpool(quality.measure, decoded.rgb)
 
 
-def _fill(
-    row: AnalysisRow, inferred: _Inferred, states: Mapping[str, ModelState], options: Options
-) -> None:
-    """`row` with what was inferred: the photo's size as shown, each model's run, the results,
-    the options and what the photo says of itself."""
-    header = inferred.header
-    row.width, row.height = inferred.photo.width, inferred.photo.height
-    row.models = _model_runs(inferred.found, states)
-    row.result = {
-        "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
-        "options": options.model_dump(),
-        "photo": {
-            "has_location": header.has_location,
-            "taken_at": header.taken_at,
-            "phash": inferred.phash,
-            "quality": inferred.figures.model_dump(),
-        },
-    }
-
-
-def _new_row(
-    request: AnalysisRequest, owner: str, sha256: str, key: str, timings: dict[str, float]
-) -> AnalysisRow:
-    return AnalysisRow(
-        id=new_id(),
-        created_at=dt.datetime.now(dt.UTC),
-        owner=owner,
-        source_kind=request.source_kind,
-        source=stored_source(request),
-        image_sha256=sha256,
-        cache_key=key,
-        timings=timings,
-    )
-
-
 async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None:
     """Write `row` with its final timings, so that reading it later answers what the request
     answered: `total` runs until the write starts; the write's own time is the `store` stage of
@@ -391,52 +280,3 @@ async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None
     row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
     with _stage("store", {}):
         await store.save(row)
-
-
-def _results(found: dict[str, ModelResult]) -> Results:
-    results = Results.model_validate({name: result.detections for name, result in found.items()})
-    return results.with_faces_linked()
-
-
-def _model_runs(
-    found: dict[str, ModelResult], states: Mapping[str, ModelState]
-) -> dict[str, dict[str, object]]:
-    """Per model: the Triton version, the weights it runs on and its latency, as stored."""
-    return {
-        name: {
-            "version": states[name].version,
-            "weights": states[name].weights,
-            "latency_ms": round(result.seconds * 1000, 2),
-        }
-        for name, result in found.items()
-    }
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    """SQLite drops the zone; every stored time is UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-
-def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
-    """The typed analysis of a stored row."""
-    results = Results.model_validate(row.result["results"])
-    photo = dict(row.result.get("photo", {}))  # rows stored before it have the defaults
-    figures = photo.pop("quality", None)
-    return Analysis(
-        id=row.id,
-        cached=cached,
-        created_at=_utc(row.created_at).isoformat(),
-        source=Source.model_validate({"kind": row.source_kind, "url": row.source}),
-        image=ImageInfo(
-            width=row.width,
-            height=row.height,
-            sha256=row.image_sha256,
-            **photo,
-        ),
-        options=Options.model_validate(row.result["options"]),
-        models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
-        results=results,
-        summary=Summary.of(results),
-        quality=None if figures is None else Quality.model_validate(figures),
-        timings_ms=row.timings,
-    )

@@ -9,7 +9,6 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.images import drawing
 from gateway.pipeline.analysis import (
-    AnalysisRequest,
     analysis_memory,
     analyze_keeping_photo,
     fetch_image,
@@ -17,6 +16,7 @@ from gateway.pipeline.analysis import (
     photo_memory,
     plan_photo,
 )
+from gateway.pipeline.request import AnalysisRequest
 from gateway.services import Services
 from gateway.triton.inference import MODELS
 

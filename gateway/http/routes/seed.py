@@ -12,7 +12,8 @@ from gateway.errors import error_statuses
 from gateway.http import bodies, rendering
 from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.http.schemas import SeedErrorBody, SeedRequest, SeedResponse
-from gateway.pipeline.analysis import AnalysisRequest, analyze, options_or_defaults, url_kind
+from gateway.pipeline.analysis import analyze
+from gateway.pipeline.request import AnalysisRequest, options_or_defaults, url_kind
 
 
 class SeedRoute(APIRoute):

@@ -17,8 +17,9 @@ from gateway.http.schemas import (
     multipart_schema,
 )
 from gateway.pipeline.album import BatchAnswer, analyze_album
-from gateway.pipeline.analysis import analyze, stored_analysis
+from gateway.pipeline.analysis import analyze
 from gateway.pipeline.annotation import annotate
+from gateway.pipeline.answers import stored_analysis
 from gateway.results import Analysis
 
 router = APIRouter(
