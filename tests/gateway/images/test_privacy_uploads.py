@@ -25,7 +25,7 @@ from gateway.images.decode import read_header
 from gateway.tenancy import ANONYMOUS
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, s3_client
-from tests.gateway.test_privacy import IDENTIFYING_TAGS, assert_kept_clean
+from tests.gateway.images.test_privacy import IDENTIFYING_TAGS, assert_kept_clean
 from tests.utils.exiftool import write_tags
 from tests.utils.hostile_metadata import SECRETS, gps_exif
 from tests.utils.services import gateway_process

@@ -13,7 +13,7 @@ import pytest
 from gateway.admission import AdmissionLimiter, FetchLimiter
 from gateway.errors import Overloaded, TooManyFetches
 from gateway.pipeline import album
-from gateway.pipeline.analysis import AnalysisRequest
+from gateway.pipeline.request import AnalysisRequest
 from gateway.results import Options
 from gateway.tenancy import ANONYMOUS
 
