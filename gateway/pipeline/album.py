@@ -17,7 +17,8 @@ from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
 from gateway.images.quality import hash_distance
 from gateway.intake.fetch import fetch_identity
 from gateway.pipeline.analysis import analyze_keeping_photo, fetched
-from gateway.pipeline.request import AnalysisRequest, stored_source
+from gateway.pipeline.answers import stored_source
+from gateway.pipeline.request import AnalysisRequest
 from gateway.results import Analysis
 from gateway.services import Services
 

@@ -8,8 +8,9 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gateway import tenancy
 from gateway.images.decode import DecodedImage, ImageHeader
-from gateway.pipeline.request import AnalysisRequest, stored_source
+from gateway.pipeline.request import AnalysisRequest
 from gateway.results import (
     Analysis,
     ImageInfo,
@@ -35,6 +36,14 @@ class Inferred:
     figures: Quality
     phash: str
     timings: dict[str, float]  # of decode, quality and preprocess
+
+
+def stored_source(request: AnalysisRequest) -> str:
+    """The request's source as stored, answered and logged: a URL without its credentials, query
+    string or fragment."""
+    if request.source_kind == "upload":
+        return request.source
+    return tenancy.public_url(request.source)
 
 
 def new_row(

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway import tenancy
 from gateway.intake import urlguard
 from gateway.results import Options, SourceKind
 from gateway.settings import Settings
@@ -49,11 +48,3 @@ def options_or_defaults(
         threshold=settings.default_threshold if threshold is None else threshold,
         max_results=settings.default_max_results if max_results is None else max_results,
     )
-
-
-def stored_source(request: AnalysisRequest) -> str:
-    """The request's source as stored, answered and logged: a URL without its credentials, query
-    string or fragment."""
-    if request.source_kind == "upload":
-        return request.source
-    return tenancy.public_url(request.source)
