@@ -8,7 +8,6 @@ Runs a real Triton (the wheel's) on the test models and the app in process:
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import threading
@@ -74,7 +73,6 @@ def main() -> None:
     from gateway.main import create_app
     from gateway.settings import Settings
 
-    os.environ["PICMETRIC_ALLOWED_HOSTS"] = "testserver"
     folder = Path(tempfile.mkdtemp(prefix="picmetric-request-path-"))
     names = [
         f.name
@@ -93,6 +91,7 @@ def main() -> None:
             triton_grpc_url=triton.grpc_url,
             database_url=f"sqlite:///{folder / 'analyses.db'}",
             model_repository=repository,
+            allowed_hosts=["testserver"],  # the test client's Host
         )
         sys.setprofile(entries)
         threading.setprofile(entries)  # the test client's event loop and the worker threads
