@@ -8,6 +8,7 @@ Runs a real Triton (the wheel's) on the test models and the app in process:
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import threading
@@ -68,6 +69,9 @@ def sub_package(module: str) -> str:
 
 
 def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.request_path", description=__doc__
+    ).parse_args()
     from fastapi.testclient import TestClient
 
     from gateway.main import create_app
