@@ -61,11 +61,11 @@ run_tests() {
   # rate limits shared by gateway processes (tests/gateway/test_rate_limits.py)
   apt_ensure redis-server redis-server
   apt_ensure shellcheck shellcheck
-  # a real browser loads /docs offline (tests/gateway/test_docs.py)
+  # a real browser loads /docs offline (tests/gateway/http/test_docs.py)
   apt_ensure chromium chromium
-  # the try-it page driven through the system browser's WebDriver (tests/gateway/test_page.py)
+  # the try-it page driven through the system browser's WebDriver (tests/gateway/http/test_page.py)
   apt_ensure /usr/bin/chromedriver chromium-driver
-  # the privacy oracle reads every kept upload (tests/gateway/test_privacy.py)
+  # the privacy oracle reads every kept upload (tests/gateway/images/test_privacy.py)
   apt_ensure exiftool libimage-exiftool-perl
   say "Linting (ruff) and type-checking (mypy)"
   ruff check .

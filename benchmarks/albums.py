@@ -1,5 +1,5 @@
-"""The measurements behind albums (gateway/quality.py, gateway/album.py): what the quality
-figures and the perceptual hash cost, and how far apart the hashes of copies and of distinct
+"""The measurements behind albums (gateway/images/quality.py, gateway/pipeline/album.py): what the
+quality figures and the perceptual hash cost, and how far apart the hashes of copies and of distinct
 photos are.
 
 `python -m benchmarks.albums` prints (1) the median time of `quality.measure` on the phone-like
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from benchmarks._measure import machine, table
-from gateway import quality
+from gateway.images import quality
 from tests.utils.mtcnn_faces import rgb
 from tests.utils.real_photos import decoded, jpeg_bytes, real_photo
 

@@ -32,7 +32,7 @@ import pillow_heif
 from benchmarks._measure import log, machine, table
 from benchmarks._served import prepare_repository, wait_ready
 from core.paths import PROJECT_ROOT
-from gateway.decode import plan_decode
+from gateway.images.decode import plan_decode
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.phone_formats import encode
 from tests.utils.ports import free_port
@@ -45,7 +45,7 @@ TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "HEIF": "image/heic", "AVIF"
 # codec first; prints the peak RSS rise of the first decode and the median of `repeats` decodes.
 _DECODE = """
 import statistics, sys, time
-from gateway.decode import decode_rgb
+from gateway.images.decode import decode_rgb
 def kb(field):
     status = open('/proc/self/status').read().splitlines()
     return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))

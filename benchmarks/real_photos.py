@@ -287,7 +287,7 @@ def main() -> None:
 
     print("## Real-size photos\n")
     print(f"`{' '.join(['python -m benchmarks.real_photos', *sys.argv[1:]])}`\n")
-    print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}\n")
+    print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n")
     jpegs = {s: jpeg_bytes(real_photo(float(s.removesuffix("mp")))) for s in sizes}
     photos = {s: decoded(jpeg) for s, jpeg in jpegs.items()}
     with ExitStack() as stack:

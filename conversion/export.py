@@ -89,7 +89,7 @@ def convert_cached(
             "model": model,
             "cache_key": key,
             "weights": weights.provenance(),
-            "converted_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "converted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "conversion_seconds": round(time.perf_counter() - started, 1),
             **extra,
         }

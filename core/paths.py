@@ -6,12 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
+from core.settings import CommonSettings
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The checkout's, unless PICMETRIC_MODEL_REPOSITORY says otherwise (the gateway's setting of the
-# same name): an image installs the project into site-packages, away from any checkout.
-MODEL_REPOSITORY = Path(
-    os.environ.get("PICMETRIC_MODEL_REPOSITORY") or PROJECT_ROOT / "model_repository"
-)
+# The checkout's, unless PICMETRIC_MODEL_REPOSITORY says otherwise (core/settings.py).
+MODEL_REPOSITORY = CommonSettings().model_repository or PROJECT_ROOT / "model_repository"
 
 
 def cache_dir() -> Path:

@@ -3,8 +3,8 @@ refused at once (503 `overloaded` + Retry-After) rather than queued; an analysis
 its photo's bytes are in hand, so its slot is held for compute, never while waiting on another
 server. Fetches have their own bound, per API key (429 `too_many_fetches`). And a budget of
 memory for the photos being analysed, which each photo reserves by the bytes its analysis will
-hold at most (its header says how many: gateway.analysis.analysis_memory) before any pixel is
-decoded."""
+hold at most (its header says how many: gateway.pipeline.analysis.analysis_memory) before any pixel
+is decoded."""
 
 from __future__ import annotations
 
@@ -32,11 +32,14 @@ class AdmissionLimiter:
         self.limit = limit
         self.in_flight = 0
 
+    def has_room(self, count: int = 1) -> bool:
+        return self.in_flight + count <= self.limit
+
     @contextmanager
     def admit(self, count: int = 1) -> Iterator[None]:
         """Hold `count` slots (a batch's photos) for the duration of the block, or raise
         `Overloaded` when fewer are free."""
-        if self.in_flight + count > self.limit:
+        if not self.has_room(count):
             metrics.ANALYSES_REJECTED.inc()
             raise Overloaded(
                 f"The gateway is already running {self.limit} analyses, its limit "

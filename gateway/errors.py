@@ -3,11 +3,18 @@ mapped to responses in one place (gateway.main)."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 # How long a client should wait before retrying a 503: about one model reload or restart.
 RETRY_AFTER = {"Retry-After": "10"}
 
 
 UNEXPECTED = "The gateway failed unexpectedly; the error was logged."
+
+
+class ErrorBody(BaseModel):
+    errortype: str
+    message: str
 
 
 class PicmetricError(Exception):

@@ -15,13 +15,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import docs, logs, metrics, rendering
+from gateway import logs, metrics
 from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
-from gateway.limits import BodyLimit, OperationsHosts, TrustedHosts
-from gateway.migrate import prepare_schema
-from gateway.routes import health, page, seed, v1
+from gateway.http import docs, rendering
+from gateway.http.limits import BodyLimit, OperationsHosts, TrustedHosts
+from gateway.http.routes import health, page, seed, v1
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.store.migrate import prepare_schema
 
 log = logging.getLogger("gateway")
 

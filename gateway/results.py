@@ -1,5 +1,5 @@
 """What the models found, typed from the moment Triton answers until a renderer
-(`gateway.rendering`) turns it into JSON. Coordinates are the photo's pixels."""
+(`gateway.http.rendering`) turns it into JSON. Coordinates are the photo's pixels."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict
 from core.models import FACE_KEYPOINTS, PERSON_LABEL
 
 SourceKind = Literal["url", "s3", "upload"]
+# The longest source (URL, s3:// pointer, upload name) stored and answered; longer is refused
+# before any work (422), not after inference by the database.
+SOURCE_CHARS = 2048
 PIXEL_DECIMALS = 2  # coordinates to a hundredth of a pixel; more digits are noise
 
 
@@ -140,7 +143,9 @@ class ImageInfo(Result):
     sha256: str
     has_location: bool = False  # the photo carried a GPS position (never stored or answered)
     taken_at: str | None = None  # when, as its EXIF says (ISO 8601, the camera's local time)
-    phash: str | None = None  # perceptual hash (gateway.quality), 16 hex digits; older rows: None
+    phash: str | None = (
+        None  # perceptual hash (gateway.images.quality), 16 hex digits; older rows: None
+    )
 
 
 class Quality(Result):

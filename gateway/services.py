@@ -14,13 +14,13 @@ from botocore.config import Config
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
 from gateway.admission import MEMORY_WAIT_S, AdmissionLimiter, FetchLimiter, MemoryBudget
-from gateway.catalog import ModelCatalog
-from gateway.fetch import http_client
-from gateway.inference import Call
+from gateway.intake.fetch import http_client
 from gateway.ratelimit import RateLimiter
-from gateway.replicas import Replica, Replicas
 from gateway.settings import Settings
-from gateway.storage import AnalysisStore
+from gateway.store.storage import AnalysisStore
+from gateway.triton.catalog import ModelCatalog
+from gateway.triton.inference import Call
+from gateway.triton.replicas import Replica, Replicas
 
 # gRPC waits up to 120 s between reconnect attempts by default: after a Triton restart the
 # gateway would keep answering 503 long after Triton is back. Our options replace tritonclient's

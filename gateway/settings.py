@@ -8,9 +8,10 @@ from typing import Annotated
 
 from limits import parse
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from core.paths import MODEL_REPOSITORY
+from core.settings import CommonSettings
 from gateway.targets import parse_target
 
 MiB = 1 << 20
@@ -24,11 +25,11 @@ def _parse_limit(value: str) -> None:
         raise ValueError(f"'{value}' is not a rate limit like 120/minute") from exc
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
+class Settings(CommonSettings):
+    """The gateway's settings, with those every command shares (core/settings.py)."""
 
     # gRPC target syntax (gateway/targets.py): HOST:PORT, ipv4:A:PORT,B:PORT or dns:///NAME:PORT;
-    # analyses go to the replicas in turn (gateway/replicas.py).
+    # analyses go to the replicas in turn (gateway/triton/replicas.py).
     triton_grpc_url: str = "127.0.0.1:8001"
     triton_timeout_s: float = Field(30.0, gt=0)
     # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
@@ -43,7 +44,8 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
     s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
     # true: uploads are kept as sent, their GPS position and identifying EXIF/XMP included;
-    # false: rebuilt from their pixel data, orientation and colour profile (gateway/privacy/).
+    # false: rebuilt from their pixel data, orientation and colour profile
+    # (gateway/images/privacy/).
     keep_upload_metadata: bool = False
     # Where s3:// images may be read from: comma-separated `bucket` or `bucket/prefix/`; empty:
     # s3_bucket only. The gateway's role may read more than its clients should (s3.py).
@@ -57,11 +59,12 @@ class Settings(BaseSettings):
     # over 1,000,000 px, OpenCV images over 2^20 px a side); at most libjpeg's largest, so that
     # every photo analysed can be answered drawn as a JPEG (/v1/annotate).
     max_image_side: int = Field(65_500, ge=1, le=65_500)
-    # Scans of one JPEG (gateway.decode: the decoder passes over the coefficients once a scan).
+    # Scans of one JPEG (gateway.images.decode: the decoder passes over the coefficients once a
+    # scan).
     max_jpeg_scans: int = Field(64, ge=1)
     # What the photos being decoded and analysed in one process may hold at once (the decoded
     # pixels, what the decoder keeps of the stored ones, the quality figures' buffers and the
-    # models' inputs in flight: gateway.analysis.analysis_memory): with the process's own
+    # models' inputs in flight: gateway.pipeline.analysis.analysis_memory): with the process's own
     # ~0.25 GB it keeps a gateway under the chart's 2 GiB limit. A photo needing more: 413.
     decode_memory_bytes: int = Field(1 << 30, ge=MiB)
     max_batch_images: int = Field(16, ge=1, le=64)  # POST /v1/batch
@@ -88,9 +91,6 @@ class Settings(BaseSettings):
     # Without API keys a gateway listening beyond loopback refuses to start, unless this says
     # that anonymous access is wanted (check_exposure).
     allow_anonymous: bool = False
-    # Sent with Triton's repository API calls (model repair): Triton's admin API is locked behind
-    # it (core/triton_admin.py); the same key Triton was started with.
-    triton_admin_key: str | None = Field(None, repr=False)
     # /readyz runs one canary inference through every model at a time and trusts its answer this
     # long when it worked, canary_retry_s when it failed (a flood of probes runs no more).
     canary_max_age_s: float = Field(60.0, gt=0)
@@ -141,7 +141,7 @@ class Settings(BaseSettings):
             _parse_limit(limit)
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", "triton_admin_key", mode="before")
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

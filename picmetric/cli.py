@@ -17,6 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from core.paths import MODEL_REPOSITORY, cache_dir
+from core.settings import ClientSettings, CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client
 from picmetric.supervisor import RestartPolicy
@@ -94,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--draw", type=Path, help="save the photo with the detections drawn")
     analyze.add_argument("--blur-faces", action="store_true", help="with --draw: blur faces")
     analyze.add_argument("--json", action="store_true", help="print the whole JSON answer")
-    analyze.add_argument(
-        "--api-key", default=os.environ.get("PICMETRIC_API_KEY"), help="or PICMETRIC_API_KEY"
-    )
+    analyze.add_argument("--api-key", default=ClientSettings().api_key, help="or PICMETRIC_API_KEY")
     commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
@@ -149,8 +148,8 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _prepared_settings(host: str, **overrides: str) -> Settings:
     """The gateway's settings, checked for listening on `host` and with its database schema
     ready (a problem is one clear line here, before any server starts)."""
-    from gateway.migrate import prepare_schema
     from gateway.settings import Settings
+    from gateway.store.migrate import prepare_schema
 
     settings = Settings(**overrides)  # type: ignore[arg-type]
     settings.check_exposure(host)
@@ -241,7 +240,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
 def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
     """The key that locks Triton's admin API: PICMETRIC_TRITON_ADMIN_KEY, else a new one per run
     (`serve` hands it to its gateway; `triton` alone writes it to a file only its user reads)."""
-    key = os.environ.get("PICMETRIC_TRITON_ADMIN_KEY")
+    key = CommonSettings().triton_admin_key
     if with_gateway:
         return key or new_admin_key()
     where = "PICMETRIC_TRITON_ADMIN_KEY"
@@ -264,8 +263,8 @@ def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
 
 
 def run_migrate() -> None:
-    from gateway.migrate import upgrade_schema
     from gateway.settings import Settings
+    from gateway.store.migrate import upgrade_schema
 
     upgrade_schema(Settings().database_url)
 

@@ -132,7 +132,7 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             "--exit-on-error=true",
             # Explicit model control: every model loads at start, and the gateway can reload one
-            # whose Python stub died (gateway/repair.py) through Triton's repository API.
+            # whose Python stub died (gateway/triton/repair.py) through Triton's repository API.
             "--model-control-mode=explicit",
             "--load-model=*",
             *restricted_api_args(self.admin_key),

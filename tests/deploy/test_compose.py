@@ -90,9 +90,9 @@ def test_triton_reserves_a_gpu_and_mounts_the_repository_read_only() -> None:
 
 
 def test_triton_loads_every_model_under_explicit_control_as_locally() -> None:
-    """The gateway reloads a model whose Python stub died (gateway/repair.py) through Triton's
-    repository API, which needs explicit model control; --load-model=* still loads every model
-    at start. The local launcher runs Triton the same way."""
+    """The gateway reloads a model whose Python stub died (gateway/triton/repair.py) through
+    Triton's repository API, which needs explicit model control; --load-model=* still loads every
+    model at start. The local launcher runs Triton the same way."""
     flags = {"--model-control-mode=explicit", "--load-model=*"}
     assert flags <= set(SERVICES["triton"]["command"])
     local, _ = TritonServer().command()

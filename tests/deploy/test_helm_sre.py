@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.replicas import RESOLVE_S
+from gateway.triton.replicas import RESOLVE_S
 from tests.deploy.test_helm import (
     PRODUCTION,
     VALUES,
@@ -218,7 +218,7 @@ def test_migrations_run_as_the_schema_owner_within_helms_timeout() -> None:
 
 def test_triton_drains_longer_than_the_gateways_re_resolve() -> None:
     """A Triton pod leaving the endpoints keeps serving until every gateway has resolved the
-    headless name again (gateway/replicas.py, RESOLVE_S) and the DNS cache (5 s) expired."""
+    headless name again (gateway/triton/replicas.py, RESOLVE_S) and the DNS cache (5 s) expired."""
     for values in VALUES.values():
         objects = render(*values)
         triton = container(find(objects, "Deployment", "-triton"), "triton")

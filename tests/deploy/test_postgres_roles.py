@@ -14,8 +14,8 @@ from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.exc import ProgrammingError
 
 from core.paths import PROJECT_ROOT
-from gateway.migrate import check_schema, upgrade_schema
-from gateway.storage import AnalysisStore
+from gateway.store.migrate import check_schema, upgrade_schema
+from gateway.store.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS
 from tests.utils.analyses import sample_row
 from tests.utils.postgres import fresh_database, postgres_server

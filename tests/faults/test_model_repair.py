@@ -194,7 +194,7 @@ def test_model_repair_stub_killed_under_load_answers_503_then_200_again(
     # A dead stub is the server's fault: a 4xx here would blame the client for it.
     assert statuses <= {200, 503}, statuses
     # Answered after the kill: those that met the dead stub fail; those sent while the model is
-    # reloaded wait for it and are retried once (gateway/inference.py).
+    # reloaded wait for it and are retried once (gateway/triton/inference.py).
     failed = [a for a in answers if a.status != 200 and a.received >= killed]
     assert failed, "no request failed after the kill: the stub was not killed"
     for answer in (a for a in answers if a.status == 503):

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.catalog import CANARY_TIMEOUT_S
+from gateway.triton.catalog import CANARY_TIMEOUT_S
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.load import Load
 from tests.utils.ports import free_port

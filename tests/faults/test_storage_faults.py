@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from sqlalchemy import create_engine, text
 
-from gateway.storage import AnalysisRow
+from gateway.store.storage import AnalysisRow
 from picmetric.triton_server import TritonServer
 from tests.utils.analyses import count_analyses
 from tests.utils.ports import free_port
@@ -47,7 +47,7 @@ DOWN_S = 10
 RECOVERY_LIMIT_S = 30
 AFTER_S = 3  # load kept after the first success once it is back
 # Far above one small ResNet50 analysis here, and above the store's bounded waits
-# (gateway.storage.DATABASE_TIMEOUT_S): a request still unanswered then has hung.
+# (gateway.store.storage.DATABASE_TIMEOUT_S): a request still unanswered then has hung.
 CLIENT_TIMEOUT_S = 20
 BUCKET = "picmetric-fault-uploads"
 COLUMNS = tuple(column.name for column in AnalysisRow.__table__.columns)
@@ -213,8 +213,9 @@ def test_gateway_answers_503_while_postgres_is_down_and_heals_by_itself(
         assert analysis_id in rows, f"200 answered {analysis_id}, but no row has it"
         _check_complete(rows[analysis_id], answer)
     # A row no 200 answered: only possible when PostgreSQL stopped during that request's COMMIT,
-    # which then succeeded without the gateway hearing it (gateway.storage.AnalysisStore.save).
-    # Such a row is complete and belongs to a request that failed during the outage.
+    # which then succeeded without the gateway hearing it
+    # (gateway.store.storage.AnalysisStore.save). Such a row is complete and belongs to a request
+    # that failed during the outage.
     failed_thresholds = {round(a.threshold, 5) for a in during}
     orphans = [rows[i] for i in rows.keys() - ok.keys()]
     for row in orphans:
@@ -267,7 +268,8 @@ def test_upload_answers_503_while_s3_is_down_and_heals_by_itself(
             assert refused.body["errortype"] == "storage_unavailable"
             assert "S3 is unreachable" in refused.body["message"]
             assert refused.retry_after is not None and int(refused.retry_after) > 0
-            # Reading an image by its s3:// key is a fetch of the client's source (gateway.s3.read)
+            # Reading an image by its s3:// key is a fetch of the client's source
+            # (gateway.intake.s3.read)
             by_key = client.post(
                 "/v1/analyze", json={"url": kept.body["source"]["url"], "models": ["resnet50"]}
             )
@@ -296,9 +298,9 @@ def test_upload_answers_503_while_s3_is_down_and_heals_by_itself(
 
 
 def test_gateway_start_fails_in_one_line_when_postgres_is_down(tmp_path: Path) -> None:
-    """The schema is prepared before anything else starts (gateway.migrate), so a database that
-    is not there is one plain ERROR line and exit status 1, not a traceback or a hang; compose's
-    restart policy then starts the gateway again until the database is back (README)."""
+    """The schema is prepared before anything else starts (gateway.store.migrate), so a database
+    that is not there is one plain ERROR line and exit status 1, not a traceback or a hang;
+    compose's restart policy then starts the gateway again until the database is back (README)."""
     port = free_port()  # nothing listens there
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     env = {**os.environ, "PICMETRIC_DATABASE_URL": url, "PICMETRIC_MIGRATE_ON_START": "false"}

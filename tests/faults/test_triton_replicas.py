@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 
 from core.triton_admin import new_admin_key
 from gateway.main import create_app
-from gateway.replicas import RESOLVE_S
 from gateway.settings import Settings
+from gateway.triton.replicas import RESOLVE_S
 from tests.utils.load import Load
 from tests.utils.ports import free_port
 from tests.utils.processes import processes, stubs_of
@@ -250,7 +250,7 @@ def test_a_replica_added_to_the_dns_answer_gets_work_within_a_minute(
         assert (name, port) == ("triton-replicas.test", 8001)
         return list(answer)
 
-    monkeypatch.setattr("gateway.replicas.resolve", resolver)
+    monkeypatch.setattr("gateway.triton.replicas.resolve", resolver)
     settings = Settings(
         triton_grpc_url="dns:///triton-replicas.test:8001",
         triton_admin_key=admin_key,

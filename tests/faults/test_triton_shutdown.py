@@ -18,12 +18,12 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from prometheus_client import REGISTRY
 
-from gateway.decode import DecodedImage
 from gateway.errors import PicmetricError
-from gateway.inference import MODELS, Call, run_models
+from gateway.images.decode import DecodedImage
 from gateway.results import Options
 from gateway.services import TRITON_CHANNEL
 from gateway.settings import Settings
+from gateway.triton.inference import MODELS, Call, run_models
 from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.ports import free_port
 from tests.utils.real_photos import real_photo

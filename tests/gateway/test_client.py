@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from gateway.drawing import FACE_COLOUR
+from gateway.images.drawing import FACE_COLOUR
 from tests.gateway.conftest import Gateway
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import io
 import logging
 import sys
@@ -77,7 +76,7 @@ def test_a_tracebacks_messages_stay_on_their_lines() -> None:
         _raise_with_cause("No analysis with id 'a\nFORGED'")
     except ValueError:
         record = logging.LogRecord("g", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
-    group_type = getattr(builtins, "ExceptionGroup")  # noqa: B009 (Python 3.11; ruff reads 3.10)
+    group_type = ExceptionGroup
     group = group_type("photos", [ValueError("b\nFORGED"), TypeError("c")])
     grouped = logging.LogRecord("g", logging.ERROR, __file__, 1, "failed", None, None)
     grouped.exc_info = (group_type, group, None)

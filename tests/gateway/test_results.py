@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway import rendering
+from gateway.http import rendering
 from gateway.results import Box, DetectedObject, Face, Results, Summary
 
 POINTS = [(0.0, 0.0)] * 5

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.migrate import upgrade_schema
 from gateway.ratelimit import key_id
-from gateway.storage import AnalysisStore
+from gateway.store.migrate import upgrade_schema
+from gateway.store.storage import AnalysisStore
 from gateway.tenancy import ANONYMOUS, owner_of, public_url
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, FRESH, database_of, s3_client

@@ -126,3 +126,18 @@ def test_picmetric_triton_says_where_its_key_is_and_takes_one_from_the_env(
     assert cli._triton_admin_key(with_gateway=True, http_port=18000) == "chosen"
     monkeypatch.delenv("PICMETRIC_TRITON_ADMIN_KEY")
     assert cli._triton_admin_key(with_gateway=True, http_port=18000) not in ("chosen", key)
+
+
+def test_picmetric_triton_and_the_gateway_take_the_same_key_from_dot_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key in `.env` (as ./bootstrap.sh deploy writes it) locks the Triton that `picmetric
+    triton` starts and is the one `picmetric gateway` sends: both read it through the settings."""
+    from gateway.settings import Settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("PICMETRIC_TRITON_ADMIN_KEY", raising=False)
+    (tmp_path / ".env").write_text("PICMETRIC_TRITON_ADMIN_KEY=from-dot-env\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli._triton_admin_key(with_gateway=False, http_port=18000) == "from-dot-env"
+    assert Settings().triton_admin_key == "from-dot-env"

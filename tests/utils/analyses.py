@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import create_engine, text
 
-from gateway.storage import AnalysisRow, new_id
+from gateway.store.storage import AnalysisRow, new_id
 from gateway.tenancy import ANONYMOUS
 
 
@@ -14,7 +14,7 @@ def sample_row(analysis_id: str | None = None) -> AnalysisRow:
     """A complete analysis row (a new id unless one is given), the same every call otherwise."""
     return AnalysisRow(
         id=analysis_id or new_id(),
-        created_at=dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc),
+        created_at=dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC),
         source_kind="url",
         source="https://example.com/cat.jpg",
         image_sha256="a" * 64,

@@ -1,6 +1,6 @@
 """What a decode really holds, the oracle for the gateway's count (DecodePlan.memory): how far a
 fresh interpreter's peak RSS (VmHWM, reset through clear_refs) rises above its RSS while
-gateway.decode.decode_rgb decodes the photo."""
+gateway.images.decode.decode_rgb decodes the photo."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core.paths import PROJECT_ROOT
 
 _MEASURE = """
 import sys
-from gateway.decode import decode_rgb
+from gateway.images.decode import decode_rgb
 def kb(field):
     status = open('/proc/self/status').read().splitlines()
     return next(int(l.split()[1]) for l in status if l.startswith(field + ':'))

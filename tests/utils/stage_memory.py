@@ -1,9 +1,9 @@
 """What each stage of an analysis really holds and how long it takes, the oracle for the gateway's
-count (gateway.analysis.analysis_memory): a worker interpreter runs one stage at a time on a photo
-and reports how far its peak RSS (VmHWM, reset through clear_refs) rose above its RSS before the
-stage, and the stage's seconds. glibc's mmap threshold is fixed at 128 KiB in the worker, so every
-large buffer is mapped when allocated and unmapped when freed: one stage's freed buffers neither
-hide the next one's (reused without a page fault) nor count in its baseline."""
+count (gateway.pipeline.analysis.analysis_memory): a worker interpreter runs one stage at a time on
+a photo and reports how far its peak RSS (VmHWM, reset through clear_refs) rose above its RSS before
+the stage, and the stage's seconds. glibc's mmap threshold is fixed at 128 KiB in the worker, so
+every large buffer is mapped when allocated and unmapped when freed: one stage's freed buffers
+neither hide the next one's (reused without a page fault) nor count in its baseline."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ def encoded(rgb: np.ndarray, extension: str) -> bytes:
 _WORKER = r"""
 import json, pickle, struct, sys, time
 import numpy as np
-from gateway import drawing, quality
+from gateway.images import drawing, quality
 from gateway.results import Box, DetectedObject, Face, Results
-from gateway.decode import DecodedImage, decode_planned, plan_decode
-from gateway.inference import MODELS, _input
+from gateway.images.decode import DecodedImage, decode_planned, plan_decode
+from gateway.triton.inference import MODELS, _input
 from tritonclient.grpc._utils import _get_inference_request
 
 def kb(field):

@@ -1,0 +1,122 @@
+"""Which gateway modules one `POST /v1/analyze` (an upload, every ready model, the store not
+asked: Cache-Control: no-cache) passes through, in order, and how often the reading returns to a
+module already left: ARCHITECTURE.md's "One request", measured. A module is entered when one of
+its functions starts (a new frame, not a coroutine resuming) called from another gateway module
+(the nearest one up the stack: contextlib, pydantic or the event loop between are not ours).
+Runs a real Triton (the wheel's) on the test models and the app in process:
+`python -m benchmarks.request_path`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import cv2
+
+from conversion.registry import converters
+from conversion.samples import sample_photos
+from core.paths import MODEL_REPOSITORY
+from picmetric.cli import build_parser, run_convert
+from picmetric.repository import copy_models
+from picmetric.triton_server import TritonPorts, TritonServer
+from tests.utils.ports import free_port
+
+
+class Entries:
+    """Records each entry into a gateway module while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.modules: list[str] = []
+        self._seen: set[int] = set()
+        self._frames: list[FrameType] = []  # kept alive, so that no id is reused
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> None:
+        if event != "call" or not self.on:
+            return
+        module = frame.f_globals.get("__name__", "")
+        if not module.startswith("gateway") or id(frame) in self._seen:
+            return
+        self._seen.add(id(frame))
+        self._frames.append(frame)
+        back, caller = frame.f_back, ""
+        while back is not None and not caller:
+            name = back.f_globals.get("__name__", "")
+            caller = name if name.startswith("gateway") else ""
+            back = back.f_back
+        if caller != module:
+            self.modules.append(module)
+
+
+def report(entries: list[str], name: Any = lambda module: module) -> None:
+    path = [name(m) for m in entries]
+    path = [m for i, m in enumerate(path) if i == 0 or path[i - 1] != m]
+    counts = Counter(path)
+    print(" > ".join(path))
+    print(f"{len(counts)} entered, {len(path) - len(counts)} returns to one already left;")
+    print("most entered:", ", ".join(f"{m} {n}" for m, n in counts.most_common(5)))
+
+
+def sub_package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else "(top level)"
+
+
+def main() -> None:
+    argparse.ArgumentParser(
+        prog="python -m benchmarks.request_path", description=__doc__
+    ).parse_args()
+    from fastapi.testclient import TestClient
+
+    from gateway.main import create_app
+    from gateway.settings import Settings
+
+    folder = Path(tempfile.mkdtemp(prefix="picmetric-request-path-"))
+    names = [
+        f.name
+        for f in MODEL_REPOSITORY.iterdir()
+        if f.is_dir() and f.name.startswith(tuple(converters()))
+    ]
+    repository = copy_models(names, folder / "model_repository")
+    args = ["convert", "all", "--weights", "random", "--repository", str(repository)]
+    run_convert(build_parser().parse_args(args))
+    rgb = sample_photos(("astronaut",))["astronaut"]
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    entries = Entries()
+    with TritonServer(repository, ports, log_file=folder / "tritonserver.log") as triton:
+        settings = Settings(
+            triton_grpc_url=triton.grpc_url,
+            database_url=f"sqlite:///{folder / 'analyses.db'}",
+            model_repository=repository,
+            allowed_hosts=["testserver"],  # the test client's Host
+        )
+        sys.setprofile(entries)
+        threading.setprofile(entries)  # the test client's event loop and the worker threads
+        with TestClient(create_app(settings)) as client:
+            for _ in range(2):  # the second: every model ready and warm
+                entries.modules.clear()
+                entries.on = True
+                answer = client.post(
+                    "/v1/analyze",
+                    files={"file": ("photo.jpg", jpeg, "image/jpeg")},
+                    headers={"Cache-Control": "no-cache"},
+                )
+                entries.on = False
+                answer.raise_for_status()
+        sys.setprofile(None)
+        threading.setprofile(None)  # type: ignore[arg-type]
+    print("Modules:")
+    report([m.removeprefix("gateway.") for m in entries.modules])
+    print("Sub-packages:")
+    report(entries.modules, sub_package)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""From an HTTP request to analysis requests: a JSON body with `url`, or a multipart upload
+(`file`, the options as form fields), or for a batch a list of either. Validation errors read
+as FastAPI's own. No analysis slot is taken and nothing is kept here: the analysis does both once
+the photo is in hand and its header accepted (gateway.pipeline.analysis)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
+from gateway.http.schemas import (
+    AnalysisOptions,
+    AnalyzeRequest,
+    BatchRequest,
+    SeedRequest,
+)
+from gateway.pipeline.request import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
+from gateway.results import SOURCE_CHARS
+from gateway.services import Services
+
+Body = TypeVar("Body", bound=BaseModel)
+FORM_FIELDS = 10  # the options, with room to spare
+UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
+
+
+def validated(data: dict[str, Any], schema: type[Body]) -> Body:
+    """Validate like FastAPI does for declared bodies, so errors read the same."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").startswith("multipart/form-data")
+
+
+def wants_fresh(request: Request) -> bool:
+    """`Cache-Control: no-cache`: the client wants the models run, not the stored answer to the
+    same bytes, models and options (RFC 9111's request directive)."""
+    directives = request.headers.get("cache-control", "").lower().split(",")
+    return "no-cache" in (d.strip() for d in directives)
+
+
+def _analysis_request(
+    body: AnalysisOptions, services: Services, request: Request, **source: Any
+) -> AnalysisRequest:
+    options = options_or_defaults(services.settings, body.threshold, body.max_results)
+    models: list[str] | None = list(body.models) if body.models else None
+    return AnalysisRequest(models=models, options=options, fresh=wants_fresh(request), **source)
+
+
+async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
+    """The JSON body; only as `application/json`, which a web page on another origin cannot
+    send without the browser asking first (text/plain it can)."""
+    alternative = " or a multipart upload" if or_upload else ""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Send JSON like {example} with Content-Type: application/json{alternative}, "
+            f"not {media_type or 'no Content-Type'}."
+        )
+    try:
+        payload = await request.json()
+    except RecursionError as exc:  # json's parser recurses per level of nesting
+        raise InvalidRequest(f"The JSON is nested too deeply; send JSON like {example}.") from exc
+    except ValueError as exc:
+        raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
+    return payload if isinstance(payload, dict) else {}
+
+
+async def seed_request(request: Request) -> SeedRequest:
+    """The seed's JSON body `{"url": ...}`, read after the route's API key check."""
+    return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
+
+
+def _form_options(form: FormData) -> AnalysisOptions:
+    fields: dict[str, Any] = {
+        k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v
+    }
+    if "models" in fields:
+        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
+    return validated(fields, AnalysisOptions)
+
+
+async def _read(upload: Any, limit: int) -> bytes:
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest("Send the image as a multipart form field named 'file'.")
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge.over(limit)
+    if not data:
+        raise InvalidRequest(f"The uploaded file '{upload.filename or 'file'}' is empty.")
+    return data
+
+
+def _filename(upload: Any, default: str) -> str:
+    """The upload's file name, within what is stored of it."""
+    filename = getattr(upload, "filename", None) or default
+    most = SOURCE_CHARS - len(UPLOAD_PREFIX)
+    if len(filename) > most:
+        raise InvalidRequest(
+            f"An upload's file name has at most {most} characters, not {len(filename)}."
+        )
+    return filename
+
+
+def _keep(services: Services, required: bool) -> KeepUpload:
+    """Whether the analysis keeps the upload: `required` (/v1/images) needs a bucket; otherwise it
+    is kept where a bucket happens to be set."""
+    if required:
+        if not services.settings.s3_bucket:
+            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        return "required"
+    return "if_possible" if services.settings.s3_bucket else "no"
+
+
+async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
+    """One multipart upload; kept in S3 when a bucket is set (or `keep`: it must be)."""
+    async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
+        upload = form.get("file")
+        filename = _filename(upload, "upload")
+        data = await _read(upload, services.settings.max_image_bytes)
+        body = _form_options(form)
+    return _analysis_request(
+        body,
+        services,
+        request,
+        source_kind="upload",
+        source=f"{UPLOAD_PREFIX}{filename}",
+        data=data,
+        keep=_keep(services, keep),
+    )
+
+
+async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
+    """JSON `{"url": ...}` or a multipart upload."""
+    if is_multipart(request):
+        return await upload_request(request, services, keep=False)
+    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+    return _analysis_request(
+        body, services, request, source_kind=url_kind(body.url), source=body.url
+    )
+
+
+async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
+    """JSON `{"urls": [...]}` or several multipart `file` fields, within the batch limits."""
+    settings = services.settings
+    most = settings.max_batch_images
+    if not is_multipart(request):
+        body = validated(await _json(request, '{"urls": ["https://...", ...]}'), BatchRequest)
+        if len(body.urls) > most:
+            raise InvalidRequest(f"A batch holds at most {most} images, not {len(body.urls)}.")
+        return [
+            _analysis_request(body, services, request, source_kind=url_kind(url), source=url)
+            for url in body.urls
+        ]
+    async with request.form(max_files=4 * most, max_fields=FORM_FIELDS) as form:
+        uploads = form.getlist("file")
+        if not uploads:
+            raise InvalidRequest("Send the images as multipart form fields named 'file'.")
+        if len(uploads) > most:
+            raise InvalidRequest(f"A batch holds at most {most} images, not {len(uploads)}.")
+        files: list[tuple[bytes, str]] = []
+        total = 0
+        for upload in uploads:
+            data = await _read(upload, settings.max_image_bytes)
+            total += len(data)
+            if total > settings.max_batch_bytes:
+                raise ImageTooLarge(
+                    f"The batch is larger than its {settings.max_batch_bytes} byte limit."
+                )
+            files.append((data, _filename(upload, f"upload{len(files)}")))
+        options = _form_options(form)
+    return [
+        _analysis_request(
+            options,
+            services,
+            request,
+            source_kind="upload",
+            source=f"{UPLOAD_PREFIX}{filename}",
+            data=data,
+            keep=_keep(services, required=False),
+        )
+        for data, filename in files
+    ]

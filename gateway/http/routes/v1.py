@@ -1,0 +1,124 @@
+"""The typed API: analyse by URL or upload, draw the detections on the photo, analyse an album,
+read stored analyses, list models."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from gateway.errors import ErrorBody, NotFound, error_statuses
+from gateway.http import bodies, rendering
+from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
+from gateway.http.schemas import (
+    AnalyzeRequest,
+    BatchRequest,
+    ModelInfo,
+    multipart_schema,
+)
+from gateway.pipeline.album import BatchAnswer, analyze_album
+from gateway.pipeline.analysis import analyze
+from gateway.pipeline.annotation import annotate
+from gateway.pipeline.answers import stored_analysis
+from gateway.results import Analysis
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["v1"],
+    dependencies=[Depends(require_api_key), Depends(limit_rate)],
+    responses={code: {"model": ErrorBody} for code in error_statuses()},
+)
+
+
+# One route takes JSON or a multipart upload, which FastAPI cannot declare from the signature.
+def _body(json_schema: dict[str, Any], form_schema: dict[str, Any] | None) -> dict[str, Any]:
+    content = {"multipart/form-data": {"schema": form_schema}} if form_schema else {}
+    if json_schema:
+        content = {"application/json": {"schema": json_schema}, **content}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+_JSON_OR_UPLOAD = _body(AnalyzeRequest.model_json_schema(), multipart_schema())
+_UPLOAD = _body({}, multipart_schema())
+_BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
+
+
+@router.post(
+    "/analyze",
+    response_model=Analysis,
+    openapi_extra=_JSON_OR_UPLOAD,
+)
+async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
+    analysis_request = await bodies.analysis_request(request, services)
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+
+
+@router.post(
+    "/images",
+    response_model=Analysis,
+    status_code=201,
+    openapi_extra=_UPLOAD,
+)
+async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """Keep an uploaded image in S3, without its location and identifying metadata; analyse it."""
+    analysis_request = await bodies.upload_request(request, services, keep=True)
+    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+
+
+@router.post(
+    "/annotate",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "the annotated photo"}},
+    openapi_extra=_JSON_OR_UPLOAD,
+)
+async def annotate_image(
+    request: Request,
+    services: ServicesDep,
+    owner: OwnerDep,
+    blur_faces: Annotated[bool, Query(description="blur every detected face")] = False,
+) -> Response:
+    """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
+    (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
+    analysis_request = await bodies.analysis_request(request, services)
+    annotated = await annotate(analysis_request, services, owner, blur_faces)
+    headers = {"X-Analysis-Id": annotated.analysis_id}
+    return Response(annotated.jpeg, media_type="image/jpeg", headers=headers)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchAnswer,
+    openapi_extra=_BATCH,
+)
+async def analyze_batch(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
+    `file`s): one result per image in order, each failing alone, and an album summary."""
+    requests = await bodies.batch_requests(request, services)
+    answer = await analyze_album(requests, services, owner)
+    return answer.model_dump(mode="json")
+
+
+@router.get("/analyses/{analysis_id}", response_model=Analysis)
+async def read_analysis(analysis_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+    """A stored analysis by id, made with the same API key."""
+    row = await services.store.get(analysis_id, owner)
+    if row is None:
+        raise NotFound(f"No analysis with id '{analysis_id}'.")
+    return rendering.v1_analysis(stored_analysis(row, cached=True))
+
+
+@router.get("/models", response_model=list[ModelInfo])
+async def read_models(services: ServicesDep) -> list[ModelInfo]:
+    """The models, their Triton versions, readiness and weight provenance."""
+    await services.catalog.refresh(services.triton)
+    return [
+        ModelInfo(
+            name=state.name,
+            triton_model=state.triton_model,
+            ready=state.ready,
+            version=state.version,
+            weights=state.weights,
+        )
+        for state in services.catalog.states.values()
+    ]

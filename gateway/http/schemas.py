@@ -1,0 +1,133 @@
+"""Request bodies, and the response bodies other than an analysis (`gateway.results`) and a
+batch's answer (`gateway.pipeline.album`), of the typed /v1 API and the seed's /api, for validation
+and for OpenAPI at /docs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonDict
+
+from core.models import OFFERED_MODELS, ModelName
+from gateway.errors import ErrorBody
+from gateway.images import ACCEPTED_FORMATS
+from gateway.results import SOURCE_CHARS
+from gateway.settings import Settings
+
+# What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
+# unsupported_scheme, a message that says which schemes work) and everything else by fetching.
+IMAGE_URL: JsonDict = {"format": "uri", "pattern": r"^(https?|s3)://[^\s/?#]+\S*$", "minLength": 8}
+ImageURL = Annotated[str, Field(max_length=SOURCE_CHARS)]
+# A form's `models`: one or more names, comma-separated.
+_NAME = f"({'|'.join(OFFERED_MODELS)})"
+# The most photos in one batch the schema states: PICMETRIC_MAX_BATCH_IMAGES's default (the
+# gateway checks its own setting, 422 past it).
+BATCH_IMAGES: int = Settings.model_fields["max_batch_images"].default
+MODEL_LIST = rf"^\s*{_NAME}(\s*,\s*{_NAME})*\s*$"
+
+
+class AnalysisOptions(BaseModel):
+    models: list[ModelName] | None = Field(None, description="default: every ready model")
+    threshold: float | None = Field(None, ge=0, lt=1, description="minimum confidence")
+    max_results: int | None = Field(None, ge=1, le=100, description="ImageNet labels, at most")
+
+
+class AnalyzeRequest(AnalysisOptions):
+    url: ImageURL = Field(
+        description=f"http(s):// URL or s3://bucket/key of the image: {ACCEPTED_FORMATS}",
+        json_schema_extra=IMAGE_URL,
+    )
+
+
+class BatchRequest(AnalysisOptions):
+    # Any strings: a URL that is not one fails alone, in its item of the answer.
+    urls: list[ImageURL] = Field(
+        min_length=1,
+        description=f"http(s):// URLs or s3://bucket/key ({ACCEPTED_FORMATS}), analysed in this "
+        "order",
+        json_schema_extra={"maxItems": BATCH_IMAGES},
+    )
+
+
+class SeedRequest(BaseModel):
+    url: ImageURL = Field(json_schema_extra=IMAGE_URL)
+    threshold: float | None = Field(None, ge=0, lt=1, description="default: the gateway's")
+
+
+def multipart_schema(files: bool = False) -> dict[str, Any]:
+    """An upload's form: the image as `file` (`files`: one or more `file` fields, a batch); the
+    options as in JSON, `models` comma-separated."""
+    schema = AnalysisOptions.model_json_schema()
+    models = {
+        "type": "string",
+        "pattern": MODEL_LIST,
+        "description": "comma-separated, e.g. resnet50,yolov3",
+    }
+    binary = {
+        "type": "string",
+        "format": "binary",
+        "minLength": 1,
+        "description": f"the photo: {ACCEPTED_FORMATS}",
+    }
+    schema["properties"] = {
+        "file": {"type": "array", "items": binary, "minItems": 1, "maxItems": BATCH_IMAGES}
+        if files
+        else binary,
+        **{name: _not_null(field) for name, field in schema["properties"].items()},
+        "models": models,
+    }
+    schema["required"] = ["file"]
+    return schema
+
+
+def _not_null(field: dict[str, Any]) -> dict[str, Any]:
+    """A form has no null: an option left out is unset, so `anyOf: [X, null]` becomes X."""
+    choices = [c for c in field.get("anyOf", []) if c.get("type") != "null"]
+    if len(choices) != 1:
+        return field
+    return {**{k: v for k, v in field.items() if k != "anyOf"}, **choices[0]}
+
+
+class ModelInfo(BaseModel):
+    name: str
+    triton_model: str
+    ready: bool
+    version: str | None
+    weights: dict[str, object]
+
+
+class SeedErrorBody(ErrorBody):
+    """An error in the seed's shape: `success` is the string "false"."""
+
+    success: str = Field(pattern="^false$")
+
+
+class SeedBoundingBox(BaseModel):
+    x_min: str
+    x_max: str
+    y_min: str
+    y_max: str
+
+
+class SeedObject(BaseModel):
+    confidence: str
+    object: str
+
+
+class SeedYoloObject(SeedObject):
+    bounding_box: SeedBoundingBox
+
+
+class SeedFace(BaseModel):
+    confidence: str
+    bounding_box: SeedBoundingBox
+    keypoints: dict[str, list[int]]
+
+
+class SeedResponse(BaseModel):
+    success: str
+    url: str
+    resnet50_objects: list[SeedObject]
+    yolo_objects: list[SeedYoloObject]
+    mtcnn_faces: list[SeedFace]

@@ -1,0 +1,1 @@
+"""One analysis from a photo in hand to a stored answer; the drawn photo; batches and albums."""

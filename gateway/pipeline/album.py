@@ -1,0 +1,366 @@
+"""Many photos in one request (`POST /v1/batch`): their analyses run together, so Triton's
+dynamic batching groups their tensors, each photo fails alone with its own error, and an album
+summary adds them up."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import Counter, defaultdict, deque
+from contextlib import ExitStack
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway import metrics
+from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
+from gateway.images.quality import hash_distance
+from gateway.intake.fetch import fetch_identity
+from gateway.pipeline.analysis import analyze_keeping_photo, fetched
+from gateway.pipeline.answers import stored_source
+from gateway.pipeline.request import AnalysisRequest
+from gateway.results import Analysis
+from gateway.services import Services
+
+log = logging.getLogger(__name__)
+
+# Perceptual-hash distances (bits of 64) under which two photos are one scene, measured on 19 of
+# scikit-image's photos (`python -m benchmarks.albums`): of their 171 pairs, none is closer
+# than 20 bits (5 % under 26). Copies blurred, recompressed, noisier, 1.3 times brighter or
+# darker are 0-4 bits away (one, the colour wheel brightened, 14); shifted by 8 px, 2-12 (one 18),
+# by 3 % of the width, 4-22, most under 16. So: NEAR_BITS for any two photos, with 10 bits to
+# spare before the closest distinct pair; BURST_BITS when EXIF says they were taken within
+# BURST_SECONDS of each other (a hand-held burst moves), still 4 bits from the closest pair.
+NEAR_BITS = 10
+BURST_BITS = 16
+BURST_SECONDS = 5
+
+
+class AlbumLabel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    images: int  # photos whose ImageNet labels include it
+    confidence: float  # its mean confidence over those photos
+
+
+class AlbumGroup(BaseModel):
+    """Photos of one scene: copies, near-duplicates or a burst."""
+
+    model_config = ConfigDict(frozen=True)
+
+    images: list[int]  # their indices in the batch, ascending
+    best: int  # the index of its best shot (`best_shot`)
+
+
+class Album(BaseModel):
+    """What the album holds, added up over the photos that were analysed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    images: int
+    analysed: int
+    failed: int
+    people: int
+    faces: int
+    people_with_face: int
+    objects: dict[str, int]
+    labels: list[AlbumLabel]  # the most frequent first, then the most confident
+    scenes: int  # photos analysed, each group of copies or a burst counted once
+    groups: list[AlbumGroup]  # the groups of two photos or more, by their first index
+
+
+class BatchItem(BaseModel):
+    """One photo's outcome, in the order sent: its analysis, or its error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    analysis: Analysis | None = None
+    error: ErrorBody | None = None
+
+
+class BatchAnswer(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    results: list[BatchItem]
+    album: Album
+
+
+def _taken_at(analysis: Analysis) -> dt.datetime | None:
+    taken_at = analysis.image.taken_at
+    return dt.datetime.fromisoformat(taken_at) if taken_at else None
+
+
+def same_scene(a: Analysis, b: Analysis) -> bool:
+    """Near-duplicates by their perceptual hashes; a looser distance for a burst, when EXIF says
+    they were taken within seconds of each other. Photos stored without a hash are no one's."""
+    if a.image.phash is None or b.image.phash is None:
+        return False
+    distance = hash_distance(a.image.phash, b.image.phash)
+    if distance <= NEAR_BITS:
+        return True
+    first, second = _taken_at(a), _taken_at(b)
+    if first is None or second is None or distance > BURST_BITS:
+        return False
+    return abs((first - second).total_seconds()) <= BURST_SECONDS
+
+
+def _face_weight(analysis: Analysis) -> float:
+    """MTCNN's faces, each by its confidence times its height's share of the photo's."""
+    return sum(
+        face.confidence * (face.box.y_max - face.box.y_min) / max(1, analysis.image.height)
+        for face in analysis.results.mtcnn or []
+    )
+
+
+def best_shot(photos: dict[int, Analysis]) -> int:
+    """The index of the best of one scene's photos: the highest product of its sharpness
+    relative to the sharpest's (0-1), its exposure (1 less its mean luminance's distance from
+    mid grey and half its clipped share, 0-1) and its faces relative to the most of them
+    (0.5-1; 1 in a scene without faces). Sharpness differs most in a burst (a blurred shot reads
+    10 times less), exposure and faces tip the balance between shots about as sharp. The first
+    index wins a tie; a photo without figures (stored before them) ranks last."""
+    measured = {i: a.quality for i, a in photos.items() if a.quality is not None}
+    if not measured:
+        return min(photos)
+    sharpest = max(q.sharpness for q in measured.values()) or 1.0
+    faces = {i: _face_weight(photos[i]) for i in measured}
+    most_faces = max(faces.values())
+
+    def score(index: int) -> float:
+        quality = measured[index]
+        exposed = 1 - abs(quality.exposure - 0.5) - (quality.shadows + quality.highlights) / 2
+        with_faces = 0.5 + 0.5 * faces[index] / most_faces if most_faces > 0 else 1.0
+        return quality.sharpness / sharpest * max(0.0, exposed) * with_faces
+
+    return max(sorted(measured), key=score)
+
+
+def groups_of(photos: dict[int, Analysis]) -> list[AlbumGroup]:
+    """The batch's photos (by index) of one scene grouped: any two that `same_scene` finds join
+    their groups (single linkage), each group naming its best shot."""
+    parent = {i: i for i in photos}
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    indices = sorted(photos)
+    for n, i in enumerate(indices):
+        for j in indices[n + 1 :]:
+            if root(i) != root(j) and same_scene(photos[i], photos[j]):
+                parent[max(root(i), root(j))] = min(root(i), root(j))
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in indices:
+        members[root(i)].append(i)
+    return [
+        AlbumGroup(images=group, best=best_shot({i: photos[i] for i in group}))
+        for group in members.values()
+        if len(group) > 1
+    ]
+
+
+def album_of(
+    analyses: list[Analysis],
+    failed: int,
+    max_labels: int,
+    groups: list[AlbumGroup] | None = None,
+) -> Album:
+    groups = groups or []
+    objects: Counter[str] = Counter()
+    scores: dict[str, list[float]] = defaultdict(list)
+    for analysis in analyses:
+        objects.update(analysis.summary.objects)
+        for found in analysis.results.resnet50 or []:
+            scores[found.label].append(found.confidence)
+    ranked = sorted(scores.items(), key=lambda item: (-len(item[1]), -sum(item[1])))
+    return Album(
+        images=len(analyses) + failed,
+        analysed=len(analyses),
+        failed=failed,
+        people=sum(a.summary.people for a in analyses),
+        faces=sum(a.summary.faces for a in analyses),
+        people_with_face=sum(a.summary.people_with_face for a in analyses),
+        objects=dict(objects),
+        labels=[
+            AlbumLabel(label=label, images=len(found), confidence=sum(found) / len(found))
+            for label, found in ranked[:max_labels]
+        ],
+        scenes=len(analyses) - sum(len(group.images) - 1 for group in groups),
+        groups=groups,
+    )
+
+
+async def _one(index: int, request: AnalysisRequest, services: Services, owner: str) -> BatchItem:
+    """One photo in hand analysed, on an analysis slot its caller holds."""
+    try:
+        analysed = await analyze_keeping_photo(request, services, owner)
+        return BatchItem(index=index, analysis=analysed.analysis)
+    except PicmetricError as exc:
+        return _failed(index, request, exc)
+    except Exception:  # a bug must not take the other photos down with it
+        log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
+        return _failed(index, request, PicmetricError(UNEXPECTED))
+
+
+def _failed(index: int, request: AnalysisRequest, exc: PicmetricError) -> BatchItem:
+    """A photo's error, in /v1's error shape and counted as a request's error is (gateway.main
+    renders those; a batch answers 200 with its photos' errors inside)."""
+    if exc.errortype != "internal_error":
+        log.info(
+            "Batch photo %d (%s) failed: %s %s", index, stored_source(request), exc.errortype, exc
+        )
+    metrics.ERRORS.labels(exc.errortype).inc()
+    return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
+
+
+class _BatchRun:
+    """A batch's photos through two stages. Fetching: as the owner's fetches
+    (PICMETRIC_MAX_FETCHES_PER_KEY), the batch's first at once (429 too_many_fetches when the key
+    has none free) and more while free, each carrying the batch's next URL; at most that many of
+    its photos are fetched and not yet analysed, so the bytes it holds are bounded too.
+    Analysing: a photo takes an analysis slot only once its bytes are in hand, and while the batch
+    holds a slot its photos in hand queue for it; one in hand when the batch holds none and none
+    is free fails alone with 503 overloaded, and a batch none of whose photos got a slot is
+    answered 503 overloaded. No slot is held while a photo is fetched."""
+
+    def __init__(
+        self,
+        requests: dict[int, AnalysisRequest],
+        services: Services,
+        owner: str,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        self.photos = requests
+        self.services = services
+        self.owner = owner
+        self.group = group
+        self.to_fetch = deque(i for i, r in requests.items() if r.data is None)
+        self.in_hand = deque(i for i, r in requests.items() if r.data is not None)
+        self.items: dict[int, BatchItem] = {}
+        self.analysing = 0  # the batch's photos holding an analysis slot
+        self.had_slot = False
+        self.refused = False
+        self.room = asyncio.Semaphore(services.fetches.per_key)  # fetched, not yet analysed
+        self.holding_room: set[int] = set()
+
+    def start(self, first_fetch: ExitStack) -> None:
+        """Fetching on `first_fetch` (one of the owner's fetches, when there are URLs), and the
+        photos in hand onto slots."""
+        if self.to_fetch:
+            self._start_fetching(self.to_fetch.popleft(), first_fetch)
+        self._start_analysing()
+
+    def _start_fetching(self, index: int, permit: ExitStack | None = None) -> None:
+        """A fetcher on `permit` or one of the owner's fetches taken now, given back when the
+        fetcher ends, even if it was cancelled before it ran."""
+        if permit is None:
+            permit = ExitStack()
+            permit.enter_context(self.services.fetches.admit(self.owner))
+        self.group.create_task(self._fetcher(index, permit)).add_done_callback(
+            lambda _: permit.close()
+        )
+
+    async def _fetcher(self, index: int, permit: ExitStack) -> None:
+        """URLs one after another on one of the owner's fetches; more fetchers while free."""
+        with permit:
+            while True:
+                while self.to_fetch and self.services.fetches.has_room(self.owner):
+                    self._start_fetching(self.to_fetch.popleft())
+                await self.room.acquire()
+                self.holding_room.add(index)
+                request = self.photos[index]
+                try:
+                    self.photos[index] = await fetched(request, self.services, self.owner)
+                except Exception as exc:  # this photo fails alone
+                    self._done(index, _fetch_failed(index, request, exc))
+                else:
+                    self.in_hand.append(index)
+                    self._start_analysing()
+                if not self.to_fetch:
+                    return
+                index = self.to_fetch.popleft()
+
+    def _start_analysing(self) -> None:
+        """Photos in hand onto free slots; those left fail overloaded when the batch holds no
+        slot they could queue for."""
+        while self.in_hand and self.services.admission.has_room():
+            slot = ExitStack()
+            slot.enter_context(self.services.admission.admit())
+            self.analysing += 1
+            self.had_slot = True
+            slot.callback(self._slot_given_back)
+            task = self.group.create_task(self._analyser(self.in_hand.popleft(), slot))
+            task.add_done_callback(lambda _, slot=slot: slot.close())  # type: ignore[misc]
+        while self.in_hand and not self.analysing:
+            index = self.in_hand.popleft()
+            self.refused = True
+            self._done(index, _failed(index, self.photos[index], Overloaded(_NO_SLOT)))
+
+    def _slot_given_back(self) -> None:
+        self.analysing -= 1
+
+    async def _analyser(self, index: int, slot: ExitStack) -> None:
+        """Photos in hand one after another on one slot."""
+        with slot:
+            while True:
+                self._done(index, await _one(index, self.photos[index], self.services, self.owner))
+                if not self.in_hand:
+                    return
+                index = self.in_hand.popleft()
+
+    def _done(self, index: int, item: BatchItem) -> None:
+        self.items[index] = item
+        if index in self.holding_room:
+            self.holding_room.remove(index)
+            self.room.release()
+
+
+_NO_SLOT = (
+    "The gateway was already running as many analyses as it may "
+    "(PICMETRIC_MAX_ANALYSES_IN_FLIGHT) when this photo arrived; retry in a few seconds."
+)
+
+
+def _fetch_failed(index: int, request: AnalysisRequest, exc: Exception) -> BatchItem:
+    if isinstance(exc, PicmetricError):
+        return _failed(index, request, exc)
+    source = stored_source(request)
+    log.error("Batch photo %d (%s) failed unexpectedly", index, source, exc_info=exc)
+    return _failed(index, request, PicmetricError(UNEXPECTED))
+
+
+async def analyze_album(
+    requests: list[AnalysisRequest], services: Services, owner: str
+) -> BatchAnswer:
+    """The photos analysed together (their tensors share Triton's dynamic batches), answered in
+    the order sent, one entry per photo sent. Fetches and analysis slots as `_BatchRun` says.
+    One URL sent twice, in any spelling of it (gateway.intake.fetch.fetch_identity), is fetched and
+    analysed once: each of its entries answers that analysis (whose source is the first
+    spelling's)."""
+    first_of: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        if request.data is None:  # uploads are each their own
+            first_of.setdefault(fetch_identity(request.source), index)
+    same_as = [
+        i if r.data is not None else first_of[fetch_identity(r.source)]
+        for i, r in enumerate(requests)
+    ]
+    unique = {i: r for i, r in enumerate(requests) if same_as[i] == i}
+    with ExitStack() as first_fetch:
+        if any(r.data is None for r in unique.values()):
+            first_fetch.enter_context(services.fetches.admit(owner))  # or 429 too_many_fetches
+        async with asyncio.TaskGroup() as group:
+            run = _BatchRun(unique, services, owner, group)
+            run.start(first_fetch)
+    if run.refused and not run.had_slot:
+        raise Overloaded(_NO_SLOT)
+    ordered = [run.items[same_as[i]].model_copy(update={"index": i}) for i in range(len(requests))]
+    analysed = {item.index: item.analysis for item in ordered if item.analysis is not None}
+    analyses = list(analysed.values())
+    max_labels = max((r.options.max_results for r in requests), default=0)
+    failed = len(ordered) - len(analyses)
+    album = album_of(analyses, failed, max_labels, groups_of(analysed))
+    return BatchAnswer(results=ordered, album=album)

@@ -1,0 +1,284 @@
+"""One analysis from start to end: fetch, then with an analysis slot: keep an upload, cache
+lookup, decode, inference, store. What it is asked comes in as a `gateway.pipeline.request`;
+the row it stores and the answer it returns are made in `gateway.pipeline.answers`."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+
+from gateway import metrics
+from gateway.errors import StorageError, UnsupportedImage
+from gateway.images import privacy, quality
+from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
+from gateway.intake import s3 as s3_objects
+from gateway.intake.fetch import fetch
+from gateway.pipeline.answers import Inferred, fill, new_row, stored_analysis
+from gateway.pipeline.request import AnalysisRequest
+from gateway.results import Analysis, Options, Quality
+from gateway.services import Services
+from gateway.store.storage import AnalysisRow, AnalysisStore
+from gateway.triton.catalog import ModelState
+from gateway.triton.inference import Call, ModelSpec, decode_side, run_models, tensor_memory
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    timings[name] = round(seconds * 1000, 2)
+    metrics.STAGE_SECONDS.labels(name).observe(seconds)
+
+
+def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
+    """The photo at full resolution: `decoded` (an analysis's) when it is, else decoded now and
+    counted as a decode stage."""
+    if decoded is not None and decoded.full_resolution:
+        return decoded
+    settings = services.settings
+    with _stage("decode", {}):
+        plan = plan_decode(
+            data, settings.max_image_pixels, settings.max_jpeg_scans, None, settings.max_image_side
+        )
+        return decode_planned(data, plan)
+
+
+async def plan_photo(data: bytes, services: Services, min_side: int | None = None) -> DecodePlan:
+    """The photo's decode, checked against the per-photo limits from its header (in a worker
+    thread: the JPEG scan count reads the whole file)."""
+    settings = services.settings
+    return await run_in_threadpool(
+        plan_decode,
+        data,
+        settings.max_image_pixels,
+        settings.max_jpeg_scans,
+        min_side,
+        settings.max_image_side,
+    )
+
+
+def decode_min_side(specs: list[ModelSpec], call: Call) -> int | None:
+    """The shortest side an analysis with these models needs from the decoder (None: every
+    pixel): the models' (`inference.decode_side`), and quality.WORKING_SIDE px at least for the
+    quality figures."""
+    side = decode_side(specs, call)
+    return None if side is None else max(side, quality.WORKING_SIDE)
+
+
+def analysis_memory(
+    plan: DecodePlan, specs: list[ModelSpec], input_sizes: Mapping[str, int]
+) -> int:
+    """Peak bytes one analysis of the photo `plan` decodes holds, from its header: the decode's
+    peak (`DecodePlan.memory`), or, once decoded, the photo with the quality figures' buffers
+    (`quality.memory`) and every model's input in flight (`inference.tensor_memory`) beside it,
+    whichever is more."""
+    height, width = plan.output_size
+    decoded = (
+        plan.output_bytes
+        + quality.memory(height, width)
+        + tensor_memory(specs, input_sizes, height, width)
+    )
+    return max(plan.memory, decoded)
+
+
+def photo_memory(
+    services: Services, plan: DecodePlan, nbytes: int
+) -> AbstractAsyncContextManager[None]:
+    """Hold `nbytes` of the process's decode memory budget for the photo `plan` decodes."""
+    header = plan.header
+    what = f"this {header.width}x{header.height} {header.format}"
+    return services.decode_memory.reserve(nbytes, what)
+
+
+def _cache_key(specs: list[ModelSpec], states: Mapping[str, ModelState], options: Options) -> str:
+    """Same bytes + same models (version and converted weights) + same options = same answer."""
+    parts = {
+        "models": [[s.name, states[s.name].version, states[s.name].cache_key] for s in specs],
+        "threshold": options.threshold,
+        "max_results": options.max_results,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+async def fetch_image(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """The request with its photo's bytes in hand: uploaded, or fetched from its URL as one of
+    `owner`'s fetches (PICMETRIC_MAX_FETCHES_PER_KEY at once, 429 past it). A fetch waits on
+    another server, so it holds no analysis slot."""
+    if request.data is not None:
+        return request
+    # Nothing is fetched for a request the models cannot answer now: 503 model_unavailable first.
+    await services.catalog.specs_for(services.triton, request.models)
+    with services.fetches.admit(owner):
+        return await fetched(request, services, owner)
+
+
+async def fetched(request: AnalysisRequest, services: Services, owner: str) -> AnalysisRequest:
+    """`fetch_image` of a URL, for a caller that holds one of `owner`'s fetches (a batch)."""
+    timings: dict[str, float] = {}
+    with _stage("fetch", timings):
+        image = await fetch(services.http, services.s3, request.source, services.settings, owner)
+    return dataclasses.replace(request, data=image.data, fetch_ms=timings["fetch"])
+
+
+async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
+    """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
+    store when cached. Its analysis slot is taken once its bytes are in hand (503 overloaded
+    when none is free)."""
+    request = await fetch_image(request, services, owner)
+    with services.admission.admit():
+        return (await analyze_keeping_photo(request, services, owner)).analysis
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """An analysis, and its photo as decoded for the models (None when the store answered)."""
+
+    analysis: Analysis
+    photo: DecodedImage | None
+
+
+async def analyze_keeping_photo(
+    request: AnalysisRequest,
+    services: Services,
+    owner: str,
+    memory_held: bool = False,
+    full_resolution: bool = False,
+) -> Analysed:
+    """`analyze` of a photo in hand (`fetch_image`) whose analysis slot the caller holds, with
+    the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
+    per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
+    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode."""
+    data = request.photo
+    # `total` counts from the start of the fetch, as the client waited.
+    started = time.perf_counter() - request.fetch_ms / 1000
+    timings = {"fetch": request.fetch_ms}
+    specs = await services.catalog.specs_for(services.triton, request.models)
+    metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
+    if request.keep != "no":
+        request = await _kept(request, data, services, owner)
+    key = _cache_key(specs, services.catalog.states, request.options)
+    row = new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
+    answer = None if request.fresh else await _from_store(row, services.store)
+    if answer is not None:
+        if answer is row:  # the owner's inference from another source, stored as a new analysis
+            await _store(row, services.store, started)
+        return Analysed(stored_analysis(answer, cached=True), None)
+    inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
+    row.timings.update(inferred.timings)
+    fill(row, inferred, services.catalog.states, request.options)
+    await _store(row, services.store, started)
+    return Analysed(stored_analysis(row, cached=False), inferred.photo)
+
+
+async def _kept(
+    request: AnalysisRequest, data: bytes, services: Services, owner: str
+) -> AnalysisRequest:
+    """`request` with its upload kept in the S3 bucket under `owner`'s prefix, its pointer as the
+    source; kept only once its header was accepted (a photo the analysis refuses is not kept),
+    and without its location and identifying metadata (gateway.images.privacy) unless
+    PICMETRIC_KEEP_UPLOAD_METADATA. The analysis reads `data` as sent: its header says whether it
+    carried a location. An upload that privacy cannot keep is refused (415) where it must be kept,
+    otherwise analysed and not kept, as without a bucket."""
+    settings = services.settings
+    bucket = settings.s3_bucket
+    if not bucket:
+        if request.keep == "required":
+            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        return request
+    await plan_photo(data, services)  # the header's checks; 413 or 415 and nothing kept
+    kept = data
+    if not settings.keep_upload_metadata:
+        try:
+            kept = await run_in_threadpool(privacy.strip_identifying, data)
+        except UnsupportedImage as exc:
+            if request.keep == "required":
+                raise
+            log.info("Upload %r is analysed, not kept: %s", request.source, exc)
+            return request
+    pointer = await s3_objects.keep_upload(services.s3, bucket, owner, kept)
+    return dataclasses.replace(request, source=pointer)
+
+
+async def _from_store(row: AnalysisRow, store: AnalysisStore) -> AnalysisRow | None:
+    """The stored analysis that answers `row`'s request: its owner's own of the same source; or,
+    when the owner had the same bytes analysed from another source with the same models and
+    options, `row` itself with that inference copied in (a new analysis: its own id, time and
+    source). Another owner's analysis never answers (AnalysisStore.find_cached): a key's first
+    analysis of a photo runs the models, so neither `cached` nor the time taken tells it that
+    another key analysed the photo. None: nothing stored answers it."""
+    cached = await store.find_cached(row.image_sha256, row.cache_key, row.owner, row.source)
+    if cached is None:
+        return None
+    metrics.CACHE_HITS.inc()
+    if cached.source == row.source:
+        return cached
+    row.width, row.height = cached.width, cached.height
+    row.models, row.result = cached.models, cached.result
+    return row
+
+
+async def _infer(
+    data: bytes,
+    specs: list[ModelSpec],
+    options: Options,
+    services: Services,
+    memory_held: bool,
+    full_resolution: bool,
+) -> Inferred:
+    """Decode the photo (as small as the models and the quality figures allow, unless
+    `full_resolution`), then run the models and measure its quality side by side. What the
+    decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
+    the decode memory budget, before decoding, until the models have answered."""
+    call = services.call()
+    plan = await plan_photo(
+        data, services, None if full_resolution else decode_min_side(specs, call)
+    )
+    timings: dict[str, float] = {}
+    async with AsyncExitStack() as held:
+        if not memory_held:
+            nbytes = analysis_memory(plan, specs, call.input_sizes)
+            await held.enter_async_context(photo_memory(services, plan, nbytes))
+        with _stage("decode", timings):
+            # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
+            photo = await run_in_threadpool(decode_planned, data, plan)
+        measuring = asyncio.create_task(_measure(photo, timings))
+        try:
+            found, preprocess = await run_models(specs, call, photo, options)
+        except BaseException:
+            # Its thread reads the pixels: it ends while their memory is still held.
+            await asyncio.wait([measuring])
+            raise
+        figures, phash = await measuring
+    timings["preprocess"] = round(preprocess * 1000, 2)
+    metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
+    for name, result in found.items():
+        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
+    return Inferred(photo, plan.header, found, figures, phash, timings)
+
+
+async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
+    """The photo's quality figures and perceptual hash, in a worker thread (OpenCV releases the
+    GIL), while the models run."""
+    with _stage("quality", timings):
+        return await run_in_threadpool(quality.measure, decoded.rgb)
+
+
+async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None:
+    """Write `row` with its final timings, so that reading it later answers what the request
+    answered: `total` runs until the write starts; the write's own time is the `store` stage of
+    the metrics only (a row cannot hold how long its own commit took)."""
+    row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
+    with _stage("store", {}):
+        await store.save(row)

@@ -1,0 +1,130 @@
+"""An analysis as stored and as answered: what the models and the quality measure made of a photo
+filled into its results-database row, and the typed answer (gateway.results.Analysis) read back
+from a row, fresh or stored."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway import tenancy
+from gateway.images.decode import DecodedImage, ImageHeader
+from gateway.pipeline.request import AnalysisRequest
+from gateway.results import (
+    Analysis,
+    ImageInfo,
+    ModelRun,
+    Options,
+    Quality,
+    Results,
+    Source,
+    Summary,
+)
+from gateway.store.storage import AnalysisRow, new_id
+from gateway.triton.catalog import ModelState
+from gateway.triton.inference import ModelResult
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What the models and the quality measure made of a decoded photo."""
+
+    photo: DecodedImage
+    header: ImageHeader
+    found: dict[str, ModelResult]
+    figures: Quality
+    phash: str
+    timings: dict[str, float]  # of decode, quality and preprocess
+
+
+def stored_source(request: AnalysisRequest) -> str:
+    """The request's source as stored, answered and logged: a URL without its credentials, query
+    string or fragment."""
+    if request.source_kind == "upload":
+        return request.source
+    return tenancy.public_url(request.source)
+
+
+def new_row(
+    request: AnalysisRequest, owner: str, sha256: str, key: str, timings: dict[str, float]
+) -> AnalysisRow:
+    return AnalysisRow(
+        id=new_id(),
+        created_at=dt.datetime.now(dt.UTC),
+        owner=owner,
+        source_kind=request.source_kind,
+        source=stored_source(request),
+        image_sha256=sha256,
+        cache_key=key,
+        timings=timings,
+    )
+
+
+def fill(
+    row: AnalysisRow, inferred: Inferred, states: Mapping[str, ModelState], options: Options
+) -> None:
+    """`row` with what was inferred: the photo's size as shown, each model's run, the results,
+    the options and what the photo says of itself."""
+    header = inferred.header
+    row.width, row.height = inferred.photo.width, inferred.photo.height
+    row.models = _model_runs(inferred.found, states)
+    row.result = {
+        "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
+        "options": options.model_dump(),
+        "photo": {
+            "has_location": header.has_location,
+            "taken_at": header.taken_at,
+            "phash": inferred.phash,
+            "quality": inferred.figures.model_dump(),
+        },
+    }
+
+
+def _results(found: dict[str, ModelResult]) -> Results:
+    results = Results.model_validate({name: result.detections for name, result in found.items()})
+    return results.with_faces_linked()
+
+
+def _model_runs(
+    found: dict[str, ModelResult], states: Mapping[str, ModelState]
+) -> dict[str, dict[str, object]]:
+    """Per model: the Triton version, the weights it runs on and its latency, as stored."""
+    return {
+        name: {
+            "version": states[name].version,
+            "weights": states[name].weights,
+            "latency_ms": round(result.seconds * 1000, 2),
+        }
+        for name, result in found.items()
+    }
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """SQLite drops the zone; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
+    """The typed analysis of a stored row."""
+    results = Results.model_validate(row.result["results"])
+    photo = dict(row.result.get("photo", {}))  # rows stored before it have the defaults
+    figures = photo.pop("quality", None)
+    return Analysis(
+        id=row.id,
+        cached=cached,
+        created_at=_utc(row.created_at).isoformat(),
+        source=Source.model_validate({"kind": row.source_kind, "url": row.source}),
+        image=ImageInfo(
+            width=row.width,
+            height=row.height,
+            sha256=row.image_sha256,
+            **photo,
+        ),
+        options=Options.model_validate(row.result["options"]),
+        models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
+        results=results,
+        summary=Summary.of(results),
+        quality=None if figures is None else Quality.model_validate(figures),
+        timings_ms=row.timings,
+    )

@@ -1,0 +1,50 @@
+"""What one analysis is asked: the photo's source (its bytes once in hand), the models, the
+options, whether the models must run and whether an upload is kept. Made by the HTTP edge from a
+request body (gateway.http.bodies) and by the seed's /api."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.intake import urlguard
+from gateway.results import Options, SourceKind
+from gateway.settings import Settings
+
+# Whether an upload is kept in the S3 bucket: not; where it can be (a bucket is set and the privacy
+# rebuild takes its format); or it must be (/v1/images: refused otherwise).
+KeepUpload = Literal["no", "if_possible", "required"]
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    source_kind: SourceKind
+    # The URL; an upload's `upload:<file name>`, or once it is kept, its s3:// pointer.
+    source: str
+    models: list[str] | None  # None: every model that is ready
+    options: Options
+    data: bytes | None = None  # the photo's bytes: uploaded, or once fetched (fetch_image)
+    fresh: bool = False  # run the models even when the store has the answer (no-cache)
+    keep: KeepUpload = "no"
+    fetch_ms: float = 0.0  # how long fetching `data` took
+
+    @property
+    def photo(self) -> bytes:
+        """The photo's bytes, in hand."""
+        if self.data is None:
+            raise RuntimeError(f"{self.source_kind} photo not fetched yet: call fetch_image first")
+        return self.data
+
+
+def url_kind(url: str) -> SourceKind:
+    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
+
+
+def options_or_defaults(
+    settings: Settings, threshold: float | None, max_results: int | None
+) -> Options:
+    """The request's options; what it leaves out comes from the settings."""
+    return Options(
+        threshold=settings.default_threshold if threshold is None else threshold,
+        max_results=settings.default_max_results if max_results is None else max_results,
+    )

@@ -1,0 +1,1 @@
+"""The results database: the stored analyses and their schema's migrations."""

@@ -1,0 +1,1 @@
+"""Triton: the model calls, the replicas and their targets, the model catalog, repair."""

@@ -1,0 +1,104 @@
+"""Reading s3:// images: only from the buckets (and prefixes) the operator lists, kept uploads
+only by their owner, and one answer for a missing, a forbidden object and another key's upload,
+against moto's S3 server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from botocore.exceptions import ClientError
+
+from gateway.errors import FetchError, ForbiddenURL, InvalidRequest
+from gateway.intake import s3
+from gateway.settings import Settings
+from gateway.tenancy import ANONYMOUS, owner_of
+from tests.gateway.conftest import BUCKET, s3_client
+
+OTHER_BUCKET = "picmetric-test-private"
+
+
+@pytest.fixture(scope="module")
+def client(s3_url: str):  # type: ignore[no-untyped-def]
+    """moto's S3 with our bucket, a photo in it, and another bucket the credentials can read."""
+    client = s3_client(s3_url)
+    client.create_bucket(Bucket=OTHER_BUCKET)
+    client.put_object(Bucket=OTHER_BUCKET, Key="secret.jpg", Body=b"private pixels")
+    client.put_object(Bucket=BUCKET, Key="photos/a.jpg", Body=b"jpeg bytes")
+    client.put_object(Bucket=BUCKET, Key="elsewhere/b.jpg", Body=b"jpeg bytes")
+    for owner in (ALICE, BOB):
+        client.put_object(Bucket=BUCKET, Key=f"uploads/{owner}/photo", Body=owner.encode())
+    client.put_object(Bucket=BUCKET, Key="uploads/ownerless", Body=b"an old upload")
+    return client
+
+
+ALICE, BOB = owner_of("alice-key"), owner_of("bob-key")
+
+
+def _read(client, url: str, readable: list[str], owner: str = ANONYMOUS) -> bytes:  # type: ignore[no-untyped-def]
+    return asyncio.run(s3.read(client, url, 1000, readable, owner, BUCKET))
+
+
+def test_by_default_only_the_uploads_bucket_is_readable(client) -> None:  # type: ignore[no-untyped-def]
+    readable = Settings(s3_bucket=BUCKET).s3_readable
+    assert _read(client, f"s3://{BUCKET}/photos/a.jpg", readable) == b"jpeg bytes"
+    with pytest.raises(ForbiddenURL, match="PICMETRIC_S3_READ_FROM"):
+        _read(client, f"s3://{OTHER_BUCKET}/secret.jpg", readable)
+    assert Settings(s3_bucket=None).s3_readable == []
+
+
+def test_a_prefix_limits_the_keys_read(client) -> None:  # type: ignore[no-untyped-def]
+    readable = Settings(s3_read_from=f"{BUCKET}/photos/").s3_readable  # type: ignore[arg-type]
+    assert readable == [f"{BUCKET}/photos/"]
+    assert _read(client, f"s3://{BUCKET}/photos/a.jpg", readable) == b"jpeg bytes"
+    with pytest.raises(ForbiddenURL):
+        _read(client, f"s3://{BUCKET}/elsewhere/b.jpg", readable)
+
+
+def test_missing_objects_and_buckets_get_one_answer(client) -> None:  # type: ignore[no-untyped-def]
+    readable = [BUCKET, "no-such-bucket-here"]
+    answers = set()
+    for url in (f"s3://{BUCKET}/photos/missing.jpg", "s3://no-such-bucket-here/a.jpg"):
+        with pytest.raises(FetchError) as caught:
+            _read(client, url, readable)
+        answers.add(str(caught.value).replace(url, "URL"))
+    assert answers == {"S3 has no object URL that this gateway can read."}
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "403", "NoSuchKey", "404"])
+def test_a_forbidden_object_reads_like_a_missing_one(code: str) -> None:
+    """S3's own refusal (a bucket policy, another account's bucket) as botocore raises it."""
+    error = ClientError({"Error": {"Code": code, "Message": "..."}}, "GetObject")
+    assert (
+        str(s3.read_error("s3://b/k", error))
+        == "S3 has no object s3://b/k that this gateway can read."
+    )
+
+
+@pytest.mark.parametrize("readable", [[BUCKET], [f"{BUCKET}/uploads/"]])
+def test_kept_uploads_are_read_by_their_owner_only(client, readable: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Whatever PICMETRIC_S3_READ_FROM names (the whole bucket included), `uploads/` is readable
+    only under the reader's own owner; another key's upload, an upload kept before owners had
+    prefixes and a missing object answer alike."""
+    mine = f"s3://{BUCKET}/uploads/{ALICE}/photo"
+    assert _read(client, mine, readable, ALICE) == ALICE.encode()
+    answers = set()
+    for url, owner in (
+        (mine, BOB),
+        (mine, ANONYMOUS),
+        (f"s3://{BUCKET}/uploads/ownerless", ALICE),
+        (f"s3://{BUCKET}//uploads/{BOB}/photo", ALICE),
+        (f"s3://{BUCKET}/uploads/{ALICE}/missing", ALICE),
+    ):
+        with pytest.raises(FetchError) as caught:
+            _read(client, url, readable, owner)
+        answers.add((type(caught.value), str(caught.value).replace(url, "URL")))
+    assert answers == {(FetchError, "S3 has no object URL that this gateway can read.")}
+
+
+def test_dot_segments_cannot_leave_a_prefix(client) -> None:  # type: ignore[no-untyped-def]
+    """botocore's HTTP client removes dot segments, so they would read another key than the one
+    checked."""
+    for key in (f"uploads/{ALICE}/../{BOB}/photo", "photos/../secret.jpg", "photos/./a.jpg"):
+        with pytest.raises(InvalidRequest, match="'.' or '..' segment"):
+            _read(client, f"s3://{BUCKET}/{key}", [f"{BUCKET}/uploads/{ALICE}/", BUCKET], ALICE)
