@@ -17,8 +17,8 @@ from gateway.admission import MB, AdmissionLimiter, FetchLimiter, MemoryBudget
 from gateway.errors import ImageTooLarge, Overloaded, TooManyFetches
 from gateway.main import create_app
 from gateway.settings import Settings
+from picmetric.triton_server import TritonServer
 from tests.utils.http_server import serve_directory
-from tests.utils.ports import free_port
 
 
 def _rejected() -> float:
@@ -61,12 +61,17 @@ def test_settings_max_analyses_in_flight_is_bounded(monkeypatch: pytest.MonkeyPa
             Settings()
 
 
-def test_limiter_is_per_app_and_full_bound_refuses_analysis_routes_only(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_limiter_is_per_app_and_full_bound_refuses_analysis_routes_only(
+    tmp_path: Path, triton: TritonServer, model_repository: Path
+) -> None:
     """Two apps in one process have their own limiters; with every slot of one app taken its
     analysis routes answer 503 overloaded (in each router's shape), once the photo is in hand,
-    and health does not."""
+    and health does not. The models are ready (a real Triton): without them a request is refused
+    before its fetch, 503 model_unavailable (tests/gateway/http/test_auth.py)."""
     settings = Settings(
-        triton_grpc_url=f"127.0.0.1:{free_port()}",
+        triton_grpc_url=triton.grpc_url,
+        model_repository=model_repository,
         database_url=f"sqlite:///{tmp_path / 'a.db'}",
         triton_timeout_s=2,
         max_analyses_in_flight=1,
@@ -92,12 +97,12 @@ def test_limiter_is_per_app_and_full_bound_refuses_analysis_routes_only(tmp_path
             upload = full.post("/v1/analyze", files={"file": ("a.jpg", b"\xff\xd8\xff")})
             assert upload.status_code == 503 and upload.json()["errortype"] == "overloaded"
             assert full.get("/healthz").status_code == 200
-            # the other app's bound is free: it gets past admission to the missing Triton
+            # the other app's bound is free: it gets past admission to the photo's own refusal
             elsewhere = other.post("/v1/analyze", json=body)
-            assert elsewhere.json()["errortype"] == "model_unavailable"
+            assert elsewhere.json()["errortype"] == "unsupported_image"
         assert limiter.in_flight == 0
         after = full.post("/v1/analyze", json=body)
-        assert after.json()["errortype"] == "model_unavailable"
+        assert after.json()["errortype"] == "unsupported_image"
         assert limiter.in_flight == 0
 
 
