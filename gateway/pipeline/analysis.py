@@ -197,11 +197,12 @@ async def _kept(
         if request.keep == "required":
             raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
         return request
-    await plan_photo(data, services)  # the header's checks; 413 or 415 and nothing kept
+    # the header's checks; 413 or 415 and nothing kept
+    header = (await plan_photo(data, services)).header
     kept = data
     if not settings.keep_upload_metadata:
         try:
-            kept = await run_in_threadpool(privacy.strip_identifying, data)
+            kept = await run_in_threadpool(privacy.strip_identifying, data, header)
         except UnsupportedImage as exc:
             if request.keep == "required":
                 raise

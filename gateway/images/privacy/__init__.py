@@ -20,15 +20,16 @@ from gateway.images.privacy._walk import Refused
 KEPT_FORMATS = "JPEG, PNG, WebP, HEIC/HEIF or AVIF"
 
 
-def strip_identifying(data: bytes) -> bytes:
+def strip_identifying(data: bytes, known: ImageHeader | None = None) -> bytes:
     """The file kept of upload `data`: rebuilt from its pixel data, orientation and colour profile
     alone (gateway.images.privacy). UnsupportedImage for any other format, and for a file that
-    cannot be walked completely and strictly."""
+    cannot be walked completely and strictly. `known`: `data`'s header, when the caller has read
+    it already."""
 
     def header() -> ImageHeader:
         """The photo's header as the gateway reads it (gateway.images.decode), asked for once the
         walk has succeeded: the orientation the gateway applies is the one fact of its EXIF kept."""
-        return read_header(data)
+        return known if known is not None else read_header(data)
 
     try:
         if data.startswith(b"\xff\xd8"):
