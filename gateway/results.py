@@ -112,24 +112,79 @@ class Results(Result):
 
 
 class Summary(Result):
-    people: int
-    faces: int
-    people_with_face: int  # person boxes that hold a detected face
-    objects: dict[str, int]
-    labels: list[str]
+    """The counts of what was found. A figure whose model did not run is None ("not counted"),
+    never 0: people and objects need YOLOv3, faces MTCNN, people with a face both, labels
+    ResNet50."""
+
+    people: int | None
+    faces: int | None
+    people_with_face: int | None  # person boxes that hold a detected face
+    objects: dict[str, int] | None
+    labels: list[str] | None
 
     @classmethod
     def of(cls, results: Results) -> Summary:
         """People and faces counted, located objects counted per label, ImageNet labels."""
-        objects = Counter(found.label for found in results.yolov3 or [])
-        linked = {face.person for face in results.mtcnn or [] if face.person is not None}
-        return cls(
-            people=objects.get(PERSON_LABEL, 0),
-            faces=len(results.mtcnn or []),
-            people_with_face=len(linked),
-            objects=dict(objects),
-            labels=[found.label for found in results.resnet50 or []],
+        objects = (
+            None if results.yolov3 is None else Counter(found.label for found in results.yolov3)
         )
+        faces = results.mtcnn
+        linked = None
+        if objects is not None and faces is not None:
+            linked = len({face.person for face in faces if face.person is not None})
+        return cls(
+            people=None if objects is None else objects.get(PERSON_LABEL, 0),
+            faces=None if faces is None else len(faces),
+            people_with_face=linked,
+            objects=None if objects is None else dict(objects),
+            labels=None if results.resnet50 is None else [f.label for f in results.resnet50],
+        )
+
+
+WarningKind = Literal["random_weights", "model_skipped", "photo_reduced"]
+
+
+class AnswerWarning(Result):
+    """Something an answer's reader must know to read it right: a model on random weights (its
+    findings are noise), a model that did not run although every model was asked for (its
+    figures are not counted), a photo the models saw at a reduced size."""
+
+    kind: WarningKind
+    models: list[str] = []  # the models it concerns (none for `photo_reduced`)
+    message: str
+
+    @classmethod
+    def random_weights(cls, models: list[str]) -> AnswerWarning:
+        names = ", ".join(models)
+        return cls(
+            kind="random_weights",
+            models=models,
+            message=f"{names} ran on random weights (the download failed or was skipped): their "
+            "labels and boxes are noise. Convert with real weights (picmetric convert).",
+        )
+
+    @classmethod
+    def model_skipped(cls, models: list[str]) -> AnswerWarning:
+        return cls(
+            kind="model_skipped",
+            models=models,
+            message=f"{', '.join(models)} did not run (not ready on Triton): what they find is "
+            "not counted (null), not zero.",
+        )
+
+    @classmethod
+    def photo_reduced(cls, width: int, height: int, scale: float) -> AnswerWarning:
+        return cls(
+            kind="photo_reduced",
+            message=f"The {width}x{height} photo was decoded at 1/{round(1 / scale)} of its size: "
+            "no model asked for needs every pixel. Coordinates are still the photo's own pixels.",
+        )
+
+
+def weights_warnings(runs: Sequence[ModelRun]) -> list[AnswerWarning]:
+    """A warning naming the models of `runs` on random weights, if any."""
+    random = [run.name for run in runs if run.weights.get("kind") == "random"]
+    return [AnswerWarning.random_weights(random)] if random else []
 
 
 class Options(Result):
@@ -185,3 +240,4 @@ class Analysis(Result):
     summary: Summary
     quality: Quality | None = None  # None for analyses stored before it was measured
     timings_ms: dict[str, float]
+    warnings: list[AnswerWarning] = []  # empty: nothing to say

@@ -76,7 +76,7 @@ class Settings(CommonSettings):
     fetch_timeout_s: float = Field(20.0, gt=0)  # one fetch in all: DNS, every redirect, the body
     max_redirects: int = Field(3, ge=0)
     allow_private_urls: bool = False
-    default_threshold: float = Field(0.2, ge=0, lt=1)
+    default_threshold: float = Field(0.2, ge=0, le=1)
     default_max_results: int = Field(10, ge=1, le=100)
     # repr=False: the keys never show in a printed or logged Settings
     api_keys: Annotated[list[str], NoDecode] = Field([], repr=False)

@@ -68,11 +68,14 @@ def analyze(
 def summary(analysis: dict[str, Any]) -> list[str]:
     """A few lines for a person: size, counts, objects, labels, and which models guess."""
     image, counts = analysis["image"], analysis["summary"]
+    people, faces = _counted(counts["people"]), _counted(counts["faces"])
+    with_face = counts["people_with_face"]
+    if with_face is not None:
+        people += f" ({with_face} with a visible face)"
     lines = [
         f"{image['width']}x{image['height']} photo, analysis {analysis['id']}"
         + (" (from the store)" if analysis["cached"] else ""),
-        f"people: {counts['people']} ({counts['people_with_face']} with a visible face), "
-        f"faces: {counts['faces']}",
+        f"people: {people}, faces: {faces}",
     ]
     if counts["objects"]:
         objects = sorted(counts["objects"].items(), key=lambda item: -item[1])
@@ -80,7 +83,10 @@ def summary(analysis: dict[str, Any]) -> list[str]:
     labels = analysis["results"].get("resnet50") or []
     if labels:
         lines.append("labels: " + ", ".join(f"{x['label']} {x['confidence']:.2f}" for x in labels))
-    guessing = [m["name"] for m in analysis["models"] if m["weights"].get("kind") == "random"]
-    if guessing:
-        lines.append(f"warning: {', '.join(guessing)} run on random weights (no trained file)")
+    lines.extend(f"warning: {w['message']}" for w in analysis.get("warnings", []))
     return lines
+
+
+def _counted(figure: int | None) -> str:
+    """A count, or "not counted" when its model did not run (which is not 0)."""
+    return "not counted" if figure is None else str(figure)

@@ -5,6 +5,8 @@ the photo is in hand and its header accepted (gateway.pipeline.analysis)."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -29,11 +31,28 @@ UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<fil
 
 
 def validated(data: dict[str, Any], schema: type[Body]) -> Body:
-    """Validate like FastAPI does for declared bodies, so errors read the same."""
+    """Validate like FastAPI does for declared bodies, so errors read the same; a field the
+    schema does not know is refused first, naming it and the accepted ones (unless the schema
+    ignores extra fields: the seed's)."""
+    if schema.model_config.get("extra") == "forbid":
+        unknown(data.keys(), list(schema.model_fields))
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
+
+
+def unknown(fields: Iterable[str], accepted: list[str]) -> None:
+    """InvalidRequest naming the first of `fields` that is not `accepted` (and the likely one
+    meant), so a misspelled option is never silently left at its default."""
+    for field in fields:
+        if field not in accepted:
+            close = difflib.get_close_matches(field, accepted, n=1)
+            meant = f" (did you mean '{close[0]}'?)" if close else ""
+            raise InvalidRequest(
+                f"Unknown field '{field[:40]}'{meant}; the accepted fields are "
+                f"{', '.join(accepted)}."
+            )
 
 
 def is_multipart(request: Request) -> bool:
@@ -51,7 +70,7 @@ def _analysis_request(
     body: AnalysisOptions, services: Services, request: Request, **source: Any
 ) -> AnalysisRequest:
     options = options_or_defaults(services.settings, body.threshold, body.max_results)
-    models: list[str] | None = list(body.models) if body.models else None
+    models: list[str] | None = list(dict.fromkeys(body.models)) if body.models else None
     return AnalysisRequest(models=models, options=options, fresh=wants_fresh(request), **source)
 
 
@@ -80,11 +99,19 @@ async def seed_request(request: Request) -> SeedRequest:
 
 
 def _form_options(form: FormData) -> AnalysisOptions:
-    fields: dict[str, Any] = {
-        k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v
-    }
-    if "models" in fields:
-        fields["models"] = [m.strip() for m in fields["models"].split(",") if m.strip()]
+    """The options of an upload's form, as in JSON: `models` comma-separated, its repeated
+    fields added up (`-F models=mtcnn -F models=resnet50` is both); an empty field is left out;
+    any other field given twice, or a field not known, is refused."""
+    unknown(form.keys(), ["file", *AnalysisOptions.model_fields])
+    fields: dict[str, Any] = {}
+    for name in AnalysisOptions.model_fields:
+        values = [v for v in form.getlist(name) if isinstance(v, str) and v.strip()]
+        if name == "models" and values:
+            fields[name] = [m.strip() for v in values for m in v.split(",") if m.strip()]
+        elif len(values) > 1:
+            raise InvalidRequest(f"The field '{name}' is given {len(values)} times; send it once.")
+        elif values:
+            fields[name] = values[0]
     return validated(fields, AnalysisOptions)
 
 

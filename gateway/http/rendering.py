@@ -10,9 +10,19 @@ from typing import Any
 import numpy as np
 
 from gateway.errors import ErrorBody
-from gateway.results import Analysis, Box, Results
+from gateway.results import Analysis, AnswerWarning, Box, Results
 
 ErrorRenderer = Callable[[str, str], dict[str, str]]
+# The kinds of an answer's `warnings`, for a client that reads only headers (/v1/annotate's JPEG).
+WARNINGS_HEADER = "X-Picmetric-Warnings"
+
+
+def warnings_header(warnings: list[AnswerWarning]) -> dict[str, str]:
+    """`X-Picmetric-Warnings: random_weights=resnet50+yolov3, photo_reduced`; none when empty."""
+    if not warnings:
+        return {}
+    kinds = [w.kind + (f"={'+'.join(w.models)}" if w.models else "") for w in warnings]
+    return {WARNINGS_HEADER: ", ".join(kinds)}
 
 
 def v1_analysis(analysis: Analysis) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
@@ -28,8 +28,15 @@ MODEL_LIST = rf"^\s*{_NAME}(\s*,\s*{_NAME})*\s*$"
 
 
 class AnalysisOptions(BaseModel):
-    models: list[ModelName] | None = Field(None, description="default: every ready model")
-    threshold: float | None = Field(None, ge=0, lt=1, description="minimum confidence")
+    # An unknown or misspelled field is refused (422 naming it), never ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelName] | None = Field(
+        None, min_length=1, description="default: every ready model; at least one when given"
+    )
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="minimum confidence, 0 to 1 (default: the gateway's, 0.2)"
+    )
     max_results: int | None = Field(None, ge=1, le=100, description="ImageNet labels, at most")
 
 
@@ -51,8 +58,10 @@ class BatchRequest(AnalysisOptions):
 
 
 class SeedRequest(BaseModel):
+    """The seed's body: other keys are ignored, as the Flask service ignored them."""
+
     url: ImageURL = Field(json_schema_extra=IMAGE_URL)
-    threshold: float | None = Field(None, ge=0, lt=1, description="default: the gateway's")
+    threshold: float | None = Field(None, ge=0, le=1, description="default: the gateway's")
 
 
 def multipart_schema(files: bool = False) -> dict[str, Any]:
@@ -62,7 +71,7 @@ def multipart_schema(files: bool = False) -> dict[str, Any]:
     models = {
         "type": "string",
         "pattern": MODEL_LIST,
-        "description": "comma-separated, e.g. resnet50,yolov3",
+        "description": "comma-separated, e.g. resnet50,yolov3; repeated fields add up",
     }
     binary = {
         "type": "string",

@@ -4,6 +4,8 @@ every detected face blurred for privacy. Answered as a JPEG."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -15,6 +17,7 @@ OBJECT_COLOUR = (255, 176, 0)
 FACE_COLOUR = (0, 220, 255)
 LANDMARK_COLOUR = (255, 0, 200)
 TEXT_COLOUR = (0, 0, 0)
+WARNING_COLOUR = (255, 40, 40)  # the random-weights banner
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 _MAX_SIGMA = 8.0  # px, the widest Gaussian made at the face's own size
 _ENCODER_BYTES = 2_000_000  # libjpeg's own tables and rows, the font's (measured: about 1 MB)
@@ -57,6 +60,7 @@ def _label(canvas: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int
     scale = max(0.5, min(canvas.shape[:2]) / 1500)  # the short side: bounded by the pixel limit
     thickness = max(1, round(scale * 1.5))
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    x = max(0, min(x, canvas.shape[1] - text_width - 4))  # kept inside the right edge
     top = y - text_height - baseline - 4 if y - text_height - baseline - 4 >= 0 else y
     cv2.rectangle(
         canvas, (x, top), (x + text_width + 4, top + text_height + baseline + 4), colour, -1
@@ -80,8 +84,12 @@ def memory(height: int, width: int) -> int:
     return 2 * height * width * 3 + _ENCODER_BYTES
 
 
-def draw(rgb: np.ndarray, results: Results, blur: bool = False) -> np.ndarray:
-    """A copy of the RGB photo with the detections drawn (faces blurred first when `blur`)."""
+def draw(
+    rgb: np.ndarray, results: Results, blur: bool = False, random_models: Sequence[str] = ()
+) -> np.ndarray:
+    """A copy of the RGB photo with the detections drawn. `blur`: every face blurred and nothing
+    drawn over it (no box, label or landmark: a photo to share). `random_models`: the models on
+    random weights, named in a red banner across the top, since their boxes are noise."""
     canvas = np.ascontiguousarray(rgb).copy()
     if blur:
         blur_faces(canvas, results)
@@ -91,13 +99,15 @@ def draw(rgb: np.ndarray, results: Results, blur: bool = False) -> np.ndarray:
         x0, y0, x1, y1 = _corners(found.box, width, height)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), OBJECT_COLOUR, line)
         _label(canvas, f"{found.label} {found.confidence:.2f}", x0, y0, OBJECT_COLOUR)
-    for face in results.mtcnn or []:
+    for face in [] if blur else results.mtcnn or []:
         x0, y0, x1, y1 = _corners(face.box, width, height)
         cv2.rectangle(canvas, (x0, y0), (x1, y1), FACE_COLOUR, line)
         _label(canvas, f"face {face.confidence:.2f}", x0, y0, FACE_COLOUR)
         radius = max(2, round((x1 - x0) / 25))
         for x, y in face.keypoints.values():
             cv2.circle(canvas, (int(round(x)), int(round(y))), radius, LANDMARK_COLOUR, -1)
+    if random_models:
+        _label(canvas, f"RANDOM WEIGHTS: {', '.join(random_models)}", 0, 0, WARNING_COLOUR)
     return canvas
 
 

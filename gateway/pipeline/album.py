@@ -19,7 +19,7 @@ from gateway.intake.fetch import fetch_identity
 from gateway.pipeline.analysis import analyze_keeping_photo, fetched
 from gateway.pipeline.answers import stored_source
 from gateway.pipeline.request import AnalysisRequest
-from gateway.results import Analysis
+from gateway.results import Analysis, AnswerWarning
 from gateway.services import Services
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,18 @@ class AlbumGroup(BaseModel):
 
 
 class Album(BaseModel):
-    """What the album holds, added up over the photos that were analysed."""
+    """What the album holds, added up over the photos that were analysed. A figure is None ("not
+    counted") unless every photo analysed counted it (its model ran on each)."""
 
     model_config = ConfigDict(frozen=True)
 
     images: int
     analysed: int
     failed: int
-    people: int
-    faces: int
-    people_with_face: int
-    objects: dict[str, int]
+    people: int | None
+    faces: int | None
+    people_with_face: int | None
+    objects: dict[str, int] | None
     labels: list[AlbumLabel]  # the most frequent first, then the most confident
     scenes: int  # photos analysed, each group of copies or a burst counted once
     groups: list[AlbumGroup]  # the groups of two photos or more, by their first index
@@ -85,6 +86,23 @@ class BatchAnswer(BaseModel):
 
     results: list[BatchItem]
     album: Album
+    warnings: list[AnswerWarning] = []  # each kind and set of models once, from every photo
+
+
+def batch_warnings(analyses: list[Analysis]) -> list[AnswerWarning]:
+    """The photos' warnings, each kind for the same models once (the first photo's words)."""
+    seen: dict[tuple[str, tuple[str, ...]], AnswerWarning] = {}
+    for analysis in analyses:
+        for warning in analysis.warnings:
+            seen.setdefault((warning.kind, tuple(warning.models)), warning)
+    return list(seen.values())
+
+
+def _total(figures: list[int | None]) -> int | None:
+    """The sum, or None when any photo did not count it (or no photo was analysed)."""
+    if not figures or any(f is None for f in figures):
+        return None
+    return sum(f for f in figures if f is not None)
 
 
 def _taken_at(analysis: Analysis) -> dt.datetime | None:
@@ -169,10 +187,13 @@ def album_of(
     groups: list[AlbumGroup] | None = None,
 ) -> Album:
     groups = groups or []
-    objects: Counter[str] = Counter()
+    objects: Counter[str] | None = Counter() if analyses else None
     scores: dict[str, list[float]] = defaultdict(list)
     for analysis in analyses:
-        objects.update(analysis.summary.objects)
+        if analysis.summary.objects is None or objects is None:
+            objects = None
+        else:
+            objects.update(analysis.summary.objects)
         for found in analysis.results.resnet50 or []:
             scores[found.label].append(found.confidence)
     ranked = sorted(scores.items(), key=lambda item: (-len(item[1]), -sum(item[1])))
@@ -180,10 +201,10 @@ def album_of(
         images=len(analyses) + failed,
         analysed=len(analyses),
         failed=failed,
-        people=sum(a.summary.people for a in analyses),
-        faces=sum(a.summary.faces for a in analyses),
-        people_with_face=sum(a.summary.people_with_face for a in analyses),
-        objects=dict(objects),
+        people=_total([a.summary.people for a in analyses]),
+        faces=_total([a.summary.faces for a in analyses]),
+        people_with_face=_total([a.summary.people_with_face for a in analyses]),
+        objects=None if objects is None else dict(objects),
         labels=[
             AlbumLabel(label=label, images=len(found), confidence=sum(found) / len(found))
             for label, found in ranked[:max_labels]
@@ -363,4 +384,4 @@ async def analyze_album(
     max_labels = max((r.options.max_results for r in requests), default=0)
     failed = len(ordered) - len(analyses)
     album = album_of(analyses, failed, max_labels, groups_of(analysed))
-    return BatchAnswer(results=ordered, album=album)
+    return BatchAnswer(results=ordered, album=album, warnings=batch_warnings(analyses))

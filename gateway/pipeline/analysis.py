@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
+from core.models import OFFERED_MODELS
 from gateway import metrics
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
@@ -177,9 +178,17 @@ async def analyze_keeping_photo(
         return Analysed(stored_analysis(answer, cached=True), None)
     inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
     row.timings.update(inferred.timings)
-    fill(row, inferred, services.catalog.states, request.options)
+    fill(row, inferred, services.catalog.states, request.options, _skipped(request, specs))
     await _store(row, services.store, started)
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
+
+
+def _skipped(request: AnalysisRequest, specs: list[ModelSpec]) -> list[str]:
+    """The models offered that did not run although the request asked for every model."""
+    if request.models is not None:
+        return []
+    ran = {spec.name for spec in specs}
+    return [name for name in OFFERED_MODELS if name not in ran]
 
 
 async def _kept(

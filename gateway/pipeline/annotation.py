@@ -17,6 +17,7 @@ from gateway.pipeline.analysis import (
     plan_photo,
 )
 from gateway.pipeline.request import AnalysisRequest
+from gateway.results import AnswerWarning
 from gateway.services import Services
 from gateway.triton.inference import MODELS
 
@@ -25,6 +26,7 @@ from gateway.triton.inference import MODELS
 class AnnotatedPhoto:
     jpeg: bytes
     analysis_id: str
+    warnings: list[AnswerWarning]
 
 
 async def annotate(
@@ -52,8 +54,11 @@ async def annotate(
             def drawn() -> bytes:
                 # decoded now if the store answered
                 photo = full_photo(data, analysed.photo, services)
-                results = analysed.analysis.results
-                return drawing.jpeg(drawing.draw(photo.rgb, results, blur=blur_faces))
+                analysis = analysed.analysis
+                warned = analysis.warnings
+                random = [m for w in warned if w.kind == "random_weights" for m in w.models]
+                canvas = drawing.draw(photo.rgb, analysis.results, blur_faces, random)
+                return drawing.jpeg(canvas)
 
             jpeg = await run_in_threadpool(drawn)
-    return AnnotatedPhoto(jpeg, analysed.analysis.id)
+    return AnnotatedPhoto(jpeg, analysed.analysis.id, analysed.analysis.warnings)

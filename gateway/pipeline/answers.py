@@ -13,6 +13,7 @@ from gateway.images.decode import DecodedImage, ImageHeader
 from gateway.pipeline.request import AnalysisRequest
 from gateway.results import (
     Analysis,
+    AnswerWarning,
     ImageInfo,
     ModelRun,
     Options,
@@ -20,6 +21,7 @@ from gateway.results import (
     Results,
     Source,
     Summary,
+    weights_warnings,
 )
 from gateway.store.storage import AnalysisRow, new_id
 from gateway.triton.catalog import ModelState
@@ -62,14 +64,26 @@ def new_row(
 
 
 def fill(
-    row: AnalysisRow, inferred: Inferred, states: Mapping[str, ModelState], options: Options
+    row: AnalysisRow,
+    inferred: Inferred,
+    states: Mapping[str, ModelState],
+    options: Options,
+    skipped: list[str],
 ) -> None:
     """`row` with what was inferred: the photo's size as shown, each model's run, the results,
-    the options and what the photo says of itself."""
+    the options, what the photo says of itself and the warnings of this run (`skipped`: the
+    models not run although every model was asked for; a reduced decode). Random weights are
+    read from the models' runs when the row is answered, so they are not stored twice."""
     header = inferred.header
-    row.width, row.height = inferred.photo.width, inferred.photo.height
+    photo = inferred.photo
+    row.width, row.height = photo.width, photo.height
     row.models = _model_runs(inferred.found, states)
+    warnings = [AnswerWarning.model_skipped(skipped)] if skipped else []
+    if not photo.full_resolution:
+        scale = photo.rgb.shape[1] / photo.width
+        warnings.append(AnswerWarning.photo_reduced(photo.width, photo.height, scale))
     row.result = {
+        "warnings": [warning.model_dump() for warning in warnings],
         "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
         "options": options.model_dump(),
         "photo": {
@@ -110,6 +124,8 @@ def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
     results = Results.model_validate(row.result["results"])
     photo = dict(row.result.get("photo", {}))  # rows stored before it have the defaults
     figures = photo.pop("quality", None)
+    models = [ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()]
+    stored = [AnswerWarning.model_validate(w) for w in row.result.get("warnings", [])]
     return Analysis(
         id=row.id,
         cached=cached,
@@ -122,9 +138,10 @@ def stored_analysis(row: AnalysisRow, cached: bool) -> Analysis:
             **photo,
         ),
         options=Options.model_validate(row.result["options"]),
-        models=[ModelRun.model_validate({"name": name, **run}) for name, run in row.models.items()],
+        models=models,
         results=results,
         summary=Summary.of(results),
         quality=None if figures is None else Quality.model_validate(figures),
         timings_ms=row.timings,
+        warnings=weights_warnings(models) + stored,
     )

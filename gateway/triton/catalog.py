@@ -110,11 +110,13 @@ def read_provenance(repository: Path, model: str, version: str | None) -> dict[s
 
 @dataclass(frozen=True)
 class Readiness:
-    """What one readiness check found: `ready` is all a client is told, `report` is for the
-    operations port."""
+    """What one readiness check found: `ready` is all a client is told, with the models on
+    random weights (`random_weights`: their answers are noise); `report` is for the operations
+    port."""
 
     ready: bool
     report: dict[str, Any]
+    random_weights: list[str]
 
 
 class ModelCatalog:
@@ -283,17 +285,20 @@ class ModelCatalog:
             else:
                 proof = "canary"
         ready = bool(serving) and canary_ok
+        weights = {name: state.weights.get("kind") for name, state in self.states.items()}
         report = {
             "ready": ready,
             "triton_live": self.live,
             "models": {name: state.ready for name, state in self.states.items()},
+            "weights": weights,
             "canary_ok": canary_ok,
             # What proved Triton: an analysis' answer, a canary, or analyses still in flight
             # (within their deadline of the last proof); None: nothing.
             "proof": proof,
             "replicas": [state.report() for state in self.replicas],
         }
-        return Readiness(ready, report)
+        random = [name for name, kind in weights.items() if kind == "random"]
+        return Readiness(ready, report, random)
 
     @staticmethod
     def _recent(moment: float | None, max_age_s: float) -> bool:

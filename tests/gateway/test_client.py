@@ -37,7 +37,8 @@ def test_analyze_prints_a_summary_and_saves_the_drawing(
     assert lines[0].startswith("512x512 photo, analysis ")
     assert "faces: 1" in lines[1]
     assert any(line.startswith("labels: ") for line in lines)
-    assert any("resnet50 run on random weights" in line for line in lines)
+    assert any("resnet50 ran on random weights" in line for line in lines)
+    assert "people: not counted, faces: 1" in lines[1]
     image = cv2.imread(str(drawing), cv2.IMREAD_COLOR_RGB)
     assert image is not None and image.shape == (512, 512, 3)
     as_json = _analyze(gateway, url, "--models", "mtcnn", "--json", "--max-results", "3")

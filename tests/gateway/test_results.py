@@ -1,9 +1,19 @@
-"""The typed results: faces linked to the YOLOv3 person box that contains them."""
+"""The typed results: faces linked to the YOLOv3 person box that contains them; figures not
+counted; warnings."""
 
 from __future__ import annotations
 
 from gateway.http import rendering
-from gateway.results import Box, DetectedObject, Face, Results, Summary
+from gateway.results import (
+    AnswerWarning,
+    Box,
+    DetectedObject,
+    Face,
+    ModelRun,
+    Results,
+    Summary,
+    weights_warnings,
+)
 
 POINTS = [(0.0, 0.0)] * 5
 
@@ -51,3 +61,30 @@ def test_the_seed_shape_does_not_gain_the_link() -> None:
     (face,) = rendering.seed_analysis("u", results)["mtcnn_faces"]
     assert set(face) == {"confidence", "bounding_box", "keypoints"}
     assert results.model_dump(mode="json")["mtcnn"][0]["person"] == 0  # what /v1 renders
+
+
+def test_summary_figures_of_a_model_that_did_not_run_are_null_not_zero() -> None:
+    """ResNet50 alone counted no people and no faces: those are None ("not counted")."""
+    labels_only = Summary.of(Results(resnet50=[]))
+    assert labels_only.labels == []
+    assert (labels_only.people, labels_only.faces, labels_only.people_with_face) == (None,) * 3
+    assert labels_only.objects is None
+    faces_only = Summary.of(Results(mtcnn=[_face(10, 10, 50, 50)]))
+    assert (faces_only.faces, faces_only.people, faces_only.people_with_face) == (1, None, None)
+    assert faces_only.labels is None
+    both = Summary.of(Results(yolov3=[], mtcnn=[]))
+    assert (both.people, both.faces, both.people_with_face, both.objects) == (0, 0, 0, {})
+
+
+def test_random_weights_are_one_warning_naming_the_models() -> None:
+    runs = [
+        ModelRun(name="resnet50", version="1", weights={"kind": "random"}, latency_ms=1),
+        ModelRun(name="mtcnn", version="1", weights={"kind": "pretrained"}, latency_ms=1),
+        ModelRun(name="yolov3", version="1", weights={"kind": "random"}, latency_ms=1),
+    ]
+    (warning,) = weights_warnings(runs)
+    assert warning.kind == "random_weights" and warning.models == ["resnet50", "yolov3"]
+    assert weights_warnings(runs[1:2]) == []
+    header = rendering.warnings_header([warning, AnswerWarning.photo_reduced(800, 600, 0.5)])
+    assert header == {"X-Picmetric-Warnings": "random_weights=resnet50+yolov3, photo_reduced"}
+    assert rendering.warnings_header([]) == {}

@@ -35,9 +35,13 @@ async def read_health() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "not ready"}})
 async def read_readiness(services: ServicesDep) -> JSONResponse:
     """Ready while at least one Triton replica serves every model and a recent canary inference
-    worked; which replicas, and why not, only on the operations port."""
+    worked, and the models on random weights if any (their answers are noise); which replicas,
+    and why not, only on the operations port."""
     readiness = await _readiness(services)
-    return _answer(readiness.ready, {"ready": readiness.ready})
+    body: dict[str, object] = {"ready": readiness.ready}
+    if readiness.random_weights:
+        body["random_weights"] = readiness.random_weights
+    return _answer(readiness.ready, body)
 
 
 @ops_router.get("/readyz")

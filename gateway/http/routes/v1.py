@@ -20,7 +20,7 @@ from gateway.pipeline.album import BatchAnswer, analyze_album
 from gateway.pipeline.analysis import analyze
 from gateway.pipeline.annotation import annotate
 from gateway.pipeline.answers import stored_analysis
-from gateway.results import Analysis
+from gateway.results import Analysis, AnswerWarning
 
 router = APIRouter(
     prefix="/v1",
@@ -48,10 +48,18 @@ _BATCH = _body(BatchRequest.model_json_schema(), multipart_schema(files=True))
     response_model=Analysis,
     openapi_extra=_JSON_OR_UPLOAD,
 )
-async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+async def analyze_image(
+    request: Request, response: Response, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """Analyse an image given by `url` (JSON) or uploaded as multipart `file`."""
     analysis_request = await bodies.analysis_request(request, services)
-    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+    return _answered(await analyze(analysis_request, services, owner), response)
+
+
+def _answered(analysis: Analysis, response: Response) -> dict[str, Any]:
+    """The analysis as JSON, its warnings' kinds also in a header."""
+    response.headers.update(rendering.warnings_header(analysis.warnings))
+    return rendering.v1_analysis(analysis)
 
 
 @router.post(
@@ -60,10 +68,12 @@ async def analyze_image(request: Request, services: ServicesDep, owner: OwnerDep
     status_code=201,
     openapi_extra=_UPLOAD,
 )
-async def upload_image(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+async def upload_image(
+    request: Request, response: Response, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """Keep an uploaded image in S3, without its location and identifying metadata; analyse it."""
     analysis_request = await bodies.upload_request(request, services, keep=True)
-    return rendering.v1_analysis(await analyze(analysis_request, services, owner))
+    return _answered(await analyze(analysis_request, services, owner), response)
 
 
 @router.post(
@@ -82,7 +92,10 @@ async def annotate_image(
     (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
     analysis_request = await bodies.analysis_request(request, services)
     annotated = await annotate(analysis_request, services, owner, blur_faces)
-    headers = {"X-Analysis-Id": annotated.analysis_id}
+    headers = {
+        "X-Analysis-Id": annotated.analysis_id,
+        **rendering.warnings_header(annotated.warnings),
+    }
     return Response(annotated.jpeg, media_type="image/jpeg", headers=headers)
 
 
@@ -91,27 +104,37 @@ async def annotate_image(
     response_model=BatchAnswer,
     openapi_extra=_BATCH,
 )
-async def analyze_batch(request: Request, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+async def analyze_batch(
+    request: Request, response: Response, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """Analyse up to PICMETRIC_MAX_BATCH_IMAGES images (JSON `urls` or several multipart
     `file`s): one result per image in order, each failing alone, and an album summary."""
     requests = await bodies.batch_requests(request, services)
     answer = await analyze_album(requests, services, owner)
+    response.headers.update(rendering.warnings_header(answer.warnings))
     return answer.model_dump(mode="json")
 
 
 @router.get("/analyses/{analysis_id}", response_model=Analysis)
-async def read_analysis(analysis_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+async def read_analysis(
+    analysis_id: str, response: Response, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """A stored analysis by id, made with the same API key."""
     row = await services.store.get(analysis_id, owner)
     if row is None:
         raise NotFound(f"No analysis with id '{analysis_id}'.")
-    return rendering.v1_analysis(stored_analysis(row, cached=True))
+    return _answered(stored_analysis(row, cached=True), response)
 
 
 @router.get("/models", response_model=list[ModelInfo])
-async def read_models(services: ServicesDep) -> list[ModelInfo]:
-    """The models, their Triton versions, readiness and weight provenance."""
+async def read_models(services: ServicesDep, response: Response) -> list[ModelInfo]:
+    """The models, their Triton versions, readiness and weight provenance (`weights.kind`:
+    `pretrained`, `file` or `random`; random weights also in `X-Picmetric-Warnings`)."""
     await services.catalog.refresh(services.triton)
+    states = services.catalog.states.values()
+    random = [state.name for state in states if state.weights.get("kind") == "random"]
+    if random:
+        response.headers.update(rendering.warnings_header([AnswerWarning.random_weights(random)]))
     return [
         ModelInfo(
             name=state.name,
@@ -120,5 +143,5 @@ async def read_models(services: ServicesDep) -> list[ModelInfo]:
             version=state.version,
             weights=state.weights,
         )
-        for state in services.catalog.states.values()
+        for state in states
     ]

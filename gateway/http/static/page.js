@@ -380,6 +380,8 @@ window.addEventListener("resize", () => {
 });
 
 function describe(value) {
+  // null: the model that counts it did not run, which is not zero
+  if (value === null || value === undefined) return "not counted";
   if (Array.isArray(value)) return value.length ? value.join(", ") : "none";
   if (value && typeof value === "object") {
     const entries = Object.entries(value);
@@ -451,6 +453,13 @@ function showModels(answer) {
     body.append(row);
   }
   showWarning($("result-warning"), random);
+  // The answer's other warnings (a model skipped, a photo reduced) in the gateway's own words.
+  const others = (answer.warnings || []).filter((w) => w.kind !== "random_weights");
+  for (const warning of others) {
+    const target = $("result-warning");
+    target.hidden = false;
+    target.append(element("p", { "data-warning": warning.kind }, warning.message));
+  }
   const timings = Object.entries(answer.timings_ms || {}).map(([k, v]) => `${k} ${v.toFixed(1)} ms`);
   $("timings").textContent = timings.length ? `Timings: ${timings.join(" · ")}` : "";
 }

@@ -50,8 +50,8 @@ class Settings:
         return with_parameters(self, values).check()
 
     def check(self) -> Settings:
-        if not 0.0 <= self.score_threshold < 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1), got {self.score_threshold}.")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}.")
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}.")
         if self.max_detections < 1 or self.pre_nms_top_k < 1:

@@ -60,8 +60,33 @@ def test_annotate_draws_the_stored_faces_and_blurs_them_on_request(
     )  # a cache hit: same faces
     assert again["results"]["mtcnn"] == analysis["results"]["mtcnn"]
     assert _sharpness(blurred[inside]) < 0.5 * _sharpness(drawn[inside])
+    # Nothing drawn over a blurred face: no landmark, no box edge (a photo to share).
+    for x, y in face["keypoints"].values():
+        assert np.abs(blurred[round(y), round(x)].astype(int) - drawing.LANDMARK_COLOUR).max() > 60
+    top = blurred[round(box["y_min"]), round(box["x_min"]) + 5 : round(box["x_max"]) - 5]
+    assert (np.abs(top.astype(int) - drawing.FACE_COLOUR).max(axis=1) > 60).all()
     outside = (slice(300, 400), slice(300, 400))
     assert np.abs(blurred[outside].astype(int) - original[outside]).mean() < 4  # JPEG only
+
+
+def test_annotate_marks_random_weights_on_the_photo(gateway: Gateway, photo_server: str) -> None:
+    """YOLOv3 on random weights: a red banner across the top-left names it, and the header says
+    so; MTCNN alone (real weights) has no banner."""
+    url = f"{photo_server}/astronaut.png"
+    answer = httpx.post(
+        f"{gateway.url}/v1/annotate", json={"url": url, "models": ["yolov3"]}, timeout=120
+    )
+    assert answer.headers["X-Picmetric-Warnings"] == "random_weights=yolov3"
+    drawn = cv2.imdecode(np.frombuffer(answer.content, np.uint8), cv2.IMREAD_COLOR_RGB)
+
+    def red_share(rgb: np.ndarray) -> float:
+        """The share of the banner's top rows (above its black text) in its red."""
+        strip = rgb[0:2, 0:200].reshape(-1, 3).astype(int)
+        return float((np.abs(strip - drawing.WARNING_COLOUR).max(axis=1) < 60).mean())
+
+    assert red_share(drawn) > 0.9
+    clean, _ = _annotate(gateway, json={"url": url, "models": ["mtcnn"]})
+    assert red_share(clean) < 0.1
 
 
 def test_annotate_applies_exif_orientation_before_drawing(

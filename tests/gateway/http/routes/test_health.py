@@ -47,10 +47,12 @@ def test_health_readiness_models_and_docs(gateway: Gateway) -> None:
 
 @pytest.mark.parametrize("host", ["localhost", "anything.example"])
 def test_public_readiness_says_ready_and_nothing_else(gateway: Gateway, host: str) -> None:
-    """The API port's /readyz, to any client by any Host: ready or not, no replica, model or
-    address; the operations port reports them."""
+    """The API port's /readyz, to any client by any Host: ready or not, and the models on random
+    weights (the tests' ResNet50 and YOLOv3), no replica or address; the operations port reports
+    them, with every model's weights kind."""
     ready = httpx.get(f"{gateway.url}/readyz", headers={"Host": host}, timeout=60)
-    assert ready.status_code == 200 and ready.json() == {"ready": True}, ready.text
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"ready": True, "random_weights": ["resnet50", "yolov3"]}
     report = httpx.get(f"{gateway.ops_url}/readyz", timeout=60).json()
     (replica,) = report["replicas"]
     assert replica["address"] and replica["address"] not in ready.text
@@ -58,10 +60,12 @@ def test_public_readiness_says_ready_and_nothing_else(gateway: Gateway, host: st
         "ready",
         "triton_live",
         "models",
+        "weights",
         "canary_ok",
         "proof",
         "replicas",
     }
+    assert report["weights"] == {"resnet50": "random", "yolov3": "random", "mtcnn": "pretrained"}
 
 
 def test_metrics_are_on_the_operations_port_only(gateway: Gateway) -> None:

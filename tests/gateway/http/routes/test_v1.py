@@ -102,6 +102,32 @@ def test_bad_input_is_a_4xx_with_errortype_and_stores_nothing(
     assert count_analyses(gateway.database_url) == rows
 
 
+def test_v1_answers_say_what_did_not_run_and_what_runs_on_random_weights(
+    gateway: Gateway, photo_server: str
+) -> None:
+    """ResNet50 and MTCNN only: people and objects are null ("not counted"), not 0; the answer,
+    its header, the stored copy and /readyz name the models on random weights."""
+    url = f"{photo_server}/astronaut.png"
+    answer = post(gateway, "/v1/analyze", json={"url": url, "models": ["resnet50", "mtcnn"]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    summary = body["summary"]
+    assert (summary["people"], summary["people_with_face"], summary["objects"]) == (None,) * 3
+    assert summary["faces"] == 1 and isinstance(summary["labels"], list)
+    (warning,) = body["warnings"]
+    assert warning["kind"] == "random_weights" and warning["models"] == ["resnet50"]
+    assert answer.headers["X-Picmetric-Warnings"] == "random_weights=resnet50"
+    stored = httpx.get(f"{gateway.url}/v1/analyses/{body['id']}")
+    assert stored.json()["warnings"] == body["warnings"] and stored.json()["summary"] == summary
+    assert stored.headers["X-Picmetric-Warnings"] == "random_weights=resnet50"
+    ready = httpx.get(f"{gateway.url}/readyz", timeout=60).json()
+    assert ready == {"ready": True, "random_weights": ["resnet50", "yolov3"]}
+    models = httpx.get(f"{gateway.url}/v1/models")
+    assert models.headers["X-Picmetric-Warnings"] == "random_weights=resnet50+yolov3"
+    faces_only = post(gateway, "/v1/analyze", json={"url": url, "models": ["mtcnn"]})
+    assert faces_only.json()["warnings"] == [] and "X-Picmetric-Warnings" not in faces_only.headers
+
+
 def test_v1_faces_have_boxes_and_landmarks_in_original_pixels(
     gateway: Gateway, photo_server: str, photos: dict[str, np.ndarray]
 ) -> None:
@@ -167,6 +193,8 @@ def test_v1_objects_from_a_reduced_decode_are_in_the_photos_pixels(gateway: Gate
         # In the decoded image's pixels they would all be within half the photo's size.
         assert max(b["x_max"] for b in boxes) > width / 2 + 50, orientation
         assert max(b["y_max"] for b in boxes) > height / 2 + 50, orientation
+        kinds = [w["kind"] for w in body["warnings"]]
+        assert kinds == ["random_weights", "photo_reduced"], body["warnings"]
 
 
 def _turned(jpeg: bytes) -> bytes:
