@@ -42,7 +42,10 @@ class Settings(CommonSettings):
     database_url: str = "sqlite:///picmetric.db"
     # false where the deployment runs `picmetric migrate` itself before the gateway starts
     migrate_on_start: bool = True
-    s3_bucket: str | None = None  # uploads are kept here; unset: /v1/images is unavailable
+    s3_bucket: str | None = None  # uploads are kept here; unset: in upload_dir
+    # Without a bucket, uploads are kept in this folder (gateway/intake/local_uploads.py;
+    # `picmetric serve` defaults it to ~/.cache/picmetric/uploads); neither: /v1/images is 503.
+    upload_dir: Path | None = None
     # true: uploads are kept as sent, their GPS position and identifying EXIF/XMP included;
     # false: rebuilt from their pixel data, orientation and colour profile
     # (gateway/images/privacy/).
@@ -141,7 +144,7 @@ class Settings(CommonSettings):
             _parse_limit(limit)
         return value
 
-    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", mode="before")
+    @field_validator("s3_bucket", "s3_endpoint_url", "redis_url", "upload_dir", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

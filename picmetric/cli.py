@@ -145,13 +145,16 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _prepared_settings(host: str, **overrides: str) -> Settings:
+def _prepared_settings(host: str, local_uploads: bool = False, **overrides: str) -> Settings:
     """The gateway's settings, checked for listening on `host` and with its database schema
-    ready (a problem is one clear line here, before any server starts)."""
+    ready (a problem is one clear line here, before any server starts). `local_uploads` (`serve`):
+    without a bucket or folder set, uploads are kept in the cache's `uploads/` folder."""
     from gateway.settings import Settings
     from gateway.store.migrate import prepare_schema
 
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    if local_uploads and not settings.s3_bucket and settings.upload_dir is None:
+        settings = settings.model_copy(update={"upload_dir": cache_dir() / "uploads"})
     settings.check_exposure(host)
     prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
     return settings
@@ -212,7 +215,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     settings = None
     if with_gateway:
         overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
-        settings = _prepared_settings(args.host, **overrides)
+        settings = _prepared_settings(args.host, local_uploads=True, **overrides)
     try:
         supervisor.start()
         if settings is not None:

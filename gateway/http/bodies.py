@@ -21,7 +21,13 @@ from gateway.http.schemas import (
     BatchRequest,
     SeedRequest,
 )
-from gateway.pipeline.request import AnalysisRequest, KeepUpload, options_or_defaults, url_kind
+from gateway.pipeline.request import (
+    NO_UPLOAD_PLACE,
+    AnalysisRequest,
+    KeepUpload,
+    options_or_defaults,
+    url_kind,
+)
 from gateway.results import SOURCE_CHARS
 from gateway.services import Services
 
@@ -138,13 +144,14 @@ def _filename(upload: Any, default: str) -> str:
 
 
 def _keep(services: Services, required: bool) -> KeepUpload:
-    """Whether the analysis keeps the upload: `required` (/v1/images) needs a bucket; otherwise it
-    is kept where a bucket happens to be set."""
+    """Whether the analysis keeps the upload: `required` (/v1/images) needs a place (a bucket or
+    the upload folder); otherwise it is kept where a bucket happens to be set."""
+    settings = services.settings
     if required:
-        if not services.settings.s3_bucket:
-            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+        if not settings.s3_bucket and not settings.upload_dir:
+            raise StorageError(NO_UPLOAD_PLACE)
         return "required"
-    return "if_possible" if services.settings.s3_bucket else "no"
+    return "if_possible" if settings.s3_bucket else "no"
 
 
 async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:

@@ -38,8 +38,8 @@ from gateway.errors import (
     RemoteHTTPError,
     URLUnreachable,
 )
+from gateway.intake import local_uploads, urlguard
 from gateway.intake import s3 as s3_objects
-from gateway.intake import urlguard
 from gateway.settings import Settings
 from gateway.tenancy import public_url
 
@@ -156,8 +156,13 @@ async def _read_capped(response: httpx.Response, limit: int) -> bytes:
 async def fetch(
     client: httpx.AsyncClient, s3: Any, url: str, settings: Settings, owner: str
 ) -> FetchedImage:
-    """The image at `url` for `owner` (an s3:// one only where that owner may read it)."""
-    if urlguard.check_scheme(url) == "s3":
+    """The image at `url` for `owner` (an s3:// one only where that owner may read it, an
+    upload:// one only the owner's)."""
+    scheme = urlguard.check_scheme(url)
+    if scheme == local_uploads.SCHEME:
+        data = await local_uploads.read(settings.upload_dir, url, owner, settings.max_image_bytes)
+        return FetchedImage(data, url)
+    if scheme == "s3":
         data = await s3_objects.read(
             s3, url, settings.max_image_bytes, settings.s3_readable, owner, settings.s3_bucket
         )

@@ -17,7 +17,8 @@ from gateway.errors import ForbiddenURL, UnsupportedScheme, URLUnreachable
 from gateway.tenancy import public_url
 
 HTTP_SCHEMES = ("http", "https")
-ALLOWED_SCHEMES = (*HTTP_SCHEMES, "s3")
+# upload://: a kept upload on the gateway's own disk (gateway/intake/local_uploads.py)
+ALLOWED_SCHEMES = (*HTTP_SCHEMES, "s3", "upload")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -26,8 +27,8 @@ def check_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ALLOWED_SCHEMES:
         raise UnsupportedScheme(
-            f"URL scheme '{scheme or '(none)'}' is not supported; use http://, https:// or "
-            "s3://bucket/key."
+            f"URL scheme '{scheme or '(none)'}' is not supported; use http://, https://, "
+            "s3://bucket/key or a kept upload's upload://."
         )
     return scheme
 

@@ -21,10 +21,11 @@ from gateway import metrics
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
 from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
+from gateway.intake import local_uploads
 from gateway.intake import s3 as s3_objects
 from gateway.intake.fetch import fetch
 from gateway.pipeline.answers import Inferred, fill, new_row, stored_analysis
-from gateway.pipeline.request import AnalysisRequest
+from gateway.pipeline.request import NO_UPLOAD_PLACE, AnalysisRequest
 from gateway.results import Analysis, Options, Quality
 from gateway.services import Services
 from gateway.store.storage import AnalysisRow, AnalysisStore
@@ -194,17 +195,18 @@ def _skipped(request: AnalysisRequest, specs: list[ModelSpec]) -> list[str]:
 async def _kept(
     request: AnalysisRequest, data: bytes, services: Services, owner: str
 ) -> AnalysisRequest:
-    """`request` with its upload kept in the S3 bucket under `owner`'s prefix, its pointer as the
-    source; kept only once its header was accepted (a photo the analysis refuses is not kept),
-    and without its location and identifying metadata (gateway.images.privacy) unless
-    PICMETRIC_KEEP_UPLOAD_METADATA. The analysis reads `data` as sent: its header says whether it
-    carried a location. An upload that privacy cannot keep is refused (415) where it must be kept,
-    otherwise analysed and not kept, as without a bucket."""
+    """`request` with its upload kept under `owner`'s own place, its pointer as the source: in the
+    S3 bucket (`uploads/<owner>/`, an s3:// pointer), else, for /v1/images, in the upload folder
+    (an upload:// pointer, gateway.intake.local_uploads). Kept only once its header was accepted
+    (a photo the analysis refuses is not kept), and without its location and identifying
+    metadata (gateway.images.privacy) unless PICMETRIC_KEEP_UPLOAD_METADATA. The analysis reads
+    `data` as sent: its header says whether it carried a location. An upload that privacy cannot
+    keep is refused (415) where it must be kept, otherwise analysed and not kept."""
     settings = services.settings
-    bucket = settings.s3_bucket
-    if not bucket:
+    bucket, folder = settings.s3_bucket, settings.upload_dir
+    if not bucket and (folder is None or request.keep != "required"):
         if request.keep == "required":
-            raise StorageError("Storing uploads needs an S3 bucket: set PICMETRIC_S3_BUCKET.")
+            raise StorageError(NO_UPLOAD_PLACE)
         return request
     # the header's checks; 413 or 415 and nothing kept
     header = (await plan_photo(data, services)).header
@@ -217,7 +219,11 @@ async def _kept(
                 raise
             log.info("Upload %r is analysed, not kept: %s", request.source, exc)
             return request
-    pointer = await s3_objects.keep_upload(services.s3, bucket, owner, kept)
+    if bucket:
+        pointer = await s3_objects.keep_upload(services.s3, bucket, owner, kept)
+    else:
+        assert folder is not None
+        pointer = await local_uploads.keep(folder, owner, kept)
     return dataclasses.replace(request, source=pointer)
 
 

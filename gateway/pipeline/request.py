@@ -11,9 +11,14 @@ from gateway.intake import urlguard
 from gateway.results import Options, SourceKind
 from gateway.settings import Settings
 
-# Whether an upload is kept in the S3 bucket: not; where it can be (a bucket is set and the privacy
-# rebuild takes its format); or it must be (/v1/images: refused otherwise).
+# Whether an upload is kept (in the S3 bucket, else the local upload folder): not; where it can be
+# (a place is set and the privacy rebuild takes its format); or it must be (/v1/images: refused
+# otherwise).
 KeepUpload = Literal["no", "if_possible", "required"]
+NO_UPLOAD_PLACE = (
+    "Keeping uploads needs a place: set PICMETRIC_S3_BUCKET, or PICMETRIC_UPLOAD_DIR for a folder "
+    "on the gateway's disk (picmetric serve keeps them in ~/.cache/picmetric/uploads)."
+)
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class AnalysisRequest:
 
 
 def url_kind(url: str) -> SourceKind:
-    return "s3" if urlguard.check_scheme(url) == "s3" else "url"
+    scheme = urlguard.check_scheme(url)
+    return "s3" if scheme == "s3" else "upload" if scheme == "upload" else "url"
 
 
 def options_or_defaults(
