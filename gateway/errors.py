@@ -107,6 +107,14 @@ class FetchTimeout(FetchError):
     errortype = "fetch_timeout"
 
 
+def size_text(nbytes: int) -> str:
+    """A size as a person reads it: "20 MiB", "512 KiB", "1000 bytes"."""
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.4g} {unit}"
+    return f"{nbytes} bytes"
+
+
 class ImageTooLarge(PicmetricError):
     """The image is over the byte or pixel limit."""
 
@@ -115,7 +123,11 @@ class ImageTooLarge(PicmetricError):
 
     @classmethod
     def over(cls, limit: int) -> ImageTooLarge:
-        return cls(f"Image is larger than the {limit} byte limit.")
+        """Over the per-image byte limit."""
+        return cls(
+            f"Image is larger than the {size_text(limit)} limit (PICMETRIC_MAX_IMAGE_BYTES); "
+            "send a smaller file."
+        )
 
 
 class UnsupportedImage(PicmetricError):

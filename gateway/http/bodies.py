@@ -14,7 +14,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from gateway.errors import ImageTooLarge, InvalidRequest, StorageError, UnsupportedMediaType
+from gateway.errors import (
+    ImageTooLarge,
+    InvalidRequest,
+    StorageError,
+    UnsupportedMediaType,
+    size_text,
+)
 from gateway.http.schemas import (
     AnalysisOptions,
     AnalyzeRequest,
@@ -88,7 +94,7 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
     if media_type != "application/json":
         raise UnsupportedMediaType(
             f"Send JSON like {example} with Content-Type: application/json{alternative}, "
-            f"not {media_type or 'no Content-Type'}."
+            f"{f'not {media_type}' if media_type else 'not without a Content-Type'}."
         )
     try:
         payload = await request.json()
@@ -182,6 +188,13 @@ async def analysis_request(request: Request, services: Services) -> AnalysisRequ
     )
 
 
+def _too_many(most: int, sent: int) -> str:
+    return (
+        f"A batch holds at most {most} images (PICMETRIC_MAX_BATCH_IMAGES), not {sent}; send "
+        "the rest in another batch."
+    )
+
+
 async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
     """JSON `{"urls": [...]}` or several multipart `file` fields, within the batch limits."""
     settings = services.settings
@@ -189,7 +202,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
     if not is_multipart(request):
         body = validated(await _json(request, '{"urls": ["https://...", ...]}'), BatchRequest)
         if len(body.urls) > most:
-            raise InvalidRequest(f"A batch holds at most {most} images, not {len(body.urls)}.")
+            raise InvalidRequest(_too_many(most, len(body.urls)))
         return [
             _analysis_request(body, services, request, source_kind=url_kind(url), source=url)
             for url in body.urls
@@ -199,7 +212,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
         if not uploads:
             raise InvalidRequest("Send the images as multipart form fields named 'file'.")
         if len(uploads) > most:
-            raise InvalidRequest(f"A batch holds at most {most} images, not {len(uploads)}.")
+            raise InvalidRequest(_too_many(most, len(uploads)))
         files: list[tuple[bytes, str]] = []
         total = 0
         for upload in uploads:
@@ -207,7 +220,8 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
             total += len(data)
             if total > settings.max_batch_bytes:
                 raise ImageTooLarge(
-                    f"The batch is larger than its {settings.max_batch_bytes} byte limit."
+                    f"The batch is larger than its {size_text(settings.max_batch_bytes)} limit "
+                    "(PICMETRIC_MAX_BATCH_BYTES)."
                 )
             files.append((data, _filename(upload, f"upload{len(files)}")))
         options = _form_options(form)

@@ -27,6 +27,7 @@ from gateway.errors import (
     PicmetricError,
     RequestTooLarge,
     UntrustedHost,
+    size_text,
 )
 from gateway.http import rendering
 from gateway.settings import Settings
@@ -72,8 +73,8 @@ def body_limit(settings: Settings, path: str, content_type: str) -> Limit:
     return Limit(
         limit + MULTIPART_OVERHEAD,
         ImageTooLarge,
-        f"The upload is larger than the {limit} byte limit ({setting}), "
-        f"plus {MULTIPART_OVERHEAD} bytes for the form.",
+        f"The upload is larger than the {size_text(limit)} limit ({setting}), "
+        f"plus {size_text(MULTIPART_OVERHEAD)} for the form.",
     )
 
 

@@ -115,7 +115,8 @@ async def check_http_url(url: str, allow_private: bool) -> list[str]:
             raise URLUnreachable(f"Host '{host}' could not be resolved.")
     if not allow_private and not all(_is_public(address) for address in addresses):
         raise ForbiddenURL(
-            f"Host '{host}' resolves to a private or internal address; only public "
-            "hosts can be fetched."
+            f"Host '{host}' resolves to a private or internal address; only public hosts can "
+            "be fetched, unless the operator sets PICMETRIC_ALLOW_PRIVATE_URLS=true (for a "
+            "gateway whose users may reach its own network, such as a local server)."
         )
     return addresses

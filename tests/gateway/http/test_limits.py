@@ -19,7 +19,7 @@ def test_body_limit_of_an_upload_is_the_image_limit_plus_the_form() -> None:
     assert limit.size == 1000 + MULTIPART_OVERHEAD
     refusal = limit.refusal()
     assert isinstance(refusal, ImageTooLarge) and refusal.status_code == 413
-    assert "1000 byte limit (PICMETRIC_MAX_IMAGE_BYTES)" in str(refusal)
+    assert "1000 bytes limit (PICMETRIC_MAX_IMAGE_BYTES)" in str(refusal)
 
 
 def test_body_limit_of_a_batch_is_the_batch_limit_plus_the_form() -> None:
