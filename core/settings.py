@@ -28,8 +28,10 @@ class CommonSettings(BaseSettings):
 
 
 class ClientSettings(BaseSettings):
-    """What `picmetric analyze` reads: the API key it sends (its --api-key wins)."""
+    """What the client commands (`picmetric analyze`, `show`, `models`) read: the gateway they
+    talk to and the API key they send (their --gateway and --api-key win)."""
 
     model_config = SettingsConfigDict(env_prefix="PICMETRIC_", env_file=".env", extra="ignore")
 
     api_key: str | None = Field(None, repr=False)
+    gateway: str = "http://127.0.0.1:8080"

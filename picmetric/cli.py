@@ -7,7 +7,6 @@ Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -17,9 +16,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from core.paths import MODEL_REPOSITORY, cache_dir
-from core.settings import ClientSettings, CommonSettings
+from core.settings import CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
-from picmetric import client
+from picmetric import client_commands
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
 
@@ -47,17 +46,23 @@ def _add_convert(commands: argparse._SubParsersAction) -> None:
         parser.add_argument(
             "--weights-hash", help="expected 'sha256:<hex>' or 'md5:<hex>' of the file"
         )
-        parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
+        parser.add_argument(
+            "--repository", type=Path, default=MODEL_REPOSITORY, help="where the model goes"
+        )
         if converter is not None:
             converter.add_arguments(parser)
 
 
 def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     defaults = TritonPorts()
-    parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
-    parser.add_argument("--http-port", type=int, default=defaults.http)
-    parser.add_argument("--grpc-port", type=int, default=defaults.grpc)
-    parser.add_argument("--metrics-port", type=int, default=defaults.metrics)
+    parser.add_argument(
+        "--repository", type=Path, default=MODEL_REPOSITORY, help="the Triton model repository"
+    )
+    parser.add_argument("--http-port", type=int, default=defaults.http, help="Triton's HTTP port")
+    parser.add_argument("--grpc-port", type=int, default=defaults.grpc, help="Triton's gRPC port")
+    parser.add_argument(
+        "--metrics-port", type=int, default=defaults.metrics, help="Triton's metrics port"
+    )
     parser.add_argument(
         "--triton-host", default=defaults.host, help="Triton's listen address (0.0.0.0: all)"
     )
@@ -74,7 +79,8 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="picmetric", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(commands)
     triton = commands.add_parser("triton", help="run the local Triton server until interrupted")
     _add_triton_options(triton)
@@ -86,22 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="upgrade the database (PICMETRIC_DATABASE_URL) to the newest schema"
     )
-    analyze = commands.add_parser("analyze", help="analyse one image through a running gateway")
-    analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
-    analyze.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
-    analyze.add_argument("--models", help="comma-separated, e.g. resnet50,yolov3")
-    analyze.add_argument("--threshold", type=float, help="minimum confidence (gateway default)")
-    analyze.add_argument("--max-results", type=int, help="ImageNet labels, at most")
-    analyze.add_argument("--draw", type=Path, help="save the photo with the detections drawn")
-    analyze.add_argument("--blur-faces", action="store_true", help="with --draw: blur faces")
-    analyze.add_argument("--json", action="store_true", help="print the whole JSON answer")
-    analyze.add_argument("--api-key", default=ClientSettings().api_key, help="or PICMETRIC_API_KEY")
+    client_commands.add_commands(commands)
     commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
     )
     tensorrt.add_argument("state", choices=["on", "off"])
-    tensorrt.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
+    tensorrt.add_argument(
+        "--repository", type=Path, default=MODEL_REPOSITORY, help="the configs to switch"
+    )
     cpu_engine = commands.add_parser(
         "cpu-engine", help="run the onnxruntime models on ONNX Runtime or OpenVINO (CPU hosts)"
     )
@@ -118,13 +117,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: switch only these (e.g. the networks this CPU runs faster on "
         "OpenVINO, from `python -m benchmarks.cpu_engines`); the others stay as they are",
     )
-    cpu_engine.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
+    cpu_engine.add_argument(
+        "--repository", type=Path, default=MODEL_REPOSITORY, help="the configs to switch"
+    )
+    _describe(commands)
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that names each option's default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _describe(commands: argparse._SubParsersAction) -> None:
+    """Every command's --help opens with what the command does and names its defaults."""
+    for choice in commands._choices_actions:
+        parser = commands.choices[choice.dest]
+        parser.formatter_class = _DefaultsFormatter
+        parser.description = parser.description or choice.help
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _describe(action)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("picmetric")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _add_gateway_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
-    parser.add_argument("--port", type=int, default=GATEWAY_PORT)
+    parser.add_argument("--port", type=int, default=GATEWAY_PORT, help="the gateway's API port")
 
 
 def run_convert(args: argparse.Namespace) -> None:
@@ -272,26 +309,10 @@ def run_migrate() -> None:
     upgrade_schema(Settings().database_url)
 
 
-def run_analyze(args: argparse.Namespace) -> None:
-    options = {
-        name: str(value)
-        for name, value in (
-            ("models", args.models),
-            ("threshold", args.threshold),
-            ("max_results", args.max_results),
-        )
-        if value is not None
-    }
-    analysis = client.analyze(
-        args.gateway, args.image, options, args.draw, args.blur_faces, args.api_key
-    )
-    print(json.dumps(analysis, indent=2) if args.json else "\n".join(client.summary(analysis)))
-    if args.draw:
-        log.info("Saved the annotated photo to %s", args.draw)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.command in client_commands.COMMANDS:
+        sys.exit(client_commands.run(args))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -307,8 +328,6 @@ def main(argv: list[str] | None = None) -> None:
             run_gateway(args)
         elif args.command == "migrate":
             run_migrate()
-        elif args.command == "analyze":
-            run_analyze(args)
         elif args.command == "check-gpu":
             from picmetric import gpu
 

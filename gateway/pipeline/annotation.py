@@ -26,6 +26,7 @@ from gateway.triton.inference import MODELS
 class AnnotatedPhoto:
     jpeg: bytes
     analysis_id: str
+    cached: bool  # the store answered: no model ran
     warnings: list[AnswerWarning]
 
 
@@ -61,4 +62,5 @@ async def annotate(
                 return drawing.jpeg(canvas)
 
             jpeg = await run_in_threadpool(drawn)
-    return AnnotatedPhoto(jpeg, analysed.analysis.id, analysed.analysis.warnings)
+    analysis = analysed.analysis
+    return AnnotatedPhoto(jpeg, analysis.id, analysis.cached, analysis.warnings)

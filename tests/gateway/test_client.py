@@ -1,46 +1,90 @@
-"""`picmetric analyze` (picmetric/client.py) against the real gateway: a summary for a person,
-the JSON on request, the annotated photo saved, and errors as one line."""
+"""The client commands (picmetric/client.py, picmetric/client_commands.py) against the real
+gateway: `analyze` of one photo (a summary for a person, the JSON, the drawing in the format its
+extension names), of a folder through /v1/batch (JSON lines, a photo failing alone), `show`,
+`models`, `samples`; failures as one line without a traceback, or JSON with --json, each kind
+with its exit code, and usage errors found before anything is sent."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
 from gateway.images.drawing import FACE_COLOUR
+from picmetric.client import ExitCode, chunks, exit_code_for
 from tests.gateway.conftest import Gateway
+from tests.utils.analyses import count_analyses
 
-pytestmark = pytest.mark.integration
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "picmetric", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
 def _analyze(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "picmetric", "analyze", "--gateway", gateway.url, *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return _run("analyze", "--gateway", gateway.url, *args)
 
 
+def test_exit_codes_tell_the_kinds_of_failure_apart() -> None:
+    assert exit_code_for("unsupported_image", 415) == ExitCode.BAD_INPUT
+    assert exit_code_for("forbidden_url", 403) == ExitCode.BAD_INPUT  # the URL, not the key
+    assert exit_code_for("unauthorized", 401) == ExitCode.REFUSED
+    assert exit_code_for("rate_limited", 429) == ExitCode.REFUSED
+    assert exit_code_for("model_unavailable") == ExitCode.UNAVAILABLE
+    assert exit_code_for("http_error", 504) == ExitCode.UNAVAILABLE
+    assert exit_code_for("internal_error", 500) == ExitCode.FAILED
+    assert len({int(code) for code in ExitCode}) == len(ExitCode)
+
+
+def test_chunks_keep_urls_and_files_apart_within_count_and_bytes(tmp_path: Path) -> None:
+    files = []
+    for n in range(3):
+        path = tmp_path / f"{n}.jpg"
+        path.write_bytes(b"x" * 100)
+        files.append(str(path))
+    urls = ["https://example.com/a.jpg", "s3://b/k"]
+    assert list(chunks([*files, *urls], most=2)) == [files[:2], files[2:], urls]
+    assert list(chunks(files, most=16, most_bytes=250)) == [files[:2], files[2:]]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
 def test_analyze_prints_a_summary_and_saves_the_drawing(
     gateway: Gateway, photo_server: str, photos: dict[str, np.ndarray], tmp_path: Path
 ) -> None:
-    drawing = tmp_path / "astronaut-annotated.jpg"
+    drawing = tmp_path / "astronaut-annotated.png"
     url = f"{photo_server}/astronaut.png"
     run = _analyze(
-        gateway, url, "--models", "mtcnn,resnet50", "--threshold", "0.05", "--draw", str(drawing)
+        gateway,
+        url,
+        "--models",
+        "mtcnn,resnet50",
+        "--threshold",
+        "0.05",
+        "--draw",
+        str(drawing),
+        "--no-cache",
     )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("512x512 photo, analysis ")
-    assert "faces: 1" in lines[1]
+    assert lines[0].startswith("512x512 photo, analysis ") and "from the store" not in lines[0]
+    assert "people: not counted, faces: 1" in lines[1]
     assert any(line.startswith("labels: ") for line in lines)
     assert any("resnet50 ran on random weights" in line for line in lines)
-    assert "people: not counted, faces: 1" in lines[1]
+    assert run.stderr == f"Saved the annotated photo to {drawing}\n"  # no log prefix
+    assert drawing.read_bytes().startswith(b"\x89PNG"), "--draw x.png writes a PNG"
     image = cv2.imread(str(drawing), cv2.IMREAD_COLOR_RGB)
     assert image is not None and image.shape == (512, 512, 3)
+    again = _analyze(gateway, url, "--models", "mtcnn,resnet50", "--threshold", "0.05",
+                     "--draw", str(tmp_path / "again.jpg"))  # fmt: skip
+    assert "(from the store)" in again.stdout.splitlines()[0]
     as_json = _analyze(gateway, url, "--models", "mtcnn", "--json", "--max-results", "3")
     body = json.loads(as_json.stdout)
     assert body["options"]["max_results"] == 3 and len(body["results"]["mtcnn"]) == 1
@@ -51,13 +95,82 @@ def test_analyze_prints_a_summary_and_saves_the_drawing(
     near_colour = np.abs(edge - np.array(FACE_COLOUR)).max(axis=1) < 60
     assert near_colour.mean() > 0.5, "the face box's top edge is not drawn in the face colour"
     unchanged = np.abs(image.astype(int) - photos["astronaut"].astype(int)).max(axis=2) < 40
-    assert unchanged.mean() > 0.8  # the rest is the photo (JPEG-compressed)
+    assert unchanged.mean() > 0.8  # the rest is the photo
+
+    shown = _run("show", body["id"], "--gateway", gateway.url, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["results"] == body["results"]
+    models = _run("models", "--gateway", gateway.url)
+    assert models.returncode == 0
+    assert any(
+        line.startswith("yolov3") and "random weights" in line
+        for line in models.stdout.splitlines()
+    )
 
 
-def test_analyze_errors_are_one_line(gateway: Gateway, photo_server: str, tmp_path: Path) -> None:
+@pytest.mark.integration
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+def test_analyze_a_folder_through_batches_as_json_lines(
+    gateway: Gateway, photo_server: str, tmp_path: Path
+) -> None:
+    """Four photos (one in a sub-folder, one broken) and a text file: three analyses and one
+    error, in the folder's sorted order, over two batches of two; exit code 3 for the bad photo."""
+    folder = tmp_path / "trip"
+    (folder / "day2").mkdir(parents=True)
+    for name, target in (
+        ("astronaut.jpg", "a.jpg"),
+        ("coffee.png", "b.png"),
+        ("chelsea.jpg", "day2/d.jpg"),
+    ):
+        (folder / target).write_bytes(httpx.get(f"{photo_server}/{name}").content)
+    (folder / "c.jpg").write_bytes(b"not a photo")
+    (folder / "notes.txt").write_text("skipped")
+    run = _analyze(gateway, str(folder), "--models", "mtcnn", "--json", "--batch-size", "2")
+    assert run.returncode == ExitCode.BAD_INPUT, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [Path(line["photo"]).name for line in lines] == ["a.jpg", "b.png", "c.jpg", "d.jpg"]
+    assert lines[2]["error"]["errortype"] == "unsupported_image" and lines[2]["analysis"] is None
+    assert [line["analysis"]["summary"]["faces"] for line in lines if line["analysis"]] == [1, 0, 0]
+    human = _analyze(gateway, str(folder / "a.jpg"), str(folder / "b.png"), "--models", "mtcnn")
+    assert human.returncode == 0 and human.stdout.startswith(f"{folder / 'a.jpg'}:\n  ")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+def test_analyze_errors_are_one_line_or_json_with_their_exit_code(
+    gateway: Gateway, photo_server: str, tmp_path: Path
+) -> None:
     run = _analyze(gateway, f"{photo_server}/notes.txt")
-    assert run.returncode == 1 and run.stdout == ""
+    assert run.returncode == ExitCode.BAD_INPUT and run.stdout == ""
     assert "The gateway answered 415, unsupported_image: " in run.stderr
-    assert "Traceback" not in run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    as_json = _analyze(gateway, f"{photo_server}/notes.txt", "--json")
+    assert as_json.returncode == ExitCode.BAD_INPUT
+    error = json.loads(as_json.stdout)["error"]
+    assert (error["errortype"], error["status"]) == ("unsupported_image", 415)
     missing = _analyze(gateway, str(tmp_path / "nope.jpg"))
-    assert missing.returncode == 1 and "Cannot read" in missing.stderr
+    assert missing.returncode == ExitCode.BAD_INPUT and "No such file" in missing.stderr
+    down = _run("analyze", "--gateway", "http://127.0.0.1:9", f"{photo_server}/a.jpg")
+    assert down.returncode == ExitCode.UNAVAILABLE and "PICMETRIC_GATEWAY" in down.stderr
+    # Usage errors are found before anything is sent: no analysis is stored.
+    url = f"{photo_server}/astronaut.png"
+    rows = count_analyses(gateway.database_url)
+    for args in (
+        ("--blur-faces",),
+        ("--draw", str(tmp_path / "no-folder" / "x.jpg")),
+        ("--draw", str(tmp_path / "x.txt")),
+    ):
+        refused = _analyze(gateway, url, *args)
+        assert refused.returncode == ExitCode.USAGE, (args, refused.stderr)
+    assert count_analyses(gateway.database_url) == rows
+    # PICMETRIC_GATEWAY names the gateway when --gateway does not.
+    env = {**os.environ, "PICMETRIC_GATEWAY": gateway.url}
+    by_env = _run("analyze", url, "--models", "mtcnn", env=env)
+    assert by_env.returncode == 0, by_env.stderr
+
+
+def test_samples_writes_the_photos_the_readme_names(tmp_path: Path) -> None:
+    run = _run("samples", str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
+    assert cv2.imread(str(tmp_path / "astronaut.jpg")).shape == (512, 512, 3)

@@ -89,11 +89,13 @@ async def annotate_image(
     blur_faces: Annotated[bool, Query(description="blur every detected face")] = False,
 ) -> Response:
     """Analyse an image like /v1/analyze and answer the photo with the detections drawn on it
-    (JPEG); the stored analysis's id is in `X-Analysis-Id`."""
+    (JPEG); the stored analysis's id is in `X-Analysis-Id`, whether the store answered it in
+    `X-Analysis-Cached`."""
     analysis_request = await bodies.analysis_request(request, services)
     annotated = await annotate(analysis_request, services, owner, blur_faces)
     headers = {
         "X-Analysis-Id": annotated.analysis_id,
+        "X-Analysis-Cached": "true" if annotated.cached else "false",
         **rendering.warnings_header(annotated.warnings),
     }
     return Response(annotated.jpeg, media_type="image/jpeg", headers=headers)

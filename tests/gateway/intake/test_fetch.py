@@ -86,7 +86,9 @@ def test_fetch_checks_the_address_of_a_redirect_to_another_name(
         seen.append(str(request.url))
         return httpx.Response(302, headers={"Location": "http://inside.test/secret"})
 
-    with pytest.raises(ForbiddenURL, match="'inside.test' resolves to a private.*PICMETRIC_ALLOW_PRIVATE_URLS=true"):
+    with pytest.raises(
+        ForbiddenURL, match="'inside.test' resolves to a private.*PICMETRIC_ALLOW_PRIVATE_URLS=true"
+    ):
         _fetch(handler, settings=SETTINGS.model_copy(update={"allow_private_urls": False}))
     assert seen == [f"http://{PUBLIC}/a.jpg"]
 
@@ -211,7 +213,9 @@ def test_url_guard_answers_every_checked_address_in_order(names: dict[str, list[
 
 @pytest.mark.parametrize("url", ["ftp://host/a.jpg", "file:///etc/passwd", "a.jpg"])
 def test_unsupported_schemes_are_named(url: str) -> None:
-    with pytest.raises(UnsupportedScheme, match="http://, https://, s3://bucket/key or a kept upload.s upload://"):
+    with pytest.raises(
+        UnsupportedScheme, match="http://, https://, s3://bucket/key or a kept upload.s upload://"
+    ):
         urlguard.check_scheme(url)
 
 

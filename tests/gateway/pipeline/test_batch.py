@@ -71,7 +71,10 @@ def test_batch_of_16_answers_in_order_and_one_broken_image_fails_alone(
 
 def test_batch_limits_are_clear_errors(gateway: Gateway, photo_server: str) -> None:
     too_many = _batch(gateway, json={"urls": [f"{photo_server}/coffee.jpg"] * 17})
-    assert too_many.status_code == 422 and "at most 16 images (PICMETRIC_MAX_BATCH_IMAGES)" in too_many.json()["message"]
+    assert (
+        too_many.status_code == 422
+        and "at most 16 images (PICMETRIC_MAX_BATCH_IMAGES)" in too_many.json()["message"]
+    )
     empty = _batch(gateway, json={"urls": []})
     assert empty.status_code == 422 and empty.json()["errortype"] == "invalid_request"
     # Four uploads of 2.5 MB: each under the 3 MB image limit, together over the 8 MB batch one.

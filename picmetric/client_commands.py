@@ -1,0 +1,312 @@
+"""The commands that talk to a running gateway (`analyze`, `show`, `models`) and `samples`, which
+writes photos to try them on: their options, and what they print. Results go to stdout (a
+summary for a person, or JSON with --json); messages and the progress bar to stderr, without log
+prefixes; a failure exits with its `client.ExitCode`, as JSON on stdout with --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.settings import ClientSettings
+from picmetric import client
+from picmetric.client import ClientError, ExitCode
+
+COMMANDS = ("analyze", "show", "models", "samples")
+# scikit-image's photos that `picmetric samples` writes, by file name: the README's examples.
+SAMPLES = {
+    "astronaut.jpg": "astronaut",  # a face and a person
+    "chelsea.jpg": "chelsea",  # a cat
+    "coffee.jpg": "coffee",  # a cup on a table
+    "rocket.jpg": "rocket",  # a rocket on its pad, a street lamp
+}
+
+
+def _add_connection(parser: argparse.ArgumentParser, settings: ClientSettings) -> None:
+    parser.add_argument(
+        "--gateway",
+        default=settings.gateway,
+        metavar="URL",
+        help="the gateway's address (or PICMETRIC_GATEWAY)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=settings.api_key,
+        metavar="KEY",
+        help="sent as X-API-Key (or PICMETRIC_API_KEY; default: none)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (errors too) instead of a summary"
+    )
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    settings = ClientSettings()
+    analyze = commands.add_parser(
+        "analyze",
+        help="analyse photos through a running gateway: files, folders, globs or URLs",
+        description="Analyse photos through a running gateway. One photo goes to /v1/analyze "
+        "(or /v1/annotate with --draw); several, a folder (its photos, sub-folders included) or a "
+        "glob go to /v1/batch in chunks, one summary (or JSON line, --json) per photo. Exit "
+        "codes: 0 done, 2 usage, 3 a photo or option refused, 4 the API key refused, "
+        "5 the gateway unavailable, 1 anything else.",
+    )
+    analyze.add_argument(
+        "photos", nargs="+", metavar="PHOTO", help="a file, a folder, a glob, or an http(s)/s3 URL"
+    )
+    _add_connection(analyze, settings)
+    analyze.add_argument(
+        "--models", help="comma-separated, e.g. resnet50,yolov3 (default: every ready model)"
+    )
+    analyze.add_argument(
+        "--threshold", type=float, help="minimum confidence, 0 to 1 (default: the gateway's, 0.2)"
+    )
+    analyze.add_argument(
+        "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's, 10)"
+    )
+    analyze.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run the models even when the gateway has the answer stored",
+    )
+    analyze.add_argument(
+        "--draw",
+        type=Path,
+        metavar="FILE",
+        help="one photo only: save it with the detections drawn, in the format FILE's extension "
+        "names (.jpg, .png, .webp, ...)",
+    )
+    analyze.add_argument(
+        "--blur-faces",
+        action="store_true",
+        help="with --draw: blur every face and draw nothing over it",
+    )
+    analyze.add_argument(
+        "--batch-size",
+        type=int,
+        default=client.BATCH_IMAGES,
+        metavar="N",
+        help="photos per /v1/batch request, at most the gateway's PICMETRIC_MAX_BATCH_IMAGES",
+    )
+    show = commands.add_parser(
+        "show",
+        help="print a stored analysis by its id",
+        description="Print the analysis with this id, as the gateway stored it for this API key.",
+    )
+    show.add_argument("id", help="the analysis' id, as `analyze` printed it")
+    _add_connection(show, settings)
+    models = commands.add_parser(
+        "models",
+        help="list the gateway's models: readiness, version and weights",
+        description="The gateway's models: Triton model and version, ready or not, and the kind "
+        "of weights (pretrained, file or random: random weights answer noise).",
+    )
+    _add_connection(models, settings)
+    samples = commands.add_parser(
+        "samples",
+        help="write scikit-image's sample photos to try the gateway on",
+        description=f"Write scikit-image's photos ({', '.join(SAMPLES)}) as JPEG files into "
+        "FOLDER, the ones the README's examples use.",
+    )
+    samples.add_argument(
+        "folder", nargs="?", type=Path, default=Path("."), help="where to write them"
+    )
+
+
+def _options(args: argparse.Namespace) -> dict[str, str]:
+    given = (
+        ("models", args.models),
+        ("threshold", args.threshold),
+        ("max_results", args.max_results),
+    )
+    return {name: str(value) for name, value in given if value is not None}
+
+
+def _say(*lines: str) -> None:
+    """A message for the person at the terminal: stderr, so stdout stays the results."""
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def _usage(message: str) -> ClientError:
+    return ClientError(message, ExitCode.USAGE)
+
+
+def check_draw(target: Path | None, blur_faces: bool, photos: list[str]) -> None:
+    """Before anything is sent: --draw's folder exists and its extension is a format OpenCV
+    writes; --blur-faces comes with --draw; --draw takes one photo."""
+    if target is None:
+        if blur_faces:
+            raise _usage("--blur-faces blurs the drawn photo: add --draw FILE.")
+        return
+    import cv2
+
+    if len(photos) != 1:
+        raise _usage(f"--draw saves one photo, and {len(photos)} were given.")
+    folder = target.parent
+    if not folder.is_dir():
+        raise _usage(f"--draw {target}: there is no folder {folder}; create it first.")
+    if not target.suffix or not cv2.haveImageWriter(str(target)):
+        raise _usage(
+            f"--draw {target}: name a file with an image extension (.jpg, .png, .webp, .bmp, .tif)."
+        )
+
+
+def save_drawing(target: Path, jpeg: bytes) -> None:
+    """The annotated JPEG, written as is for .jpg/.jpeg, else converted to the extension's
+    format."""
+    if target.suffix.lower() in (".jpg", ".jpeg"):
+        target.write_bytes(jpeg)
+        return
+    import cv2
+    import numpy as np
+
+    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    ok, encoded = cv2.imencode(target.suffix, pixels)
+    if pixels is None or not ok:
+        raise ClientError(f"Could not write {target} as {target.suffix}.")
+    target.write_bytes(encoded.tobytes())
+
+
+def _progress(done: int, total: int) -> None:
+    """A progress bar on a terminal's stderr (nothing when stderr is a file or a pipe)."""
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = width * done // total
+    end = "\n" if done == total else ""
+    print(
+        f"\ranalysing [{'#' * filled}{'-' * (width - filled)}] {done}/{total}",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _print_json(value: Any, lines: bool = False) -> None:
+    print(json.dumps(value) if lines else json.dumps(value, indent=2), flush=True)
+
+
+def analyze(args: argparse.Namespace) -> ExitCode:
+    photos = client.photos_in(args.photos)
+    check_draw(args.draw, args.blur_faces, photos)
+    if args.batch_size < 1:
+        raise _usage("--batch-size must be at least 1.")
+    one = len(photos) == 1 and len(args.photos) == 1 and photos[0] == args.photos[0]
+    with client.Gateway(args.gateway, args.api_key, args.no_cache) as gateway:
+        if not one:
+            return _analyze_many(gateway, photos, args)
+        if args.draw is None:
+            analysis = gateway.analyze(photos[0], _options(args))
+        else:
+            drawn = gateway.annotate(photos[0], _options(args), args.blur_faces)
+            save_drawing(args.draw, drawn.jpeg)
+            analysis = drawn.analysis
+    if args.json:
+        _print_json(analysis)
+    else:
+        print("\n".join(client.summary(analysis)))
+    if args.draw is not None:
+        _say(f"Saved the annotated photo to {args.draw}")
+    return ExitCode.OK
+
+
+def _analyze_many(gateway: client.Gateway, photos: list[str], args: argparse.Namespace) -> ExitCode:
+    """Every photo through /v1/batch, a chunk at a time; each photo's result printed as it comes
+    (JSON lines with --json). A photo that fails is printed and the others go on; the exit code
+    is the worst failure's."""
+    worst = ExitCode.OK
+    done = 0
+    _progress(0, len(photos))
+    for chunk in client.chunks(photos, args.batch_size):
+        answer = gateway.batch(chunk, _options(args))
+        for photo, item in zip(chunk, answer["results"], strict=True):
+            error = item.get("error")
+            if error is not None:
+                code = client.exit_code_for(error["errortype"])
+                worst = max(worst, code, key=_severity)
+            if args.json:
+                _print_json(
+                    {"photo": photo, **{k: item.get(k) for k in ("analysis", "error")}}, lines=True
+                )
+            elif error is not None:
+                print(f"{photo}: failed, {error['errortype']}: {error['message']}")
+            else:
+                print(f"{photo}:\n  " + "\n  ".join(client.summary(item["analysis"])))
+        done += len(chunk)
+        _progress(done, len(photos))
+    return worst
+
+
+def _severity(code: ExitCode) -> int:
+    """Which failure a run of many photos exits with: the gateway down beats a refused key beats
+    a bad photo."""
+    order = [
+        ExitCode.OK,
+        ExitCode.BAD_INPUT,
+        ExitCode.FAILED,
+        ExitCode.REFUSED,
+        ExitCode.UNAVAILABLE,
+    ]
+    return order.index(code)
+
+
+def show(args: argparse.Namespace) -> ExitCode:
+    with client.Gateway(args.gateway, args.api_key) as gateway:
+        analysis = gateway.analysis(args.id)
+    if args.json:
+        _print_json(analysis)
+    else:
+        print("\n".join(client.summary(analysis)))
+    return ExitCode.OK
+
+
+def models(args: argparse.Namespace) -> ExitCode:
+    with client.Gateway(args.gateway, args.api_key) as gateway:
+        found = gateway.models()
+    if args.json:
+        _print_json(found)
+    else:
+        print("\n".join(client.models_table(found)))
+    return ExitCode.OK
+
+
+def samples(args: argparse.Namespace) -> ExitCode:
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise ClientError(
+            "The sample photos come with scikit-image: pip install scikit-image "
+            "(./bootstrap.sh's .venv has it)."
+        ) from exc
+    import cv2
+
+    folder: Path = args.folder
+    if not folder.is_dir():
+        raise _usage(f"There is no folder {folder}; create it first.")
+    for name, photo in SAMPLES.items():
+        rgb = getattr(data, photo)()
+        path = folder / name
+        if not cv2.imwrite(
+            str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        ):
+            raise ClientError(f"Could not write {path}.")
+        print(path)
+    return ExitCode.OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command's exit code; a failure said on stderr in one line (as JSON on stdout with
+    --json)."""
+    command = {"analyze": analyze, "show": show, "models": models, "samples": samples}[args.command]
+    try:
+        return int(command(args))
+    except ClientError as exc:
+        if getattr(args, "json", False):
+            _print_json({"error": exc.as_json()}, lines=True)
+        else:
+            _say(f"picmetric {args.command}: {exc}")
+        return int(exc.exit_code)
