@@ -48,6 +48,12 @@ ensure_venv() {
 
 serve() {
   ensure_venv
+  # The options first: --help answers at once, and a wrong option or a taken port stops here,
+  # before any model is converted.
+  case " $* " in
+    *" -h "* | *" --help "*) exec picmetric serve "$@" ;;
+  esac
+  picmetric serve --check "$@"
   say "Converting models (cached; --weights ${PICMETRIC_WEIGHTS:-auto})"
   picmetric convert all --weights "${PICMETRIC_WEIGHTS:-auto}"
   say "Starting the service"

@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
@@ -73,6 +74,12 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="when Triton exits it is restarted (backoff 1, 2, 4 … 30 s); give up and exit after "
         "N restarts in a row that did not stay up a minute (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the options and that every port is free, then exit (./bootstrap.sh serve "
+        "does, before converting the models)",
     )
 
 
@@ -239,6 +246,10 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     from picmetric.supervisor import TritonSupervisor
     from picmetric.triton_server import TritonServer
 
+    _check_ports(args, with_gateway)
+    if args.check:
+        log.info("The options are valid and every port is free")
+        return
     ports = TritonPorts(args.http_port, args.grpc_port, args.metrics_port, args.triton_host)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     admin_key = _triton_admin_key(with_gateway, ports.http)
@@ -275,6 +286,35 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
             server.log_file,
         )
         sys.exit(1)
+
+
+def _check_ports(args: argparse.Namespace, with_gateway: bool) -> None:
+    """Every port `serve` (or `triton`) listens on is free, before anything starts: a ValueError
+    naming the option that changes a taken one. SO_REUSEADDR, as servers bind: a stopped
+    server's connections in TIME_WAIT do not count, a listening socket does."""
+    wanted = [
+        ("Triton's HTTP", "--http-port", args.triton_host, args.http_port),
+        ("Triton's gRPC", "--grpc-port", args.triton_host, args.grpc_port),
+        ("Triton's metrics", "--metrics-port", args.triton_host, args.metrics_port),
+    ]
+    if with_gateway:
+        from gateway.settings import Settings
+
+        settings = Settings()
+        wanted += [
+            ("The gateway's", "--port", args.host, args.port),
+            ("The operations", "PICMETRIC_OPS_PORT", settings.ops_host, settings.ops_port),
+        ]
+    for what, option, host, port in wanted:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise ValueError(
+                    f"{what} port {port} on {host} is taken ({exc.strerror}): stop what uses it "
+                    f"(another picmetric serve?) or choose another with {option}."
+                ) from exc
 
 
 def _triton_admin_key(with_gateway: bool, http_port: int) -> str:
