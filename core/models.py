@@ -18,3 +18,21 @@ COCO_NAMES = Path("yolov3/coco_names.txt")
 
 # YOLOv3's COCO class for people: the summary counts these boxes.
 PERSON_LABEL = "person"
+
+# COCO_NAMES is Darknet's list (what YOLOv3 was trained with and the seed answered); these six
+# are spelt otherwise by COCO itself, as /v1 answers them (the seed's /api keeps Darknet's).
+COCO_SPELLINGS = {
+    "aeroplane": "airplane",
+    "motorbike": "motorcycle",
+    "sofa": "couch",
+    "pottedplant": "potted plant",
+    "diningtable": "dining table",
+    "tvmonitor": "tv",
+}
+DARKNET_SPELLINGS = {coco: darknet for darknet, coco in COCO_SPELLINGS.items()}
+
+
+def readable_label(name: str) -> str:
+    """A class name as a person reads it: ImageNet's words without underscores (`fox squirrel`,
+    `Crock Pot`), COCO's own spelling (`airplane`, not Darknet's `aeroplane`). Idempotent."""
+    return COCO_SPELLINGS.get(name, name).replace("_", " ")

@@ -7,9 +7,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from core.models import FACE_KEYPOINTS, PERSON_LABEL
+from core.models import FACE_KEYPOINTS, PERSON_LABEL, readable_label
 
 SourceKind = Literal["url", "s3", "upload"]
 # The longest source (URL, s3:// pointer, upload name) stored and answered; longer is refused
@@ -36,10 +36,17 @@ class Box(Result):
 
 
 class Label(Result):
-    """An ImageNet label of the whole photo (ResNet50)."""
+    """An ImageNet label of the whole photo (ResNet50). Labels are kept readable
+    (`core.models.readable_label`), rows stored before included; the seed's /api spells them as
+    the seed did (`gateway.http.rendering`)."""
 
     label: str
     confidence: float
+
+    @field_validator("label")
+    @classmethod
+    def _readable(cls, name: str) -> str:
+        return readable_label(name)
 
 
 class DetectedObject(Label):

@@ -1,5 +1,6 @@
-"""The two JSON shapes side by side: /v1's numbers and the seed's /api strings (exactly as the
-old Flask service wrote them), for analyses and for errors. A router picks its error shape
+"""The two JSON shapes side by side: /v1's numbers and readable labels, and the seed's /api
+strings (exactly as the old Flask service wrote them, its label spellings too), for analyses and
+for errors. A router picks its error shape
 (`ErrorRenderer`); gateway.main renders every error through it."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from core.models import DARKNET_SPELLINGS
 from gateway.errors import ErrorBody
 from gateway.results import Analysis, AnswerWarning, Box, Results
 
@@ -33,6 +35,16 @@ def v1_error(errortype: str, message: str) -> dict[str, str]:
     return ErrorBody(errortype=errortype, message=message).model_dump()
 
 
+def _seed_label(label: str) -> str:
+    """ImageNet's label file's spelling (`fox_squirrel`), as the seed answered it."""
+    return label.replace(" ", "_")
+
+
+def _seed_object(label: str) -> str:
+    """Darknet's spelling of a COCO class (`aeroplane`), as the seed answered it."""
+    return DARKNET_SPELLINGS.get(label, label)
+
+
 def _seed_confidence(value: float) -> str:
     """The seed printed numpy float32 scores: "0.5326323"."""
     return str(np.float32(value))
@@ -50,13 +62,13 @@ def seed_analysis(url: str, results: Results) -> dict[str, Any]:
         "success": "true",
         "url": url,
         "resnet50_objects": [
-            {"confidence": _seed_confidence(found.confidence), "object": found.label}
+            {"confidence": _seed_confidence(found.confidence), "object": _seed_label(found.label)}
             for found in results.resnet50 or []
         ],
         "yolo_objects": [
             {
                 "confidence": _seed_confidence(found.confidence),
-                "object": found.label,
+                "object": _seed_object(found.label),
                 "bounding_box": _seed_box(found.box),
             }
             for found in results.yolov3 or []

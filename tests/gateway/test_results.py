@@ -16,6 +16,7 @@ from gateway.results import (
 )
 
 POINTS = [(0.0, 0.0)] * 5
+BOX = {"x_min": 0, "y_min": 0, "x_max": 1, "y_max": 1}
 
 
 def _face(x_min: float, y_min: float, x_max: float, y_max: float) -> Face:
@@ -88,3 +89,23 @@ def test_random_weights_are_one_warning_naming_the_models() -> None:
     header = rendering.warnings_header([warning, AnswerWarning.photo_reduced(800, 600, 0.5)])
     assert header == {"X-Picmetric-Warnings": "random_weights=resnet50+yolov3, photo_reduced"}
     assert rendering.warnings_header([]) == {}
+
+
+def test_labels_read_as_words_in_v1_and_as_the_seed_spelt_them_in_api() -> None:
+    """Oracle: ImageNet's label file (underscores) and Darknet's COCO list, which the seed
+    answered; /v1 answers ImageNet's words and COCO's own spellings."""
+    results = Results.model_validate(
+        {
+            "resnet50": [{"label": "fox_squirrel", "confidence": 0.9}],
+            "yolov3": [
+                {"label": "tvmonitor", "confidence": 0.8, "box": BOX},
+                {"label": "traffic light", "confidence": 0.7, "box": BOX},
+            ],
+        }
+    )
+    assert [x.label for x in results.resnet50 or []] == ["fox squirrel"]
+    assert [x.label for x in results.yolov3 or []] == ["tv", "traffic light"]
+    assert Results.model_validate(results.model_dump()) == results  # idempotent
+    seed = rendering.seed_analysis("u", results)
+    assert [x["object"] for x in seed["resnet50_objects"]] == ["fox_squirrel"]
+    assert [x["object"] for x in seed["yolo_objects"]] == ["tvmonitor", "traffic light"]

@@ -36,6 +36,7 @@ def test_seed_api_contract_field_by_field(gateway: Gateway, photo_server: str) -
     for item in body["resnet50_objects"]:
         assert set(item) == {"confidence", "object"}
         assert _is_float_string(item["confidence"]) and isinstance(item["object"], str)
+        assert " " not in item["object"], "the seed's ImageNet labels keep their underscores"
     assert body["yolo_objects"], "threshold 0 keeps every detection after NMS"
     for item in body["yolo_objects"]:
         assert set(item) == {"confidence", "object", "bounding_box"}
