@@ -109,7 +109,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "samples",
         help="write scikit-image's sample photos to try the gateway on",
         description=f"Write scikit-image's photos ({', '.join(SAMPLES)}) as JPEG files into "
-        "FOLDER, the ones the README's examples use.",
+        "FOLDER (made if missing), the ones the README's examples use.",
     )
     samples.add_argument(
         "folder", nargs="?", type=Path, default=Path("."), help="where to write them"
@@ -285,8 +285,10 @@ def samples(args: argparse.Namespace) -> ExitCode:
     import cv2
 
     folder: Path = args.folder
-    if not folder.is_dir():
-        raise _usage(f"There is no folder {folder}; create it first.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ClientError(f"Cannot make the folder {folder}: {exc.strerror}.") from exc
     for name, photo in SAMPLES.items():
         rgb = getattr(data, photo)()
         path = folder / name
