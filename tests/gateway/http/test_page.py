@@ -239,6 +239,9 @@ def test_page_shows_a_heic_upload_upright_with_its_boxes(
     photo = tmp_path / "astronaut.heic"
     photo.write_bytes(encode(photos["astronaut"][:400], "HEIF", orientation=6, quality=90))
     _open_with_key(browser, keyed_gateway)
+    yolo = browser.find_element(By.CSS_SELECTOR, '#models-list input[value="yolov3"]')
+    if yolo.is_selected():
+        yolo.click()  # without YOLOv3, people are "not counted", not 0
     browser.find_element(By.ID, "file-input").send_keys(str(photo))
     browser.find_element(By.ID, "analyze-button").click()
     WebDriverWait(browser, WAIT_S).until(
@@ -267,6 +270,10 @@ def test_page_shows_a_heic_upload_upright_with_its_boxes(
     _assert_face_box_on_screen(screenshot, drawn, box, (left, top), (scale_x, scale_y))
     # The face is in the upright photo's top half, where the astronaut's head is.
     assert box["y_max"] < 250
+    assert answer["results"]["yolov3"] is None and answer["summary"]["people"] is None
+    people = browser.find_element(By.CSS_SELECTOR, '#summary dd[data-field="people"]')
+    assert people.text == "not counted"
+    assert browser.find_element(By.CSS_SELECTOR, "#objects li.none").text == "not run"
 
 
 def test_page_shows_the_gateways_error_for_a_bad_url(
