@@ -179,12 +179,12 @@ async def analyze_keeping_photo(
         return Analysed(stored_analysis(answer, cached=True), None)
     inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
     row.timings.update(inferred.timings)
-    fill(row, inferred, services.catalog.states, request.options, _skipped(request, specs))
+    fill(row, inferred, services.catalog.states, request.options, skipped_models(request, specs))
     await _store(row, services.store, started)
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
 
 
-def _skipped(request: AnalysisRequest, specs: list[ModelSpec]) -> list[str]:
+def skipped_models(request: AnalysisRequest, specs: list[ModelSpec]) -> list[str]:
     """The models offered that did not run although the request asked for every model."""
     if request.models is not None:
         return []
