@@ -36,10 +36,10 @@ class Box(Result):
 
 
 class Label(Result):
-    """An ImageNet label of the whole photo (ResNet50). Labels are kept readable
-    (`core.models.readable_label`), rows stored before included; the seed's /api spells them as
-    the seed did (`gateway.http.rendering`)."""
+    """An ImageNet label of the whole photo (ResNet50), as words: `fox squirrel`."""
 
+    # Kept readable (core.models.readable_label) here, so rows stored before are too; the seed's
+    # /api spells labels as the seed did (gateway.http.rendering).
     label: str
     confidence: float
 
@@ -50,7 +50,7 @@ class Label(Result):
 
 
 class DetectedObject(Label):
-    """A located COCO object (YOLOv3)."""
+    """A located COCO object (YOLOv3), named as COCO spells it: `airplane`, `tv`."""
 
     box: Box
 
