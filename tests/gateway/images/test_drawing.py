@@ -86,3 +86,22 @@ def test_drawing_a_strip_of_pixels_stays_within_it(shape: tuple[int, int]) -> No
     )
     drawn = drawing.draw(photo, found, blur=True)
     assert drawn.shape == photo.shape and drawn.any()
+
+
+def test_a_label_at_the_right_edge_is_moved_inside_the_photo() -> None:
+    """A box at the photo's right edge: its name tab ends at the edge instead of being cut."""
+    photo = np.zeros((100, 300, 3), np.uint8)
+    edge = DetectedObject(label="dining table", confidence=0.9, box=Box.of((280, 50, 299, 99)))
+    drawn = drawing.draw(photo, Results(yolov3=[edge]))
+    tab = np.all(drawn[30:50] == drawing.OBJECT_COLOUR, axis=2)  # the tab above the box
+    columns = np.flatnonzero(tab.any(axis=0))
+    assert columns.min() < 200 and columns.max() == 299  # text of ~120 px, wholly inside
+
+
+def test_blurred_faces_carry_no_marks_and_random_weights_a_banner() -> None:
+    photo = data.astronaut()
+    drawn = drawing.draw(photo, Results(mtcnn=[FACE]), blur=True, random_models=["yolov3"])
+    for x, y in FACE.keypoints.values():
+        assert tuple(drawn[round(y), round(x)]) != drawing.LANDMARK_COLOUR
+    assert tuple(drawn[120, 180]) != drawing.FACE_COLOUR  # no face box edge
+    assert tuple(drawn[1, 5]) == drawing.WARNING_COLOUR  # the banner's top-left corner
