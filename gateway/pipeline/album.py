@@ -90,7 +90,8 @@ class BatchAnswer(BaseModel):
 
 
 def batch_warnings(analyses: list[Analysis]) -> list[AnswerWarning]:
-    """The photos' warnings, each kind for the same models once (the first photo's words)."""
+    """The photos' warnings, each kind for the same models once (the first photo's words: a
+    reduced photo's names its size; each photo's own are in its analysis)."""
     seen: dict[tuple[str, tuple[str, ...]], AnswerWarning] = {}
     for analysis in analyses:
         for warning in analysis.warnings:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -19,8 +20,12 @@ import pytest
 
 from gateway.images.drawing import FACE_COLOUR
 from picmetric.client import ExitCode, chunks, exit_code_for
+from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import Gateway
 from tests.utils.analyses import count_analyses
+from tests.utils.services import gateway_env, gateway_process
+
+KEY = "cli-key-0123456789"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -174,3 +179,23 @@ def test_samples_writes_the_photos_the_readme_names(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
     assert cv2.imread(str(tmp_path / "astronaut.jpg")).shape == (512, 512, 3)
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(
+    triton: TritonServer, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("cli-keyed")
+    env = gateway_env(triton, model_repository, f"sqlite:///{folder / 'analyses.db'}", api_keys=KEY)
+    with gateway_process(env, folder / "gateway.log") as url:
+        yield url
+
+
+@pytest.mark.integration
+def test_a_refused_key_exits_4_and_picmetric_api_key_is_sent(keyed_gateway: str) -> None:
+    refused = _run("models", "--gateway", keyed_gateway, "--json")
+    assert refused.returncode == ExitCode.REFUSED, refused.stderr
+    assert json.loads(refused.stdout)["error"]["errortype"] == "unauthorized"
+    env = {**os.environ, "PICMETRIC_API_KEY": KEY, "PICMETRIC_GATEWAY": keyed_gateway}
+    listed = _run("models", env=env)
+    assert listed.returncode == 0 and "mtcnn" in listed.stdout, listed.stderr
