@@ -1,5 +1,5 @@
 """The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
-database, analyse a photo, check the GPU, switch TensorRT or the CPU engine.
+database, analyse a photo, run bulk jobs, check the GPU, switch TensorRT or the CPU engine.
 
 Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
 Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from core.paths import MODEL_REPOSITORY, cache_dir
 from core.settings import ClientSettings, CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
-from picmetric import client
+from picmetric import client, jobs_client
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--blur-faces", action="store_true", help="with --draw: blur faces")
     analyze.add_argument("--json", action="store_true", help="print the whole JSON answer")
     analyze.add_argument("--api-key", default=ClientSettings().api_key, help="or PICMETRIC_API_KEY")
+    _add_jobs(commands)
     commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
@@ -120,6 +121,92 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cpu_engine.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
     return parser
+
+
+def _add_jobs(commands: argparse._SubParsersAction) -> None:
+    jobs = commands.add_parser("jobs", help="bulk analysis jobs through a running gateway")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser(
+        "submit", help="analyse a bucket prefix, a manifest, URLs or a folder"
+    )
+    submit.add_argument(
+        "source",
+        nargs="+",
+        help="s3://bucket/prefix/, s3://bucket/manifest.txt, http(s)/s3 URLs, or a local folder "
+        "(its photos uploaded first through /v1/images)",
+    )
+    submit.add_argument("--follow", action="store_true", help="show its progress until it ends")
+    submit.add_argument("--models", help="comma-separated, e.g. resnet50,yolov3")
+    submit.add_argument("--threshold", type=float, help="minimum confidence (gateway default)")
+    submit.add_argument("--max-results", type=int, help="ImageNet labels, at most")
+    submit.add_argument("--webhook-url", help="POSTed the job, signed, when it ends")
+    submit.add_argument("--idempotency-key", help="the same key again answers the same job")
+    for name in ("status", "cancel"):
+        action = actions.add_parser(name, help=f"{name}: one job, by its id")
+        action.add_argument("id")
+    results = actions.add_parser("results", help="the job's answers as JSON Lines")
+    results.add_argument("id")
+    results.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
+    listed = actions.add_parser("list", help="this key's newest jobs")
+    listed.add_argument("--limit", type=int, default=20)
+    for action in actions.choices.values():
+        action.add_argument("--gateway", default=f"http://127.0.0.1:{GATEWAY_PORT}")
+        action.add_argument(
+            "--api-key", default=ClientSettings().api_key, help="or PICMETRIC_API_KEY"
+        )
+        action.add_argument("--json", action="store_true", help="print the job's whole JSON")
+
+
+def run_jobs(args: argparse.Namespace) -> None:
+    """`picmetric jobs ACTION`: the job (or jobs) as a progress line each, or their JSON."""
+    with jobs_client.JobsClient(args.gateway, args.api_key) as jobs:
+        if args.action == "results":
+            if args.output is None:
+                jobs.write_results(args.id, sys.stdout)
+                return
+            with args.output.open("w") as out:
+                count = jobs.write_results(args.id, out)
+            log.info("Wrote %d results to %s", count, args.output)
+            return
+        if args.action == "list":
+            listed = jobs.jobs(args.limit)
+            for job in listed:
+                print(json.dumps(job) if args.json else jobs_client.progress_line(job))
+            return
+        if args.action == "status":
+            job = jobs.job(args.id)
+        elif args.action == "cancel":
+            job = jobs.cancel(args.id)
+        else:
+            job = _submit_job(jobs, args)
+        print(json.dumps(job, indent=2) if args.json else jobs_client.progress_line(job))
+
+
+def _submit_job(jobs: jobs_client.JobsClient, args: argparse.Namespace) -> dict[str, object]:
+    line = jobs_client.ProgressLine()
+    if len(args.source) == 1 and Path(args.source[0]).is_dir():
+        folder = Path(args.source[0])
+        urls = jobs.upload_folder(folder, lambda n, total: line.show(f"uploaded {n}/{total}"))
+        line.end()
+        source = jobs_client.job_source(urls)
+    else:
+        source = jobs_client.job_source(args.source)
+    options = {
+        name: value
+        for name, value in (
+            ("models", args.models.split(",") if args.models else None),
+            ("threshold", args.threshold),
+            ("max_results", args.max_results),
+        )
+        if value is not None
+    }
+    job = jobs.submit(source, options, args.webhook_url, args.idempotency_key)
+    if job.get("webhook_secret") and not args.json:
+        print(f"webhook signing secret (shown once): {job['webhook_secret']}", file=sys.stderr)
+    if args.follow:
+        job = jobs.follow(job["id"], lambda now: line.show(jobs_client.progress_line(now)))
+        line.end()
+    return job
 
 
 def _add_gateway_options(parser: argparse.ArgumentParser) -> None:
@@ -306,6 +393,8 @@ def main(argv: list[str] | None = None) -> None:
             run_migrate()
         elif args.command == "analyze":
             run_analyze(args)
+        elif args.command == "jobs":
+            run_jobs(args)
         elif args.command == "check-gpu":
             from picmetric import gpu
 

@@ -30,7 +30,7 @@ def _request(
         raise GatewayError(f"Cannot read {image}: {exc.strerror}.") from exc
 
 
-def _checked(response: httpx.Response) -> httpx.Response:
+def checked(response: httpx.Response) -> httpx.Response:
     if response.is_error:
         try:
             body = response.json()
@@ -55,12 +55,12 @@ def analyze(
     with httpx.Client(base_url=gateway.rstrip("/"), headers=headers, timeout=TIMEOUT_S) as client:
         try:
             if draw is None:
-                return dict(_checked(_request(client, "/v1/analyze", image, options, {})).json())
+                return dict(checked(_request(client, "/v1/analyze", image, options, {})).json())
             params = {"blur_faces": "true"} if blur_faces else {}
-            drawn = _checked(_request(client, "/v1/annotate", image, options, params))
+            drawn = checked(_request(client, "/v1/annotate", image, options, params))
             draw.write_bytes(drawn.content)
             stored = client.get(f"/v1/analyses/{drawn.headers['X-Analysis-Id']}")
-            return dict(_checked(stored).json())
+            return dict(checked(stored).json())
         except httpx.TransportError as exc:
             raise GatewayError(f"Could not reach the gateway at {gateway}: {exc}") from exc
 
