@@ -7,7 +7,13 @@ photos are.
 ResNet50 and YOLOv3 alone get), and its figures at both; (2) over 19 of scikit-image's photos,
 the hash distances of every distinct pair (the closest, the 5th percentile, the median) and of
 each photo to its copies made as a burst's next shot would be (moved, blurred, brightened,
-darker, recompressed, noisier, cropped), the largest and the mean per kind. No server needed."""
+darker, recompressed, noisier, cropped), the largest and the mean per kind. No server needed.
+
+`python -m benchmarks.albums --library 10000` prints instead how the grouping of copies and
+bursts (`album.groups_of`) grows with a library's photos: its time at a tenth, half and all of
+them (synthetic libraries, tests/utils/albums.py `library`), also when every photo says the same
+second (the burst sweep's worst case), beside the all-pairs grouping it replaced where that
+takes under a minute."""
 
 from __future__ import annotations
 
@@ -22,6 +28,8 @@ import numpy as np
 
 from benchmarks._measure import machine, table
 from gateway.images import quality
+from gateway.pipeline.album import groups_of
+from tests.utils.albums import groups_all_pairs, library
 from tests.utils.mtcnn_faces import rgb
 from tests.utils.real_photos import decoded, jpeg_bytes, real_photo
 
@@ -146,12 +154,55 @@ def distances() -> str:
     return table(["photos", "bits (largest; distinct: smallest)", "more"], rows)
 
 
+def _seconds(work: Callable[[], object], runs: int) -> float:
+    """The fastest of `runs` timings, in seconds."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+ALL_PAIRS_UP_TO = 5000  # photos: all pairs of 5,000 take about 30 s here
+
+
+def scaling(photos: int) -> str:
+    rows: list[list[object]] = []
+    for size in sorted({photos // 10, photos // 2, photos}):
+        album = library(size)
+        same_second = library(size, same_second=True)
+        fast = _seconds(lambda album=album: groups_of(album), 3)
+        worst = _seconds(lambda same_second=same_second: groups_of(same_second), 1)
+        groups = groups_of(album)
+        pairs = "—"
+        if size <= ALL_PAIRS_UP_TO:
+            pairs = f"{_seconds(lambda album=album: groups_all_pairs(album), 1) * 1000:.0f}"
+            assert groups_all_pairs(album) == groups
+        rows.append([size, len(groups), fast * 1000, fast / size * 1e6, worst * 1000, pairs])
+    headers = [
+        "photos",
+        "groups",
+        "groups_of ms",
+        "µs per photo",
+        "all in one second, ms",
+        "all pairs ms",
+    ]
+    return table(headers, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.parse_args()
+    parser.add_argument(
+        "--library", type=int, metavar="PHOTOS", help="time the grouping of up to PHOTOS photos"
+    )
+    args = parser.parse_args()
     print(machine(), "\n")
+    if args.library:
+        print(scaling(args.library))
+        return
     print(cost(), "\n")
     print(distances())
 

@@ -24,6 +24,13 @@ HEADER = (
 )
 # Written first, together; every other field follows in the message's order, a blank line apart.
 _HEAD = ("name", "platform", "backend", "max_batch_size")
+# Triton's request priorities (dynamic batching's `priority_levels`; 1 is served first): every
+# batched model has PRIORITY_LEVELS, a request that names none (priority 0) goes at
+# INTERACTIVE_PRIORITY, and a bulk job's requests at BULK_PRIORITY, behind every interactive one
+# in each model's queue (model_repository/README.md).
+PRIORITY_LEVELS = 2
+INTERACTIVE_PRIORITY = 1
+BULK_PRIORITY = 2
 
 
 class ModelConfigError(ValueError):

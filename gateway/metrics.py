@@ -66,3 +66,8 @@ TRITON_REPLICAS = Gauge(
     "failed to answer several calls in a row and is probed until it answers)",
     ["state"],
 )
+JOB_WEBHOOKS = Counter(
+    "picmetric_job_webhooks_total",
+    "Job webhooks by outcome: delivered, failed (every try), refused (a URL the guard forbids)",
+    ["outcome"],
+)

@@ -111,6 +111,12 @@ class Settings(CommonSettings):
     # another server), so this bounds what one key's slow upstreams hold instead: sockets, and
     # bytes (at most this many times max_image_bytes). A batch fetches this many at a time.
     max_fetches_per_key: int = Field(8, ge=1, le=1024)
+    # A bulk job's webhook when it ends (gateway/jobs/webhooks.py): this many tries at most, each
+    # within jobs_webhook_timeout_s in all (DNS, connect, the answer's status), the first retry
+    # after jobs_webhook_backoff_s and each next after twice the wait before it.
+    jobs_webhook_attempts: int = Field(5, ge=1, le=20)
+    jobs_webhook_timeout_s: float = Field(10.0, gt=0)
+    jobs_webhook_backoff_s: float = Field(1.0, ge=0)
 
     @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod

@@ -162,7 +162,7 @@ def _read(path: str) -> bytes:
         raise ClientError(f"Cannot read {path}: {exc.strerror}.", ExitCode.BAD_INPUT) from exc
 
 
-def _json_options(options: dict[str, str]) -> dict[str, Any]:
+def json_options(options: dict[str, str]) -> dict[str, Any]:
     body: dict[str, Any] = dict(options)
     if "models" in body:
         body["models"] = [m.strip() for m in body["models"].split(",") if m.strip()]
@@ -170,6 +170,24 @@ def _json_options(options: dict[str, str]) -> dict[str, Any]:
         if name in body:
             body[name] = kind(body[name])
     return body
+
+
+def answered(response: httpx.Response) -> httpx.Response:
+    """The response, or the gateway's error (read) as a `ClientError` with its exit code."""
+    if response.is_error:
+        response.read()
+        try:
+            body = response.json()
+            errortype, message = str(body["errortype"]), str(body["message"])
+        except (ValueError, KeyError, TypeError):
+            errortype, message = "http_error", response.text[:200]
+        raise ClientError(
+            f"The gateway answered {response.status_code}, {errortype}: {message}",
+            exit_code_for(errortype, response.status_code),
+            errortype,
+            response.status_code,
+        )
+    return response
 
 
 @dataclass(frozen=True)
@@ -201,30 +219,21 @@ class Gateway:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ClientError(
-                f"Could not reach the gateway at {self.url} ({exc}); is it running? "
-                "(--gateway or PICMETRIC_GATEWAY)",
-                ExitCode.UNAVAILABLE,
-            ) from exc
-        if response.is_error:
-            try:
-                body = response.json()
-                errortype, message = str(body["errortype"]), str(body["message"])
-            except (ValueError, KeyError, TypeError):
-                errortype, message = "http_error", response.text[:200]
-            raise ClientError(
-                f"The gateway answered {response.status_code}, {errortype}: {message}",
-                exit_code_for(errortype, response.status_code),
-                errortype,
-                response.status_code,
-            )
-        return response
+            raise self.unreachable(exc) from exc
+        return answered(response)
+
+    def unreachable(self, exc: httpx.TransportError) -> ClientError:
+        return ClientError(
+            f"Could not reach the gateway at {self.url} ({exc}); is it running? "
+            "(--gateway or PICMETRIC_GATEWAY)",
+            ExitCode.UNAVAILABLE,
+        )
 
     def _post_photo(
         self, path: str, photo: str, options: dict[str, str], **kwargs: Any
     ) -> httpx.Response:
         if is_url(photo):
-            return self._send("POST", path, json={"url": photo, **_json_options(options)}, **kwargs)
+            return self._send("POST", path, json={"url": photo, **json_options(options)}, **kwargs)
         files = {"file": (Path(photo).name, _read(photo))}
         return self._send("POST", path, files=files, data=options, **kwargs)
 
@@ -242,7 +251,7 @@ class Gateway:
     def batch(self, photos: list[str], options: dict[str, str]) -> dict[str, Any]:
         """One /v1/batch of `photos` (all URLs or all files: `chunks`)."""
         if is_url(photos[0]):
-            body = {"urls": photos, **_json_options(options)}
+            body = {"urls": photos, **json_options(options)}
             return dict(self._send("POST", "/v1/batch", json=body).json())
         files = [("file", (Path(p).name, _read(p))) for p in photos]
         return dict(self._send("POST", "/v1/batch", files=files, data=options).json())

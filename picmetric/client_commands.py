@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import ClientSettings
-from picmetric import client
+from picmetric import client, jobs_client
 from picmetric.client import ClientError, ExitCode
 
-COMMANDS = ("analyze", "show", "models", "samples")
+COMMANDS = ("analyze", "show", "models", "samples", "jobs")
 # scikit-image's photos that `picmetric samples` writes, by file name: the README's examples.
 SAMPLES = {
     "astronaut.jpg": "astronaut",  # a face and a person
@@ -114,6 +114,48 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     samples.add_argument(
         "folder", nargs="?", type=Path, default=Path("."), help="where to write them"
     )
+    _add_jobs(commands, settings)
+
+
+def _add_jobs(commands: argparse._SubParsersAction, settings: ClientSettings) -> None:
+    jobs = commands.add_parser(
+        "jobs",
+        help="bulk analysis jobs through a running gateway",
+        description="Bulk analysis jobs (/v1/jobs): submit a bucket prefix, a manifest, URLs or "
+        "a local folder and follow its progress; a job's state, the key's jobs, cancel, results.",
+    )
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser(
+        "submit", help="analyse a bucket prefix, a manifest, URLs or a folder"
+    )
+    submit.add_argument(
+        "source",
+        nargs="+",
+        help="s3://bucket/prefix/, s3://bucket/manifest.txt, http(s)/s3 URLs, or a local folder "
+        "(its photos uploaded first through /v1/images)",
+    )
+    submit.add_argument("--follow", action="store_true", help="show its progress until it ends")
+    submit.add_argument(
+        "--models", help="comma-separated, e.g. resnet50,yolov3 (default: every ready model)"
+    )
+    submit.add_argument(
+        "--threshold", type=float, help="minimum confidence, 0 to 1 (default: the gateway's)"
+    )
+    submit.add_argument(
+        "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's)"
+    )
+    submit.add_argument("--webhook-url", help="POSTed the job, signed, when it ends")
+    submit.add_argument("--idempotency-key", help="the same key again answers the same job")
+    for name in ("status", "cancel"):
+        action = actions.add_parser(name, help=f"{name}: one job, by its id")
+        action.add_argument("id")
+    results = actions.add_parser("results", help="the job's answers as JSON Lines")
+    results.add_argument("id")
+    results.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
+    listed = actions.add_parser("list", help="this key's newest jobs")
+    listed.add_argument("--limit", type=int, default=20)
+    for action in actions.choices.values():
+        _add_connection(action, settings)
 
 
 def _options(args: argparse.Namespace) -> dict[str, str]:
@@ -300,10 +342,64 @@ def samples(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def jobs(args: argparse.Namespace) -> ExitCode:
+    """`picmetric jobs ACTION`: the job (or jobs) as a progress line each, or their JSON."""
+    with jobs_client.JobsClient(args.gateway, args.api_key) as gateway:
+        if args.action == "results":
+            if args.output is None:
+                gateway.write_results(args.id, sys.stdout)
+                return ExitCode.OK
+            try:
+                with args.output.open("w") as out:
+                    count = gateway.write_results(args.id, out)
+            except OSError as exc:
+                raise ClientError(f"Cannot write {args.output}: {exc.strerror}.") from exc
+            _say(f"Wrote {count} results to {args.output}")
+            return ExitCode.OK
+        if args.action == "list":
+            for job in gateway.jobs(args.limit):
+                print(json.dumps(job) if args.json else jobs_client.progress_line(job))
+            return ExitCode.OK
+        if args.action == "status":
+            job = gateway.job(args.id)
+        elif args.action == "cancel":
+            job = gateway.cancel(args.id)
+        else:
+            job = _submit_job(gateway, args)
+        print(json.dumps(job, indent=2) if args.json else jobs_client.progress_line(job))
+    return ExitCode.OK
+
+
+def _submit_job(gateway: jobs_client.JobsClient, args: argparse.Namespace) -> dict[str, Any]:
+    line = jobs_client.ProgressLine()
+    if len(args.source) == 1 and Path(args.source[0]).is_dir():
+        folder = Path(args.source[0])
+        urls = gateway.upload_folder(folder, lambda n, total: line.show(f"uploaded {n}/{total}"))
+        line.end()
+        source = jobs_client.job_source(urls)
+    else:
+        source = jobs_client.job_source(args.source)
+    options = client.json_options(_options(args))
+    job = gateway.submit(source, options, args.webhook_url, args.idempotency_key)
+    if job.get("webhook_secret") and not args.json:
+        _say(f"webhook signing secret (shown once): {job['webhook_secret']}")
+    if args.follow:
+        job = gateway.follow(job["id"], lambda now: line.show(jobs_client.progress_line(now)))
+        line.end()
+    return job
+
+
 def run(args: argparse.Namespace) -> int:
     """The command's exit code; a failure said on stderr in one line (as JSON on stdout with
     --json)."""
-    command = {"analyze": analyze, "show": show, "models": models, "samples": samples}[args.command]
+    commands = {
+        "analyze": analyze,
+        "show": show,
+        "models": models,
+        "samples": samples,
+        "jobs": jobs,
+    }
+    command = commands[args.command]
     try:
         return int(command(args))
     except ClientError as exc:

@@ -80,7 +80,7 @@ async def _fetch_hops(client: httpx.AsyncClient, url: str, settings: Settings) -
         shown = public_url(current)  # without credentials, for messages and logs
         addresses = await urlguard.check_http_url(current, settings.allow_private_urls)
         try:
-            async with _get_pinned(client, current, addresses) as response:
+            async with send_pinned(client, "GET", current, addresses) as response:
                 if response.status_code in REDIRECT_CODES and "location" in response.headers:
                     current = urljoin(current, response.headers["location"])
                     continue
@@ -99,19 +99,30 @@ async def _fetch_hops(client: httpx.AsyncClient, url: str, settings: Settings) -
 
 
 @asynccontextmanager
-async def _get_pinned(
-    client: httpx.AsyncClient, url: str, addresses: list[str]
+async def send_pinned(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    addresses: list[str],
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[httpx.Response]:
-    """GET `url` (streamed) over a connection to the first of `addresses` that accepts one."""
+    """`method` `url` (the response streamed) over a connection to the first of `addresses`, the
+    ones `urlguard.check_http_url` checked, that accepts one; no redirect is followed. The image
+    fetch's GET and a job's webhook POST (gateway.jobs.webhooks)."""
     target = httpx.URL(url)
-    headers = {"Host": target.netloc.decode("ascii")}
+    headers = {**(headers or {}), "Host": target.netloc.decode("ascii")}
     if target.scheme == "https":
         headers["Connection"] = "close"
     extensions = {"sni_hostname": target.raw_host.decode("ascii")}
 
     def pinned(address: str) -> httpx.Request:
         return client.build_request(
-            "GET", target.copy_with(host=address), headers=headers, extensions=extensions
+            method,
+            target.copy_with(host=address),
+            content=content,
+            headers=headers,
+            extensions=extensions,
         )
 
     for address in addresses[:-1]:

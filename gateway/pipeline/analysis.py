@@ -134,13 +134,16 @@ async def fetched(request: AnalysisRequest, services: Services, owner: str) -> A
     return dataclasses.replace(request, data=image.data, fetch_ms=timings["fetch"])
 
 
-async def analyze(request: AnalysisRequest, services: Services, owner: str) -> Analysis:
+async def analyze(
+    request: AnalysisRequest, services: Services, owner: str, priority: int = 0
+) -> Analysis:
     """The analysis of one image for `owner` (gateway.tenancy); stored, or answered from the
     store when cached. Its analysis slot is taken once its bytes are in hand (503 overloaded
-    when none is free)."""
+    when none is free). `priority`: Triton's request priority of its inference
+    (`inference.run_models`: 0 the default, a bulk job's 2)."""
     request = await fetch_image(request, services, owner)
     with services.admission.admit():
-        return (await analyze_keeping_photo(request, services, owner)).analysis
+        return (await analyze_keeping_photo(request, services, owner, priority=priority)).analysis
 
 
 @dataclass(frozen=True)
@@ -157,11 +160,13 @@ async def analyze_keeping_photo(
     owner: str,
     memory_held: bool = False,
     full_resolution: bool = False,
+    priority: int = 0,
 ) -> Analysed:
     """`analyze` of a photo in hand (`fetch_image`) whose analysis slot the caller holds, with
     the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
     per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
-    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode."""
+    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode;
+    `priority`: as `analyze`'s."""
     data = request.photo
     # `total` counts from the start of the fetch, as the client waited.
     started = time.perf_counter() - request.fetch_ms / 1000
@@ -177,7 +182,9 @@ async def analyze_keeping_photo(
         if answer is row:  # the owner's inference from another source, stored as a new analysis
             await _store(row, services.store, started)
         return Analysed(stored_analysis(answer, cached=True), None)
-    inferred = await _infer(data, specs, request.options, services, memory_held, full_resolution)
+    inferred = await _infer(
+        data, specs, request.options, services, memory_held, full_resolution, priority
+    )
     row.timings.update(inferred.timings)
     fill(row, inferred, services.catalog.states, request.options, skipped_models(request, specs))
     await _store(row, services.store, started)
@@ -252,6 +259,7 @@ async def _infer(
     services: Services,
     memory_held: bool,
     full_resolution: bool,
+    priority: int,
 ) -> Inferred:
     """Decode the photo (as small as the models and the quality figures allow, unless
     `full_resolution`), then run the models and measure its quality side by side. What the
@@ -271,7 +279,7 @@ async def _infer(
             photo = await run_in_threadpool(decode_planned, data, plan)
         measuring = asyncio.create_task(_measure(photo, timings))
         try:
-            found, preprocess = await run_models(specs, call, photo, options)
+            found, preprocess = await run_models(specs, call, photo, options, priority)
         except BaseException:
             # Its thread reads the pixels: it ends while their memory is still held.
             await asyncio.wait([measuring])

@@ -69,7 +69,7 @@ class ModelSpec:
     triton_model: str
     provenance_model: str
     prepare: Callable[[DecodedImage, int | None], Prepared]  # (image, the input size Triton says)
-    infer: Callable[[Call, Prepared, Options], Awaitable[Sequence[Detection]]]
+    infer: Callable[[Call, Prepared, Options, int], Awaitable[Sequence[Detection]]]
     input_size: int | None  # the square side it resizes to by default; None: every pixel
 
 
@@ -175,12 +175,14 @@ def prepare_resnet50(image: DecodedImage, size: int | None) -> Prepared:
     return {"image": resize_for_resnet50(image.rgb, size or RESNET50_INPUT_SIZE)[None]}
 
 
-async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> list[Label]:
+async def infer_resnet50(
+    call: Call, prepared: Prepared, options: Options, priority: int = 0
+) -> list[Label]:
     """Top labels by Triton's classification extension, above the threshold."""
     inputs = [_input("image", prepared["image"], "UINT8")]
     outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
     result = await call.client.infer(
-        "resnet50", inputs, outputs=outputs, client_timeout=call.timeout
+        "resnet50", inputs, outputs=outputs, priority=priority, client_timeout=call.timeout
     )
     labels = []
     for entry in result.as_numpy("probabilities").reshape(-1):
@@ -196,10 +198,15 @@ def prepare_mtcnn(image: DecodedImage, size: int | None) -> Prepared:
     return {"image": np.ascontiguousarray(image.rgb)}
 
 
-async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> list[Face]:
-    """Faces above the threshold, with boxes and landmarks in original pixels."""
+async def infer_mtcnn(
+    call: Call, prepared: Prepared, options: Options, priority: int = 0
+) -> list[Face]:
+    """Faces above the threshold, with boxes and landmarks in original pixels. (The cascade's
+    own calls to its networks go at their default priority: model_repository/README.md.)"""
     inputs = [_input("image", prepared["image"], "UINT8")]
-    result = await call.client.infer("mtcnn", inputs, client_timeout=call.timeout)
+    result = await call.client.infer(
+        "mtcnn", inputs, priority=priority, client_timeout=call.timeout
+    )
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")
     return [
@@ -223,7 +230,9 @@ def prepare_yolov3(image: DecodedImage, size: int | None) -> Prepared:
     return {"image": boxed[None], "image_shape": shape}
 
 
-async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> list[DetectedObject]:
+async def infer_yolov3(
+    call: Call, prepared: Prepared, options: Options, priority: int = 0
+) -> list[DetectedObject]:
     """Located COCO objects above the threshold, boxes in original pixels."""
     inputs = [
         _input("image", prepared["image"], "UINT8"),
@@ -233,6 +242,7 @@ async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> list
         "yolov3",
         inputs,
         parameters={"score_threshold": options.threshold},
+        priority=priority,
         client_timeout=call.timeout,
     )
     names = coco_names(call.repository)
@@ -288,11 +298,11 @@ async def _model_ready(call: Call, model: str, seconds: float) -> bool:
 
 
 async def _attempt(
-    spec: ModelSpec, call: Call, prepared: Prepared, options: Options
+    spec: ModelSpec, call: Call, prepared: Prepared, options: Options, priority: int
 ) -> Sequence[Detection]:
     """One call of the model, its replica told whether Triton answered."""
     try:
-        detections = await spec.infer(call, prepared, options)
+        detections = await spec.infer(call, prepared, options, priority)
     except InferenceServerException as exc:
         if call.on_reached is not None:
             call.on_reached("UNAVAILABLE" not in str(exc.status() or ""))
@@ -302,7 +312,9 @@ async def _attempt(
     return detections
 
 
-async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Options) -> ModelResult:
+async def _infer(
+    spec: ModelSpec, call: Call, prepared: Prepared, options: Options, priority: int
+) -> ModelResult:
     """One model's call. When Triton answers that it is going away, the call waits (bounded by
     `call.retry_wait` and its own deadline) until the model is ready again, on another replica
     when there is one (`call.failover`), and is retried once there; a retry is logged and counted
@@ -310,7 +322,7 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
     started = time.perf_counter()
     deadline = time.monotonic() + call.timeout
     try:
-        detections = await _attempt(spec, call, prepared, options)
+        detections = await _attempt(spec, call, prepared, options, priority)
     except InferenceServerException as exc:
         if call.retry_wait <= 0 or not going_away(exc):
             raise _mapped(spec, call, exc) from exc
@@ -327,7 +339,7 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
         raise _mapped(spec, call, first) from first
     retry = dataclasses.replace(other, timeout=max(deadline - time.monotonic(), READY_POLL_S))
     try:
-        detections = await _attempt(spec, retry, prepared, options)
+        detections = await _attempt(spec, retry, prepared, options, priority)
     except InferenceServerException as exc:
         metrics.TRITON_RETRIES.labels(spec.name, "failed").inc()
         log.warning("%s: the retry failed too (%s)", spec.name, _message(exc))
@@ -338,9 +350,11 @@ async def _infer(spec: ModelSpec, call: Call, prepared: Prepared, options: Optio
 
 
 async def run_models(
-    specs: list[ModelSpec], call: Call, image: DecodedImage, options: Options
+    specs: list[ModelSpec], call: Call, image: DecodedImage, options: Options, priority: int = 0
 ) -> tuple[dict[str, ModelResult], float]:
-    """Prepare every model's tensors, then run the models concurrently. Returns the results by
+    """Prepare every model's tensors, then run the models concurrently, at Triton's request
+    `priority` (0: the model's default, 1, an interactive request's; 2: a bulk job's, queued in
+    Triton behind every interactive one: model_repository/README.md). Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
     prepared = await run_in_threadpool(
@@ -348,6 +362,6 @@ async def run_models(
     )
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
-        *(_infer(s, call, p, options) for s, p in zip(specs, prepared, strict=True))
+        *(_infer(s, call, p, options, priority) for s, p in zip(specs, prepared, strict=True))
     )
     return {spec.name: result for spec, result in zip(specs, results, strict=True)}, preprocess

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.model_config import (
+    INTERACTIVE_PRIORITY,
+    PRIORITY_LEVELS,
     ModelConfig,
     ModelConfigError,
     format_config,
@@ -42,6 +44,20 @@ def test_committed_config_is_in_the_writers_form(path: Path) -> None:
         f"{path} is not as core/model_config.py writes it: run "
         f"`python -m core.model_config {path}` (notes belong in model_repository/README.md)."
     )
+
+
+def test_every_batched_model_has_the_request_priorities() -> None:
+    """A bulk job's requests (priority 2) queue behind interactive ones in every dynamic batcher
+    (mtcnn's batches nothing: it is there for the priorities); an ensemble passes its request's
+    priority to its steps."""
+    batched = [read_config(path) for path in COMMITTED]
+    batched = [config for config in batched if config.HasField("dynamic_batching")]
+    expected = {"resnet50", "yolov3_backbone", "mtcnn", "mtcnn_rnet", "mtcnn_onet"}
+    assert {config.name for config in batched} >= expected
+    for config in batched:
+        levels = config.dynamic_batching.priority_levels
+        default = config.dynamic_batching.default_priority_level
+        assert (levels, default) == (PRIORITY_LEVELS, INTERACTIVE_PRIORITY), config.name
 
 
 def test_malformed_config_is_an_error_naming_the_file(tmp_path: Path) -> None:

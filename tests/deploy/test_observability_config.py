@@ -42,6 +42,24 @@ def test_model_repairs_have_a_panel_and_an_alert() -> None:
     assert metric_names(alert["expr"]) == {"picmetric_model_repairs_total"}
 
 
+def test_bulk_jobs_have_a_panel_for_each_of_their_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    read = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in metric_names(target["expr"])
+    }
+    jobs = {
+        "picmetric_jobs_queued_photos",
+        "picmetric_job_photos_total",
+        "picmetric_job_duration_seconds_bucket",
+        "picmetric_jobs_running",
+        "picmetric_job_webhooks_total",
+    }
+    assert jobs <= read
+
+
 def test_every_expression_reads_some_metric() -> None:
     exprs = expressions()
     assert exprs, "no PromQL found in the alert rules or the dashboard"

@@ -1,12 +1,14 @@
-"""A real HTTP server on 127.0.0.1 serving a folder, with byte ranges (for download resume)."""
+"""Real HTTP servers on 127.0.0.1: one serving a folder, with byte ranges (for download resume);
+a webhook receiver answering scripted statuses."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -51,6 +53,44 @@ def serve_directory(root: Path) -> Iterator[tuple[str, list[dict[str, str]]]]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class WebhookReceiver(BaseHTTPRequestHandler):
+    """Answers each POST with the next of `statuses` (the last one again once they run out),
+    after `delay` seconds; records every POST's arrival time, headers and body."""
+
+    statuses: list[int]
+    delay: float
+    received: list[tuple[float, dict[str, str], bytes]]
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.received.append((time.monotonic(), dict(self.headers.items()), body))
+        status = self.statuses[min(len(self.received), len(self.statuses)) - 1]
+        time.sleep(self.delay)
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@contextmanager
+def serve_webhooks(
+    statuses: list[int], delay: float = 0.0
+) -> Iterator[tuple[str, list[tuple[float, dict[str, str], bytes]]]]:
+    """A webhook receiver on a free loopback port; yields (its URL, what it received)."""
+    received: list[tuple[float, dict[str, str], bytes]] = []
+    attributes = {"statuses": statuses, "delay": delay, "received": received}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (WebhookReceiver,), attributes))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/picmetric?token=s3cret", received
     finally:
         server.shutdown()
         server.server_close()

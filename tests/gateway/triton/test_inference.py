@@ -224,7 +224,9 @@ class FakeTriton:
         return time.monotonic() - self.started >= self.ready_after
 
 
-async def _fake_infer(call: Call, prepared: Prepared, options: Options) -> Sequence[Detection]:
+async def _fake_infer(
+    call: Call, prepared: Prepared, options: Options, priority: int
+) -> Sequence[Detection]:
     return await call.client.infer()  # type: ignore[call-arg, no-any-return]
 
 
@@ -234,7 +236,7 @@ STOPPING_ERROR = _triton_error(*STOPPING[1])
 
 def _run(triton: FakeTriton, retry_wait: float, timeout: float = 5.0) -> Sequence[Detection]:
     call = Call(client=triton, timeout=timeout, repository=None, retry_wait=retry_wait)  # type: ignore[arg-type]
-    return asyncio.run(_infer(SPEC, call, {}, Options(threshold=0.2, max_results=5))).detections
+    return asyncio.run(_infer(SPEC, call, {}, Options(threshold=0.2, max_results=5), 0)).detections
 
 
 def _retries(outcome: str) -> float:

@@ -156,7 +156,9 @@ def test_dns_failure_keeps_the_replicas_known() -> None:
     asyncio.run(scenario())
 
 
-async def _infer_first(call: Call, prepared: Prepared, options: Options) -> Sequence[Detection]:
+async def _infer_first(
+    call: Call, prepared: Prepared, options: Options, priority: int
+) -> Sequence[Detection]:
     answer = await call.client.infer()  # type: ignore[call-arg]
     return [Label(label=answer, confidence=0.9)]
 
@@ -184,7 +186,7 @@ def test_going_away_is_retried_on_another_replica_and_counted(tmp_path: Path) ->
         stopping.client.answer = STOPPING  # type: ignore[attr-defined]
         other.client.answer = "served by the other"  # type: ignore[attr-defined]
         call = services.call(stopping)
-        result = await _infer(SPEC, call, {}, Options(threshold=0.2, max_results=1))
+        result = await _infer(SPEC, call, {}, Options(threshold=0.2, max_results=1), 0)
         assert [d.label for d in result.detections] == ["served by the other"]  # type: ignore[union-attr]
         assert stopping.failures == 1 and other.failures == 0
 

@@ -54,6 +54,74 @@ app.kubernetes.io/component: {{ .component }}
       key: {{ .Values.gateway.secretKeys.tritonAdminKey }}
 {{- end }}
 
+{{/* The Secret's settings that both the gateway and the job workers read (same database, same
+Redis, same Triton key for a model's repair). */}}
+{{- define "picmetric.serviceSecretEnv" -}}
+{{- $g := .Values.gateway -}}
+- name: PICMETRIC_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $g.existingSecret }}
+      key: {{ $g.secretKeys.databaseUrl }}
+{{ include "picmetric.tritonAdminKeyEnv" . }}
+{{- with $g.secretKeys.redisUrl }}
+- name: PICMETRIC_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $g.existingSecret }}
+      key: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* The Redis list of the job queue's waiting messages: Dramatiq's Redis broker keeps a queue's
+messages in the list `<namespace>:<queue name>` (gateway/jobs/queue.py: QUEUE_KEY;
+tests/deploy/test_helm_worker.py checks it against Dramatiq itself). */}}
+{{- define "picmetric.jobQueueKey" -}}
+dramatiq:picmetric-jobs
+{{- end }}
+
+{{/* The job workers need the queue's Redis (either template may be rendered first). */}}
+{{- define "picmetric.workerNeedsRedis" -}}
+{{- if not (or .Values.gateway.redisUrl .Values.gateway.secretKeys.redisUrl) }}
+{{- fail "worker.enabled needs the job queue's Redis: set gateway.redisUrl or gateway.secretKeys.redisUrl" }}
+{{- end }}
+{{- end }}
+
+{{/* Where the gateway and the job workers may connect (NetworkPolicy egress): DNS, Triton's
+gRPC, PostgreSQL, Redis, private S3, and the public internet on internetPorts without the private
+and special ranges (clients' image URLs, jobs' webhooks). */}}
+{{- define "picmetric.serviceEgress" -}}
+{{- $e := .Values.networkPolicy.egress -}}
+{{ include "picmetric.dnsEgress" . }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "picmetric.selectorLabels" (dict "root" . "component" "triton") | nindent 10 }}
+  ports:
+    - port: 8001
+      protocol: TCP
+{{- range $name := list "postgres" "redis" "s3" }}
+{{- $service := index $e $name }}
+{{- with $service.to }}
+# {{ $name }}
+- to:
+    {{- toYaml . | nindent 4 }}
+  ports:
+    - port: {{ $service.port }}
+      protocol: TCP
+{{- end }}
+{{- end }}
+{{- if $e.internet.enabled }}
+- to:
+    {{- include "picmetric.publicInternet" . | nindent 4 }}
+  ports:
+    {{- range $e.internet.ports }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Triton's flags that lock its admin API behind the key (core/triton_admin.py); Kubernetes
 expands $(PICMETRIC_TRITON_ADMIN_KEY) from the container's env, so the key is not in the spec. */}}
 {{- define "picmetric.tritonRestrictedArgs" -}}

@@ -1,0 +1,60 @@
+"""`picmetric jobs` end to end (picmetric/jobs_client.py), as a person runs it: a local folder
+uploaded through /v1/images and submitted as a job, followed to its end with the progress line,
+its results written as JSON Lines, its status and the key's list read back. Against the real
+gateway, Redis, PostgreSQL, moto's S3 and Triton, and a `picmetric worker` (the fixtures of
+tests/gateway/jobs/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.gateway.jobs.conftest import MODELS, JobsEnv, small_photos, worker_process
+
+pytestmark = pytest.mark.integration
+
+
+def _picmetric(jobs_env: JobsEnv, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "picmetric", "jobs", *args, "--gateway", jobs_env.url]
+    env = {**os.environ, "PICMETRIC_API_KEY": jobs_env.keys["alice"]}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
+    jobs_env: JobsEnv, photos: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for n, data in enumerate(small_photos(photos, 3, 7)):
+        (folder / f"{n}.jpg").write_bytes(data)
+    (folder / "notes.txt").write_text("not a photo")
+    with worker_process(jobs_env, "cli"):
+        submitted = _picmetric(
+            jobs_env, "submit", str(folder), "--follow", "--models", ",".join(MODELS)
+        )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "uploaded 3/3" in submitted.stderr
+    final = submitted.stdout.strip().splitlines()[-1]
+    job_id, state = final.split()[:2]
+    assert state == "done" and "3/3" in final, final
+    assert "3/3" in submitted.stderr  # the progress line while it ran
+
+    out = tmp_path / "out.jsonl"
+    written = _picmetric(jobs_env, "results", job_id, "-o", str(out))
+    assert written.returncode == 0, written.stderr
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["position"] for r in results] == [0, 1, 2]
+    assert all(r["analysis"]["models"] for r in results)
+
+    status = _picmetric(jobs_env, "status", job_id, "--json")
+    assert json.loads(status.stdout)["counts"]["total"] == 3
+    listed = _picmetric(jobs_env, "list")
+    assert any(line.startswith(job_id) for line in listed.stdout.splitlines())
+    missing = _picmetric(jobs_env, "status", "no-such-job")
+    assert missing.returncode == 1 and "404" in missing.stderr
