@@ -108,6 +108,20 @@ class Settings(CommonSettings):
     # another server), so this bounds what one key's slow upstreams hold instead: sockets, and
     # bytes (at most this many times max_image_bytes). A batch fetches this many at a time.
     max_fetches_per_key: int = Field(8, ge=1, le=1024)
+    # Bulk jobs (gateway/jobs/, POST /v1/jobs), queued in Redis (redis_url) for `picmetric worker`.
+    jobs_max_photos: int = Field(10_000, ge=1)  # photos in one job; past it 413 job_too_large
+    jobs_max_running_per_key: int = Field(2, ge=1)  # a key's jobs queued or running; past it 429
+    # photos a key's unfinished jobs still have to do, the new job's included; past it 429
+    jobs_max_queued_photos_per_key: int = Field(50_000, ge=1)
+    # A job's photos in the queue at once: the worker sends the next as one finishes, so the
+    # photos of every job interleave (a 100,000-photo job does not starve a 20-photo one).
+    jobs_window: int = Field(8, ge=1, le=1000)
+    jobs_worker_concurrency: int = Field(4, ge=1, le=256)  # photos one worker analyses at once
+    # A worker that stops answering for this long is dead: the photos it held are queued again.
+    jobs_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    jobs_manifest_max_bytes: int = Field(4 * MiB, ge=1)  # a manifest's size; past it 413
+    jobs_webhook_attempts: int = Field(5, ge=1, le=20)  # a job's webhook, tried this many times
+    jobs_webhook_timeout_s: float = Field(10.0, gt=0)  # each try
 
     @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod
