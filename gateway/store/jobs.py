@@ -224,13 +224,23 @@ class JobStore:
         state: str,
         analysis_id: str | None = None,
         error: tuple[str, str] | None = None,
+        public_source: str | None = None,
     ) -> Finished:
         """Answer the photo once: `state` (done, skipped or failed), with its analysis or its
-        error (errortype, message). Its job's count moves with it, and the job is done once
-        every photo is answered."""
+        error (errortype, message), its source from then on `public_source` (a URL without the
+        query or credentials it was fetched with: gateway.tenancy). Its job's count moves with it,
+        and the job is done once every photo is answered."""
         if state not in ITEM_FINAL:
             raise ValueError(f"{state!r} is not a final state of a job's photo")
         error_type, message = error if error is not None else (None, None)
+        values: dict[str, Any] = {
+            "state": state,
+            "analysis_id": analysis_id,
+            "error_type": error_type,
+            "error_message": None if message is None else message[:ERROR_CHARS],
+        }
+        if public_source is not None:
+            values["source"] = public_source
 
         def write() -> Finished:
             with self._session() as session, session.begin():
@@ -243,13 +253,7 @@ class JobStore:
                             JobItemRow.position == position,
                             JobItemRow.state.not_in(ITEM_FINAL),
                         )
-                        .values(
-                            state=state,
-                            analysis_id=analysis_id,
-                            error_type=error_type,
-                            error_message=None if message is None else message[:ERROR_CHARS],
-                            finished_at=moment,
-                        )
+                        .values(**values, finished_at=moment)
                     )
                 )
                 finished = 0
