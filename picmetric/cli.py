@@ -1,5 +1,6 @@
 """The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
-database, analyse a photo, check the GPU, switch TensorRT or the CPU engine.
+database, answer bulk jobs (a worker), analyse a photo, check the GPU, switch TensorRT or the CPU
+engine.
 
 Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
 Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway_options(gateway)
     commands.add_parser(
         "migrate", help="upgrade the database (PICMETRIC_DATABASE_URL) to the newest schema"
+    )
+    commands.add_parser(
+        "worker", help="answer bulk jobs' photos from the queue (PICMETRIC_REDIS_URL) until stopped"
     )
     analyze = commands.add_parser("analyze", help="analyse one image through a running gateway")
     analyze.add_argument("image", help="an http(s)/s3 URL or a local file")
@@ -269,6 +273,17 @@ def run_migrate() -> None:
     upgrade_schema(Settings().database_url)
 
 
+def run_worker() -> None:
+    """One job worker (gateway/jobs/worker.py) on the gateway's settings, until SIGTERM."""
+    from gateway.jobs import worker
+    from gateway.settings import Settings
+
+    settings = Settings()
+    if not settings.redis_url:
+        raise ValueError("A job worker takes its photos from Redis: set PICMETRIC_REDIS_URL.")
+    worker.run(settings)
+
+
 def run_analyze(args: argparse.Namespace) -> None:
     options = {
         name: str(value)
@@ -304,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
             run_gateway(args)
         elif args.command == "migrate":
             run_migrate()
+        elif args.command == "worker":
+            run_worker()
         elif args.command == "analyze":
             run_analyze(args)
         elif args.command == "check-gpu":

@@ -201,7 +201,8 @@ class JobStore:
 
     async def start_item(self, job_id: str, position: int) -> Started | None:
         """The photo and its job when the photo is still to be answered and its job open (None:
-        answered already, or the job was cancelled); its job turns running."""
+        answered already, or the job was cancelled); its job turns running, and the photo's
+        `queued_at` is now: a sweep sends it again only if it stays unanswered that long."""
 
         def write() -> Started | None:
             with self._session() as session, session.begin():
@@ -213,6 +214,8 @@ class JobStore:
                     return None
                 if job.state == "queued":
                     job.state, job.started_at = "running", now()
+                # Queued again by a sweep only once it has been answered this long (claim).
+                item.queued_at = now()
                 return Started(job, item)
 
         return await call_database(write, "read the job's photo")
