@@ -48,6 +48,8 @@ ensure_venv() {
 
 serve() {
   ensure_venv
+  # bulk jobs' queue: `picmetric serve` starts its own Redis when PICMETRIC_REDIS_URL is unset
+  apt_ensure redis-server redis-server
   say "Converting models (cached; --weights ${PICMETRIC_WEIGHTS:-auto})"
   picmetric convert all --weights "${PICMETRIC_WEIGHTS:-auto}"
   say "Starting the service"

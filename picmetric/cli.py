@@ -21,6 +21,7 @@ from core.paths import MODEL_REPOSITORY, cache_dir
 from core.settings import ClientSettings, CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client
+from picmetric.local_jobs import LocalJobs
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
 
@@ -79,9 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     triton = commands.add_parser("triton", help="run the local Triton server until interrupted")
     _add_triton_options(triton)
-    serve = commands.add_parser("serve", help="run Triton and the gateway until interrupted")
+    serve = commands.add_parser(
+        "serve",
+        help="run Triton, the gateway and (for bulk jobs) Redis and a worker until interrupted",
+    )
     _add_triton_options(serve)
     _add_gateway_options(serve)
+    serve.add_argument(
+        "--no-jobs",
+        action="store_true",
+        help="start no Redis and worker when PICMETRIC_REDIS_URL is unset (no bulk jobs)",
+    )
     gateway = commands.add_parser("gateway", help="run the gateway alone (Triton runs elsewhere)")
     _add_gateway_options(gateway)
     commands.add_parser(
@@ -198,8 +207,10 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     """Triton until ready, then (with_gateway) the gateway in this process, under uvicorn in the
-    main thread; a watcher thread restarts Triton whenever it exits. Ctrl+C or SIGTERM stops
-    both, Triton last; this returns once Triton and its model processes are gone."""
+    main thread, and for bulk jobs a Redis and a worker of its own unless PICMETRIC_REDIS_URL
+    names one (or --no-jobs); a watcher thread restarts Triton whenever it exits. Ctrl+C or
+    SIGTERM stops them all, Triton last; this returns once Triton and its model processes are
+    gone."""
     from picmetric.supervisor import TritonSupervisor
     from picmetric.triton_server import TritonServer
 
@@ -214,11 +225,23 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
         on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
     settings = None
+    jobs = LocalJobs()
     if with_gateway:
         overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
         settings = _prepared_settings(args.host, **overrides)
+        if settings.redis_url is None and not args.no_jobs:
+            # The gateway counts its rate limits (PICMETRIC_RATE_LIMIT) in this Redis too.
+            settings = settings.model_copy(update={"redis_url": jobs.start_redis()})
     try:
         supervisor.start()
+        if settings is not None and jobs.url is not None:
+            jobs.start_worker(
+                {
+                    "PICMETRIC_REDIS_URL": jobs.url,
+                    "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
+                    "PICMETRIC_TRITON_ADMIN_KEY": server.admin_key,
+                }
+            )
         if settings is not None:
             run_gateway(args, settings)
         else:
@@ -228,6 +251,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        jobs.stop()
         log.info("Stopping Triton")
         supervisor.stop()
         log.info("Triton stopped; its ports are free")

@@ -17,6 +17,7 @@ import signal
 import threading
 
 import dramatiq
+import prometheus_client
 from dramatiq.asyncio import get_event_loop_thread
 
 from gateway import metrics
@@ -130,6 +131,20 @@ class JobWorker:
         )
 
 
+class _CloseServices(dramatiq.Middleware):
+    """Closes the process's services on Dramatiq's event loop once its worker threads are done,
+    before the AsyncIO middleware (earlier in the list: the after_ hooks run last first) stops
+    the loop."""
+
+    def __init__(self, process: WorkerProcess) -> None:
+        self.process = process
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop = get_event_loop_thread()
+        if loop is not None:
+            loop.run_coroutine(self.process.close())
+
+
 class WorkerProcess:
     """The process's worker, made on the event loop of Dramatiq's AsyncIO middleware at the
     first message or sweep."""
@@ -137,6 +152,7 @@ class WorkerProcess:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.queue = JobQueue(settings, handler=self.answer)
+        self.queue.broker.add_middleware(_CloseServices(self))
         self._worker: JobWorker | None = None
         self._ready: asyncio.Lock | None = None
 
@@ -153,6 +169,10 @@ class WorkerProcess:
 
     async def answer(self, job_id: str, position: int) -> None:
         await (await self.worker()).answer(job_id, position)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            await self._worker.services.close()
 
     async def sweep_forever(self) -> None:
         while True:
@@ -174,6 +194,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    _serve_metrics(settings)
     worker = dramatiq.Worker(process.queue.broker, worker_threads=concurrency)
     worker.start()
     loop = get_event_loop_thread()
@@ -183,6 +204,23 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     try:
         stop.wait()
     finally:
-        sweeping.cancel()
+        sweeping.cancel()  # the sweep task, cancelled on its loop
         worker.stop(timeout=int(settings.shutdown_timeout_s * 1000))
         process.queue.close()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """The worker's Prometheus metrics (picmetric_job_*) on the operations address,
+    PICMETRIC_OPS_HOST:PICMETRIC_OPS_PORT (its own container's, or a port of its own beside a
+    gateway); a port in use is logged, the worker answers photos either way."""
+    try:
+        prometheus_client.start_http_server(settings.ops_port, settings.ops_host)
+    except OSError as exc:
+        log.error(
+            "The worker's metrics are not served: %s:%d: %s (set PICMETRIC_OPS_PORT)",
+            settings.ops_host,
+            settings.ops_port,
+            exc,
+        )
+        return
+    log.info("Worker metrics on http://%s:%d/metrics", settings.ops_host, settings.ops_port)

@@ -21,6 +21,7 @@ import pytest
 
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, s3_client
+from tests.utils.ports import free_port
 from tests.utils.redis import RedisServer, redis_servers
 from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, wait_until
 
@@ -73,15 +74,22 @@ def jobs_env(
             yield JobsEnv(url, env, redis, s3_url, folder, keys)
 
 
+@dataclass(frozen=True)
+class Worker:
+    process: subprocess.Popen[bytes]
+    metrics_url: str
+
+
 @contextmanager
-def worker_process(jobs: JobsEnv, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`picmetric worker` with the gateway's settings; stopped (SIGTERM) afterwards unless the
-    test killed it."""
+def worker_process(jobs: JobsEnv, name: str) -> Iterator[Worker]:
+    """`picmetric worker` with the gateway's settings, its metrics on a port of its own; stopped
+    (SIGTERM) afterwards unless the test killed it."""
     log = jobs.folder / f"worker-{name}.log"
+    metrics_port = str(free_port())
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "picmetric", "worker"],
-            env={**os.environ, **S3_CREDENTIALS, **jobs.env},
+            env={**os.environ, **S3_CREDENTIALS, **jobs.env, "PICMETRIC_OPS_PORT": metrics_port},
             stdout=out,
             stderr=out,
         )
@@ -93,11 +101,12 @@ def worker_process(jobs: JobsEnv, name: str) -> Iterator[subprocess.Popen[bytes]
             log,
         )
         assert process.poll() is None, log.read_text()[-3000:]
-        yield process
+        yield Worker(process, f"http://127.0.0.1:{metrics_port}/metrics")
     finally:
         if process.poll() is None:
             process.terminate()
             process.wait(60)
+            assert "Task was destroyed" not in log.read_text()  # the worker closed its services
 
 
 def api(jobs: JobsEnv, key: str) -> httpx.Client:

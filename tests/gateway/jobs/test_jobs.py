@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 import redis
@@ -61,7 +62,7 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
     files["p59.jpg"] = cv2.imencode(".jpg", big)[1].tobytes()
     prefix = put_photos(jobs_env, "big", files)
 
-    with api(jobs_env, "alice") as alice, worker_process(jobs_env, "big"):
+    with api(jobs_env, "alice") as alice, worker_process(jobs_env, "big") as worker:
         body = {"source": {"s3_prefix": prefix}, "models": MODELS}
         submitted = alice.post("/v1/jobs", json=body)
         assert submitted.status_code == 202, submitted.text
@@ -71,6 +72,8 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
         lines = alice.get(
             f"/v1/jobs/{job['id']}/results", headers={"Accept": "application/x-ndjson"}
         )
+        metrics = httpx.get(worker.metrics_url).text
+    assert 'picmetric_job_photos_total{outcome="failed"} 2.0' in metrics
 
     assert job["state"] == "done"
     counts = job["counts"]
@@ -119,8 +122,8 @@ def test_a_killed_worker_and_a_restarted_redis_lose_no_photo_and_answer_none_twi
             wait_until(
                 lambda: _answered(carol.get(f"/v1/jobs/{job_id}").json()) >= 2, 60, "2 answers"
             )
-            doomed.kill()
-            doomed.wait(10)
+            doomed.process.kill()
+            doomed.process.wait(10)
         assert _answered(carol.get(f"/v1/jobs/{job_id}").json()) < 24  # it held photos
 
         jobs_env.redis.stop()
