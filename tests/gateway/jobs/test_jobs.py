@@ -174,13 +174,22 @@ def test_jobs_are_their_keys_resubmits_are_idempotent_and_cancel_stops_them(
         assert alices.status_code == 202 and alices.json()["id"] != job_id
         alice.delete(f"/v1/jobs/{alices.json()['id']}").raise_for_status()
 
+        # A manifest of keys in its bucket, beside the cancelled job: answered while it is not.
+        manifest = "# three of them\n" + "".join(f"jobs/cancel/{n}\n" for n in names[:3])
+        s3_client(jobs_env.s3_url).put_object(Bucket=BUCKET, Key="jobs/list.txt", Body=manifest)
+        listed = {"source": {"manifest": f"s3://{BUCKET}/jobs/list.txt"}, "models": MODELS}
         queue = redis.Redis.from_url(jobs_env.redis.url)
         with worker_process(jobs_env, "cancel"):
+            manifest_job = bob.post("/v1/jobs", json=listed).raise_for_status().json()
+            done = wait_for_job(bob, manifest_job["id"], 60)
             wait_until(lambda: queue.llen(QUEUE_KEY) == 0, 30, "the queue drained")
             time.sleep(1)
         job = bob.get(f"/v1/jobs/{job_id}").json()
         assert job["state"] == "cancelled" and _answered(job) == 0
         assert bob.get(f"/v1/jobs/{job_id}/results").json()["results"] == []
+        assert (done["state"], done["counts"]["done"] + done["counts"]["skipped"]) == ("done", 3)
+        sources = [r["source"] for r in all_results(bob, done["id"])]
+        assert sources == [f"{prefix}{n}" for n in names[:3]]
 
 
 def test_jobs_over_their_limits_are_refused_naming_the_setting(jobs_env: JobsEnv) -> None:
