@@ -53,7 +53,8 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
 ) -> None:
     """60 photos: 56 distinct, 2 copies of two of them, a corrupt JPEG and one over
     PICMETRIC_MAX_IMAGE_PIXELS. 58 answers equal to /v1/analyze's (models run again, no-cache),
-    2 failures with their errors, the album over the job with the copies grouped."""
+    2 failures with their errors, the album over the job with the copies grouped; another key's
+    4-photo job sent just after it finishes first."""
     distinct = small_photos(photos, 56, seed=1)
     files = {f"p{i:02d}.jpg": data for i, data in enumerate(distinct)}
     files["p56.jpg"], files["p57.jpg"] = distinct[3], distinct[10]
@@ -62,12 +63,20 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
     files["p59.jpg"] = cv2.imencode(".jpg", big)[1].tobytes()
     prefix = put_photos(jobs_env, "big", files)
 
-    with api(jobs_env, "alice") as alice, worker_process(jobs_env, "big") as worker:
+    small_job = {"source": {"urls": [f"{prefix}p{i:02d}.jpg" for i in range(4)]}, "models": MODELS}
+    with (
+        api(jobs_env, "alice") as alice,
+        api(jobs_env, "bob") as bob,
+        worker_process(jobs_env, "big") as worker,
+    ):
         body = {"source": {"s3_prefix": prefix}, "models": MODELS}
         submitted = alice.post("/v1/jobs", json=body)
         assert submitted.status_code == 202, submitted.text
         assert submitted.json()["counts"]["total"] == 60
+        # Another key's small job, sent just after: it goes in behind the big job's window only.
+        small = bob.post("/v1/jobs", json=small_job).raise_for_status().json()
         job = wait_for_job(alice, submitted.json()["id"], 150)
+        small = wait_for_job(bob, small["id"], 10)
         results = all_results(alice, job["id"])
         lines = alice.get(
             f"/v1/jobs/{job['id']}/results", headers={"Accept": "application/x-ndjson"}
@@ -75,7 +84,8 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
         metrics = httpx.get(worker.metrics_url).text
     assert 'picmetric_job_photos_total{outcome="failed"} 2.0' in metrics
 
-    assert job["state"] == "done"
+    assert job["state"] == small["state"] == "done"
+    assert small["finished_at"] < job["finished_at"]  # fair shares: not behind 60 photos
     counts = job["counts"]
     assert (counts["total"], counts["done"] + counts["skipped"], counts["failed"]) == (60, 58, 2)
     assert job["photos_per_second"] > 0 and job["seconds_left"] is None
