@@ -48,6 +48,7 @@ def test_a_job_not_started_or_finished_has_no_time_left() -> None:
         _job(
             state="done",
             done=95,
+            skipped=0,
             failed=5,
             started_at=started,
             finished_at=started + dt.timedelta(seconds=50),
