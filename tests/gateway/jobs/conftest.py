@@ -22,6 +22,7 @@ import pytest
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import BUCKET, s3_client
 from tests.utils.ports import free_port
+from tests.utils.postgres import fresh_database
 from tests.utils.redis import RedisServer, redis_servers
 from tests.utils.services import S3_CREDENTIALS, gateway_env, gateway_process, wait_until
 
@@ -54,11 +55,12 @@ def jobs_env(
 ) -> Iterator[JobsEnv]:
     folder = tmp_path_factory.mktemp("jobs")
     keys = {name: f"{name}-{uuid.uuid4().hex}" for name in ("alice", "bob", "carol")}
-    with redis_servers(appendonly=True) as redis:
+    # A database of its own: the workers sweep every open job in theirs.
+    with redis_servers(appendonly=True) as redis, fresh_database(postgres_url) as database_url:
         env = gateway_env(
             triton,
             model_repository,
-            postgres_url,
+            database_url,
             api_keys=",".join(keys.values()),
             redis_url=redis.url,
             rate_limit="100000/minute",

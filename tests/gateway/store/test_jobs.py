@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
@@ -13,19 +14,22 @@ from gateway.store.jobs import JobStore, now
 from gateway.store.migrate import upgrade_schema
 from gateway.store.storage import JobRow, create_database_engine, new_id
 from tests.gateway.conftest import database_of
+from tests.utils.postgres import fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[JobStore]:
-    url = database_of(request, tmp_path_factory.mktemp("jobs"))
-    upgrade_schema(url)
-    engine = create_database_engine(url)
-    try:
+    """A JobStore on a database of its own (its open jobs are no worker's business)."""
+    with ExitStack() as stack:
+        url = database_of(request, tmp_path_factory.mktemp("jobs"))
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_database(url))
+        upgrade_schema(url)
+        engine = create_database_engine(url)
+        stack.callback(engine.dispose)
         yield JobStore(engine)
-    finally:
-        engine.dispose()
 
 
 def _job(owner: str, total: int, key: str | None = None) -> JobRow:
