@@ -71,7 +71,10 @@ class JobWorker:
             if finished.answered:
                 metrics.JOB_PHOTOS.labels(state).inc()
             if finished.job_finished:
-                await self.finish(finished.job)
+                try:
+                    await self.finish(finished.job)
+                except Exception:  # the answers stand; only the summary or webhook is missing
+                    log.exception("Job %s: its album or webhook failed", job_id)
         await self.refill(job_id)
 
     async def _analyze(
