@@ -48,6 +48,8 @@ ensure_venv() {
 
 serve() {
   ensure_venv
+  # bulk jobs' queue: `picmetric serve` starts its own Redis when PICMETRIC_REDIS_URL is unset
+  apt_ensure redis-server redis-server
   # The options first: --help answers at once, and a wrong option or a taken port stops here,
   # before any model is converted.
   case " $* " in

@@ -205,6 +205,35 @@ class RateLimited(PicmetricError):
         self.headers = {"Retry-After": str(retry_after)}
 
 
+class JobLimit(PicmetricError):
+    """A job over one of its key's limits (PICMETRIC_JOBS_MAX_RUNNING_PER_KEY,
+    PICMETRIC_JOBS_MAX_QUEUED_PHOTOS_PER_KEY): retry once the key's other jobs have finished."""
+
+    status_code = 429
+    errortype = "job_limit"
+    headers = {"Retry-After": "60"}
+
+
+class JobTooLarge(PicmetricError):
+    """A job's source over its bounds (PICMETRIC_JOBS_MAX_PHOTOS,
+    PICMETRIC_JOBS_MANIFEST_MAX_BYTES)."""
+
+    status_code = 413
+    errortype = "job_too_large"
+
+
+class JobNotFound(NotFound):
+    """No job of this API key has this id."""
+
+
+class QueueUnavailable(PicmetricError):
+    """The job queue (Redis, PICMETRIC_REDIS_URL) is not configured or not reachable."""
+
+    status_code = 503
+    errortype = "queue_unavailable"
+    headers = RETRY_AFTER
+
+
 def error_statuses() -> list[int]:
     """Every HTTP status an error of ours answers with (500 included), for OpenAPI's responses."""
     statuses, todo = set(), [PicmetricError]

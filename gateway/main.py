@@ -19,7 +19,8 @@ from gateway import logs, metrics
 from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
 from gateway.http import docs, rendering
 from gateway.http.limits import BodyLimit, OperationsHosts, TrustedHosts
-from gateway.http.routes import health, page, seed, v1
+from gateway.http.routes import health, jobs, page, seed, v1
+from gateway.jobs.queue import JobQueue
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store.migrate import prepare_schema
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
             prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
         services = Services.create(settings)
         app.state.services = services
+        # Jobs are queued in Redis; without it POST /v1/jobs is 503 queue_unavailable.
+        app.state.job_queue = JobQueue(settings) if settings.redis_url else None
         await services.start()
         await services.catalog.refresh(services.triton)
         log.info(
@@ -117,6 +120,8 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
         try:
             yield
         finally:
+            if app.state.job_queue is not None:
+                app.state.job_queue.close()
             await services.close()
 
     app = FastAPI(
@@ -138,6 +143,7 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     app.add_middleware(TrustedHosts, allowed_hosts=settings.trusted_hosts)
     app.include_router(seed.router)
     app.include_router(v1.router)
+    app.include_router(jobs.router)
     app.include_router(health.router)
     docs.add_docs(app)
     app.include_router(page.router)

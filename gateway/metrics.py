@@ -66,6 +66,23 @@ TRITON_REPLICAS = Gauge(
     "failed to answer several calls in a row and is probed until it answers)",
     ["state"],
 )
+JOBS_QUEUED_PHOTOS = Gauge(
+    "picmetric_jobs_queued_photos",
+    "Photos of unfinished jobs not yet answered, as of a worker's last sweep",
+)
+JOB_PHOTOS = Counter(
+    "picmetric_job_photos_total",
+    "Job photos answered, by outcome (done: analysed; skipped: answered from the store; failed)",
+    ["outcome"],
+)
+JOB_SECONDS = Histogram(
+    "picmetric_job_duration_seconds",
+    "Jobs from submit to their last photo",
+    buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600),
+)
+JOBS_RUNNING = Gauge(
+    "picmetric_jobs_running", "Jobs queued or running, as of a worker's last sweep"
+)
 JOB_WEBHOOKS = Counter(
     "picmetric_job_webhooks_total",
     "Job webhooks by outcome: delivered, failed (every try), refused (a URL the guard forbids)",

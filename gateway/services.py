@@ -1,5 +1,5 @@
 """The long-lived clients one gateway process shares: the Triton replicas (each with its model
-repair), HTTP, S3, the store, the catalog and the admission limiter."""
+repair), HTTP, S3, the store and its jobs, the catalog and the admission limiter."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gateway.admission import MEMORY_WAIT_S, AdmissionLimiter, FetchLimiter, Mem
 from gateway.intake.fetch import http_client
 from gateway.ratelimit import RateLimiter
 from gateway.settings import Settings
+from gateway.store.jobs import JobStore
 from gateway.store.storage import AnalysisStore
 from gateway.triton.catalog import ModelCatalog
 from gateway.triton.inference import Call
@@ -45,6 +46,7 @@ class Services:
     http: httpx.AsyncClient
     s3: Any
     store: AnalysisStore
+    jobs: JobStore  # on the store's engine
     catalog: ModelCatalog
     admission: AdmissionLimiter
     fetches: FetchLimiter
@@ -63,6 +65,7 @@ class Services:
             lambda address: grpcclient.InferenceServerClient(address, channel_args=TRITON_CHANNEL),
             admin_key=settings.triton_admin_key,
         )
+        store = AnalysisStore(settings.database_url)
         return cls(
             settings=settings,
             triton=triton,
@@ -73,7 +76,8 @@ class Services:
                 region_name=settings.s3_region,
                 config=s3_config,
             ),
-            store=AnalysisStore(settings.database_url),
+            store=store,
+            jobs=JobStore(store.engine),
             catalog=ModelCatalog(
                 settings.model_repository, settings.canary_max_age_s, settings.canary_retry_s
             ),

@@ -111,6 +111,18 @@ class Settings(CommonSettings):
     # another server), so this bounds what one key's slow upstreams hold instead: sockets, and
     # bytes (at most this many times max_image_bytes). A batch fetches this many at a time.
     max_fetches_per_key: int = Field(8, ge=1, le=1024)
+    # Bulk jobs (gateway/jobs/, POST /v1/jobs), queued in Redis (redis_url) for `picmetric worker`.
+    jobs_max_photos: int = Field(10_000, ge=1)  # photos in one job; past it 413 job_too_large
+    jobs_max_running_per_key: int = Field(2, ge=1)  # a key's jobs queued or running; past it 429
+    # photos a key's unfinished jobs still have to do, the new job's included; past it 429
+    jobs_max_queued_photos_per_key: int = Field(50_000, ge=1)
+    # A job's photos in the queue at once: the worker sends the next as one finishes, so the
+    # photos of every job interleave (a 100,000-photo job does not starve a 20-photo one).
+    jobs_window: int = Field(8, ge=1, le=1000)
+    jobs_worker_concurrency: int = Field(4, ge=1, le=256)  # photos one worker analyses at once
+    # A worker that stops answering for this long is dead: the photos it held are queued again.
+    jobs_heartbeat_timeout_s: float = Field(60.0, gt=0)
+    jobs_manifest_max_bytes: int = Field(4 * MiB, ge=1)  # a manifest's size; past it 413
     # A bulk job's webhook when it ends (gateway/jobs/webhooks.py): this many tries at most, each
     # within jobs_webhook_timeout_s in all (DNS, connect, the answer's status), the first retry
     # after jobs_webhook_backoff_s and each next after twice the wait before it.

@@ -1,5 +1,6 @@
 """The `picmetric` command: convert models, run the local Triton and the gateway, migrate the
-database, analyse a photo, check the GPU, switch TensorRT or the CPU engine.
+database, answer bulk jobs (a worker), analyse a photo, check the GPU, switch TensorRT or the CPU
+engine.
 
 Each command imports what it needs when it runs: the gateway image has no ONNX, TensorFlow or
 Triton, and `picmetric --help`, `gateway` and `migrate` must work there."""
@@ -20,6 +21,7 @@ from core.paths import MODEL_REPOSITORY, cache_dir
 from core.settings import CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client_commands
+from picmetric.local_jobs import LocalJobs
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
 
@@ -91,13 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(commands)
     triton = commands.add_parser("triton", help="run the local Triton server until interrupted")
     _add_triton_options(triton)
-    serve = commands.add_parser("serve", help="run Triton and the gateway until interrupted")
+    serve = commands.add_parser(
+        "serve",
+        help="run Triton, the gateway and (for bulk jobs) Redis and a worker until interrupted",
+    )
     _add_triton_options(serve)
     _add_gateway_options(serve)
+    serve.add_argument(
+        "--no-jobs",
+        action="store_true",
+        help="start no Redis and worker when PICMETRIC_REDIS_URL is unset (no bulk jobs)",
+    )
     gateway = commands.add_parser("gateway", help="run the gateway alone (Triton runs elsewhere)")
     _add_gateway_options(gateway)
     commands.add_parser(
         "migrate", help="upgrade the database (PICMETRIC_DATABASE_URL) to the newest schema"
+    )
+    commands.add_parser(
+        "worker", help="answer bulk jobs' photos from the queue (PICMETRIC_REDIS_URL) until stopped"
     )
     client_commands.add_commands(commands)
     commands.add_parser("check-gpu", help="say which GPU onnxruntime and Triton can use")
@@ -241,8 +254,10 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     """Triton until ready, then (with_gateway) the gateway in this process, under uvicorn in the
-    main thread; a watcher thread restarts Triton whenever it exits. Ctrl+C or SIGTERM stops
-    both, Triton last; this returns once Triton and its model processes are gone."""
+    main thread, and for bulk jobs a Redis and a worker of its own unless PICMETRIC_REDIS_URL
+    names one (or --no-jobs); a watcher thread restarts Triton whenever it exits. Ctrl+C or
+    SIGTERM stops them all, Triton last; this returns once Triton and its model processes are
+    gone."""
     from picmetric.supervisor import TritonSupervisor
     from picmetric.triton_server import TritonServer
 
@@ -261,11 +276,24 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
         on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
     settings = None
+    jobs = LocalJobs()
     if with_gateway:
         overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
         settings = _prepared_settings(args.host, local_uploads=True, **overrides)
+        if settings.redis_url is None and not args.no_jobs:
+            # The gateway counts its rate limits (PICMETRIC_RATE_LIMIT) in this Redis too.
+            settings = settings.model_copy(update={"redis_url": jobs.start_redis()})
     try:
         supervisor.start()
+        if settings is not None and jobs.url is not None:
+            worker_env = {
+                "PICMETRIC_REDIS_URL": jobs.url,
+                "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
+                "PICMETRIC_TRITON_ADMIN_KEY": server.admin_key,
+            }
+            if settings.upload_dir is not None:  # a job over this gateway's kept uploads
+                worker_env["PICMETRIC_UPLOAD_DIR"] = str(settings.upload_dir)
+            jobs.start_worker(worker_env)
         if settings is not None:
             run_gateway(args, settings)
         else:
@@ -275,6 +303,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        jobs.stop()
         log.info("Stopping Triton")
         supervisor.stop()
         log.info("Triton stopped; its ports are free")
@@ -349,6 +378,17 @@ def run_migrate() -> None:
     upgrade_schema(Settings().database_url)
 
 
+def run_worker() -> None:
+    """One job worker (gateway/jobs/worker.py) on the gateway's settings, until SIGTERM."""
+    from gateway.jobs import worker
+    from gateway.settings import Settings
+
+    settings = Settings()
+    if not settings.redis_url:
+        raise ValueError("A job worker takes its photos from Redis: set PICMETRIC_REDIS_URL.")
+    worker.run(settings)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command in client_commands.COMMANDS:
@@ -368,6 +408,8 @@ def main(argv: list[str] | None = None) -> None:
             run_gateway(args)
         elif args.command == "migrate":
             run_migrate()
+        elif args.command == "worker":
+            run_worker()
         elif args.command == "check-gpu":
             from picmetric import gpu
 

@@ -25,8 +25,10 @@ from gateway.http.schemas import (
     AnalysisOptions,
     AnalyzeRequest,
     BatchRequest,
+    JobRequest,
     SeedRequest,
 )
+from gateway.jobs.submit import JobSpec
 from gateway.pipeline.request import (
     NO_UPLOAD_PLACE,
     AnalysisRequest,
@@ -237,3 +239,18 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
         )
         for data, filename in files
     ]
+
+
+async def job_spec(request: Request, services: Services) -> JobSpec:
+    """A job's JSON body: its source, the analysis options, an optional webhook URL."""
+    example = '{"source": {"s3_prefix": "s3://bucket/photos/"}}'
+    body = validated(await _json(request, example, or_upload=False), JobRequest)
+    source = body.source
+    options = options_or_defaults(services.settings, body.threshold, body.max_results)
+    models: list[str] | None = list(body.models) if body.models else None
+    if source.urls:
+        return JobSpec("urls", list(source.urls), models, options, body.webhook_url)
+    if source.s3_prefix:
+        return JobSpec("s3_prefix", source.s3_prefix, models, options, body.webhook_url)
+    assert source.manifest is not None
+    return JobSpec("manifest", source.manifest, models, options, body.webhook_url)

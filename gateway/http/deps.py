@@ -10,6 +10,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
 from gateway.errors import Unauthorized
+from gateway.jobs.queue import JobQueue
 from gateway.ratelimit import key_id
 from gateway.services import Services
 from gateway.tenancy import ANONYMOUS, owner_of
@@ -22,6 +23,14 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_job_queue(request: Request) -> JobQueue | None:
+    """The process's job queue; None without Redis (PICMETRIC_REDIS_URL unset)."""
+    return request.app.state.job_queue
+
+
+JobQueueDep = Annotated[JobQueue | None, Depends(get_job_queue)]
 
 
 def key_is_valid(key: str | None, keys: Sequence[str]) -> bool:

@@ -4,15 +4,16 @@ and for OpenAPI at /docs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
 from gateway.errors import ErrorBody
 from gateway.images import ACCEPTED_FORMATS
-from gateway.results import SOURCE_CHARS
+from gateway.jobs.progress import JobView
+from gateway.results import SOURCE_CHARS, Analysis
 from gateway.settings import Settings
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
@@ -55,6 +56,70 @@ class BatchRequest(AnalysisOptions):
         "order",
         json_schema_extra={"maxItems": BATCH_IMAGES},
     )
+
+
+# The most URLs one job's list takes (PICMETRIC_JOBS_MAX_PHOTOS's default, as stated by the
+# schema; the JSON body limit comes first for long lists: a manifest takes more).
+JOB_PHOTOS: int = Settings.model_fields["jobs_max_photos"].default
+
+
+class JobSourceBody(BaseModel):
+    """Exactly one of: an S3 prefix, a list of URLs, a manifest in S3."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    s3_prefix: str | None = Field(
+        None,
+        max_length=SOURCE_CHARS,
+        description="s3://bucket/prefix/: every object under it (within PICMETRIC_S3_READ_FROM)",
+    )
+    urls: list[ImageURL] | None = Field(
+        None,
+        min_length=1,
+        description="http(s):// URLs or s3://bucket/key",
+        json_schema_extra={"maxItems": JOB_PHOTOS},
+    )
+    manifest: str | None = Field(
+        None,
+        max_length=SOURCE_CHARS,
+        description="s3://bucket/key of a text file: one URL, or key in its bucket, per line",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobSourceBody:
+        given = [name for name in ("s3_prefix", "urls", "manifest") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of s3_prefix, urls and manifest")
+        return self
+
+
+class JobRequest(AnalysisOptions):
+    source: JobSourceBody
+    webhook_url: str | None = Field(
+        None,
+        max_length=SOURCE_CHARS,
+        description="POSTed the job, signed (Picmetric-Signature), when its last photo is answered",
+    )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
+
+
+class JobResult(BaseModel):
+    """One answered photo of a job: its analysis (as GET /v1/analyses/{id}) or its error."""
+
+    position: int = Field(description="the photo's place in the job's source, from 0")
+    source: str
+    state: Literal["done", "skipped", "failed"]
+    analysis: Analysis | None = None
+    error: ErrorBody | None = None
+
+
+class JobResults(BaseModel):
+    results: list[JobResult]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
 
 
 class SeedRequest(BaseModel):

@@ -1,9 +1,10 @@
-"""The S3 bucket through boto3, off the event loop: reading an image by s3://bucket/key and
-keeping uploads. botocore's exceptions become ours here."""
+"""The S3 bucket through boto3, off the event loop: reading an image by s3://bucket/key, listing a
+prefix (a job's photos, bounded), and keeping uploads. botocore's exceptions become ours here."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from gateway.errors import (
     ForbiddenURL,
     ImageTooLarge,
     InvalidRequest,
+    PicmetricError,
     StorageError,
     URLUnreachable,
 )
@@ -24,6 +26,7 @@ UPLOADS_PREFIX = "uploads/"  # kept uploads, each under its owner's folder (uplo
 UNREADABLE_CODES = frozenset(
     {"NoSuchKey", "NoSuchBucket", "AccessDenied", "AllAccessDisabled", "404", "403"}
 )
+LIST_PAGE = 1000  # keys per ListObjectsV2 call (S3's most)
 
 
 def upload_prefix(owner: str) -> str:
@@ -83,16 +86,22 @@ def read_error(url: str, exc: ClientError) -> FetchError:
 
 
 async def read(
-    s3: Any, url: str, max_bytes: int, readable: list[str], owner: str, uploads_bucket: str | None
+    s3: Any,
+    url: str,
+    max_bytes: int,
+    readable: list[str],
+    owner: str,
+    uploads_bucket: str | None,
+    too_large: Callable[[int], PicmetricError] = ImageTooLarge.over,
 ) -> bytes:
     """The object at s3://bucket/key for `owner`, refused outside what it may read
-    (check_readable) or when larger than `max_bytes`."""
+    (check_readable) or when larger than `max_bytes` (`too_large(max_bytes)`)."""
     bucket, key = check_readable(url, readable, owner, uploads_bucket)
 
     def get() -> bytes:
         response = s3.get_object(Bucket=bucket, Key=key)
         if response["ContentLength"] > max_bytes:
-            raise ImageTooLarge.over(max_bytes)
+            raise too_large(max_bytes)
         return bytes(response["Body"].read())
 
     # S3 down here stays a fetch error (url_unreachable, 400), as for an http(s) URL that does not
@@ -101,6 +110,65 @@ async def read(
     # bucket in keep_upload, the results database) failing is 503 storage_unavailable instead.
     try:
         return await run_in_threadpool(get)
+    except ClientError as exc:
+        raise read_error(url, exc) from exc
+    except BotoCoreError as exc:
+        raise URLUnreachable(f"S3 is unreachable for {url}: {exc}") from exc
+
+
+def check_readable_prefix(
+    url: str, readable: list[str], owner: str, uploads_bucket: str | None
+) -> tuple[str, str]:
+    """Bucket and key prefix of `url` (s3://bucket/ or s3://bucket/prefix), or ForbiddenURL
+    unless one `readable` place holds every key under it (check_readable's rule for a prefix)."""
+    parts = urlsplit(url)
+    bucket, prefix = parts.netloc, parts.path.lstrip("/")
+    if parts.scheme != "s3" or not bucket:
+        raise InvalidRequest(f"S3 prefix '{url}' must look like s3://bucket/prefix/.")
+    if {".", ".."} & set(prefix.split("/")[:-1]):
+        raise InvalidRequest(f"S3 prefix '{url}' has a '.' or '..' segment.")
+    for place in readable:
+        allowed_bucket, _, allowed = place.partition("/")
+        if bucket == allowed_bucket and prefix.startswith(allowed):
+            return bucket, prefix
+    raise ForbiddenURL(
+        f"s3://{bucket}/{prefix} is not within a bucket or prefix this gateway reads images from; "
+        "the operator lists them in PICMETRIC_S3_READ_FROM."
+    )
+
+
+async def list_prefix(
+    s3: Any, url: str, limit: int, readable: list[str], owner: str, uploads_bucket: str | None
+) -> tuple[list[str], bool]:
+    """The s3:// URLs of the objects under the prefix `url` that `owner` may read, in S3's (key)
+    order, folder markers left out; and whether the prefix holds more than `limit` keys (then
+    the listing stopped there). At most `limit` + 1 keys are listed, readable or not, so a
+    prefix over others' uploads costs no more than one the owner may read."""
+    bucket, prefix = check_readable_prefix(url, readable, owner, uploads_bucket)
+
+    def listing() -> tuple[list[str], bool]:
+        urls: list[str] = []
+        listed = 0
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while listed <= limit:
+            page = s3.list_objects_v2(MaxKeys=min(LIST_PAGE, limit + 1 - listed), **kwargs)
+            for entry in page.get("Contents", []):
+                listed += 1
+                key = entry["Key"]
+                if key.endswith("/"):
+                    continue
+                try:
+                    check_readable(f"s3://{bucket}/{key}", readable, owner, uploads_bucket)
+                except (FetchError, ForbiddenURL, InvalidRequest):
+                    continue  # another owner's upload, or a key no URL can name
+                urls.append(f"s3://{bucket}/{key}")
+            if not page.get("IsTruncated"):
+                break
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return urls, listed > limit
+
+    try:
+        return await run_in_threadpool(listing)
     except ClientError as exc:
         raise read_error(url, exc) from exc
     except BotoCoreError as exc:

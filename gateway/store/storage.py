@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
     DateTime,
+    Index,
     Integer,
     String,
+    UniqueConstraint,
     case,
     create_engine,
     make_url,
@@ -36,6 +39,7 @@ from gateway.results import SOURCE_CHARS
 DATABASE_TIMEOUT_S = 5
 # The pool's size and overflow (SQLAlchemy's defaults): at most this many connections at once.
 POOL_SIZE, POOL_OVERFLOW = 5, 10
+T = TypeVar("T")
 
 
 class Base(DeclarativeBase):
@@ -58,6 +62,57 @@ class AnalysisRow(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Whose analysis this is (gateway.tenancy.owner_of): a hash of the API key, never the key.
     owner: Mapped[str] = mapped_column(String(64))
+
+
+# A job's states; the last three are final.
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+# A job item's states: pending (not sent yet), queued (sent to the broker, not answered), and the
+# final ones. An item reaches a final state once (gateway.store.jobs.JobStore.finish_item).
+ITEM_FINAL = ("done", "failed", "skipped")
+ERROR_CHARS = 1000  # the longest error message stored for a failed photo
+
+
+class JobRow(Base):
+    """A bulk job (gateway/jobs/): its source, options and counts; its photos are JobItemRows."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), index=True)  # gateway.tenancy.owner_of
+    state: Mapped[str] = mapped_column(String(16), index=True)  # JOB_STATES
+    source_kind: Mapped[str] = mapped_column(String(16))  # s3_prefix, urls, manifest
+    source: Mapped[str] = mapped_column(String(SOURCE_CHARS))  # the prefix, manifest or "N URLs"
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # models, threshold, max_results
+    webhook_url: Mapped[str | None] = mapped_column(String(SOURCE_CHARS), nullable=True)
+    # Signing needs the secret itself (HMAC), so it is stored; it is answered only at submit.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    album: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # once finished
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobItemRow(Base):
+    """One photo of a job, at its position in the job's source."""
+
+    __tablename__ = "job_items"
+    __table_args__ = (Index("ix_job_items_job_state", "job_id", "state"),)
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(SOURCE_CHARS))
+    state: Mapped[str] = mapped_column(String(16))  # pending, queued, or ITEM_FINAL
+    analysis_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(String(ERROR_CHARS), nullable=True)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def new_id() -> str:
@@ -150,15 +205,20 @@ class AnalysisStore:
         return await self._call(read, "look up earlier analyses of this image")
 
     async def _call(self, fn: Any, action: str) -> Any:
-        try:
-            return await run_in_threadpool(fn)
-        except SQLAlchemyError as exc:
-            # A disconnect error has already invalidated the pool (SQLAlchemy does so for
-            # is_disconnect), so the next call connects afresh once the server is back.
-            raise StorageError(
-                f"The results database is unavailable ({type(exc).__name__}), so the gateway "
-                f"could not {action}. Retry in a few seconds."
-            ) from exc
+        return await call_database(fn, action)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+async def call_database(fn: Callable[[], T], action: str) -> T:
+    """`fn()` in a worker thread; SQLAlchemy's errors become StorageError saying what failed."""
+    try:
+        return await run_in_threadpool(fn)
+    except SQLAlchemyError as exc:
+        # A disconnect error has already invalidated the pool (SQLAlchemy does so for
+        # is_disconnect), so the next call connects afresh once the server is back.
+        raise StorageError(
+            f"The results database is unavailable ({type(exc).__name__}), so the gateway "
+            f"could not {action}. Retry in a few seconds."
+        ) from exc

@@ -14,7 +14,7 @@ from picmetric.triton_server import TritonServer
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-BUILT = {"gateway", "migrate", "convert"}
+BUILT = {"gateway", "migrate", "convert", "worker"}
 ONE_SHOT = {"migrate", "convert", "trt-cache-owner"}
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?)([-?])([^{}]*))?\}")
 
@@ -49,6 +49,7 @@ def test_compose_has_every_service() -> None:
     assert set(SERVICES) == {
         "triton",
         "gateway",
+        "worker",
         "migrate",
         "postgres",
         "prometheus",
@@ -113,6 +114,20 @@ def test_every_long_running_service_has_a_healthcheck_and_restarts() -> None:
         if name not in ONE_SHOT:
             assert "healthcheck" in service, name
             assert service["restart"] == "unless-stopped", name
+
+
+def test_the_worker_answers_jobs_with_the_gateways_image_settings_and_redis() -> None:
+    """`picmetric worker` with every setting the gateway has (one YAML anchor), from a Redis that
+    keeps its queue in an append-only file on a volume."""
+    worker, gateway = SERVICES["worker"], SERVICES["gateway"]
+    assert worker["command"] == ["picmetric", "worker"]
+    assert worker["image"] == gateway["image"] and worker["build"] == gateway["build"]
+    assert gateway["environment"].items() <= worker["environment"].items()
+    for needed in ("triton", "postgres", "redis"):
+        assert worker["depends_on"][needed]["condition"] == "service_healthy"
+    redis = SERVICES["redis"]
+    assert "--appendonly yes --dir /data" in " ".join(redis["command"])
+    assert "redis-data:/data" in redis["volumes"] and "redis-data" in COMPOSE["volumes"]
 
 
 def test_migrate_runs_once_with_the_gateway_image_before_the_gateway() -> None:

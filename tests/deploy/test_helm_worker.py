@@ -63,6 +63,7 @@ def test_keda_scales_the_workers_on_the_length_of_dramatiqs_queue_list() -> None
     Dramatiq's broker has not handed to a worker: a message sent on the job queue lands there."""
     from dramatiq import Message
     from dramatiq.brokers.redis import RedisBroker
+
     from gateway.jobs.queue import NAMESPACE, QUEUE_NAME
 
     objects = render(*WORKER)

@@ -59,6 +59,7 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
         "-m",
         "picmetric",
         "serve",
+        "--no-jobs",  # Triton's restart is the test: no Redis and job worker beside it
         "--repository",
         str(model_repository),
         *("--http-port", str(triton_ports[0]), "--grpc-port", str(triton_ports[1])),

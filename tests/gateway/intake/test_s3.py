@@ -102,3 +102,30 @@ def test_dot_segments_cannot_leave_a_prefix(client) -> None:  # type: ignore[no-
     for key in (f"uploads/{ALICE}/../{BOB}/photo", "photos/../secret.jpg", "photos/./a.jpg"):
         with pytest.raises(InvalidRequest, match="'.' or '..' segment"):
             _read(client, f"s3://{BUCKET}/{key}", [f"{BUCKET}/uploads/{ALICE}/", BUCKET], ALICE)
+
+
+def _list(client, url: str, limit: int, readable: list[str], owner: str = ANONYMOUS):  # type: ignore[no-untyped-def]
+    return asyncio.run(s3.list_prefix(client, url, limit, readable, owner, BUCKET))
+
+
+def test_a_prefix_lists_the_owners_keys_only_and_stops_past_its_limit(client) -> None:  # type: ignore[no-untyped-def]
+    """A job's S3 prefix: other owners' kept uploads are left out as if absent, and at most
+    limit + 1 keys are listed, whatever the prefix holds."""
+    urls, more = _list(client, f"s3://{BUCKET}/uploads/", 10, [BUCKET], ALICE)
+    assert (urls, more) == ([f"s3://{BUCKET}/uploads/{ALICE}/photo"], False)
+    for i in range(5):
+        client.put_object(Bucket=BUCKET, Key=f"listing/{i}.jpg", Body=b"x")
+    client.put_object(Bucket=BUCKET, Key="listing/folder/", Body=b"")
+    urls, more = _list(client, f"s3://{BUCKET}/listing/", 3, [BUCKET])
+    assert (urls, more) == ([f"s3://{BUCKET}/listing/{i}.jpg" for i in range(4)], True)
+    urls, more = _list(client, f"s3://{BUCKET}/listing/", 6, [BUCKET])
+    assert (len(urls), more) == (5, False)  # the folder marker is no photo
+
+
+def test_a_prefix_beyond_the_readable_places_is_forbidden(client) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ForbiddenURL, match="PICMETRIC_S3_READ_FROM"):
+        _list(client, f"s3://{BUCKET}/", 10, [f"{BUCKET}/photos/"])
+    with pytest.raises(ForbiddenURL):
+        _list(client, f"s3://{OTHER_BUCKET}/", 10, [BUCKET])
+    with pytest.raises(InvalidRequest):
+        _list(client, f"s3://{BUCKET}/photos/../", 10, [f"{BUCKET}/photos/"])

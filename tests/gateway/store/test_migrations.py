@@ -82,11 +82,11 @@ def _stored(url: str, analysis_id: str) -> AnalysisRow | None:
         store.dispose()
 
 
-def test_upgrade_schema_creates_the_table_and_alembic_version_on_an_empty_database(
+def test_upgrade_schema_creates_the_tables_and_alembic_version_on_an_empty_database(
     database_url: str,
 ) -> None:
     upgrade_schema(database_url)
-    assert _tables(database_url) == {"analyses", "alembic_version"}
+    assert _tables(database_url) == {"analyses", "jobs", "job_items", "alembic_version"}
     assert _revision(database_url) == head_revision()
     store = AnalysisStore(database_url)
     try:
@@ -181,7 +181,9 @@ def test_migrations_comparison_sees_a_column_missing_from_the_revisions(
     """The oracle above is not blind: a model with one more column differs from the revisions."""
     upgrade_schema(database_url)
     changed = MetaData()
-    Base.metadata.tables["analyses"].to_metadata(changed).append_column(Column("extra", Integer))
+    for table in Base.metadata.tables.values():
+        table.to_metadata(changed)
+    changed.tables["analyses"].append_column(Column("extra", Integer))
     (difference,) = _differences(database_url, changed)
     assert isinstance(difference, tuple) and difference[0] == "add_column"
 
