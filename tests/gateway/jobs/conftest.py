@@ -66,7 +66,8 @@ def jobs_env(
             rate_limit="100000/minute",
             s3_bucket=BUCKET,
             s3_endpoint_url=s3_url,
-            s3_read_from=f"{BUCKET}/jobs/",
+            # the jobs' photos, and the uploads a key kept (picmetric jobs submit FOLDER)
+            s3_read_from=f"{BUCKET}/jobs/,{BUCKET}/uploads/",
             max_image_pixels=str(MAX_PIXELS),
             jobs_max_photos=str(MAX_PHOTOS),
             jobs_manifest_max_bytes=str(MANIFEST_BYTES),

@@ -50,6 +50,7 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
     assert written.returncode == 0, written.stderr
     results = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["position"] for r in results] == [0, 1, 2]
+    assert all(r["state"] in ("done", "skipped") for r in results), [r["error"] for r in results]
     assert all(r["analysis"]["models"] for r in results)
 
     status = _picmetric(jobs_env, "status", job_id, "--json")
@@ -57,4 +58,4 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
     listed = _picmetric(jobs_env, "list")
     assert any(line.startswith(job_id) for line in listed.stdout.splitlines())
     missing = _picmetric(jobs_env, "status", "no-such-job")
-    assert missing.returncode == 1 and "404" in missing.stderr
+    assert missing.returncode == 3 and "404" in missing.stderr  # ExitCode.BAD_INPUT
