@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.models import FACE_KEYPOINTS, PERSON_LABEL
 
@@ -185,3 +185,5 @@ class Analysis(Result):
     summary: Summary
     quality: Quality | None = None  # None for analyses stored before it was measured
     timings_ms: dict[str, float]
+    # The analysis's trace (gateway.tracing), when it was traced; left out of the answer otherwise.
+    trace_id: str | None = Field(default=None, exclude_if=lambda value: value is None)

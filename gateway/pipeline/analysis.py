@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from starlette.concurrency import run_in_threadpool
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
 from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """The block timed as stage `name`: in `timings`, the stage metric and a span of the trace."""
     started = time.perf_counter()
-    yield
+    with tracing.span(name):
+        yield
     seconds = time.perf_counter() - started
     timings[name] = round(seconds * 1000, 2)
     metrics.STAGE_SECONDS.labels(name).observe(seconds)
@@ -159,7 +161,24 @@ async def analyze_keeping_photo(
     """`analyze` of a photo in hand (`fetch_image`) whose analysis slot the caller holds, with
     the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
     per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
-    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode."""
+    budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode.
+    The answer carries the trace's id when the analysis is traced (gateway.tracing)."""
+    with tracing.span("analysis", {"picmetric.source_kind": request.source_kind}):
+        analysed = await _analysed(request, services, owner, memory_held, full_resolution)
+        trace_id = tracing.trace_id()
+    if trace_id is None:
+        return analysed
+    analysis = analysed.analysis.model_copy(update={"trace_id": trace_id})
+    return dataclasses.replace(analysed, analysis=analysis)
+
+
+async def _analysed(
+    request: AnalysisRequest,
+    services: Services,
+    owner: str,
+    memory_held: bool,
+    full_resolution: bool,
+) -> Analysed:
     data = request.photo
     # `total` counts from the start of the fetch, as the client waited.
     started = time.perf_counter() - request.fetch_ms / 1000

@@ -28,7 +28,7 @@ from core.preprocessing import (
     letterbox,
     resize_for_resnet50,
 )
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import InferenceTimeout, ModelUnavailable, PicmetricError, UpstreamError
 from gateway.images.decode import DecodedImage
 from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
@@ -58,6 +58,9 @@ class Call:
     on_reached: Callable[[bool], None] | None = None
     # The Call a retry after "going away" uses (another replica's); None: this one again.
     failover: Callable[[], Call] | None = None
+    address: str = ""  # the replica's, for the call's span
+    # Sent with the call as gRPC metadata: the trace context (gateway.tracing.headers), or None.
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ async def infer_resnet50(call: Call, prepared: Prepared, options: Options) -> li
     inputs = [_input("image", prepared["image"], "UINT8")]
     outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
     result = await call.client.infer(
-        "resnet50", inputs, outputs=outputs, client_timeout=call.timeout
+        "resnet50", inputs, outputs=outputs, client_timeout=call.timeout, headers=call.headers
     )
     labels = []
     for entry in result.as_numpy("probabilities").reshape(-1):
@@ -199,7 +202,9 @@ def prepare_mtcnn(image: DecodedImage, size: int | None) -> Prepared:
 async def infer_mtcnn(call: Call, prepared: Prepared, options: Options) -> list[Face]:
     """Faces above the threshold, with boxes and landmarks in original pixels."""
     inputs = [_input("image", prepared["image"], "UINT8")]
-    result = await call.client.infer("mtcnn", inputs, client_timeout=call.timeout)
+    result = await call.client.infer(
+        "mtcnn", inputs, client_timeout=call.timeout, headers=call.headers
+    )
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")
     return [
@@ -234,6 +239,7 @@ async def infer_yolov3(call: Call, prepared: Prepared, options: Options) -> list
         inputs,
         parameters={"score_threshold": options.threshold},
         client_timeout=call.timeout,
+        headers=call.headers,
     )
     names = coco_names(call.repository)
     boxes = result.as_numpy("boxes").reshape(-1, 4)
@@ -290,9 +296,14 @@ async def _model_ready(call: Call, model: str, seconds: float) -> bool:
 async def _attempt(
     spec: ModelSpec, call: Call, prepared: Prepared, options: Options
 ) -> Sequence[Detection]:
-    """One call of the model, its replica told whether Triton answered."""
+    """One call of the model, its replica told whether Triton answered; a span of the trace
+    (CLIENT: Triton's own spans hang under it) when the analysis is traced."""
+    attributes = {"picmetric.model": spec.name, "server.address": call.address}
+    name = f"triton {spec.triton_model}"
     try:
-        detections = await spec.infer(call, prepared, options)
+        with tracing.span(name, attributes, client=True):
+            sent = dataclasses.replace(call, headers=tracing.headers())
+            detections = await spec.infer(sent, prepared, options)
     except InferenceServerException as exc:
         if call.on_reached is not None:
             call.on_reached("UNAVAILABLE" not in str(exc.status() or ""))
@@ -343,9 +354,10 @@ async def run_models(
     """Prepare every model's tensors, then run the models concurrently. Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
-    prepared = await run_in_threadpool(
-        lambda: [spec.prepare(image, call.input_sizes.get(spec.name)) for spec in specs]
-    )
+    with tracing.span("preprocess"):
+        prepared = await run_in_threadpool(
+            lambda: [spec.prepare(image, call.input_sizes.get(spec.name)) for spec in specs]
+        )
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
         *(_infer(s, call, p, options) for s, p in zip(specs, prepared, strict=True))
