@@ -62,6 +62,19 @@ expands $(PICMETRIC_TRITON_ADMIN_KEY) from the container's env, so the key is no
 - --grpc-restricted-protocol={{ $setting }}
 {{- end }}
 
+{{/* Triton's OpenTelemetry flags when tracing.otlpEndpoint is set, as core/triton_trace.py writes
+them for the local Triton: only the requests the gateway sent traced (rate=0), to the endpoint's
+/v1/traces. */}}
+{{- define "picmetric.tritonTraceArgs" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- --trace-config=mode=opentelemetry
+- --trace-config=level=TIMESTAMPS
+- --trace-config=rate=0
+- --trace-config=count=-1
+- --trace-config=opentelemetry,url={{ trimSuffix "/" . }}/v1/traces
+{{- end }}
+{{- end }}
+
 {{/* The gateway's operations port (PICMETRIC_OPS_PORT): /metrics and the readiness report,
 beside the API's 8080. The container, the Service and the ServiceMonitor name it `metrics`. */}}
 {{- define "picmetric.gatewayOpsPort" -}}
