@@ -92,7 +92,8 @@ async def _count_requests(
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.IN_FLIGHT.dec()
         metrics.REQUESTS.labels(route, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.REQUEST_SECONDS.labels(route).observe(seconds, tracing.exemplar())
 
 
 def create_app(settings: Settings | None = None, schema_prepared: bool = False) -> FastAPI:

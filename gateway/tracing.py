@@ -102,6 +102,13 @@ def trace_id() -> str | None:
     return trace.format_trace_id(span.get_span_context().trace_id)
 
 
+def exemplar() -> dict[str, str] | None:
+    """A latency observation's exemplar (OpenMetrics): the trace it was measured in, when traced;
+    Grafana links it to the trace."""
+    found = trace_id()
+    return None if found is None else {"trace_id": found}
+
+
 def headers() -> dict[str, str] | None:
     """The W3C trace context to send with a call (Triton continues the trace: with
     `--trace-config rate=0` it traces exactly the calls that carry one), or None when the current

@@ -41,7 +41,7 @@ def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
         yield
     seconds = time.perf_counter() - started
     timings[name] = round(seconds * 1000, 2)
-    metrics.STAGE_SECONDS.labels(name).observe(seconds)
+    metrics.STAGE_SECONDS.labels(name).observe(seconds, tracing.exemplar())
 
 
 def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
@@ -284,7 +284,7 @@ async def _infer(
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
-        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
+        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds, tracing.exemplar())
     return Inferred(photo, plan.header, found, figures, phash, timings)
 
 

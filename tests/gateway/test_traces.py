@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from opentelemetry import trace
 
@@ -25,6 +26,7 @@ from tests.utils.services import gateway_env, gateway_process, ops_url, wait_unt
 MODELS = ["resnet50", "yolov3", "mtcnn"]
 # Spans leave both processes in batches: every 100 ms rather than every 5 s.
 EXPORT_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
+TRITON_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,16 +62,24 @@ def traced(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
             server.stop()
 
 
-def _trace(receiver: OtlpReceiver, trace_id: str, until: set[str]) -> list[ReceivedSpan]:
-    """The trace's spans once spans named `until` have all arrived."""
+def _spans(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:
+    return [s for s in receiver.received() if s.trace_id == trace_id]
 
-    def spans() -> list[ReceivedSpan]:
-        return [s for s in receiver.received() if s.trace_id == trace_id]
 
-    what = f"spans {sorted(until)} (undecodable: {receiver.refused[:2]})"
-    wait_until(lambda: until <= {s.name for s in spans()}, 30, what)
+def _trace(
+    receiver: OtlpReceiver, trace_id: str, until: set[str], timeout: float = 30
+) -> list[ReceivedSpan]:
+    """The trace's spans once spans named `until` have all arrived (the test fails otherwise)."""
+    try:
+        wait_until(lambda: until <= {s.name for s in _spans(receiver, trace_id)}, timeout, "")
+    except pytest.fail.Exception:
+        missing = sorted(until - {s.name for s in _spans(receiver, trace_id)})
+        pytest.fail(
+            f"missing spans {missing} of trace {trace_id}; {receiver.requests} exports received, "
+            f"undecodable: {receiver.refused[:2]}"
+        )
     time.sleep(0.5)  # the last batches of both exporters
-    return spans()
+    return _spans(receiver, trace_id)
 
 
 def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[str]:
@@ -85,18 +95,30 @@ def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[str]:
 def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     traced: Traced, photo_server: str
 ) -> None:
-    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
-    headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
-    body = {"url": f"{photo_server}/astronaut.jpg", "models": MODELS}
-    answer = post(traced.gateway, "/v1/analyze", json=body, headers=headers)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["trace_id"] == client_trace  # the client's trace, continued
-
+    """Triton 2.51 now and then exports none of one request's spans (seen on direct gRPC calls
+    too, with nothing in its log: 2 of 24 traces in one run, 0 in others); the gateway's spans
+    must all be there every time, Triton's in one of TRITON_TRIES analyses."""
     triton_models = {"resnet50", "yolov3", "mtcnn"}
     wanted = {"analysis", "fetch", "decode", "quality", "store"}
     wanted |= {f"triton {model}" for model in triton_models}
     steps = {"yolov3_backbone": "yolov3", "mtcnn_pnet": "mtcnn"}  # an ensemble's, a BLS model's
-    spans = _trace(traced.receiver, client_trace, wanted | triton_models | set(steps))
+    body = {"url": f"{photo_server}/astronaut.jpg", "models": MODELS}
+    for attempt in range(1, TRITON_TRIES + 1):
+        client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+        headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
+        answer = post(traced.gateway, "/v1/analyze", json=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["trace_id"] == client_trace  # the client's trace, continued
+        _trace(traced.receiver, client_trace, wanted)
+        until = wanted | triton_models | set(steps)
+        if attempt == TRITON_TRIES:
+            spans = _trace(traced.receiver, client_trace, until)
+        else:
+            try:
+                spans = _trace(traced.receiver, client_trace, until, timeout=10)
+                break
+            except pytest.fail.Exception:
+                continue
     by_id = {s.span_id: s for s in spans}
     gateway = [s for s in spans if s.service == tracing.SERVICE_NAME]
     (server,) = [s for s in gateway if s.parent_id == client_span]
@@ -138,6 +160,24 @@ def test_a_batch_traces_each_photo_linked_to_the_batch(traced: Traced, photo_ser
     (batch,) = batch_traces
     assert batch not in photos
     _trace(traced.receiver, batch, {"POST /v1/batch"})
+
+
+@pytest.mark.integration
+def test_latency_histograms_carry_the_trace_as_an_exemplar(
+    traced: Traced, photo_server: str
+) -> None:
+    """In OpenMetrics (what Prometheus asks for), a traced analysis's latencies link its trace;
+    the plain text format stays as it was."""
+    body = {"url": f"{photo_server}/coffee.jpg", "models": ["resnet50"]}
+    answer = post(traced.gateway, "/v1/analyze", json=body, headers=FRESH).json()
+    openmetrics = "application/openmetrics-text; version=1.0.0"
+    scrape = httpx.get(f"{traced.gateway.ops_url}/metrics", headers={"Accept": openmetrics})
+    assert scrape.headers["content-type"].startswith("application/openmetrics-text")
+    exemplar = f'# {{trace_id="{answer["trace_id"]}"}}'
+    for histogram in ("picmetric_stage_duration_seconds", "picmetric_inference_duration_seconds"):
+        lines = [line for line in scrape.text.splitlines() if line.startswith(histogram)]
+        assert any(exemplar in line for line in lines), histogram
+    assert "trace_id" not in httpx.get(f"{traced.gateway.ops_url}/metrics").text
 
 
 @pytest.mark.integration
