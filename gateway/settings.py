@@ -108,6 +108,9 @@ class Settings(CommonSettings):
     # another server), so this bounds what one key's slow upstreams hold instead: sockets, and
     # bytes (at most this many times max_image_bytes). A batch fetches this many at a time.
     max_fetches_per_key: int = Field(8, ge=1, le=1024)
+    # The try-it page links an analysis to its trace (README, Traces) at this URL, `{trace_id}`
+    # replaced: http://localhost:16686/trace/{trace_id} for compose's Jaeger. Empty: no link.
+    trace_url_template: str = ""
 
     @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod
@@ -132,6 +135,16 @@ class Settings(CommonSettings):
     @classmethod
     def _known_limit(cls, value: str) -> str:
         _parse_limit(value)
+        return value
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _trace_url(cls, value: str) -> str:
+        if value and (not value.startswith(("http://", "https://")) or "{trace_id}" not in value):
+            raise ValueError(
+                f"'{value}' is not an http(s) URL with {{trace_id}} in it, such as "
+                "http://localhost:16686/trace/{trace_id}"
+            )
         return value
 
     @field_validator("rate_limits")
