@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 SERVICE_NAME = "picmetric-gateway"  # unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES says
 EXPORTERS = ("otlp", "console", "none")
@@ -23,6 +24,9 @@ EXPORTERS = ("otlp", "console", "none")
 TRACER = trace.get_tracer("picmetric.gateway")
 
 _installed = False
+# What goes to Triton: the W3C trace context alone (traceparent, tracestate), never a client's
+# baggage, which the default propagators would pass on.
+_TO_TRITON = TraceContextTextMapPropagator()
 
 
 class TracingConfigError(ValueError):
@@ -116,7 +120,7 @@ def headers() -> dict[str, str] | None:
     if not recording():
         return None
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    _TO_TRITON.inject(carrier)
     return carrier
 
 
