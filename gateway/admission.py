@@ -96,6 +96,7 @@ class MemoryBudget:
         self.total = total
         self.wait_s = wait_s
         self.reserved = 0
+        metrics.DECODE_MEMORY_BUDGET.set(total)
         self._freed = asyncio.Condition()
 
     @asynccontextmanager

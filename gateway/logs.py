@@ -5,7 +5,8 @@ redacted (a URL's userinfo, query values of secret-looking names, the API keys).
 Records are cleaned where they are made (the log record factory), not by a filter on the handlers
 that exist at start-up: a record reaches handlers no such filter sits on (Python's last-resort
 handler when the root logger has none, as under `uvicorn --factory gateway.main:create_app`; a
-handler added later; a logger that does not propagate)."""
+handler added later; a logger that does not propagate). A record made inside a traced analysis
+ends with its trace's id (`[trace_id=...]`, gateway.tracing), so a log line finds its trace."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import re
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from gateway import tracing
 
 REDACTED = "***"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -107,6 +110,10 @@ class CleanRecords:
     def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.make(*args, **kwargs)
         self.log_filter.filter(record)
+        trace_id = tracing.trace_id()
+        if trace_id is not None:
+            record.trace_id = trace_id
+            record.msg = f"{record.msg} [trace_id={trace_id}]"
         return record
 
 

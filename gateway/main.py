@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import logs, metrics
+from gateway import logs, metrics, tracing
 from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
 from gateway.http import docs, rendering
 from gateway.http.limits import BodyLimit, OperationsHosts, TrustedHosts
@@ -93,7 +93,8 @@ async def _count_requests(
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.IN_FLIGHT.dec()
         metrics.REQUESTS.labels(route, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.REQUEST_SECONDS.labels(route).observe(seconds, tracing.exemplar())
 
 
 def create_app(settings: Settings | None = None, schema_prepared: bool = False) -> FastAPI:
@@ -147,7 +148,19 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
     app.include_router(health.router)
     docs.add_docs(app)
     app.include_router(page.router)
+    if tracing.configure():
+        _trace_requests(app)
     return app
+
+
+def _trace_requests(app: FastAPI) -> None:
+    """A server span per request (a client's W3C `traceparent` continued), outermost, so that an
+    error's response and every middleware's work are inside it; probes are left out."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="healthz,readyz", exclude_spans=["receive", "send"]
+    )
 
 
 def create_ops_app(api: FastAPI, settings: Settings) -> FastAPI:

@@ -48,6 +48,11 @@ DECODE_MEMORY = Gauge(
     "picmetric_decode_memory_bytes",
     "Bytes reserved by photos being decoded and analysed (PICMETRIC_DECODE_MEMORY_BYTES)",
 )
+DECODE_MEMORY_BUDGET = Gauge(
+    "picmetric_decode_memory_budget_bytes",
+    "The decode memory budget: what photos being analysed may hold together "
+    "(PICMETRIC_DECODE_MEMORY_BYTES)",
+)
 MODEL_REPAIRS = Counter(
     "picmetric_model_repairs_total",
     "Reloads of a Triton model whose Python stub died, by Triton model and outcome "

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.models import FACE_KEYPOINTS, PERSON_LABEL, readable_label
 
@@ -248,3 +248,5 @@ class Analysis(Result):
     quality: Quality | None = None  # None for analyses stored before it was measured
     timings_ms: dict[str, float]
     warnings: list[AnswerWarning] = []  # empty: nothing to say
+    # The analysis's trace (gateway.tracing), when it was traced; left out of the answer otherwise.
+    trace_id: str | None = Field(default=None, exclude_if=lambda value: value is None)

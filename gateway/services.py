@@ -105,6 +105,7 @@ class Services:
             retry_wait=self.settings.triton_retry_wait_s,
             on_reached=functools.partial(self.triton.reached, replica),
             failover=lambda: self.call(self.triton.next(exclude=replica)),
+            address=replica.address,
         )
 
     def input_sizes(self) -> dict[str, int]:

@@ -129,6 +129,9 @@ class Settings(CommonSettings):
     jobs_webhook_attempts: int = Field(5, ge=1, le=20)
     jobs_webhook_timeout_s: float = Field(10.0, gt=0)
     jobs_webhook_backoff_s: float = Field(1.0, ge=0)
+    # The try-it page links an analysis to its trace (README, Traces) at this URL, `{trace_id}`
+    # replaced: http://localhost:16686/trace/{trace_id} for compose's Jaeger. Empty: no link.
+    trace_url_template: str = ""
 
     @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
     @classmethod
@@ -153,6 +156,16 @@ class Settings(CommonSettings):
     @classmethod
     def _known_limit(cls, value: str) -> str:
         _parse_limit(value)
+        return value
+
+    @field_validator("trace_url_template")
+    @classmethod
+    def _trace_url(cls, value: str) -> str:
+        if value and (not value.startswith(("http://", "https://")) or "{trace_id}" not in value):
+            raise ValueError(
+                f"'{value}' is not an http(s) URL with {{trace_id}} in it, such as "
+                "http://localhost:16686/trace/{trace_id}"
+            )
         return value
 
     @field_validator("rate_limits")

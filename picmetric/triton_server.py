@@ -19,6 +19,7 @@ import httpx
 
 from core.paths import MODEL_REPOSITORY, cache_dir
 from core.triton_admin import new_admin_key, restricted_api_args
+from core.triton_trace import trace_args
 from picmetric.triton_wheel import (
     TritonError,
     assemble_backends,
@@ -80,7 +81,8 @@ def _kill_group(group: int) -> None:
 class TritonServer:
     """A local tritonserver process: `with TritonServer(...) as server:` starts it and waits
     until it is ready; leaving the block stops it. Its admin API (core.triton_admin) is locked
-    behind `admin_key`, a fresh random one unless given."""
+    behind `admin_key`, a fresh random one unless given. It exports its spans where the OTEL_*
+    variables of this process say (core/triton_trace.py)."""
 
     def __init__(
         self,
@@ -136,6 +138,7 @@ class TritonServer:
             "--model-control-mode=explicit",
             "--load-model=*",
             *restricted_api_args(self.admin_key),
+            *trace_args(env),
             *self.extra_args,
         ]
         return args, env

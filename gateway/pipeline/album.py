@@ -15,7 +15,7 @@ from contextlib import ExitStack
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
 from gateway.images.quality import hash_distance
 from gateway.intake.fetch import fetch_identity
@@ -341,6 +341,10 @@ class _BatchRun:
         self.refused = False
         self.room = asyncio.Semaphore(services.fetches.per_key)  # fetched, not yet analysed
         self.holding_room: set[int] = set()
+        # One trace per photo (its fetch and its analysis), linked to the batch's.
+        self.spans = {
+            i: tracing.linked_root("photo", {"picmetric.batch_index": i}) for i in requests
+        }
 
     def start(self, first_fetch: ExitStack) -> None:
         """Fetching on `first_fetch` (one of the owner's fetches, when there are URLs), and the
@@ -369,7 +373,8 @@ class _BatchRun:
                 self.holding_room.add(index)
                 request = self.photos[index]
                 try:
-                    self.photos[index] = await fetched(request, self.services, self.owner)
+                    with tracing.use(self.spans[index]):
+                        self.photos[index] = await fetched(request, self.services, self.owner)
                 except Exception as exc:  # this photo fails alone
                     self._done(index, _fetch_failed(index, request, exc))
                 else:
@@ -402,13 +407,16 @@ class _BatchRun:
         """Photos in hand one after another on one slot."""
         with slot:
             while True:
-                self._done(index, await _one(index, self.photos[index], self.services, self.owner))
+                with tracing.use(self.spans[index]):
+                    item = await _one(index, self.photos[index], self.services, self.owner)
+                self._done(index, item)
                 if not self.in_hand:
                     return
                 index = self.in_hand.popleft()
 
     def _done(self, index: int, item: BatchItem) -> None:
         self.items[index] = item
+        self.spans[index].end()
         if index in self.holding_room:
             self.holding_room.remove(index)
             self.room.release()

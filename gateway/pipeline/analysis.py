@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from core.models import OFFERED_MODELS
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
 from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
@@ -37,11 +37,13 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
+    """The block timed as stage `name`: in `timings`, the stage metric and a span of the trace."""
     started = time.perf_counter()
-    yield
+    with tracing.span(name):
+        yield
     seconds = time.perf_counter() - started
     timings[name] = round(seconds * 1000, 2)
-    metrics.STAGE_SECONDS.labels(name).observe(seconds)
+    metrics.STAGE_SECONDS.labels(name).observe(seconds, tracing.exemplar())
 
 
 def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
@@ -166,7 +168,25 @@ async def analyze_keeping_photo(
     the photo as it was decoded, for a caller that needs its pixels too: a photo is decoded once
     per analysis. `memory_held`: the caller already holds the photo's share of the decode memory
     budget (for longer); `full_resolution`: the caller needs every pixel, so no reduced decode;
-    `priority`: as `analyze`'s."""
+    `priority`: as `analyze`'s.
+    The answer carries the trace's id when the analysis is traced (gateway.tracing)."""
+    with tracing.span("analysis", {"picmetric.source_kind": request.source_kind}):
+        analysed = await _analysed(request, services, owner, memory_held, full_resolution, priority)
+        trace_id = tracing.trace_id()
+    if trace_id is None:
+        return analysed
+    analysis = analysed.analysis.model_copy(update={"trace_id": trace_id})
+    return dataclasses.replace(analysed, analysis=analysis)
+
+
+async def _analysed(
+    request: AnalysisRequest,
+    services: Services,
+    owner: str,
+    memory_held: bool,
+    full_resolution: bool,
+    priority: int,
+) -> Analysed:
     data = request.photo
     # `total` counts from the start of the fetch, as the client waited.
     started = time.perf_counter() - request.fetch_ms / 1000
@@ -288,7 +308,7 @@ async def _infer(
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
-        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds)
+        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds, tracing.exemplar())
     return Inferred(photo, plan.header, found, figures, phash, timings)
 
 

@@ -28,7 +28,7 @@ from core.preprocessing import (
     letterbox,
     resize_for_resnet50,
 )
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import InferenceTimeout, ModelUnavailable, PicmetricError, UpstreamError
 from gateway.images.decode import DecodedImage
 from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
@@ -58,6 +58,9 @@ class Call:
     on_reached: Callable[[bool], None] | None = None
     # The Call a retry after "going away" uses (another replica's); None: this one again.
     failover: Callable[[], Call] | None = None
+    address: str = ""  # the replica's, for the call's span
+    # Sent with the call as gRPC metadata: the trace context (gateway.tracing.headers), or None.
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,12 @@ async def infer_resnet50(
     inputs = [_input("image", prepared["image"], "UINT8")]
     outputs = [grpcclient.InferRequestedOutput("probabilities", class_count=options.max_results)]
     result = await call.client.infer(
-        "resnet50", inputs, outputs=outputs, priority=priority, client_timeout=call.timeout
+        "resnet50",
+        inputs,
+        outputs=outputs,
+        priority=priority,
+        client_timeout=call.timeout,
+        headers=call.headers,
     )
     labels = []
     for entry in result.as_numpy("probabilities").reshape(-1):
@@ -205,7 +213,7 @@ async def infer_mtcnn(
     own calls to its networks go at their default priority: model_repository/README.md.)"""
     inputs = [_input("image", prepared["image"], "UINT8")]
     result = await call.client.infer(
-        "mtcnn", inputs, priority=priority, client_timeout=call.timeout
+        "mtcnn", inputs, priority=priority, client_timeout=call.timeout, headers=call.headers
     )
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")
@@ -244,6 +252,7 @@ async def infer_yolov3(
         parameters={"score_threshold": options.threshold},
         priority=priority,
         client_timeout=call.timeout,
+        headers=call.headers,
     )
     names = coco_names(call.repository)
     boxes = result.as_numpy("boxes").reshape(-1, 4)
@@ -300,9 +309,14 @@ async def _model_ready(call: Call, model: str, seconds: float) -> bool:
 async def _attempt(
     spec: ModelSpec, call: Call, prepared: Prepared, options: Options, priority: int
 ) -> Sequence[Detection]:
-    """One call of the model, its replica told whether Triton answered."""
+    """One call of the model, its replica told whether Triton answered; a span of the trace
+    (CLIENT: Triton's own spans hang under it) when the analysis is traced."""
+    attributes = {"picmetric.model": spec.name, "server.address": call.address}
+    name = f"triton {spec.triton_model}"
     try:
-        detections = await spec.infer(call, prepared, options, priority)
+        with tracing.span(name, attributes, client=True):
+            sent = dataclasses.replace(call, headers=tracing.headers())
+            detections = await spec.infer(sent, prepared, options, priority)
     except InferenceServerException as exc:
         if call.on_reached is not None:
             call.on_reached("UNAVAILABLE" not in str(exc.status() or ""))
@@ -357,9 +371,10 @@ async def run_models(
     Triton behind every interactive one: model_repository/README.md). Returns the results by
     model name and the preparation time in seconds."""
     started = time.perf_counter()
-    prepared = await run_in_threadpool(
-        lambda: [spec.prepare(image, call.input_sizes.get(spec.name)) for spec in specs]
-    )
+    with tracing.span("preprocess"):
+        prepared = await run_in_threadpool(
+            lambda: [spec.prepare(image, call.input_sizes.get(spec.name)) for spec in specs]
+        )
     preprocess = time.perf_counter() - started
     results = await asyncio.gather(
         *(_infer(s, call, p, options, priority) for s, p in zip(specs, prepared, strict=True))

@@ -9,6 +9,7 @@ import yaml
 
 from core.paths import PROJECT_ROOT
 from core.triton_admin import restricted_api_args
+from core.triton_trace import trace_args
 from gateway.settings import Settings
 from picmetric.triton_server import TritonServer
 
@@ -58,6 +59,7 @@ def test_compose_has_every_service() -> None:
         "redis",
         "trt-cache-owner",
         "tls",
+        "jaeger",
     }
 
 
@@ -374,3 +376,29 @@ def test_postgres_makes_the_runtime_role_on_first_start() -> None:
     text = (PROJECT_ROOT / script.split(":")[0]).read_text()
     assert "CREATE ROLE picmetric_app" in text and "ALTER DEFAULT PRIVILEGES" in text
     assert "CREATE ON SCHEMA" in text  # revoked: the runtime role cannot create tables
+
+
+def test_the_gateway_and_triton_trace_to_jaeger_which_grafana_reads() -> None:
+    """Both export to Jaeger's OTLP/HTTP port by the standard variables (the gateway) and the
+    flags the local Triton gets from them (Triton); Grafana has Jaeger as a data source; Jaeger's
+    UI, which has no authentication, is on loopback only."""
+    environment = SERVICES["gateway"]["environment"]
+    env = {k: interpolate(v, {}) for k, v in environment.items() if k.startswith("OTEL_")}
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert 0 < float(env["OTEL_TRACES_SAMPLER_ARG"]) <= 1
+    assert (
+        interpolate(
+            SERVICES["gateway"]["environment"]["OTEL_TRACES_SAMPLER_ARG"],
+            {"OTEL_TRACES_SAMPLER_ARG": "0"},
+        )
+        == "0"
+    )
+    flags = trace_args({"OTEL_EXPORTER_OTLP_ENDPOINT": env["OTEL_EXPORTER_OTLP_ENDPOINT"]})
+    command = SERVICES["triton"]["command"]
+    assert [a for a in command if a.startswith("--trace-config")] == flags
+    assert {_published(port)[0] for port in SERVICES["jaeger"]["ports"]} == {"127.0.0.1"}
+    sources = yaml.safe_load(
+        (PROJECT_ROOT / "deploy/grafana/provisioning/datasources/jaeger.yml").read_text()
+    )
+    (jaeger,) = sources["datasources"]
+    assert (jaeger["type"], jaeger["url"]) == ("jaeger", "http://jaeger:16686")

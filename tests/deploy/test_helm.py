@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from core.triton_admin import restricted_api_args
+from core.triton_trace import trace_args
 from gateway.settings import Settings
 from tests.utils.commands import run_tool
 from tests.utils.helm import (
@@ -753,6 +754,39 @@ def test_triton_admin_api_is_locked_with_the_key_from_the_secret(values: tuple[s
     for server in (triton, gateway):
         (key,) = [e for e in server["env"] if e["name"] == "PICMETRIC_TRITON_ADMIN_KEY"]
         assert key["valueFrom"]["secretKeyRef"]["key"] == "triton-admin-key"
+
+
+def test_tracing_sends_the_gateway_and_triton_to_one_otlp_endpoint() -> None:
+    """Traces are off by default; with tracing.otlpEndpoint the gateway gets the standard OTEL_*
+    variables and Triton the flags the local Triton gets from them (core/triton_trace.py), and
+    both may reach the receiver (networkPolicy.egress.otlp)."""
+    default = render()
+    assert not {k for k in gateway_env(default) if k.startswith("OTEL_")}
+    triton = container(find(default, "Deployment", "-triton"), "triton")
+    assert not [a for a in triton["args"] if a.startswith("--trace-config")]
+
+    endpoint = "http://otel-collector.monitoring:4318"
+    receiver = '{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}'
+    objects = render(
+        "--set",
+        f"tracing.otlpEndpoint={endpoint}",
+        "--set-json",
+        "tracing.samplingRatio=0.25",
+        "--set-json",
+        f"networkPolicy.egress.otlp.to=[{receiver}]",
+    )
+    env = gateway_env(objects)
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == ("traceidratio", "0.25")
+    triton = container(find(objects, "Deployment", "-triton"), "triton")
+    wanted = trace_args({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    assert [a for a in triton["args"] if a.startswith("--trace-config")] == wanted
+    for component in ("triton", "gateway"):
+        policy = find(objects, "NetworkPolicy", f"-{component}")
+        ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+        assert 4318 in ports, component
+    for manifest in objects:
+        validate(manifest)
 
 
 @pytest.mark.parametrize("values", VALUES.values(), ids=VALUES.keys())

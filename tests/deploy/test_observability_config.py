@@ -64,3 +64,42 @@ def test_every_expression_reads_some_metric() -> None:
     exprs = expressions()
     assert exprs, "no PromQL found in the alert rules or the dashboard"
     assert [expr for expr in exprs if not metric_names(expr)] == []
+
+
+def test_dashboard_shows_replicas_autoscaling_admission_and_decode_memory() -> None:
+    """What the service does since the dashboard was first made (issue 31), on a grid Grafana
+    can lay out: unique ids, within 24 columns, no two panels on the same cells."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for panel in panels:
+        place = panel["gridPos"]
+        assert place["x"] + place["w"] <= 24, panel["title"]
+        for x in range(place["x"], place["x"] + place["w"]):
+            for y in range(place["y"], place["y"] + place["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]
+    exprs = " ".join(t["expr"] for p in panels for t in p.get("targets", []))
+    for read in (
+        "picmetric_triton_replicas",
+        "picmetric:triton_requests_in_flight:rate1m",
+        'errortype=~"rate_limited',
+        "picmetric_decode_memory_budget_bytes",
+        "by (model, instance) (rate(nv_inference_queue_duration_us",
+        "by (model, instance) (rate(nv_inference_compute_infer_duration_us",
+    ):
+        assert read in exprs, read
+
+
+def test_latency_exemplars_link_to_the_trace_store() -> None:
+    """The latency panels ask for exemplars; Grafana's Prometheus source sends their trace_id to
+    the Jaeger source (docker-compose.yml's trace store)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    latency = [p for p in dashboard["panels"] if p["title"].lower().startswith("latency")]
+    assert latency and all(t.get("exemplar") for p in latency for t in p["targets"])
+    sources = DEPLOY / "grafana" / "provisioning" / "datasources"
+    (prometheus,) = yaml.safe_load((sources / "prometheus.yml").read_text())["datasources"]
+    (jaeger,) = yaml.safe_load((sources / "jaeger.yml").read_text())["datasources"]
+    (link,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
+    assert (link["name"], link["datasourceUid"]) == ("trace_id", jaeger["uid"])

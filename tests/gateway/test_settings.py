@@ -85,3 +85,11 @@ def test_the_operations_port_must_not_be_the_api_port(tmp_path: Path) -> None:
     (line,) = [line for line in result.stderr.splitlines() if "ERROR" in line]
     assert "PICMETRIC_OPS_PORT (18080) must differ from the API's --port" in line
     assert "Traceback" not in result.stderr and "Uvicorn running" not in result.stderr
+
+
+def test_a_trace_url_template_names_where_the_trace_id_goes() -> None:
+    template = "http://localhost:16686/trace/{trace_id}"
+    assert Settings(trace_url_template=template).trace_url_template == template
+    for wrong in ("http://localhost:16686/trace/", "javascript:alert(1)//{trace_id}"):
+        with pytest.raises(ValueError, match="trace_id"):
+            Settings(trace_url_template=wrong)

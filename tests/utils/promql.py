@@ -18,7 +18,9 @@ GPU_ONLY = {"nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_tot
 # The gateway exports these once a fault happened (a labelled counter has no series before its
 # first count); tests/faults/test_model_repair.py checks them in a real scrape after one.
 FAULT_ONLY = {"picmetric_model_repairs_total"}
-_NAME = re.compile(r"(?<![\w$\"'])((?:picmetric|nv)_[a-zA-Z0-9_]+|up)(?=\s*[{\[)\s]|$)")
+_NAME = re.compile(
+    r"(?<![\w$\"'])((?:picmetric|nv)_[a-zA-Z0-9_]+|picmetric:[a-zA-Z0-9_:]+|up)(?=\s*[{\[)\s]|$)"
+)
 
 
 def expressions() -> list[str]:
@@ -27,6 +29,13 @@ def expressions() -> list[str]:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs += [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     return exprs
+
+
+def recorded_names() -> set[str]:
+    """The series our recording rules make (Prometheus computes them; no target exports them)."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    rules_of = [rule for group in rules["groups"] for rule in group["rules"]]
+    return {rule["record"] for rule in rules_of if "record" in rule}
 
 
 def metric_names(expr: str) -> set[str]:

@@ -3,9 +3,10 @@ operations port's routes (`ops_router`: Prometheus metrics and the readiness rep
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
 
 from gateway.errors import RETRY_AFTER
 from gateway.http.deps import ServicesDep
@@ -52,5 +53,10 @@ async def read_readiness_report(services: ServicesDep) -> JSONResponse:
 
 
 @ops_router.get("/metrics")
-async def read_metrics() -> Response:
+async def read_metrics(request: Request) -> Response:
+    """Prometheus' text format, or OpenMetrics when the scraper asks for it (Prometheus does):
+    only OpenMetrics carries the latency histograms' exemplars, the trace ids of traced analyses."""
+    if "application/openmetrics-text" in request.headers.get("accept", ""):
+        exposition = openmetrics.generate_latest(REGISTRY)
+        return Response(exposition, media_type=openmetrics.CONTENT_TYPE_LATEST)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
+from gateway.http.deps import ServicesDep
 from gateway.images import ACCEPTED_FORMATS, UPLOAD_TYPES
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -37,9 +38,10 @@ router = APIRouter(tags=["page"])
 
 
 @router.get("/", include_in_schema=False)
-async def read_page() -> HTMLResponse:
-    """The try-it page."""
-    return HTMLResponse(_PAGE, headers=_HEADERS)
+async def read_page(services: ServicesDep) -> HTMLResponse:
+    """The try-it page (with where an analysis's trace is shown: PICMETRIC_TRACE_URL_TEMPLATE)."""
+    trace_url = html.escape(services.settings.trace_url_template)
+    return HTMLResponse(_PAGE.replace("{{TRACE_URL_TEMPLATE}}", trace_url), headers=_HEADERS)
 
 
 @router.get("/page/{name}", include_in_schema=False)

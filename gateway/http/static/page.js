@@ -313,6 +313,7 @@ async function showAnswer(answer, source, request) {
   showObjects(answer.results.yolov3);
   showFaces(answer.results.mtcnn);
   showModels(answer);
+  showWaterfall(answer);
   $("raw-json").textContent = JSON.stringify(answer, null, 2);
   $("result").scrollIntoView({ block: "start" });
 }
@@ -434,6 +435,56 @@ function showFaces(faces) {
     else if (face.person === null) text += ", in no person box";
     return element("li", { class: "face" }, text);
   }, "none above the threshold");
+}
+
+// The analysis's stages and models on one time axis, from its timings: the fetch, then the
+// decode, then the quality figures beside the preparation and the models (all called at once),
+// then the store (the rest of `total`). A cached answer ran no stage but its fetch.
+function waterfallSteps(answer) {
+  const t = answer.timings_ms || {};
+  const steps = [];
+  const step = (name, start, ms, kind) => {
+    if (typeof ms === "number") steps.push({ name, start, ms, kind });
+  };
+  const fetched = t.fetch || 0;
+  step("fetch", 0, t.fetch, "stage");
+  step("decode", fetched, t.decode, "stage");
+  const decoded = fetched + (t.decode || 0);
+  step("quality", decoded, t.quality, "stage");
+  step("preprocess", decoded, t.preprocess, "stage");
+  if (typeof t.decode === "number") {
+    const called = decoded + (t.preprocess || 0);
+    for (const run of answer.models) step(modelTitle(run.name), called, run.latency_ms, "model");
+  }
+  const end = Math.max(t.total || 0, ...steps.map((s) => s.start + s.ms));
+  return { steps, end };
+}
+
+function showWaterfall(answer) {
+  const list = $("waterfall");
+  list.replaceChildren();
+  const { steps, end } = waterfallSteps(answer);
+  for (const s of steps) {
+    const item = element("li", { class: `step ${s.kind}`, "data-step": s.name });
+    const bar = element("span", { class: "bar" });
+    // Set through the CSSOM, which the page's Content-Security-Policy allows (inline styles not).
+    bar.style.marginLeft = `${(100 * s.start) / Math.max(end, 1e-9)}%`;
+    bar.style.width = `${Math.max((100 * s.ms) / Math.max(end, 1e-9), 0.5)}%`;
+    const track = element("span", { class: "track" });
+    track.append(bar);
+    item.append(element("span", { class: "name" }, s.name), track,
+      element("span", { class: "number" }, `${s.ms.toFixed(1)} ms`));
+    list.append(item);
+  }
+  const template = list.dataset.traceUrl || "";
+  const link = $("trace-link");
+  if (template && answer.trace_id) {
+    link.href = template.replace("{trace_id}", encodeURIComponent(answer.trace_id));
+    $("trace").hidden = false;
+  } else {
+    link.removeAttribute("href");
+    $("trace").hidden = true;
+  }
 }
 
 function showModels(answer) {

@@ -60,7 +60,7 @@ class TritonPythonModel:
             faces = await detect_faces(
                 image,
                 params,
-                functools.partial(self._infer, {id(image): given}),
+                functools.partial(self._infer, {id(image): given}, request.trace()),
                 self.deployment.crop_batch_size,
                 self.deployment.pyramid_in_graph,
             )
@@ -80,13 +80,16 @@ class TritonPythonModel:
     async def _infer(
         self,
         given: dict[int, "pb_utils.Tensor"],
+        trace: "pb_utils.InferenceTrace",
         model: str,
         inputs: dict[str, np.ndarray],
         outputs: list[str],
     ) -> dict[str, np.ndarray]:
         """A BLS request. An input that is the request's own `image` (`given`, by the identity
         of its array: mtcnn_pyramid_pnet gets the whole photo for every band) goes on as the
-        tensor Triton gave, already in shared memory; the others are copied there."""
+        tensor Triton gave, already in shared memory; the others are copied there. It joins the
+        request's trace (`trace`: with Triton's OpenTelemetry tracing on, its spans hang under
+        the mtcnn request's)."""
         request = pb_utils.InferenceRequest(
             model_name=model,
             inputs=[
@@ -95,6 +98,7 @@ class TritonPythonModel:
             ],
             requested_output_names=outputs,
             preferred_memory=self.cpu,
+            trace=trace,
         )
         response = await request.async_exec()
         if response.has_error():

@@ -31,6 +31,8 @@ from tests.utils.services import gateway_env, gateway_process
 pytestmark = pytest.mark.integration
 
 API_KEY = "page-test-key"
+# The gateway traces (its spans written to its log: no trace store needed) and links them here.
+TRACE_URL = "http://traces.example/trace/{trace_id}"
 WAIT_S = 40  # one analysis on CPU Triton takes a few seconds; the test stays well under a minute
 FACE_STROKE = (0x1D, 0x4E, 0xD8)  # --face in page.css
 LANDMARK_FILL = (0xFA, 0xCC, 0x15)  # --landmark in page.css
@@ -57,7 +59,8 @@ return {
 def keyed_gateway(
     triton: TritonServer, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket."""
+    """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket; it
+    traces, and the page links each analysis to its trace."""
     folder = tmp_path_factory.mktemp("gateway-page")
     env = gateway_env(
         triton,
@@ -65,7 +68,9 @@ def keyed_gateway(
         f"sqlite:///{folder / 'analyses.db'}",
         allow_private_urls="true",
         api_keys=API_KEY,
+        trace_url_template=TRACE_URL,
     )
+    env["OTEL_TRACES_EXPORTER"] = "console"
     with gateway_process(env, folder / "gateway.log") as url:
         yield url
 
@@ -130,6 +135,40 @@ def _assert_face_box_on_screen(
     middle = (on_screen[1] + on_screen[3]) / 2
     for x in (on_screen[0], on_screen[2]):
         assert _near(_pixel(screenshot, x, middle), FACE_STROKE), "the face box is drawn"
+
+
+WATERFALL = """
+return [...document.querySelectorAll("#waterfall li")].map((e) => {
+  const bar = e.querySelector(".bar").getBoundingClientRect();
+  const track = e.querySelector(".track").getBoundingClientRect();
+  return {step: e.dataset.step, ms: e.querySelector(".number").textContent,
+          start: (bar.left - track.left) / track.width, width: bar.width / track.width};
+});
+"""
+
+
+def _assert_waterfall(browser: Chrome, answer: dict[str, Any]) -> None:
+    """One bar per stage and model on one time axis: the decode after the fetch, the models
+    after the preparation, each as long as its time; a link to the analysis's trace."""
+    rows = {row["step"]: row for row in browser.execute_script(WATERFALL)}
+    timings = answer["timings_ms"]
+    models = {"ResNet50": "resnet50", "YOLOv3": "yolov3", "MTCNN": "mtcnn"}
+    assert set(rows) == {"fetch", "decode", "quality", "preprocess", *models}
+    runs = {run["name"]: run for run in answer["models"]}
+    called = timings["fetch"] + timings["decode"] + timings["preprocess"]
+    expected = {
+        "decode": (timings["fetch"], timings["decode"]),
+        "preprocess": (timings["fetch"] + timings["decode"], timings["preprocess"]),
+        **{title: (called, runs[name]["latency_ms"]) for title, name in models.items()},
+    }
+    end = max(timings["total"], *(start + ms for start, ms in expected.values()))
+    for step, (start, ms) in expected.items():
+        assert rows[step]["start"] == pytest.approx(start / end, abs=0.01), step
+        assert rows[step]["width"] == pytest.approx(max(ms / end, 0.005), abs=0.01), step
+        assert float(rows[step]["ms"].split()[0]) == pytest.approx(ms, abs=0.051), step
+    link = browser.find_element(By.ID, "trace-link")
+    assert link.is_displayed()
+    assert link.get_attribute("href") == TRACE_URL.format(trace_id=answer["trace_id"])
 
 
 def _save_artefact(png: bytes, tmp_path: Path, name: str) -> Path:
@@ -224,6 +263,7 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
         value, unit = latency.text.split()
         assert unit == "ms" and len(value.split(".")[1]) == 1
         assert float(value) == pytest.approx(run["latency_ms"], abs=0.051)
+    _assert_waterfall(browser, answer)
     result_warning = browser.find_element(By.ID, "result-warning")
     assert result_warning.is_displayed()
     assert all(titles[name] in result_warning.text for name in random)

@@ -100,7 +100,7 @@ and special ranges (clients' image URLs, jobs' webhooks). */}}
   ports:
     - port: 8001
       protocol: TCP
-{{- range $name := list "postgres" "redis" "s3" }}
+{{- range $name := list "postgres" "redis" "s3" "otlp" }}
 {{- $service := index $e $name }}
 {{- with $service.to }}
 # {{ $name }}
@@ -128,6 +128,19 @@ expands $(PICMETRIC_TRITON_ADMIN_KEY) from the container's env, so the key is no
 {{- $setting := "model-repository,shared-memory,trace,logging:picmetric-admin-key=$(PICMETRIC_TRITON_ADMIN_KEY)" -}}
 - --http-restricted-api={{ $setting }}
 - --grpc-restricted-protocol={{ $setting }}
+{{- end }}
+
+{{/* Triton's OpenTelemetry flags when tracing.otlpEndpoint is set, as core/triton_trace.py writes
+them for the local Triton: only the requests the gateway sent traced (rate=0), to the endpoint's
+/v1/traces. */}}
+{{- define "picmetric.tritonTraceArgs" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+- --trace-config=mode=opentelemetry
+- --trace-config=level=TIMESTAMPS
+- --trace-config=rate=0
+- --trace-config=count=-1
+- --trace-config=opentelemetry,url={{ trimSuffix "/" . }}/v1/traces
+{{- end }}
 {{- end }}
 
 {{/* The gateway's operations port (PICMETRIC_OPS_PORT): /metrics and the readiness report,
