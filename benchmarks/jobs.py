@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import logging
 import os
 import subprocess
 import sys
@@ -252,6 +253,7 @@ def main() -> None:
     parser.add_argument("--perf-analyzer", type=Path, default=PERF_ANALYZER)
     parser.add_argument("--repository", type=Path)
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's S3 server: a line per request
     sizes = [float(s) for s in args.sizes.split(",")]
     perf = args.perf_analyzer if args.perf_analyzer.is_file() else None
     if perf is None:
