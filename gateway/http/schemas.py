@@ -98,7 +98,10 @@ class JobRequest(AnalysisOptions):
     webhook_url: str | None = Field(
         None,
         max_length=SOURCE_CHARS,
-        description="POSTed the job, signed (Picmetric-Signature), when its last photo is answered",
+        description=(
+            "POSTed the job, signed (Picmetric-Signature), when it ends: its last photo "
+            "answered, or cancelled"
+        ),
     )
 
 

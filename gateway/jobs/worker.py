@@ -23,9 +23,9 @@ from dramatiq.asyncio import get_event_loop_thread
 from core.model_config import BULK_PRIORITY
 from gateway import metrics
 from gateway.errors import UNEXPECTED, PicmetricError
-from gateway.jobs.progress import job_album, job_view
+from gateway.jobs.progress import job_album
 from gateway.jobs.queue import JobQueue
-from gateway.jobs.webhooks import send_job_webhook
+from gateway.jobs.webhooks import send_job_ended
 from gateway.pipeline.analysis import analyze
 from gateway.pipeline.request import AnalysisRequest, url_kind
 from gateway.results import Options
@@ -114,12 +114,8 @@ class JobWorker:
         created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=dt.UTC)
         metrics.JOB_SECONDS.observe((now() - created).total_seconds())
         log.info("Job %s done: %d photos (%d failed)", job.id, job.total, job.failed)
-        if job.webhook_url and job.webhook_secret:
-            job.album = album.model_dump(mode="json")
-            payload = job_view(job).model_dump(mode="json")
-            await send_job_webhook(
-                job.webhook_url, job.webhook_secret, payload, self.services.http, self.settings
-            )
+        job.album = album.model_dump(mode="json")
+        await send_job_ended(job, self.services.http, self.settings)
 
     async def sweep(self) -> None:
         """Refill every open job's window, sending again what stayed queued too long."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.errors import ErrorBody, JobNotFound, error_statuses
@@ -16,6 +16,7 @@ from gateway.http.deps import JobQueueDep, OwnerDep, ServicesDep, limit_rate, re
 from gateway.http.schemas import JobList, JobRequest, JobResult, JobResults
 from gateway.jobs.progress import JobView, job_view
 from gateway.jobs.submit import submit
+from gateway.jobs.webhooks import send_job_ended
 from gateway.pipeline.answers import stored_analysis
 from gateway.services import Services
 from gateway.store.storage import JobItemRow, JobRow
@@ -153,10 +154,14 @@ async def _stream(services: Services, job: JobRow, after: int) -> AsyncIterator[
 
 
 @router.delete("/{job_id}", response_model=JobView)
-async def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
-    """Cancel a job: no photo of it starts after this (those being analysed finish); a finished
-    job is answered as it is."""
-    job = await services.jobs.cancel(job_id, owner)
+async def cancel_job(
+    job_id: str, services: ServicesDep, owner: OwnerDep, background: BackgroundTasks
+) -> dict[str, Any]:
+    """Cancel a job: no photo of it starts after this (those being analysed finish), and its
+    webhook is sent (state cancelled); a finished job is answered as it is."""
+    job, cancelled = await services.jobs.cancel(job_id, owner)
     if job is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
+    if cancelled:  # after the answer: its tries and back-off never hold the client
+        background.add_task(send_job_ended, job, services.http, services.settings)
     return job_view(job).model_dump(mode="json")

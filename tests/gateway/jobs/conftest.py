@@ -72,6 +72,7 @@ def jobs_env(
             jobs_max_photos=str(MAX_PHOTOS),
             jobs_manifest_max_bytes=str(MANIFEST_BYTES),
             jobs_heartbeat_timeout_s=str(HEARTBEAT_S),
+            allow_private_urls="true",  # the webhooks' receiver, on loopback
         )
         with gateway_process(env, folder / "gateway.log") as url:
             yield JobsEnv(url, env, redis, s3_url, folder, keys)

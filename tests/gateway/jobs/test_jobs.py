@@ -4,6 +4,8 @@ edges: another key's job, idempotent submits, cancel, the limits."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ from tests.gateway.jobs.conftest import (
     wait_for_job,
     worker_process,
 )
+from tests.utils.http_server import serve_webhooks
 from tests.utils.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -160,15 +163,31 @@ def test_jobs_are_their_keys_resubmits_are_idempotent_and_cancel_stops_them(
         jobs_env, "cancel", dict(zip(names, small_photos(photos, 12, 3), strict=True))
     )
     body = {"source": {"s3_prefix": prefix}, "models": MODELS}
-    with api(jobs_env, "bob") as bob, api(jobs_env, "alice") as alice:
-        first = bob.post("/v1/jobs", json=body, headers={"Idempotency-Key": "trip-1"})
-        again = bob.post("/v1/jobs", json=body, headers={"Idempotency-Key": "trip-1"})
+    with (
+        api(jobs_env, "bob") as bob,
+        api(jobs_env, "alice") as alice,
+        serve_webhooks([200]) as (hook_url, hooks),
+    ):
+        hooked = {**body, "webhook_url": hook_url}
+        first = bob.post("/v1/jobs", json=hooked, headers={"Idempotency-Key": "trip-1"})
+        again = bob.post("/v1/jobs", json=hooked, headers={"Idempotency-Key": "trip-1"})
         assert (first.status_code, again.status_code) == (202, 200)
         assert again.json()["id"] == first.json()["id"]
         assert again.headers["Idempotent-Replayed"] == "true"
         job_id = first.json()["id"]
         cancelled = bob.delete(f"/v1/jobs/{job_id}").raise_for_status().json()
         assert cancelled["state"] == "cancelled"
+        # Its webhook, signed with the secret shown at submit; cancelling again sends none.
+        wait_until(lambda: len(hooks) == 1, 10, "the cancelled job's webhook")
+        assert bob.delete(f"/v1/jobs/{job_id}").json()["state"] == "cancelled"
+        time.sleep(0.5)
+        ((_, hook_headers, hook_body),) = hooks
+        secret = first.json()["webhook_secret"]
+        stamp, digest = (p.split("=", 1)[1] for p in hook_headers["Picmetric-Signature"].split(","))
+        signed = hmac.new(secret.encode(), f"{stamp}.".encode() + hook_body, hashlib.sha256)
+        assert hmac.compare_digest(digest, signed.hexdigest())
+        hook = json.loads(hook_body)
+        assert (hook["id"], hook["state"], hook["webhook_secret"]) == (job_id, "cancelled", None)
 
         for method, path in (
             ("GET", f"/v1/jobs/{job_id}"),
