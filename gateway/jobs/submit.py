@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway import tracing
 from gateway.errors import InvalidRequest, JobLimit, JobTooLarge, PicmetricError, QueueUnavailable
 from gateway.intake import s3 as s3_objects
 from gateway.intake import urlguard
@@ -161,6 +162,7 @@ async def submit(
         failed=0,
         skipped=0,
         created_at=now(),
+        traceparent=tracing.traceparent(),
     )
     job, created = await services.jobs.create(job, sources)
     if created:

@@ -21,7 +21,7 @@ import prometheus_client
 from dramatiq.asyncio import get_event_loop_thread
 
 from core.model_config import BULK_PRIORITY
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import UNEXPECTED, PicmetricError
 from gateway.jobs.progress import job_album
 from gateway.jobs.queue import JobQueue
@@ -63,7 +63,17 @@ class JobWorker:
         started = await jobs.start_item(job_id, position)
         if started is not None:
             job, item = started.job, started.item
-            state, analysis_id, error = await self._analyze(job, item.source)
+            # One trace per photo, linked to the submit's (as a batch's photos to the batch's).
+            attributes: dict[str, str | int] = {
+                "picmetric.job_id": job_id,
+                "picmetric.job_position": position,
+            }
+            span = tracing.linked_root("job photo", attributes, link_to=job.traceparent)
+            try:
+                with tracing.use(span):
+                    state, analysis_id, error = await self._analyze(job, item.source)
+            finally:
+                span.end()
             finished = await jobs.finish_item(
                 job_id, position, state, analysis_id, error, public_url(item.source)
             )
@@ -188,6 +198,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     concurrency = settings.jobs_worker_concurrency
     settings = settings.model_copy(update={"max_analyses_in_flight": concurrency})
     prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
+    tracing.configure()  # the standard OTEL_* variables, as the gateway's
     process = WorkerProcess(settings)
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
