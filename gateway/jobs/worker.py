@@ -23,6 +23,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from core.model_config import BULK_PRIORITY
 from gateway import metrics, tracing
 from gateway.errors import UNEXPECTED, PicmetricError
+from gateway.jobs.export import export_results
 from gateway.jobs.progress import job_album
 from gateway.jobs.queue import JobQueue
 from gateway.jobs.webhooks import send_job_ended
@@ -118,12 +119,19 @@ class JobWorker:
         await self.queue.send(job_id, positions)
 
     async def finish(self, job: JobRow) -> None:
-        """The job's last photo was answered (by this worker only): its album, its webhook."""
+        """The job's last photo was answered (by this worker only): its album, its results
+        exported when asked, its webhook."""
         album = await job_album(self.services.jobs, job)
         await self.services.jobs.set_album(job.id, album.model_dump(mode="json"))
         created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=dt.UTC)
         metrics.JOB_SECONDS.observe((now() - created).total_seconds())
         log.info("Job %s done: %d photos (%d failed)", job.id, job.total, job.failed)
+        export = job.options.get("export")
+        if export:  # before the webhook, so that its receiver finds the shards written
+            try:
+                await export_results(self.services, job, export)
+            except Exception:  # the webhook is sent all the same; the results stay readable
+                log.exception("Job %s: its results could not be written to %s", job.id, export)
         job.album = album.model_dump(mode="json")
         await send_job_ended(job, self.services.http, self.settings)
 
