@@ -119,6 +119,10 @@ class Settings(CommonSettings):
     # A job's photos in the queue at once: the worker sends the next as one finishes, so the
     # photos of every job interleave (a 100,000-photo job does not starve a 20-photo one).
     jobs_window: int = Field(8, ge=1, le=1000)
+    # Where a job may write its results as JSON Lines (`export`): `bucket` or `bucket/prefix`
+    # places, comma-separated; none by default (export off).
+    jobs_export_to: Annotated[list[str], NoDecode] = []
+    jobs_export_shard_results: int = Field(1000, ge=1, le=10_000)  # results in one shard at most
     jobs_worker_concurrency: int = Field(4, ge=1, le=256)  # photos one worker analyses at once
     # A worker that stops answering for this long is dead: the photos it held are queued again.
     jobs_heartbeat_timeout_s: float = Field(60.0, gt=0)
@@ -133,11 +137,11 @@ class Settings(CommonSettings):
     # replaced: http://localhost:16686/trace/{trace_id} for compose's Jaeger. Empty: no link.
     trace_url_template: str = ""
 
-    @field_validator("api_keys", "s3_read_from", "allowed_hosts", mode="before")
+    @field_validator("api_keys", "s3_read_from", "allowed_hosts", "jobs_export_to", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
-        """PICMETRIC_API_KEYS, PICMETRIC_S3_READ_FROM and PICMETRIC_ALLOWED_HOSTS are
-        comma-separated lists."""
+        """PICMETRIC_API_KEYS, PICMETRIC_S3_READ_FROM, PICMETRIC_ALLOWED_HOSTS and
+        PICMETRIC_JOBS_EXPORT_TO are comma-separated lists."""
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value

@@ -137,11 +137,27 @@ def span(
         yield made
 
 
-def linked_root(name: str, attributes: Mapping[str, str | int] | None = None) -> Span:
+def traceparent() -> str | None:
+    """The current span's W3C traceparent when it is recorded (kept with a job, so that its
+    photos' traces link to the submit's); None otherwise."""
+    carrier = headers()
+    return None if carrier is None else carrier.get("traceparent")
+
+
+def linked_root(
+    name: str,
+    attributes: Mapping[str, str | int] | None = None,
+    link_to: str | None = None,
+) -> Span:
     """A span that starts a trace of its own, linked to the current span (a batch's photo: one
-    trace per photo, each linked to the batch's). The caller ends it."""
-    current = trace.get_current_span().get_span_context()
-    links = [Link(current)] if current.is_valid else []
+    trace per photo, each linked to the batch's) or to the span of the traceparent `link_to` (a
+    job's photo, linked to the submit's). The caller ends it."""
+    if link_to is not None:
+        parent = _TO_TRITON.extract({"traceparent": link_to})
+        linked = trace.get_current_span(parent).get_span_context()
+    else:
+        linked = trace.get_current_span().get_span_context()
+    links = [Link(linked)] if linked.is_valid else []
     return TRACER.start_span(name, context=context.Context(), links=links, attributes=attributes)
 
 

@@ -146,6 +146,12 @@ def _add_jobs(commands: argparse._SubParsersAction, settings: ClientSettings) ->
     )
     submit.add_argument("--webhook-url", help="POSTed the job, signed, when it ends")
     submit.add_argument("--idempotency-key", help="the same key again answers the same job")
+    submit.add_argument(
+        "--export",
+        metavar="S3_PREFIX",
+        help="s3://bucket/prefix/ the results are written to once done, as JSON Lines shards "
+        "(a place the gateway's PICMETRIC_JOBS_EXPORT_TO allows)",
+    )
     for name in ("status", "cancel"):
         action = actions.add_parser(name, help=f"{name}: one job, by its id")
         action.add_argument("id")
@@ -380,7 +386,7 @@ def _submit_job(gateway: jobs_client.JobsClient, args: argparse.Namespace) -> di
     else:
         source = jobs_client.job_source(args.source)
     options = client.json_options(_options(args))
-    job = gateway.submit(source, options, args.webhook_url, args.idempotency_key)
+    job = gateway.submit(source, options, args.webhook_url, args.idempotency_key, args.export)
     if job.get("webhook_secret") and not args.json:
         _say(f"webhook signing secret (shown once): {job['webhook_secret']}")
     if args.follow:

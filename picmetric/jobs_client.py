@@ -89,11 +89,14 @@ class JobsClient(Gateway):
         options: dict[str, Any],
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        export: str | None = None,
     ) -> dict[str, Any]:
         """The job the gateway made (or, for an Idempotency-Key it knows, made before)."""
         body = {"source": source, **options}
         if webhook_url:
             body["webhook_url"] = webhook_url
+        if export:
+            body["export"] = export
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return dict(self._send("POST", "/v1/jobs", json=body, headers=headers).json())
 

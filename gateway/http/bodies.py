@@ -242,15 +242,17 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
 
 
 async def job_spec(request: Request, services: Services) -> JobSpec:
-    """A job's JSON body: its source, the analysis options, an optional webhook URL."""
+    """A job's JSON body: its source, the analysis options, an optional webhook URL and export
+    place."""
     example = '{"source": {"s3_prefix": "s3://bucket/photos/"}}'
     body = validated(await _json(request, example, or_upload=False), JobRequest)
     source = body.source
     options = options_or_defaults(services.settings, body.threshold, body.max_results)
     models: list[str] | None = list(body.models) if body.models else None
+    extra = {"webhook_url": body.webhook_url, "export": body.export}
     if source.urls:
-        return JobSpec("urls", list(source.urls), models, options, body.webhook_url)
+        return JobSpec("urls", list(source.urls), models, options, **extra)
     if source.s3_prefix:
-        return JobSpec("s3_prefix", source.s3_prefix, models, options, body.webhook_url)
+        return JobSpec("s3_prefix", source.s3_prefix, models, options, **extra)
     assert source.manifest is not None
-    return JobSpec("manifest", source.manifest, models, options, body.webhook_url)
+    return JobSpec("manifest", source.manifest, models, options, **extra)

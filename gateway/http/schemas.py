@@ -4,7 +4,7 @@ and for OpenAPI at /docs."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import JsonDict
@@ -13,7 +13,8 @@ from core.models import OFFERED_MODELS, ModelName
 from gateway.errors import ErrorBody
 from gateway.images import ACCEPTED_FORMATS
 from gateway.jobs.progress import JobView
-from gateway.results import SOURCE_CHARS, Analysis
+from gateway.jobs.results import JobResult
+from gateway.results import SOURCE_CHARS
 from gateway.settings import Settings
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
@@ -98,23 +99,24 @@ class JobRequest(AnalysisOptions):
     webhook_url: str | None = Field(
         None,
         max_length=SOURCE_CHARS,
-        description="POSTed the job, signed (Picmetric-Signature), when its last photo is answered",
+        description=(
+            "POSTed the job, signed (Picmetric-Signature), when it ends: its last photo "
+            "answered, or cancelled"
+        ),
+    )
+    export: str | None = Field(
+        None,
+        max_length=SOURCE_CHARS,
+        description=(
+            "s3://bucket/prefix/ (within PICMETRIC_JOBS_EXPORT_TO): once done, the results "
+            "are written there as JSON Lines shards, part-00000.jsonl, ..."
+        ),
     )
 
 
 class JobList(BaseModel):
     jobs: list[JobView]
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
-
-
-class JobResult(BaseModel):
-    """One answered photo of a job: its analysis (as GET /v1/analyses/{id}) or its error."""
-
-    position: int = Field(description="the photo's place in the job's source, from 0")
-    source: str
-    state: Literal["done", "skipped", "failed"]
-    analysis: Analysis | None = None
-    error: ErrorBody | None = None
 
 
 class JobResults(BaseModel):

@@ -1,5 +1,6 @@
 """The S3 bucket through boto3, off the event loop: reading an image by s3://bucket/key, listing a
-prefix (a job's photos, bounded), and keeping uploads. botocore's exceptions become ours here."""
+prefix (a job's photos, bounded), keeping uploads, and writing a job's results where allowed.
+botocore's exceptions become ours here."""
 
 from __future__ import annotations
 
@@ -135,6 +136,41 @@ def check_readable_prefix(
         f"s3://{bucket}/{prefix} is not within a bucket or prefix this gateway reads images from; "
         "the operator lists them in PICMETRIC_S3_READ_FROM."
     )
+
+
+def check_writable_prefix(url: str, writable: list[str]) -> tuple[str, str]:
+    """Bucket and key prefix (ending in '/', or empty: the bucket's top) of s3://bucket/prefix/
+    `url`, or ForbiddenURL unless a `bucket` or `bucket/prefix` place of `writable` holds it."""
+    parts = urlsplit(url)
+    bucket, prefix = parts.netloc, parts.path.lstrip("/")
+    if parts.scheme != "s3" or not bucket or parts.query or parts.fragment:
+        raise InvalidRequest(f"Export place '{url}' must look like s3://bucket/prefix/.")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    if {".", ".."} & set(prefix.split("/")):
+        raise InvalidRequest(f"Export place '{url}' has a '.' or '..' segment.")
+    for place in writable:
+        allowed_bucket, _, allowed = place.partition("/")
+        if bucket == allowed_bucket and prefix.startswith(allowed):
+            return bucket, prefix
+    raise ForbiddenURL(
+        f"s3://{bucket}/{prefix} is not a place this gateway writes jobs' results to; the "
+        "operator lists them in PICMETRIC_JOBS_EXPORT_TO (none by default: export is off)."
+    )
+
+
+async def write(s3: Any, bucket: str, key: str, data: bytes, content_type: str) -> None:
+    """Put `data` at s3://bucket/key (an existing object is replaced); StorageError when S3 is
+    unreachable or refuses."""
+    try:
+        await run_in_threadpool(
+            s3.put_object, Bucket=bucket, Key=key, Body=data, ContentType=content_type
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise StorageError(f"S3 refused to write s3://{bucket}/{key} ({code}).") from exc
+    except BotoCoreError as exc:
+        raise StorageError(f"S3 is unreachable to write s3://{bucket}/{key}: {exc}") from exc
 
 
 async def list_prefix(

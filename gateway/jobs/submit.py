@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from gateway import tracing
 from gateway.errors import InvalidRequest, JobLimit, JobTooLarge, PicmetricError, QueueUnavailable
 from gateway.intake import s3 as s3_objects
 from gateway.intake import urlguard
@@ -26,13 +27,14 @@ SourceKind = Literal["s3_prefix", "urls", "manifest"]
 @dataclass(frozen=True)
 class JobSpec:
     """What a job is asked: its source (a prefix, a manifest's s3:// URL, or the URLs), the
-    analysis options, an optional webhook."""
+    analysis options, an optional webhook and export place."""
 
     kind: SourceKind
     source: str | list[str]
     models: list[str] | None
     options: Options
     webhook_url: str | None = None
+    export: str | None = None  # s3://bucket/prefix/: the results written there once done
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,12 @@ async def submit(
     await queue.check()
     if spec.webhook_url is not None:
         await urlguard.check_http_url(spec.webhook_url, services.settings.allow_private_urls)
+    export = None
+    if spec.export is not None:
+        bucket, prefix = s3_objects.check_writable_prefix(
+            spec.export, services.settings.jobs_export_to
+        )
+        export = f"s3://{bucket}/{prefix}"
     sources = await expand(spec, services, owner)
     await check_load(services, owner, len(sources))
     description = f"{len(sources)} URLs" if isinstance(spec.source, list) else spec.source
@@ -152,7 +160,11 @@ async def submit(
         state="queued",
         source_kind=spec.kind,
         source=description,
-        options={"models": spec.models, **spec.options.model_dump()},
+        options={
+            "models": spec.models,
+            **spec.options.model_dump(),
+            **({"export": export} if export else {}),
+        },
         webhook_url=spec.webhook_url,
         webhook_secret=secrets.token_hex(32) if spec.webhook_url else None,
         idempotency_key=idempotency_key,
@@ -161,6 +173,7 @@ async def submit(
         failed=0,
         skipped=0,
         created_at=now(),
+        traceparent=tracing.traceparent(),
     )
     job, created = await services.jobs.create(job, sources)
     if created:

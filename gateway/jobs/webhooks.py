@@ -1,5 +1,7 @@
-"""A job's webhook: when a job ends, its JSON payload is POSTed to the URL its submitter gave,
-signed, retried with exponential back-off, and only to an address the URL guard allows.
+"""A job's webhook: when a job ends (done: sent by the worker that answers its last photo;
+cancelled: by the gateway that cancels it), its JSON (GET /v1/jobs/{id}'s) is POSTed to the URL
+its submitter gave, signed, retried with exponential back-off, and only to an address the URL
+guard allows.
 
 The signature is Stripe's scheme: `Picmetric-Signature: t=<unix seconds>,v1=<hex>`, the hex being
 HMAC-SHA256 with the job's webhook secret (shown once, when the job is submitted) over
@@ -28,7 +30,9 @@ from gateway import metrics
 from gateway.errors import ForbiddenURL, PicmetricError, UnsupportedScheme
 from gateway.intake import urlguard
 from gateway.intake.fetch import send_pinned
+from gateway.jobs.progress import job_view
 from gateway.settings import Settings
+from gateway.store.storage import JobRow
 from gateway.tenancy import public_url
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,14 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     signed = f"{timestamp}.".encode() + body
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
+
+
+async def send_job_ended(job: JobRow, client: httpx.AsyncClient, settings: Settings) -> bool:
+    """The ended job's webhook, when its submitter asked for one (False otherwise)."""
+    if not (job.webhook_url and job.webhook_secret):
+        return False
+    payload = job_view(job).model_dump(mode="json")
+    return await send_job_webhook(job.webhook_url, job.webhook_secret, payload, client, settings)
 
 
 async def send_job_webhook(

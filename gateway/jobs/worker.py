@@ -21,11 +21,12 @@ import prometheus_client
 from dramatiq.asyncio import get_event_loop_thread
 
 from core.model_config import BULK_PRIORITY
-from gateway import metrics
+from gateway import metrics, tracing
 from gateway.errors import UNEXPECTED, PicmetricError
-from gateway.jobs.progress import job_album, job_view
+from gateway.jobs.export import export_results
+from gateway.jobs.progress import job_album
 from gateway.jobs.queue import JobQueue
-from gateway.jobs.webhooks import send_job_webhook
+from gateway.jobs.webhooks import send_job_ended
 from gateway.pipeline.analysis import analyze
 from gateway.pipeline.request import AnalysisRequest, url_kind
 from gateway.results import Options
@@ -63,7 +64,17 @@ class JobWorker:
         started = await jobs.start_item(job_id, position)
         if started is not None:
             job, item = started.job, started.item
-            state, analysis_id, error = await self._analyze(job, item.source)
+            # One trace per photo, linked to the submit's (as a batch's photos to the batch's).
+            attributes: dict[str, str | int] = {
+                "picmetric.job_id": job_id,
+                "picmetric.job_position": position,
+            }
+            span = tracing.linked_root("job photo", attributes, link_to=job.traceparent)
+            try:
+                with tracing.use(span):
+                    state, analysis_id, error = await self._analyze(job, item.source)
+            finally:
+                span.end()
             finished = await jobs.finish_item(
                 job_id, position, state, analysis_id, error, public_url(item.source)
             )
@@ -108,18 +119,21 @@ class JobWorker:
         await self.queue.send(job_id, positions)
 
     async def finish(self, job: JobRow) -> None:
-        """The job's last photo was answered (by this worker only): its album, its webhook."""
+        """The job's last photo was answered (by this worker only): its album, its results
+        exported when asked, its webhook."""
         album = await job_album(self.services.jobs, job)
         await self.services.jobs.set_album(job.id, album.model_dump(mode="json"))
         created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=dt.UTC)
         metrics.JOB_SECONDS.observe((now() - created).total_seconds())
         log.info("Job %s done: %d photos (%d failed)", job.id, job.total, job.failed)
-        if job.webhook_url and job.webhook_secret:
-            job.album = album.model_dump(mode="json")
-            payload = job_view(job).model_dump(mode="json")
-            await send_job_webhook(
-                job.webhook_url, job.webhook_secret, payload, self.services.http, self.settings
-            )
+        export = job.options.get("export")
+        if export:  # before the webhook, so that its receiver finds the shards written
+            try:
+                await export_results(self.services, job, export)
+            except Exception:  # the webhook is sent all the same; the results stay readable
+                log.exception("Job %s: its results could not be written to %s", job.id, export)
+        job.album = album.model_dump(mode="json")
+        await send_job_ended(job, self.services.http, self.settings)
 
     async def sweep(self) -> None:
         """Refill every open job's window, sending again what stayed queued too long."""
@@ -192,6 +206,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     concurrency = settings.jobs_worker_concurrency
     settings = settings.model_copy(update={"max_analyses_in_flight": concurrency})
     prepare_schema(settings.database_url, upgrade=settings.migrate_on_start)
+    tracing.configure()  # the standard OTEL_* variables, as the gateway's
     process = WorkerProcess(settings)
     stop = stop or threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

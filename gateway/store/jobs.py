@@ -282,21 +282,26 @@ class JobStore:
 
         return await call_database(write, "record the photo's answer")
 
-    async def cancel(self, job_id: str, owner: str) -> JobRow | None:
+    async def cancel(self, job_id: str, owner: str) -> tuple[JobRow | None, bool]:
         """Cancel `owner`'s job if it is open: no photo of it starts after this. The job as it is
-        now (None: no such job of `owner`'s)."""
+        now (None: no such job of `owner`'s), and whether this call cancelled it (one call
+        only does: it sends the job's webhook)."""
 
-        def write() -> JobRow | None:
+        def write() -> tuple[JobRow | None, bool]:
             with self._session() as session, session.begin():
-                session.execute(
-                    update(JobRow)
-                    .where(
-                        JobRow.id == job_id, JobRow.owner == owner, JobRow.state.in_(OPEN_STATES)
+                cancelled = _rowcount(
+                    session.execute(
+                        update(JobRow)
+                        .where(
+                            JobRow.id == job_id,
+                            JobRow.owner == owner,
+                            JobRow.state.in_(OPEN_STATES),
+                        )
+                        .values(state="cancelled", finished_at=now())
                     )
-                    .values(state="cancelled", finished_at=now())
                 )
                 query = select(JobRow).where(JobRow.id == job_id, JobRow.owner == owner)
-                return session.scalars(query).first()
+                return session.scalars(query).first(), bool(cancelled)
 
         return await call_database(write, "cancel the job")
 

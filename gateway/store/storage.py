@@ -96,6 +96,8 @@ class JobRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The submit's span (W3C traceparent, 55 characters), which each photo's trace links to.
+    traceparent: Mapped[str | None] = mapped_column(String(55), nullable=True)
 
 
 class JobItemRow(Base):

@@ -7,18 +7,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.errors import ErrorBody, JobNotFound, error_statuses
 from gateway.http import bodies
 from gateway.http.deps import JobQueueDep, OwnerDep, ServicesDep, limit_rate, require_api_key
-from gateway.http.schemas import JobList, JobRequest, JobResult, JobResults
+from gateway.http.schemas import JobList, JobRequest, JobResults
 from gateway.jobs.progress import JobView, job_view
+from gateway.jobs.results import job_results
 from gateway.jobs.submit import submit
-from gateway.pipeline.answers import stored_analysis
+from gateway.jobs.webhooks import send_job_ended
 from gateway.services import Services
-from gateway.store.storage import JobItemRow, JobRow
+from gateway.store.storage import JobRow
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -101,24 +102,6 @@ async def read_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict[
     return job_view(await _job(services, job_id, owner)).model_dump(mode="json")
 
 
-async def _results(services: Services, job: JobRow, after: int, limit: int) -> list[JobResult]:
-    items = await services.jobs.items(job.id, after, limit)
-    rows = await services.jobs.analyses([i.analysis_id for i in items if i.analysis_id], job.owner)
-    return [_result(item, rows) for item in items]
-
-
-def _result(item: JobItemRow, rows: dict[str, Any]) -> JobResult:
-    common = {"position": item.position, "source": item.source, "state": item.state}
-    if item.state == "failed":
-        error = ErrorBody(errortype=item.error_type or "", message=item.error_message or "")
-        return JobResult(**common, error=error)
-    row = rows.get(item.analysis_id or "")
-    if row is None:
-        error = ErrorBody(errortype="not_found", message="The photo's analysis is not stored.")
-        return JobResult(**common, error=error)
-    return JobResult(**common, analysis=stored_analysis(row, cached=True))
-
-
 @router.get(
     "/{job_id}/results",
     response_model=JobResults,
@@ -138,7 +121,7 @@ async def read_job_results(
     after = _cursor(cursor)
     if NDJSON in request.headers.get("accept", ""):
         return StreamingResponse(_stream(services, job, after), media_type=NDJSON)
-    results = await _results(services, job, after, limit + 1)
+    results = await job_results(services.jobs, job, after, limit + 1)
     more = len(results) > limit
     page = results[:limit]
     next_cursor = str(page[-1].position) if more else None
@@ -146,17 +129,21 @@ async def read_job_results(
 
 
 async def _stream(services: Services, job: JobRow, after: int) -> AsyncIterator[bytes]:
-    while page := await _results(services, job, after, STREAM_PAGE):
+    while page := await job_results(services.jobs, job, after, STREAM_PAGE):
         for result in page:
             yield result.model_dump_json().encode() + b"\n"
         after = page[-1].position
 
 
 @router.delete("/{job_id}", response_model=JobView)
-async def cancel_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
-    """Cancel a job: no photo of it starts after this (those being analysed finish); a finished
-    job is answered as it is."""
-    job = await services.jobs.cancel(job_id, owner)
+async def cancel_job(
+    job_id: str, services: ServicesDep, owner: OwnerDep, background: BackgroundTasks
+) -> dict[str, Any]:
+    """Cancel a job: no photo of it starts after this (those being analysed finish), and its
+    webhook is sent (state cancelled); a finished job is answered as it is."""
+    job, cancelled = await services.jobs.cancel(job_id, owner)
     if job is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
+    if cancelled:  # after the answer: its tries and back-off never hold the client
+        background.add_task(send_job_ended, job, services.http, services.settings)
     return job_view(job).model_dump(mode="json")

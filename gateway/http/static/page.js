@@ -1,4 +1,5 @@
-// Picmetric's try-it page: choose a photo and models, POST /v1/analyze, draw the answer.
+// Picmetric's try-it page: choose a photo and models, POST /v1/analyze, draw the answer; and
+// the key's bulk jobs with their progress (GET /v1/jobs).
 // Plain JavaScript, no dependencies. The API key stays in this tab (sessionStorage).
 "use strict";
 
@@ -515,6 +516,60 @@ function showModels(answer) {
   $("timings").textContent = timings.length ? `Timings: ${timings.join(" · ")}` : "";
 }
 
+// ---- bulk jobs -------------------------------------------------------------------------------
+
+const JOBS_REFRESH_MS = 2000; // while a job is queued or running
+const OPEN_JOB_STATES = new Set(["queued", "running"]);
+let jobsTimer = null;
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "—";
+  const whole = Math.round(seconds);
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}
+
+function jobRow(job) {
+  const counts = job.counts;
+  const answered = counts.done + counts.skipped + counts.failed;
+  const row = element("tr", { "data-job": job.id, "data-state": job.state });
+  const rate = job.photos_per_second === null ? "—" : job.photos_per_second.toFixed(2);
+  const cells = [
+    [job.id.slice(0, 8), "id"],
+    [job.source.description, "source"],
+    [job.state, "state"],
+    [`${answered} / ${counts.total}`, "answered number"],
+    [String(counts.failed), "failed number"],
+    [rate, "rate number"],
+    [OPEN_JOB_STATES.has(job.state) ? duration(job.seconds_left) : "—", "left number"],
+  ];
+  for (const [text, kind] of cells) row.append(element("td", { class: kind }, text));
+  row.firstChild.title = job.id;
+  return row;
+}
+
+// GET /v1/jobs into the table; again in JOBS_REFRESH_MS while one is unfinished. Its failures
+// are told in the section only: the jobs are an extra, the analysis form stays usable.
+async function loadJobs() {
+  clearTimeout(jobsTimer);
+  const table = $("jobs-table");
+  const status = $("jobs-status");
+  const answer = await callGateway("/v1/jobs?limit=20");
+  if (!answer.ok) {
+    table.hidden = true;
+    const detail = answer.body.errortype ? ` (${answer.body.errortype})` : "";
+    status.textContent = `The jobs could not be listed: ${answer.body.message || "no answer"}${detail}`;
+    return;
+  }
+  const jobs = answer.body.jobs;
+  table.tBodies[0].replaceChildren(...jobs.map(jobRow));
+  table.hidden = jobs.length === 0;
+  const open = jobs.filter((job) => OPEN_JOB_STATES.has(job.state)).length;
+  status.textContent = jobs.length === 0 ? "No jobs yet." : open ? `${open} unfinished; refreshing…` : "";
+  if (open) jobsTimer = setTimeout(loadJobs, JOBS_REFRESH_MS);
+}
+
 // ---- the API key -----------------------------------------------------------------------------
 
 function applyKey() {
@@ -522,6 +577,7 @@ function applyKey() {
   if (key) sessionStorage.setItem(KEY_STORAGE, key);
   else sessionStorage.removeItem(KEY_STORAGE);
   loadModels();
+  loadJobs();
 }
 
 $("key-button").addEventListener("click", applyKey);
@@ -534,3 +590,4 @@ keyInput.addEventListener("keydown", (event) => {
 
 keyInput.value = apiKey();
 loadModels();
+loadJobs();

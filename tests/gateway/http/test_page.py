@@ -24,8 +24,10 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from picmetric.triton_server import TritonServer
+from tests.gateway.jobs.conftest import JobsEnv, wait_for_job, worker_process
 from tests.utils.browser import headless_chromium
 from tests.utils.phone_formats import encode
+from tests.utils.redis import redis_servers
 from tests.utils.services import gateway_env, gateway_process
 
 pytestmark = pytest.mark.integration
@@ -56,23 +58,32 @@ return {
 
 
 @pytest.fixture(scope="module")
-def keyed_gateway(
+def page_gateway(
     triton: TritonServer, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket; it
-    traces, and the page links each analysis to its trace."""
+) -> Iterator[JobsEnv]:
+    """The gateway with API keys on (the page must work with them), SQLite, no S3 bucket, a
+    Redis for bulk jobs (whose workers the tests start); it traces, and the page links each
+    analysis to its trace."""
     folder = tmp_path_factory.mktemp("gateway-page")
-    env = gateway_env(
-        triton,
-        model_repository,
-        f"sqlite:///{folder / 'analyses.db'}",
-        allow_private_urls="true",
-        api_keys=API_KEY,
-        trace_url_template=TRACE_URL,
-    )
-    env["OTEL_TRACES_EXPORTER"] = "console"
-    with gateway_process(env, folder / "gateway.log") as url:
-        yield url
+    with redis_servers(appendonly=False) as redis:
+        env = gateway_env(
+            triton,
+            model_repository,
+            f"sqlite:///{folder / 'analyses.db'}",
+            allow_private_urls="true",
+            api_keys=API_KEY,
+            trace_url_template=TRACE_URL,
+            redis_url=redis.url,
+            jobs_worker_concurrency="1",  # a job's progress lasts long enough to be seen
+        )
+        env["OTEL_TRACES_EXPORTER"] = "console"
+        with gateway_process(env, folder / "gateway.log") as url:
+            yield JobsEnv(url, env, redis, "", folder, {})
+
+
+@pytest.fixture(scope="module")
+def keyed_gateway(page_gateway: JobsEnv) -> str:
+    return page_gateway.url
 
 
 @pytest.fixture(scope="module")
@@ -334,3 +345,55 @@ def test_page_shows_the_gateways_error_for_a_bad_url(
     assert direct.json()["message"] in error.text
     assert direct.json()["errortype"] in error.text and f"HTTP {direct.status_code}" in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+JOB_CELLS = """
+return [...document.querySelectorAll("#jobs-table tbody tr")].map((row) => ({
+  id: row.dataset.job, state: row.dataset.state,
+  cells: Object.fromEntries([...row.cells].map((c) => [c.className.split(" ")[0], c.textContent])),
+}));
+"""
+
+
+def _job_rows(browser: Chrome) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in browser.execute_script(JOB_CELLS)}
+
+
+def test_page_lists_the_keys_jobs_and_follows_their_progress(
+    browser: Chrome, page_gateway: JobsEnv, photos: dict[str, np.ndarray], photo_server: str
+) -> None:
+    """A job submitted before the page opens is listed queued, 0 answered; once a worker runs it,
+    the page (refreshing by itself, no reload) shows it running with photos/s and a time left,
+    then done with the counts and rate GET /v1/jobs/{id} gives."""
+    urls = [f"{photo_server}/{name}.{kind}" for name in sorted(photos) for kind in ("jpg", "png")]
+    body = {"source": {"urls": urls}, "models": ["resnet50", "mtcnn"]}
+    base = page_gateway.url
+    with httpx.Client(base_url=base, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+        job = client.post("/v1/jobs", json=body).raise_for_status().json()
+        _open_with_key(browser, base)
+        WebDriverWait(browser, WAIT_S).until(lambda d: job["id"] in _job_rows(d))
+        queued = _job_rows(browser)[job["id"]]
+        assert queued["state"] == "queued"
+        assert queued["cells"]["answered"] == f"0 / {len(urls)}"
+        assert (queued["cells"]["rate"], queued["cells"]["left"]) == ("—", "—")
+        assert "unfinished" in browser.find_element(By.ID, "jobs-status").text
+
+        seen: list[dict[str, Any]] = []
+
+        def finished(driver: Chrome) -> bool:
+            row = _job_rows(driver)[job["id"]]
+            seen.append(row)
+            return bool(row["state"] == "done")
+
+        with worker_process(page_gateway, "page"):
+            WebDriverWait(browser, 120, poll_frequency=0.3).until(finished)
+            done = wait_for_job(client, job["id"], 10)
+    running = [row for row in seen if row["state"] == "running" and row["cells"]["rate"] != "—"]
+    assert running, f"the page never showed the job running: {seen[::10]}"
+    answered, total = running[-1]["cells"]["answered"].split(" / ")
+    assert 0 < int(answered) < int(total) == len(urls)
+    assert running[-1]["cells"]["left"].endswith(" s")  # e.g. "12 s", "1 min 5 s"
+    cells = seen[-1]["cells"]
+    assert cells["answered"] == f"{len(urls)} / {len(urls)}" and cells["failed"] == "0"
+    assert cells["rate"] == f"{done['photos_per_second']:.2f}" and cells["left"] == "—"
+    assert browser.find_element(By.ID, "jobs-status").text == ""

@@ -129,3 +129,27 @@ def test_a_prefix_beyond_the_readable_places_is_forbidden(client) -> None:  # ty
         _list(client, f"s3://{OTHER_BUCKET}/", 10, [BUCKET])
     with pytest.raises(InvalidRequest):
         _list(client, f"s3://{BUCKET}/photos/../", 10, [f"{BUCKET}/photos/"])
+
+
+def test_export_places_are_only_those_listed() -> None:
+    """A job's export place: within a `bucket` or `bucket/prefix` of PICMETRIC_JOBS_EXPORT_TO
+    (none: every place refused), ending in '/', without dot segments or a query."""
+    places = [f"{BUCKET}/exports/"]
+    assert s3.check_writable_prefix(f"s3://{BUCKET}/exports/a", places) == (BUCKET, "exports/a/")
+    assert s3.check_writable_prefix(f"s3://{OTHER_BUCKET}/", [OTHER_BUCKET]) == (OTHER_BUCKET, "")
+    for url, writable in (
+        (f"s3://{BUCKET}/exports/a/", []),
+        (f"s3://{BUCKET}/", places),
+        (f"s3://{BUCKET}/exportsx/", places),
+        (f"s3://{OTHER_BUCKET}/exports/", places),
+    ):
+        with pytest.raises(ForbiddenURL, match="PICMETRIC_JOBS_EXPORT_TO"):
+            s3.check_writable_prefix(url, writable)
+    for url in (
+        f"s3://{BUCKET}/exports/../uploads/",
+        f"s3://{BUCKET}/exports/..",
+        f"https://{BUCKET}/exports/",
+        f"s3://{BUCKET}/exports/?x=1",
+    ):
+        with pytest.raises(InvalidRequest):
+            s3.check_writable_prefix(url, places)

@@ -32,6 +32,7 @@ MODELS = ["resnet50", "mtcnn"]
 MAX_PHOTOS = 60  # PICMETRIC_JOBS_MAX_PHOTOS: the big job is exactly at it
 MAX_PIXELS = 1_000_000  # PICMETRIC_MAX_IMAGE_PIXELS: one photo of the big job is over it
 MANIFEST_BYTES = 4096
+EXPORT_SHARD = 2  # PICMETRIC_JOBS_EXPORT_SHARD_RESULTS: a 5-photo job's export is 3 shards
 HEARTBEAT_S = 8  # PICMETRIC_JOBS_HEARTBEAT_TIMEOUT_S: a photo of a dead worker's is sent again
 
 
@@ -72,6 +73,9 @@ def jobs_env(
             jobs_max_photos=str(MAX_PHOTOS),
             jobs_manifest_max_bytes=str(MANIFEST_BYTES),
             jobs_heartbeat_timeout_s=str(HEARTBEAT_S),
+            allow_private_urls="true",  # the webhooks' receiver, on loopback
+            jobs_export_to=f"{BUCKET}/exports/",
+            jobs_export_shard_results=str(EXPORT_SHARD),
         )
         with gateway_process(env, folder / "gateway.log") as url:
             yield JobsEnv(url, env, redis, s3_url, folder, keys)

@@ -4,6 +4,8 @@ edges: another key's job, idempotent submits, cancel, the limits."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ import redis
 from gateway.jobs.queue import QUEUE_KEY
 from tests.gateway.conftest import BUCKET, FRESH, s3_client
 from tests.gateway.jobs.conftest import (
+    EXPORT_SHARD,
     MANIFEST_BYTES,
     MAX_PHOTOS,
     MODELS,
@@ -29,6 +32,7 @@ from tests.gateway.jobs.conftest import (
     wait_for_job,
     worker_process,
 )
+from tests.utils.http_server import serve_webhooks
 from tests.utils.services import wait_until
 
 pytestmark = pytest.mark.integration
@@ -160,15 +164,31 @@ def test_jobs_are_their_keys_resubmits_are_idempotent_and_cancel_stops_them(
         jobs_env, "cancel", dict(zip(names, small_photos(photos, 12, 3), strict=True))
     )
     body = {"source": {"s3_prefix": prefix}, "models": MODELS}
-    with api(jobs_env, "bob") as bob, api(jobs_env, "alice") as alice:
-        first = bob.post("/v1/jobs", json=body, headers={"Idempotency-Key": "trip-1"})
-        again = bob.post("/v1/jobs", json=body, headers={"Idempotency-Key": "trip-1"})
+    with (
+        api(jobs_env, "bob") as bob,
+        api(jobs_env, "alice") as alice,
+        serve_webhooks([200]) as (hook_url, hooks),
+    ):
+        hooked = {**body, "webhook_url": hook_url}
+        first = bob.post("/v1/jobs", json=hooked, headers={"Idempotency-Key": "trip-1"})
+        again = bob.post("/v1/jobs", json=hooked, headers={"Idempotency-Key": "trip-1"})
         assert (first.status_code, again.status_code) == (202, 200)
         assert again.json()["id"] == first.json()["id"]
         assert again.headers["Idempotent-Replayed"] == "true"
         job_id = first.json()["id"]
         cancelled = bob.delete(f"/v1/jobs/{job_id}").raise_for_status().json()
         assert cancelled["state"] == "cancelled"
+        # Its webhook, signed with the secret shown at submit; cancelling again sends none.
+        wait_until(lambda: len(hooks) == 1, 10, "the cancelled job's webhook")
+        assert bob.delete(f"/v1/jobs/{job_id}").json()["state"] == "cancelled"
+        time.sleep(0.5)
+        ((_, hook_headers, hook_body),) = hooks
+        secret = first.json()["webhook_secret"]
+        stamp, digest = (p.split("=", 1)[1] for p in hook_headers["Picmetric-Signature"].split(","))
+        signed = hmac.new(secret.encode(), f"{stamp}.".encode() + hook_body, hashlib.sha256)
+        assert hmac.compare_digest(digest, signed.hexdigest())
+        hook = json.loads(hook_body)
+        assert (hook["id"], hook["state"], hook["webhook_secret"]) == (job_id, "cancelled", None)
 
         for method, path in (
             ("GET", f"/v1/jobs/{job_id}"),
@@ -226,3 +246,40 @@ def test_jobs_over_their_limits_are_refused_naming_the_setting(jobs_env: JobsEnv
         assert "PICMETRIC_JOBS_MAX_RUNNING_PER_KEY" in refused.json()["message"]
         for job in open_jobs:
             bob.delete(f"/v1/jobs/{job['id']}").raise_for_status()
+
+
+def test_a_job_writes_its_results_to_s3_as_json_lines_shards_when_asked(
+    jobs_env: JobsEnv, photos: dict[str, np.ndarray]
+) -> None:
+    """5 photos, shards of EXPORT_SHARD results: part-00000.jsonl to part-00002.jsonl under the
+    export's prefix, together the job's JSON Lines results byte for byte; a place outside
+    PICMETRIC_JOBS_EXPORT_TO is refused at submit."""
+    names = [f"e{i}.jpg" for i in range(5)]
+    prefix = put_photos(
+        jobs_env, "export", dict(zip(names, small_photos(photos, 5, 4), strict=True))
+    )
+    body = {"source": {"s3_prefix": prefix}, "models": MODELS}
+    s3 = s3_client(jobs_env.s3_url)
+
+    def shards() -> list[str]:
+        listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/trip/")
+        return sorted(entry["Key"] for entry in listing.get("Contents", []))
+
+    with api(jobs_env, "carol") as carol:
+        for place in (f"s3://{BUCKET}/jobs/out/", "s3://elsewhere/exports/"):
+            refused = carol.post("/v1/jobs", json={**body, "export": place})
+            assert (refused.status_code, refused.json()["errortype"]) == (403, "forbidden_url")
+            assert "PICMETRIC_JOBS_EXPORT_TO" in refused.json()["message"]
+        asked = {**body, "export": f"s3://{BUCKET}/exports/trip"}  # the '/' is added
+        with worker_process(jobs_env, "export"):
+            job = carol.post("/v1/jobs", json=asked).raise_for_status().json()
+            assert job["options"]["export"] == f"s3://{BUCKET}/exports/trip/"
+            assert wait_for_job(carol, job["id"], 90)["state"] == "done"
+            wait_until(lambda: len(shards()) == 3, 30, "the export's shards")
+        lines = carol.get(
+            f"/v1/jobs/{job['id']}/results", headers={"Accept": "application/x-ndjson"}
+        ).text
+    assert shards() == [f"exports/trip/part-{n:05d}.jsonl" for n in range(3)]
+    texts = [s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode() for key in shards()]
+    assert [len(text.splitlines()) for text in texts] == [EXPORT_SHARD, EXPORT_SHARD, 1]
+    assert "".join(texts) == lines and len(lines.splitlines()) == 5

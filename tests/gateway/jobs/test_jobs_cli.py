@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.gateway.conftest import BUCKET, s3_client
 from tests.gateway.jobs.conftest import MODELS, JobsEnv, small_photos, worker_process
+from tests.utils.services import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +36,17 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
     for n, data in enumerate(small_photos(photos, 3, 7)):
         (folder / f"{n}.jpg").write_bytes(data)
     (folder / "notes.txt").write_text("not a photo")
+    export = f"s3://{BUCKET}/exports/cli/"
     with worker_process(jobs_env, "cli"):
         submitted = _picmetric(
-            jobs_env, "submit", str(folder), "--follow", "--models", ",".join(MODELS)
+            jobs_env,
+            "submit",
+            str(folder),
+            "--follow",
+            "--models",
+            ",".join(MODELS),
+            "--export",
+            export,
         )
     assert submitted.returncode == 0, submitted.stderr
     assert "uploaded 3/3" in submitted.stderr
@@ -52,6 +62,16 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
     assert [r["position"] for r in results] == [0, 1, 2]
     assert all(r["state"] in ("done", "skipped") for r in results), [r["error"] for r in results]
     assert all(r["analysis"]["models"] for r in results)
+    # --export: the worker wrote the same results under the prefix (shards of EXPORT_SHARD).
+    s3 = s3_client(jobs_env.s3_url)
+
+    def exported() -> list[str]:
+        listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/cli/")
+        return sorted(entry["Key"] for entry in listing.get("Contents", []))
+
+    wait_until(lambda: len(exported()) == 2, 30, "the export's shards")
+    shards = [s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in exported()]
+    assert [json.loads(line) for shard in shards for line in shard.splitlines()] == results
 
     status = _picmetric(jobs_env, "status", job_id, "--json")
     assert json.loads(status.stdout)["counts"]["total"] == 3

@@ -104,9 +104,11 @@ def test_idempotency_key_is_per_owner_and_cancel_is_the_owners(store: JobStore) 
         assert created and not created_again and created_other
         assert again.id == first.id != other.id
         assert await store.get(first.id, b) is None
-        assert await store.cancel(first.id, b) is None
-        cancelled = await store.cancel(first.id, a)
-        assert cancelled is not None and cancelled.state == "cancelled"
+        assert await store.cancel(first.id, b) == (None, False)
+        cancelled, by_this_call = await store.cancel(first.id, a)
+        assert cancelled is not None and cancelled.state == "cancelled" and by_this_call
+        again, by_this_call = await store.cancel(first.id, a)  # one call only cancels it
+        assert again is not None and again.state == "cancelled" and not by_this_call
         assert await store.claim(first.id, 8, None) == []
         assert await store.start_item(first.id, 0) is None
         assert await store.load(a) == (0, 0)
