@@ -93,3 +93,10 @@ JOB_WEBHOOKS = Counter(
     "Job webhooks by outcome: delivered, failed (every try), refused (a URL the guard forbids)",
     ["outcome"],
 )
+
+# Every outcome exposed from the start, at 0: a counter's series appears before its first event,
+# so dashboards, alerts and rate() see the whole set.
+for _outcome in ("done", "skipped", "failed"):
+    JOB_PHOTOS.labels(_outcome)
+for _outcome in ("delivered", "failed", "refused"):
+    JOB_WEBHOOKS.labels(_outcome)
