@@ -14,7 +14,9 @@ asyncio task or a worker thread: a function started with no gateway frame above 
 the strand whose context it copied) is read whole where it starts, as one reads the code; and of
 sibling strands started by the same function (one task per model: the same code, as a loop's
 body) the ones that enter exactly the same modules in the same order are read once. A sibling
-that enters other modules is read too, and counted.
+that enters other modules is read too, and counted. Both readings keep only the request's
+strands (its first entry's and those started from it): a background task that happens to run
+meanwhile (the Triton replicas' watcher) is not the request's path.
 Runs a real Triton (the wheel's) on the test models and the app in process:
 `python -m benchmarks.request_path`."""
 
@@ -81,18 +83,27 @@ class Entries:
             self.modules.append(module)
             self.strands.append(_STRAND.get())
 
+    def of_request(self) -> list[tuple[str, int]]:
+        """The (module, strand) entries of the request's strands, in time order."""
+        ours = set(self.strands[:1])
+        for strand in dict.fromkeys(self.strands):
+            if self.parents.get(strand) in ours:
+                ours.add(strand)
+        return [(m, s) for m, s in zip(self.modules, self.strands, strict=True) if s in ours]
+
     def as_read(self) -> list[str]:
         """The entries with each strand read whole where it starts, identical siblings once."""
-        seen = set(self.strands)
+        entries = self.of_request()
+        strands = [strand for _, strand in entries]
+        seen = set(strands)
         children: dict[int, list[int]] = {}
-        for strand in dict.fromkeys(self.strands):
+        for strand in dict.fromkeys(strands):
             parent = self.parents[strand] if self.parents.get(strand) in seen else 0
             children.setdefault(parent, []).append(strand)
-        entries = list(zip(self.modules, self.strands, strict=True))
 
         def read(strand: int) -> list[str]:
             path: list[str] = []
-            starts = {self.strands.index(child): child for child in children.get(strand, [])}
+            starts = {strands.index(child): child for child in children.get(strand, [])}
             read_already: set[tuple[str, tuple[str, ...]]] = set()
             for index, (module, owner) in enumerate(entries):
                 if owner == strand:
@@ -177,7 +188,7 @@ def main() -> None:
     print("Sub-packages, as read:")
     report(read, sub_package)
     print("Modules, in time order:")
-    report([m.removeprefix("gateway.") for m in entries.modules])
+    report([m.removeprefix("gateway.") for m, _ in entries.of_request()])
 
 
 if __name__ == "__main__":
