@@ -40,7 +40,7 @@ import datetime as dt
 import io
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -158,10 +158,13 @@ class DecodedImage:
     rgb: np.ndarray
     width: int
     height: int
+    # Whether `rgb` has every pixel: a field, so that the steps after the decode read it without
+    # calling back into this module.
+    full_resolution: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def full_resolution(self) -> bool:
-        return self.rgb.shape[:2] == (self.height, self.width)
+    def __post_init__(self) -> None:
+        full = self.rgb.shape[:2] == (self.height, self.width)
+        object.__setattr__(self, "full_resolution", full)
 
 
 def read_header(data: bytes) -> ImageHeader:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, contextmanager
 from dataclasses import dataclass
 
@@ -30,20 +30,25 @@ from gateway.results import Analysis, Options, Quality
 from gateway.services import Services
 from gateway.store.storage import AnalysisRow, AnalysisStore
 from gateway.triton.catalog import ModelState
-from gateway.triton.inference import Call, ModelSpec, decode_side, run_models, tensor_memory
+from gateway.triton.inference import Call, ModelSpec, decode_side, input_memory, run_models
 
 log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _stage(name: str, timings: dict[str, float]) -> Iterator[None]:
-    """The block timed as stage `name`: in `timings`, the stage metric and a span of the trace."""
+def _stage(
+    name: str,
+    timings: dict[str, float],
+    exemplar: Callable[[], dict[str, str] | None] = tracing.exemplar,
+) -> Iterator[None]:
+    """The block timed as stage `name`: in `timings`, the stage metric and a span of the trace.
+    `exemplar`: the metric's, when the stage has ended (an analysis's stages: `_Run.exemplar`)."""
     started = time.perf_counter()
     with tracing.span(name):
         yield
     seconds = time.perf_counter() - started
     timings[name] = round(seconds * 1000, 2)
-    metrics.STAGE_SECONDS.labels(name).observe(seconds, tracing.exemplar())
+    metrics.STAGE_SECONDS.labels(name).observe(seconds, exemplar())
 
 
 def full_photo(data: bytes, decoded: DecodedImage | None, services: Services) -> DecodedImage:
@@ -86,15 +91,17 @@ def analysis_memory(
 ) -> int:
     """Peak bytes one analysis of the photo `plan` decodes holds, from its header: the decode's
     peak (`DecodePlan.memory`), or, once decoded, the photo with the quality figures' buffers
-    (`quality.memory`) and every model's input in flight (`inference.tensor_memory`) beside it,
+    (`quality.memory`) and every model's input in flight (`inference.input_memory`) beside it,
     whichever is more."""
-    height, width = plan.output_size
-    decoded = (
-        plan.output_bytes
-        + quality.memory(height, width)
-        + tensor_memory(specs, input_sizes, height, width)
-    )
-    return max(plan.memory, decoded)
+    return _memory(plan, input_memory(specs, input_sizes))
+
+
+def _memory(plan: DecodePlan, inputs: tuple[int, int]) -> int:
+    """`analysis_memory`, the models' `input_memory` in hand."""
+    peak, (height, width), pixels = plan.memory, plan.output_size, plan.output_bytes
+    fixed, per_pixel = inputs
+    decoded = pixels + quality.memory(height, width) + fixed + per_pixel * height * width
+    return max(peak, decoded)
 
 
 def photo_memory(
@@ -171,23 +178,42 @@ async def analyze_keeping_photo(
     `priority`: as `analyze`'s.
     The answer carries the trace's id when the analysis is traced (gateway.tracing)."""
     with tracing.span("analysis", {"picmetric.source_kind": request.source_kind}):
-        analysed = await _analysed(request, services, owner, memory_held, full_resolution, priority)
-        trace_id = tracing.trace_id()
+        trace_id = tracing.trace_id()  # every stage's span is in this trace
+        run = _Run(memory_held, full_resolution, priority, trace_id)
+        analysed = await _analysed(request, services, owner, run)
     if trace_id is None:
         return analysed
     analysis = analysed.analysis.model_copy(update={"trace_id": trace_id})
     return dataclasses.replace(analysed, analysis=analysis)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How `analyze_keeping_photo` was asked to run, and the trace it runs in."""
+
+    memory_held: bool
+    full_resolution: bool
+    priority: int
+    trace_id: str | None
+
+    def exemplar(self) -> dict[str, str] | None:
+        """A latency observation's exemplar in this analysis (`tracing.exemplar` in its span)."""
+        return None if self.trace_id is None else {"trace_id": self.trace_id}
+
+
+def photo_bytes(request: AnalysisRequest) -> bytes:
+    """The request's photo, in hand (`fetch_image`)."""
+    if request.data is None:
+        raise RuntimeError(f"{request.source_kind} photo not fetched yet: call fetch_image first")
+    return request.data
+
+
 async def _analysed(
-    request: AnalysisRequest,
-    services: Services,
-    owner: str,
-    memory_held: bool,
-    full_resolution: bool,
-    priority: int,
+    request: AnalysisRequest, services: Services, owner: str, run: _Run
 ) -> Analysed:
-    data = request.photo
+    """The steps, in order: the models asked, the upload kept, the store asked, then (`_infer`)
+    the decode, the models beside the quality figures; the row filled, stored and answered."""
+    data = photo_bytes(request)
     # `total` counts from the start of the fetch, as the client waited.
     started = time.perf_counter() - request.fetch_ms / 1000
     timings = {"fetch": request.fetch_ms}
@@ -200,14 +226,12 @@ async def _analysed(
     answer = None if request.fresh else await _from_store(row, services.store)
     if answer is not None:
         if answer is row:  # the owner's inference from another source, stored as a new analysis
-            await _store(row, services.store, started)
+            await _store(row, services.store, started, run)
         return Analysed(stored_analysis(answer, cached=True), None)
-    inferred = await _infer(
-        data, specs, request.options, services, memory_held, full_resolution, priority
-    )
+    inferred = await _infer(data, specs, request.options, services, run)
     row.timings.update(inferred.timings)
     fill(row, inferred, services.catalog.states, request.options, skipped_models(request, specs))
-    await _store(row, services.store, started)
+    await _store(row, services.store, started, run)
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
 
 
@@ -277,29 +301,28 @@ async def _infer(
     specs: list[ModelSpec],
     options: Options,
     services: Services,
-    memory_held: bool,
-    full_resolution: bool,
-    priority: int,
+    run: _Run,
 ) -> Inferred:
     """Decode the photo (as small as the models and the quality figures allow, unless
     `full_resolution`), then run the models and measure its quality side by side. What the
     decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
     the decode memory budget, before decoding, until the models have answered."""
     call = services.call()
-    plan = await plan_photo(
-        data, services, None if full_resolution else decode_min_side(specs, call)
-    )
+    # What the decode needs of the models, and what their inputs will hold, asked at once.
+    min_side = None if run.full_resolution else decode_min_side(specs, call)
+    inputs = input_memory(specs, call.input_sizes)
+    plan = await plan_photo(data, services, min_side)
     timings: dict[str, float] = {}
     async with AsyncExitStack() as held:
-        if not memory_held:
-            nbytes = analysis_memory(plan, specs, call.input_sizes)
+        if not run.memory_held:
+            nbytes = _memory(plan, inputs)
             await held.enter_async_context(photo_memory(services, plan, nbytes))
-        with _stage("decode", timings):
+        with _stage("decode", timings, run.exemplar):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
             photo = await run_in_threadpool(decode_planned, data, plan)
-        measuring = asyncio.create_task(_measure(photo, timings))
+        measuring = asyncio.create_task(_measure(photo, timings, run))
         try:
-            found, preprocess = await run_models(specs, call, photo, options, priority)
+            found, preprocess = await run_models(specs, call, photo, options, run.priority)
         except BaseException:
             # Its thread reads the pixels: it ends while their memory is still held.
             await asyncio.wait([measuring])
@@ -308,21 +331,23 @@ async def _infer(
     timings["preprocess"] = round(preprocess * 1000, 2)
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
-        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds, tracing.exemplar())
+        metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds, run.exemplar())
     return Inferred(photo, plan.header, found, figures, phash, timings)
 
 
-async def _measure(decoded: DecodedImage, timings: dict[str, float]) -> tuple[Quality, str]:
+async def _measure(
+    decoded: DecodedImage, timings: dict[str, float], run: _Run
+) -> tuple[Quality, str]:
     """The photo's quality figures and perceptual hash, in a worker thread (OpenCV releases the
     GIL), while the models run."""
-    with _stage("quality", timings):
+    with _stage("quality", timings, run.exemplar):
         return await run_in_threadpool(quality.measure, decoded.rgb)
 
 
-async def _store(row: AnalysisRow, store: AnalysisStore, started: float) -> None:
+async def _store(row: AnalysisRow, store: AnalysisStore, started: float, run: _Run) -> None:
     """Write `row` with its final timings, so that reading it later answers what the request
     answered: `total` runs until the write starts; the write's own time is the `store` stage of
     the metrics only (a row cannot hold how long its own commit took)."""
     row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    with _stage("store", {}):
+    with _stage("store", {}, run.exemplar):
         await store.save(row)

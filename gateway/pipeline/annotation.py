@@ -13,6 +13,7 @@ from gateway.pipeline.analysis import (
     analyze_keeping_photo,
     fetch_image,
     full_photo,
+    photo_bytes,
     photo_memory,
     plan_photo,
 )
@@ -37,7 +38,7 @@ async def annotate(
     The photo is fetched once, for the analysis and the drawing, before the analysis slot is
     taken; the slot is held until the JPEG is made."""
     request = await fetch_image(request, services, owner)
-    data = request.photo
+    data = photo_bytes(request)
     with services.admission.admit():
         # The full-size photo is held until the JPEG is made; this share of the decode memory
         # budget covers the analysis (of every model asked for), then the drawing beside the photo.

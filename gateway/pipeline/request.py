@@ -33,13 +33,6 @@ class AnalysisRequest:
     keep: KeepUpload = "no"
     fetch_ms: float = 0.0  # how long fetching `data` took
 
-    @property
-    def photo(self) -> bytes:
-        """The photo's bytes, in hand."""
-        if self.data is None:
-            raise RuntimeError(f"{self.source_kind} photo not fetched yet: call fetch_image first")
-        return self.data
-
 
 def url_kind(url: str) -> SourceKind:
     scheme = urlguard.check_scheme(url)

@@ -83,16 +83,26 @@ class ModelSpec:
 TENSOR_COPIES = 5
 
 
+def input_memory(specs: list[ModelSpec], input_sizes: Mapping[str, int]) -> tuple[int, int]:
+    """Peak bytes every model's input holds at once while the requests are in flight, as (bytes,
+    bytes per decoded pixel): a square input of the size Triton says, or every pixel. Known
+    before the decode, so that the analysis sizes its memory reservation without coming back."""
+    fixed = per_pixel = 0
+    for spec in specs:
+        size = input_sizes.get(spec.name, spec.input_size)
+        if size is None:
+            per_pixel += 3 * TENSOR_COPIES
+        else:
+            fixed += size * size * 3 * TENSOR_COPIES
+    return fixed, per_pixel
+
+
 def tensor_memory(
     specs: list[ModelSpec], input_sizes: Mapping[str, int], height: int, width: int
 ) -> int:
-    """Peak bytes every model's input holds at once while the requests are in flight, for a photo
-    decoded at `height` x `width`: a square input of the size Triton says, or every pixel."""
-    total = 0
-    for spec in specs:
-        size = input_sizes.get(spec.name, spec.input_size)
-        total += (height * width if size is None else size * size) * 3 * TENSOR_COPIES
-    return total
+    """`input_memory` for a photo decoded at `height` x `width`."""
+    fixed, per_pixel = input_memory(specs, input_sizes)
+    return fixed + per_pixel * height * width
 
 
 def decode_side(specs: list[ModelSpec], call: Call) -> int | None:

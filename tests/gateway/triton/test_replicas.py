@@ -170,7 +170,7 @@ def _services(replicas: Replicas, tmp_path: Path) -> Services:
     """Services with these replicas and a catalog; nothing else is used here."""
     settings = Settings(triton_grpc_url=replicas.target_text, model_repository=tmp_path)
     unused = dict.fromkeys(
-        ("http", "s3", "store", "admission", "fetches", "decode_memory", "rate_limiter")
+        ("http", "s3", "store", "jobs", "admission", "fetches", "decode_memory", "rate_limiter")
     )
     return Services(settings, replicas, catalog=ModelCatalog(tmp_path), **unused)  # type: ignore[arg-type]
 
