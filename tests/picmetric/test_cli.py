@@ -51,7 +51,7 @@ def test_serve_check_passes_on_free_ports_and_help_is_quick() -> None:
     assert run.returncode == 0, run.stderr
     started = time.perf_counter()
     helped = _picmetric("serve", "--help")
-    assert helped.returncode == 0 and "run Triton and the gateway" in helped.stdout
+    assert helped.returncode == 0 and "run Triton, the gateway" in helped.stdout
     assert "(default: 8080)" in helped.stdout and "--check" in helped.stdout
     assert time.perf_counter() - started < 5  # it converts nothing
 
