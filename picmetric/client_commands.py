@@ -43,6 +43,19 @@ def _add_connection(parser: argparse.ArgumentParser, settings: ClientSettings) -
     )
 
 
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    """The options of /v1/analyze that a command passes on (`_options` reads them)."""
+    parser.add_argument(
+        "--models", help="comma-separated, e.g. resnet50,yolov3 (default: every ready model)"
+    )
+    parser.add_argument(
+        "--threshold", type=float, help="minimum confidence, 0 to 1 (default: the gateway's, 0.2)"
+    )
+    parser.add_argument(
+        "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's, 10)"
+    )
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     settings = ClientSettings()
     analyze = commands.add_parser(
@@ -58,15 +71,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "photos", nargs="+", metavar="PHOTO", help="a file, a folder, a glob, or an http(s)/s3 URL"
     )
     _add_connection(analyze, settings)
-    analyze.add_argument(
-        "--models", help="comma-separated, e.g. resnet50,yolov3 (default: every ready model)"
-    )
-    analyze.add_argument(
-        "--threshold", type=float, help="minimum confidence, 0 to 1 (default: the gateway's, 0.2)"
-    )
-    analyze.add_argument(
-        "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's, 10)"
-    )
+    _add_analysis_options(analyze)
     analyze.add_argument(
         "--no-cache",
         action="store_true",
@@ -135,15 +140,7 @@ def _add_jobs(commands: argparse._SubParsersAction, settings: ClientSettings) ->
         "(its photos uploaded first through /v1/images)",
     )
     submit.add_argument("--follow", action="store_true", help="show its progress until it ends")
-    submit.add_argument(
-        "--models", help="comma-separated, e.g. resnet50,yolov3 (default: every ready model)"
-    )
-    submit.add_argument(
-        "--threshold", type=float, help="minimum confidence, 0 to 1 (default: the gateway's)"
-    )
-    submit.add_argument(
-        "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's)"
-    )
+    _add_analysis_options(submit)
     submit.add_argument("--webhook-url", help="POSTed the job, signed, when it ends")
     submit.add_argument("--idempotency-key", help="the same key again answers the same job")
     submit.add_argument(

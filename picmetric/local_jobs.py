@@ -29,7 +29,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def redis_answers(port: int) -> bool:
+    """Whether a Redis on this loopback port answers PING."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
             conn.sendall(b"PING\r\n")
@@ -66,7 +67,7 @@ class LocalJobs:
         ]
         self.redis = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not _answers(port):
+        while not redis_answers(port):
             if self.redis.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(

@@ -117,6 +117,14 @@ async def read(
         raise URLUnreachable(f"S3 is unreachable for {url}: {exc}") from exc
 
 
+def _within(bucket: str, prefix: str, places: list[str]) -> bool:
+    """Whether a `bucket` or `bucket/prefix` place of `places` holds every key under `prefix`."""
+    return any(
+        bucket == allowed_bucket and prefix.startswith(allowed)
+        for allowed_bucket, _, allowed in (place.partition("/") for place in places)
+    )
+
+
 def check_readable_prefix(
     url: str, readable: list[str], owner: str, uploads_bucket: str | None
 ) -> tuple[str, str]:
@@ -128,10 +136,8 @@ def check_readable_prefix(
         raise InvalidRequest(f"S3 prefix '{url}' must look like s3://bucket/prefix/.")
     if {".", ".."} & set(prefix.split("/")[:-1]):
         raise InvalidRequest(f"S3 prefix '{url}' has a '.' or '..' segment.")
-    for place in readable:
-        allowed_bucket, _, allowed = place.partition("/")
-        if bucket == allowed_bucket and prefix.startswith(allowed):
-            return bucket, prefix
+    if _within(bucket, prefix, readable):
+        return bucket, prefix
     raise ForbiddenURL(
         f"s3://{bucket}/{prefix} is not within a bucket or prefix this gateway reads images from; "
         "the operator lists them in PICMETRIC_S3_READ_FROM."
@@ -149,10 +155,8 @@ def check_writable_prefix(url: str, writable: list[str]) -> tuple[str, str]:
         prefix += "/"
     if {".", ".."} & set(prefix.split("/")):
         raise InvalidRequest(f"Export place '{url}' has a '.' or '..' segment.")
-    for place in writable:
-        allowed_bucket, _, allowed = place.partition("/")
-        if bucket == allowed_bucket and prefix.startswith(allowed):
-            return bucket, prefix
+    if _within(bucket, prefix, writable):
+        return bucket, prefix
     raise ForbiddenURL(
         f"s3://{bucket}/{prefix} is not a place this gateway writes jobs' results to; the "
         "operator lists them in PICMETRIC_JOBS_EXPORT_TO (none by default: export is off)."

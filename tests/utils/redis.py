@@ -5,26 +5,17 @@ with what it held."""
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from picmetric.local_jobs import redis_answers
 from tests.utils.ports import free_port
 from tests.utils.services import wait_until
 
 BIN = "/usr/bin/redis-server"
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class RedisServer:
@@ -49,7 +40,7 @@ class RedisServer:
         log = self.root / "server.log"
         with log.open("ab") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT)
-        wait_until(lambda: _answers(self.port), 20, "Redis answering PING", log)
+        wait_until(lambda: redis_answers(self.port), 20, "Redis answering PING", log)
 
     def stop(self) -> None:
         if self.process is not None:
