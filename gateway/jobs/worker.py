@@ -80,7 +80,7 @@ class JobWorker:
             )
             if finished.answered:
                 metrics.JOB_PHOTOS.labels(state).inc()
-            if finished.job_finished:
+            if finished.job_complete:
                 try:
                     await self.finish(finished.job)
                 except Exception:  # the answers stand; only the summary or webhook is missing
@@ -119,10 +119,13 @@ class JobWorker:
         await self.queue.send(job_id, positions)
 
     async def finish(self, job: JobRow) -> None:
-        """The job's last photo was answered (by this worker only): its album, its results
-        exported when asked, its webhook."""
+        """Every photo of the job is answered: its album, and the job done with it; then, by the
+        one call that made it done, its results exported when asked and its webhook."""
         album = await job_album(self.services.jobs, job)
-        await self.services.jobs.set_album(job.id, album.model_dump(mode="json"))
+        done = await self.services.jobs.finish_job(job.id, album.model_dump(mode="json"))
+        if done is None:
+            return  # another worker's call (or a cancel) came first
+        job = done
         created = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=dt.UTC)
         metrics.JOB_SECONDS.observe((now() - created).total_seconds())
         log.info("Job %s done: %d photos (%d failed)", job.id, job.total, job.failed)
@@ -132,7 +135,6 @@ class JobWorker:
                 await export_results(self.services, job, export)
             except Exception:  # the webhook is sent all the same; the results stay readable
                 log.exception("Job %s: its results could not be written to %s", job.id, export)
-        job.album = album.model_dump(mode="json")
         await send_job_ended(job, self.services.http, self.settings)
 
     async def sweep(self) -> None:
@@ -140,7 +142,10 @@ class JobWorker:
         stale_before = now() - dt.timedelta(seconds=self.settings.jobs_heartbeat_timeout_s)
         open_jobs = await self.services.jobs.open_jobs()
         for job in open_jobs:
-            await self.refill(job.id, stale_before)
+            if job.done + job.failed + job.skipped >= job.total:
+                await self.finish(job)  # its last worker died before finishing it
+            else:
+                await self.refill(job.id, stale_before)
         metrics.JOBS_RUNNING.set(len(open_jobs))
         metrics.JOBS_QUEUED_PHOTOS.set(
             sum(j.total - j.done - j.skipped - j.failed for j in open_jobs)

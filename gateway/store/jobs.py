@@ -47,10 +47,11 @@ class Started:
 @dataclass(frozen=True)
 class Finished:
     """What `finish_item` did: whether this call answered the photo (False: it already had its
-    answer), whether it was the job's last (this call finished the job), and the job after it."""
+    answer), whether every photo of the job is answered now (the job is finished by
+    `finish_job`), and the job after it."""
 
     answered: bool
-    job_finished: bool
+    job_complete: bool
     job: JobRow
 
 
@@ -232,7 +233,7 @@ class JobStore:
         """Answer the photo once: `state` (done, skipped or failed), with its analysis or its
         error (errortype, message), its source from then on `public_source` (a URL without the
         query or credentials it was fetched with: gateway.tenancy). Its job's count moves with it,
-        and the job is done once every photo is answered."""
+        and once every photo is answered the job is complete: `finish_job` makes it done."""
         if state not in ITEM_FINAL:
             raise ValueError(f"{state!r} is not a final state of a job's photo")
         error_type, message = error if error is not None else (None, None)
@@ -259,26 +260,17 @@ class JobStore:
                         .values(**values, finished_at=moment)
                     )
                 )
-                finished = 0
                 if answered:
                     count = getattr(JobRow, state)
                     session.execute(
                         update(JobRow).where(JobRow.id == job_id).values({count: count + 1})
                     )
-                    finished = _rowcount(
-                        session.execute(
-                            update(JobRow)
-                            .where(
-                                JobRow.id == job_id,
-                                JobRow.state.in_(OPEN_STATES),
-                                JobRow.done + JobRow.failed + JobRow.skipped >= JobRow.total,
-                            )
-                            .values(state="done", finished_at=moment)
-                        )
-                    )
                 job = session.get(JobRow, job_id, populate_existing=True)
                 assert job is not None
-                return Finished(bool(answered), bool(finished), job)
+                complete = (
+                    job.state in OPEN_STATES and job.done + job.failed + job.skipped >= job.total
+                )
+                return Finished(bool(answered), complete, job)
 
         return await call_database(write, "record the photo's answer")
 
@@ -337,12 +329,27 @@ class JobStore:
 
         return await call_database(read, "read the job's analyses")
 
-    async def set_album(self, job_id: str, album: dict[str, Any]) -> None:
-        def write() -> None:
-            with self._session() as session, session.begin():
-                session.execute(update(JobRow).where(JobRow.id == job_id).values(album=album))
+    async def finish_job(self, job_id: str, album: dict[str, Any]) -> JobRow | None:
+        """The complete job done, with its album, in one conditional UPDATE: the job after it
+        when this call finished it (one call does, of the last photo's worker and the sweeps; it
+        sends the webhook), else None. A client never reads a done job without its album."""
 
-        await call_database(write, "store the job's album")
+        def write() -> JobRow | None:
+            with self._session() as session, session.begin():
+                finished = _rowcount(
+                    session.execute(
+                        update(JobRow)
+                        .where(
+                            JobRow.id == job_id,
+                            JobRow.state.in_(OPEN_STATES),
+                            JobRow.done + JobRow.failed + JobRow.skipped >= JobRow.total,
+                        )
+                        .values(state="done", album=album, finished_at=now())
+                    )
+                )
+                return session.get(JobRow, job_id, populate_existing=True) if finished else None
+
+        return await call_database(write, "finish the job")
 
 
 def _move(

@@ -111,7 +111,8 @@ def _list(client, url: str, limit: int, readable: list[str], owner: str = ANONYM
 def test_a_prefix_lists_the_owners_keys_only_and_stops_past_its_limit(client) -> None:  # type: ignore[no-untyped-def]
     """A job's S3 prefix: other owners' kept uploads are left out as if absent, and at most
     limit + 1 keys are listed, whatever the prefix holds."""
-    urls, more = _list(client, f"s3://{BUCKET}/uploads/", 10, [BUCKET], ALICE)
+    # (the bucket is the session's: other tests' uploads are in it too, other owners' all)
+    urls, more = _list(client, f"s3://{BUCKET}/uploads/", 10_000, [BUCKET], ALICE)
     assert (urls, more) == ([f"s3://{BUCKET}/uploads/{ALICE}/photo"], False)
     for i in range(5):
         client.put_object(Bucket=BUCKET, Key=f"listing/{i}.jpg", Body=b"x")

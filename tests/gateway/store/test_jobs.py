@@ -49,7 +49,7 @@ def _job(owner: str, total: int, key: str | None = None) -> JobRow:
     )
 
 
-def test_finish_item_answers_a_photo_once_and_finishes_the_job_once(store: JobStore) -> None:
+def test_finish_item_answers_a_photo_once_and_finish_job_finishes_it_once(store: JobStore) -> None:
     async def run() -> None:
         job, created = await store.create(_job("a", 2), ["s3://b/1.jpg", "s3://b/2.jpg"])
         assert created
@@ -64,7 +64,13 @@ def test_finish_item_answers_a_photo_once_and_finishes_the_job_once(store: JobSt
             *(store.finish_item(job.id, 1, "skipped", "x") for _ in range(3))
         )
         assert sorted(f.answered for f in last) == [False, False, True]
-        assert sorted(f.job_finished for f in last) == [False, False, True]
+        assert [f.job_complete for f in last] == [True, True, True]
+        running = await store.get(job.id, "a")
+        assert running is not None and running.state == "running"  # done once its album is in
+        finishes = await asyncio.gather(
+            *(store.finish_job(job.id, {"images": 2}) for _ in range(3))
+        )
+        assert sorted(f is not None for f in finishes) == [False, False, True]
         final = await store.get(job.id, "a")
         assert final is not None and (final.state, final.done, final.skipped, final.failed) == (
             "done",
