@@ -31,6 +31,7 @@ class AdmissionLimiter:
             raise ValueError(f"The admission limit must be at least 1, not {limit}.")
         self.limit = limit
         self.in_flight = 0
+        self.admitted = asyncio.Event()  # set at each admission (gateway.jobs.interactive)
 
     def has_room(self, count: int = 1) -> bool:
         return self.in_flight + count <= self.limit
@@ -46,6 +47,7 @@ class AdmissionLimiter:
                 "(PICMETRIC_MAX_ANALYSES_IN_FLIGHT); retry in a few seconds."
             )
         self.in_flight += count
+        self.admitted.set()
         metrics.ANALYSES_IN_FLIGHT.inc(count)
         try:
             yield

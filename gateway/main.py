@@ -20,6 +20,7 @@ from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
 from gateway.http import docs, rendering
 from gateway.http.limits import BodyLimit, OperationsHosts, TrustedHosts
 from gateway.http.routes import health, jobs, page, seed, v1
+from gateway.jobs.interactive import announcing
 from gateway.jobs.queue import JobQueue
 from gateway.services import Services
 from gateway.settings import Settings
@@ -119,7 +120,9 @@ def create_app(settings: Settings | None = None, schema_prepared: bool = False) 
             ", ".join(services.catalog.ready_models()) or "none yet",
         )
         try:
-            yield
+            # Job workers yield the cores while this gateway answers its clients.
+            async with announcing(settings, services.admission):
+                yield
         finally:
             if app.state.job_queue is not None:
                 app.state.job_queue.close()

@@ -88,6 +88,14 @@ JOB_SECONDS = Histogram(
 JOBS_RUNNING = Gauge(
     "picmetric_jobs_running", "Jobs queued or running, as of a worker's last sweep"
 )
+JOB_PHOTOS_IN_FLIGHT = Gauge(
+    "picmetric_job_photos_in_flight", "Job photos this worker is analysing now"
+)
+JOB_WORKER_SHARE = Gauge(
+    "picmetric_job_worker_share",
+    "Job photos this worker may analyse at once now: its concurrency, or fewer while gateways "
+    "answer interactive requests (PICMETRIC_JOBS_WORKER_CONCURRENCY_WHILE_INTERACTIVE)",
+)
 JOB_WEBHOOKS = Counter(
     "picmetric_job_webhooks_total",
     "Job webhooks by outcome: delivered, failed (every try), refused (a URL the guard forbids)",

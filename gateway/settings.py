@@ -124,6 +124,10 @@ class Settings(CommonSettings):
     jobs_export_to: Annotated[list[str], NoDecode] = []
     jobs_export_shard_results: int = Field(1000, ge=1, le=10_000)  # results in one shard at most
     jobs_worker_concurrency: int = Field(4, ge=1, le=256)  # photos one worker analyses at once
+    # ... and while any gateway analyses photos for its clients, or did within the linger
+    # (gateway/jobs/interactive.py): interactive requests keep the cores.
+    jobs_worker_concurrency_while_interactive: int = Field(1, ge=1, le=256)
+    jobs_interactive_linger_s: float = Field(2.0, gt=0)
     # A worker that stops answering for this long is dead: the photos it held are queued again.
     jobs_heartbeat_timeout_s: float = Field(60.0, gt=0)
     jobs_manifest_max_bytes: int = Field(4 * MiB, ge=1)  # a manifest's size; past it 413

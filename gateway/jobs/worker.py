@@ -24,6 +24,7 @@ from core.model_config import BULK_PRIORITY
 from gateway import metrics, tracing
 from gateway.errors import UNEXPECTED, PicmetricError
 from gateway.jobs.export import export_results
+from gateway.jobs.interactive import BulkShare
 from gateway.jobs.progress import job_album
 from gateway.jobs.queue import JobQueue
 from gateway.jobs.webhooks import send_job_ended
@@ -51,15 +52,22 @@ def sweep_interval(settings: Settings) -> float:
 class JobWorker:
     """Answers job photos on one process's services."""
 
-    def __init__(self, services: Services, queue: JobQueue) -> None:
+    def __init__(self, services: Services, queue: JobQueue, share: BulkShare) -> None:
         self.services = services
         self.queue = queue
+        self.share = share
         self.settings = services.settings
 
     async def answer(self, job_id: str, position: int) -> None:
-        """Answer the photo at `position` of the job, unless it was answered or its job
-        cancelled; then refill the job's window. Raises a PicmetricError of the service (503,
-        429) for Dramatiq to try again later."""
+        """Answer the photo at `position` of the job when this worker's share allows another
+        photo (fewer while gateways answer interactive requests), unless it was answered or its
+        job cancelled; then refill the job's window. Raises a PicmetricError of the service
+        (503, 429) for Dramatiq to try again later."""
+        async with self.share.turn():
+            await self._answer(job_id, position)
+        await self.refill(job_id)
+
+    async def _answer(self, job_id: str, position: int) -> None:
         jobs = self.services.jobs
         started = await jobs.start_item(job_id, position)
         if started is not None:
@@ -85,7 +93,6 @@ class JobWorker:
                     await self.finish(finished.job)
                 except Exception:  # the answers stand; only the summary or webhook is missing
                     log.exception("Job %s: its album or webhook failed", job_id)
-        await self.refill(job_id)
 
     async def _analyze(
         self, job: JobRow, source: str
@@ -185,7 +192,7 @@ class WorkerProcess:
                 services = Services.create(self.settings)
                 await services.start()
                 await services.catalog.refresh(services.triton)
-                self._worker = JobWorker(services, self.queue)
+                self._worker = JobWorker(services, self.queue, BulkShare(self.settings))
         return self._worker
 
     async def answer(self, job_id: str, position: int) -> None:
@@ -194,6 +201,7 @@ class WorkerProcess:
     async def close(self) -> None:
         if self._worker is not None:
             await self._worker.services.close()
+            await self._worker.share.close()
 
     async def sweep_forever(self) -> None:
         while True:

@@ -55,6 +55,7 @@ def test_worker_runs_the_gateway_image_as_the_gateway_runs() -> None:
         assert env[name] == secrets[name], name
     assert "PICMETRIC_API_KEYS" not in env  # it serves no one
     assert env["PICMETRIC_JOBS_WORKER_CONCURRENCY"] == "8"
+    assert env["PICMETRIC_JOBS_WORKER_CONCURRENCY_WHILE_INTERACTIVE"] == "1"
     assert "replicas" not in find(objects, "Deployment", "-worker")["spec"], "KEDA owns it"
 
 
