@@ -17,17 +17,18 @@ Per size, in this order, on the same Triton:
    models' combined plateau 1 / (1/r_resnet50 + 1/r_yolov3 + 1/r_mtcnn) (one photo needs one
    inference of each on the same cores; perf_analyzer drives one model per run, so it cannot
    drive the whole three-model analysis itself);
-4. the job: submitted (`POST /v1/jobs`), polled until done; photos/s from the submit to the last
-   answer (and the job's own `photos_per_second`), while the interactive photo of step 1 keeps
-   being sent: its median and p90 latency during the job.
+4. the job alone: submitted (`POST /v1/jobs`), polled until done; photos/s from the submit to
+   the last answer (and the job's own `photos_per_second`);
+5. a job of `--busy-photos` photos while the interactive photo of step 1 keeps being sent: its
+   median and p90 latency during the job (the workers yield the cores to it:
+   gateway/jobs/interactive.py), and that job's photos/s.
 
 Prints a Markdown table for BENCHMARKS.md, then `lscpu`'s model name and flags (progress goes to
 stderr). `job / x4` and `job / perf_analyzer` are the job's rate over each plateau (the goal:
-within 10 %). The interactive requests during the job take their share of the cores, so the
-job's rate is a little under what it would be alone.
+within 10 %).
 
-    python -m benchmarks.jobs [--photos 200] [--sizes 1,3,12] [--source s3|urls]
-                              [--plateau-photos 24] [--interactive 10]
+    python -m benchmarks.jobs [--photos 200] [--busy-photos 12] [--sizes 1,3,12]
+                              [--source s3|urls] [--plateau-photos 24] [--interactive 10]
                               [--perf-analyzer PATH] [--repository PATH]
 
 perf_analyzer is not a project dependency and this benchmark installs nothing: install it once
@@ -183,6 +184,28 @@ def perf_plateaus(
     return rates
 
 
+@dataclass(frozen=True)
+class Places:
+    """Where a job's photos lie: under an S3 prefix, or on the loopback HTTP server."""
+
+    kind: str  # s3 or urls
+    s3: Any
+    served: Path  # the HTTP server's folder
+    http_root: str
+
+    def put(self, name: str, photos: Photos, first: int, count: int) -> dict[str, Any]:
+        """`count` photos, numbered from `first`, as a job's source."""
+        urls = []
+        for i in range(count):
+            jpeg = photos.jpeg(first + i)
+            if self.kind == "s3":
+                self.s3.put_object(Bucket=BUCKET, Key=f"jobs/{name}/{i:05d}.jpg", Body=jpeg)
+            else:
+                (self.served / f"{name}-{i:05d}.jpg").write_bytes(jpeg)
+                urls.append(f"{self.http_root}/{name}-{i:05d}.jpg")
+        return {"s3_prefix": f"s3://{BUCKET}/jobs/{name}/"} if self.kind == "s3" else {"urls": urls}
+
+
 def run_job(url: str, source: dict[str, Any], photos: int) -> tuple[float, float]:
     """The job's photos/s from submit to done, and its own photos_per_second."""
     with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=60) as http:
@@ -244,7 +267,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--photos", type=int, default=200, help="photos per job")
+    parser.add_argument("--photos", type=int, default=200, help="photos of the job alone")
+    parser.add_argument(
+        "--busy-photos", type=int, default=12, help="photos of the job beside interactive ones"
+    )
     parser.add_argument("--sizes", default="1,3,12", help="megapixels, comma-separated")
     parser.add_argument("--source", choices=("s3", "urls"), default="s3")
     parser.add_argument("--plateau-photos", type=int, default=24, help="/v1/analyze x4 photos")
@@ -287,7 +313,7 @@ def main() -> None:
             s3_endpoint_url=s3_url,
             s3_read_from=f"{BUCKET}/jobs/",
             allow_private_urls="true",  # the URLs' server is on loopback
-            jobs_max_photos=str(max(args.photos, 1)),
+            jobs_max_photos=str(max(args.photos, args.busy_photos, 1)),
             triton_timeout_s=str(TRITON_TIMEOUT_S),
         )
         url = stack.enter_context(gateway_process(env, folder / "gateway.log"))
@@ -310,24 +336,17 @@ def main() -> None:
             if perf is not None:
                 rates = perf_plateaus(perf, server, photos.base, folder / size, args.perf_requests)
             combined = 1 / sum(1 / r for r in rates.values()) if rates else None
+            places = Places(args.source, s3, served, http_root)
             log(f"{size}: putting {args.photos} photos in place ({args.source})")
-            prefix = f"jobs/{size}/"
-            first = next(numbers) << 16
-            urls = []
-            for i in range(args.photos):
-                jpeg = photos.jpeg(first + i)
-                if args.source == "s3":
-                    s3.put_object(Bucket=BUCKET, Key=f"{prefix}{i:05d}.jpg", Body=jpeg)
-                else:
-                    (served / f"{size}-{i:05d}.jpg").write_bytes(jpeg)
-                    urls.append(f"{http_root}/{size}-{i:05d}.jpg")
-            source: dict[str, Any] = (
-                {"s3_prefix": f"s3://{BUCKET}/{prefix}"} if args.source == "s3" else {"urls": urls}
-            )
-            log(f"{size}: the job, with the interactive photo meanwhile")
+            source = places.put(f"{size}-alone", photos, next(numbers) << 16, args.photos)
+            log(f"{size}: the job alone")
+            job_rate, reported = run_job(url, source, args.photos)
+            log(f"{size}: putting {args.busy_photos} photos in place ({args.source})")
+            source = places.put(f"{size}-busy", photos, next(numbers) << 16, args.busy_photos)
+            log(f"{size}: a job with the interactive photo meanwhile")
             busy = Interactive(url, photos, next(numbers) << 16)
             with busy.meanwhile():
-                job_rate, reported = run_job(url, source, args.photos)
+                busy_rate, _ = run_job(url, source, args.busy_photos)
             for path in served.iterdir():
                 path.unlink()
             rows.append([
@@ -338,14 +357,14 @@ def main() -> None:
                 f"{job_rate / combined:.2f}" if combined else "—",
                 percentile(idle.latencies, 50), percentile(idle.latencies, 90),
                 percentile(busy.latencies, 50), percentile(busy.latencies, 90),
-                len(busy.latencies),
+                len(busy.latencies), f"{busy_rate:.3f}",
             ])  # fmt: skip
     headers = [
         "size", "pixels", "photos", "job photos/s", "job's own photos/s",
         f"/v1/analyze x{CONCURRENCY} photos/s", "job / x4",
         "perf_analyzer inferences/s (resnet50 / yolov3 / mtcnn)", "perf_analyzer plateau photos/s",
         "job / perf_analyzer", "interactive median ms, no job", "p90", "during the job, median ms",
-        "p90", "interactive photos during the job",
+        "p90", "interactive photos during the job", "that job's photos/s",
     ]  # fmt: skip
     print(f"\n`python -m benchmarks.jobs {' '.join(sys.argv[1:])}`".rstrip())
     print(f"{started:%Y-%m-%d %H:%M} UTC; nproc {len(os.sched_getaffinity(0))}; "
