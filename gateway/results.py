@@ -220,12 +220,12 @@ def face_size(text: object) -> str:
         pixels = int(match["px"])
         if not MIN_FACE_PX <= pixels <= MAX_FACE_PX:
             raise ValueError(
-                f"in pixels from {MIN_FACE_PX} (PNet's window) to {MAX_FACE_PX:,}, not {pixels}"
+                f"pixels from {MIN_FACE_PX}px (PNet's window) to {MAX_FACE_PX}px, not {pixels}px"
             )
         return f"{pixels}px"
     percent = Decimal(match["percent"])
     if not 0 < percent <= 100:
-        raise ValueError(f"in % above 0 and at most 100, not {percent}")
+        raise ValueError(f"a share above 0% and at most 100%, not {percent}%")
     return f"{percent.normalize():f}%"
 
 
@@ -240,11 +240,15 @@ def face_pixels(size: str, height: int, width: int) -> float:
 class Options(Result):
     threshold: float
     max_results: int
-    # As asked, in `face_size`'s spelling; rows stored before it was an option had the default.
-    min_face_size: str = DEFAULT_MIN_FACE_SIZE
-    # What it meant for this photo, MTCNN's `min_face_size` (None: MTCNN did not run, or a row
-    # stored before it was an option).
-    min_face_px: float | None = None
+    # Rows stored before it was an option had the default.
+    min_face_size: str = Field(
+        DEFAULT_MIN_FACE_SIZE, description="the smallest face, as asked: '40px' or '2%'"
+    )
+    min_face_px: float | None = Field(
+        None,
+        description="the pixels MTCNN ran with for this photo; null: MTCNN did not run (or an "
+        "answer stored before the option)",
+    )
 
     @field_validator("min_face_size")
     @classmethod
