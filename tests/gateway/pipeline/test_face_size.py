@@ -3,10 +3,13 @@ loopback): for 20 px and 1, 2 and 5 % of a 3 MP photo's short side, the faces eq
 package's run with the same min_face_size on the same decoded photo; a bad value is a 422 naming
 the option on every route that takes it, before anything runs; a photo it cannot run on (under
 PNet's window, or a pyramid over the cascade's budget) is a 422 too, not Triton's 502; a stored
-20 px answer is not reused for 40 px."""
+20 px answer is not reused for 40 px; `picmetric analyze --min-face-size` passes it on."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from picmetric.client import ExitCode
 from picmetric.triton_server import TritonServer
 from tests.utils.mtcnn_faces import Detections, assert_same_faces, levels_within_pnet, oracle
 from tests.utils.real_photos import decoded, jpeg_bytes, real_photo
@@ -174,3 +178,20 @@ def test_the_seeds_api_takes_the_option(base: str, photo_server: str) -> None:
     large = {"url": url, "min_face_size": "60%"}  # 307 px: far larger than the astronaut's face
     answer = httpx.post(f"{base}/api", json=large, timeout=TIMEOUT_S).json()
     assert answer["success"] == "true" and answer["mtcnn_faces"] == []
+
+
+def _picmetric(base: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "picmetric", "analyze", "--gateway", base, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def test_picmetric_analyze_takes_min_face_size(base: str, photo_server: str) -> None:
+    url = f"{photo_server}/astronaut.png"
+    run = _picmetric(base, url, "--models", "mtcnn", "--min-face-size", "60%", "--json")
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["options"]["min_face_size"] == "60%" and answer["options"]["min_face_px"] == 307.2
+    assert answer["results"]["mtcnn"] == []
+    refused = _picmetric(base, url, "--min-face-size", "0.02")
+    assert refused.returncode == ExitCode.BAD_INPUT
+    assert "422" in refused.stderr and "min_face_size" in refused.stderr
