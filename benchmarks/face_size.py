@@ -157,7 +157,7 @@ def main() -> None:
         rows.append(
             [
                 size,
-                face_pixels(size, height, width),
+                f"{face_pixels(size, height, width):g}",
                 median(ms["mtcnn latency"]),
                 f"{latency / baseline:.2f}",
                 median(ms["mtcnn wall"]),
