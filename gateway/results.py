@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -194,9 +196,64 @@ def weights_warnings(runs: Sequence[ModelRun]) -> list[AnswerWarning]:
     return [AnswerWarning.random_weights(random)] if random else []
 
 
+# The smallest face MTCNN looks for (`min_face_size`), spelled with its unit: "40px", pixels, or
+# "2.5%", a share of the photo's short side (to a hundredth of a pixel). A bare number is refused:
+# it would be ambiguous between the two.
+DEFAULT_MIN_FACE_SIZE = "20px"  # the mtcnn package's default, and config.pbtxt's
+MIN_FACE_PX = 12  # PNet's window: a smaller face is found only in an upsampled photo
+MAX_FACE_PX = 10_000
+FACE_SIZE_SYNTAX = (
+    f"a whole number of pixels from {MIN_FACE_PX} to {MAX_FACE_PX:,} with 'px' (e.g. '40px'), "
+    "or a share of the photo's short side above 0 and at most 100 with '%' (e.g. '2%', '2.5%', "
+    "up to 3 decimals)"
+)
+_FACE_SIZE = re.compile(r"(?P<px>\d{1,6})px|(?P<percent>\d{1,3}(?:\.\d{1,3})?)%")
+
+
+def face_size(text: object) -> str:
+    """`text` as a min_face_size in its one spelling ("040px" is "40px", "2.50%" is "2.5%");
+    ValueError saying the syntax and limits otherwise (its field named by the caller)."""
+    match = _FACE_SIZE.fullmatch(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"{FACE_SIZE_SYNTAX}; not {str(text)[:40]!r}")
+    if match["px"] is not None:
+        pixels = int(match["px"])
+        if not MIN_FACE_PX <= pixels <= MAX_FACE_PX:
+            raise ValueError(
+                f"pixels from {MIN_FACE_PX}px (PNet's window) to {MAX_FACE_PX}px, not {pixels}px"
+            )
+        return f"{pixels}px"
+    percent = Decimal(match["percent"])
+    if not 0 < percent <= 100:
+        raise ValueError(f"a share above 0% and at most 100%, not {percent}%")
+    return f"{percent.normalize():f}%"
+
+
+def face_pixels(size: str, height: int, width: int) -> float:
+    """The pixels a min_face_size (`face_size`'s spelling) means for a `height` x `width`
+    photo: its pixels, or its share of the short side rounded to a hundredth of a pixel."""
+    if size.endswith("px"):
+        return float(size[:-2])
+    return round(float(Decimal(size[:-1]) * min(height, width) / 100), PIXEL_DECIMALS)
+
+
 class Options(Result):
     threshold: float
     max_results: int
+    # Rows stored before it was an option had the default.
+    min_face_size: str = Field(
+        DEFAULT_MIN_FACE_SIZE, description="the smallest face, as asked: '40px' or '2%'"
+    )
+    min_face_px: float | None = Field(
+        None,
+        description="the pixels MTCNN ran with for this photo; null: MTCNN did not run (or an "
+        "answer stored before the option)",
+    )
+
+    @field_validator("min_face_size")
+    @classmethod
+    def _spelled(cls, size: str) -> str:
+        return face_size(size)
 
 
 class ImageInfo(Result):

@@ -54,6 +54,12 @@ def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-results", type=int, help="ImageNet labels, at most (default: the gateway's, 10)"
     )
+    parser.add_argument(
+        "--min-face-size",
+        metavar="SIZE",
+        help="the smallest face MTCNN looks for: pixels, e.g. 40px, or a share of the photo's "
+        "short side, e.g. 2%% (default: 20px)",
+    )
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -166,6 +172,7 @@ def _options(args: argparse.Namespace) -> dict[str, str]:
         ("models", args.models),
         ("threshold", args.threshold),
         ("max_results", args.max_results),
+        ("min_face_size", args.min_face_size),
     )
     return {name: str(value) for name, value in given if value is not None}
 

@@ -83,7 +83,9 @@ def wants_fresh(request: Request) -> bool:
 def _analysis_request(
     body: AnalysisOptions, services: Services, request: Request, **source: Any
 ) -> AnalysisRequest:
-    options = options_or_defaults(services.settings, body.threshold, body.max_results)
+    options = options_or_defaults(
+        services.settings, body.threshold, body.max_results, body.min_face_size
+    )
     models: list[str] | None = list(dict.fromkeys(body.models)) if body.models else None
     return AnalysisRequest(models=models, options=options, fresh=wants_fresh(request), **source)
 
@@ -247,7 +249,9 @@ async def job_spec(request: Request, services: Services) -> JobSpec:
     example = '{"source": {"s3_prefix": "s3://bucket/photos/"}}'
     body = validated(await _json(request, example, or_upload=False), JobRequest)
     source = body.source
-    options = options_or_defaults(services.settings, body.threshold, body.max_results)
+    options = options_or_defaults(
+        services.settings, body.threshold, body.max_results, body.min_face_size
+    )
     models: list[str] | None = list(body.models) if body.models else None
     extra = {"webhook_url": body.webhook_url, "export": body.export}
     if source.urls:

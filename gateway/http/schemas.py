@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import JsonDict
 
 from core.models import OFFERED_MODELS, ModelName
@@ -14,7 +14,7 @@ from gateway.errors import ErrorBody
 from gateway.images import ACCEPTED_FORMATS
 from gateway.jobs.progress import JobView
 from gateway.jobs.results import JobResult
-from gateway.results import SOURCE_CHARS
+from gateway.results import DEFAULT_MIN_FACE_SIZE, FACE_SIZE_SYNTAX, SOURCE_CHARS, face_size
 from gateway.settings import Settings
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
@@ -27,6 +27,25 @@ _NAME = f"({'|'.join(OFFERED_MODELS)})"
 # gateway checks its own setting, 422 past it).
 BATCH_IMAGES: int = Settings.model_fields["max_batch_images"].default
 MODEL_LIST = rf"^\s*{_NAME}(\s*,\s*{_NAME})*\s*$"
+# `min_face_size`, for OpenAPI (its limits are checked by gateway.results.face_size).
+MIN_FACE_SIZE: JsonDict = {
+    "pattern": r"^\s*(\d{1,6}px|\d{1,3}(\.\d{1,3})?%)\s*$",
+    "examples": ["40px", "2%"],
+}
+
+
+def _face_size_field() -> Any:
+    return Field(
+        None,
+        description=f"the smallest face MTCNN looks for: {FACE_SIZE_SYNTAX} (default: "
+        f"{DEFAULT_MIN_FACE_SIZE}, the mtcnn package's); smaller finds smaller faces, slower",
+        json_schema_extra=MIN_FACE_SIZE,
+    )
+
+
+def _spelled(value: object) -> str | None:
+    """A min_face_size in its one spelling; any other JSON type is refused with the syntax."""
+    return None if value is None else face_size(value)
 
 
 class AnalysisOptions(BaseModel):
@@ -40,6 +59,9 @@ class AnalysisOptions(BaseModel):
         None, ge=0, le=1, description="minimum confidence, 0 to 1 (default: the gateway's, 0.2)"
     )
     max_results: int | None = Field(None, ge=1, le=100, description="ImageNet labels, at most")
+    min_face_size: str | None = _face_size_field()
+
+    _face_size = field_validator("min_face_size", mode="before")(_spelled)
 
 
 class AnalyzeRequest(AnalysisOptions):
@@ -129,6 +151,9 @@ class SeedRequest(BaseModel):
 
     url: ImageURL = Field(json_schema_extra=IMAGE_URL)
     threshold: float | None = Field(None, ge=0, le=1, description="default: the gateway's")
+    min_face_size: str | None = _face_size_field()
+
+    _face_size = field_validator("min_face_size", mode="before")(_spelled)
 
 
 def multipart_schema(files: bool = False) -> dict[str, Any]:

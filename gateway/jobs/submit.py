@@ -162,7 +162,7 @@ async def submit(
         source=description,
         options={
             "models": spec.models,
-            **spec.options.model_dump(),
+            **spec.options.model_dump(exclude={"min_face_px"}),  # per photo: its analysis's
             **({"export": export} if export else {}),
         },
         webhook_url=spec.webhook_url,

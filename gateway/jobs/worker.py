@@ -30,7 +30,7 @@ from gateway.jobs.queue import JobQueue
 from gateway.jobs.webhooks import send_job_ended
 from gateway.pipeline.analysis import analyze
 from gateway.pipeline.request import AnalysisRequest, url_kind
-from gateway.results import Options
+from gateway.results import DEFAULT_MIN_FACE_SIZE, Options
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.store.jobs import now
@@ -104,7 +104,12 @@ class JobWorker:
                 source_kind=url_kind(source),
                 source=source,
                 models=options.get("models"),
-                options=Options(threshold=options["threshold"], max_results=options["max_results"]),
+                options=Options(
+                    threshold=options["threshold"],
+                    max_results=options["max_results"],
+                    # jobs submitted before it was an option: the default
+                    min_face_size=options.get("min_face_size", DEFAULT_MIN_FACE_SIZE),
+                ),
             )
             # Triton's lower priority level: interactive requests go first.
             analysis = await analyze(request, self.services, job.owner, BULK_PRIORITY)

@@ -26,9 +26,10 @@ from gateway.intake import s3 as s3_objects
 from gateway.intake.fetch import fetch
 from gateway.pipeline.answers import Inferred, fill, new_row, stored_analysis
 from gateway.pipeline.request import NO_UPLOAD_PLACE, AnalysisRequest
-from gateway.results import Analysis, Options, Quality
+from gateway.results import DEFAULT_MIN_FACE_SIZE, Analysis, Options, Quality
 from gateway.services import Services
 from gateway.store.storage import AnalysisRow, AnalysisStore
+from gateway.triton import face_size
 from gateway.triton.catalog import ModelState
 from gateway.triton.inference import Call, ModelSpec, decode_side, input_memory, run_models
 
@@ -120,6 +121,8 @@ def _cache_key(specs: list[ModelSpec], states: Mapping[str, ModelState], options
         "threshold": options.threshold,
         "max_results": options.max_results,
     }
+    if options.min_face_size != DEFAULT_MIN_FACE_SIZE:  # keys of rows stored before it stand
+        parts["min_face_size"] = options.min_face_size
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -230,7 +233,7 @@ async def _analysed(
         return Analysed(stored_analysis(answer, cached=True), None)
     inferred = await _infer(data, specs, request.options, services, run)
     row.timings.update(inferred.timings)
-    fill(row, inferred, services.catalog.states, request.options, skipped_models(request, specs))
+    fill(row, inferred, services.catalog.states, skipped_models(request, specs))
     await _store(row, services.store, started, run)
     return Analysed(stored_analysis(row, cached=False), inferred.photo)
 
@@ -306,7 +309,8 @@ async def _infer(
     """Decode the photo (as small as the models and the quality figures allow, unless
     `full_resolution`), then run the models and measure its quality side by side. What the
     decode, the quality figures and the models' inputs hold (`analysis_memory`) is reserved in
-    the decode memory budget, before decoding, until the models have answered."""
+    the decode memory budget, before decoding, until the models have answered. MTCNN's face size
+    is made pixels for the photo once decoded (`face_size.for_photo`)."""
     call = services.call()
     # What the decode needs of the models, and what their inputs will hold, asked at once.
     min_side = None if run.full_resolution else decode_min_side(specs, call)
@@ -320,6 +324,8 @@ async def _infer(
         with _stage("decode", timings, run.exemplar):
             # OpenCV releases the GIL: decoding in a worker thread keeps the event loop serving.
             photo = await run_in_threadpool(decode_planned, data, plan)
+        if any(spec.name == "mtcnn" for spec in specs):  # 422 for a face size it cannot run
+            options = face_size.for_photo(options, photo.height, photo.width)
         measuring = asyncio.create_task(_measure(photo, timings, run))
         try:
             found, preprocess = await run_models(specs, call, photo, options, run.priority)
@@ -332,7 +338,7 @@ async def _infer(
     metrics.STAGE_SECONDS.labels("preprocess").observe(preprocess)
     for name, result in found.items():
         metrics.INFERENCE_SECONDS.labels(name).observe(result.seconds, run.exemplar())
-    return Inferred(photo, plan.header, found, figures, phash, timings)
+    return Inferred(photo, plan.header, found, figures, phash, timings, options)
 
 
 async def _measure(

@@ -38,6 +38,7 @@ class Inferred:
     figures: Quality
     phash: str
     timings: dict[str, float]  # of decode, quality and preprocess
+    options: Options  # the request's, MTCNN's face size in pixels for this photo
 
 
 def stored_source(request: AnalysisRequest) -> str:
@@ -67,7 +68,6 @@ def fill(
     row: AnalysisRow,
     inferred: Inferred,
     states: Mapping[str, ModelState],
-    options: Options,
     skipped: list[str],
 ) -> None:
     """`row` with what was inferred: the photo's size as shown, each model's run, the results,
@@ -85,7 +85,7 @@ def fill(
     row.result = {
         "warnings": [warning.model_dump() for warning in warnings],
         "results": _results(inferred.found).model_dump(mode="json", exclude_none=True),
-        "options": options.model_dump(),
+        "options": inferred.options.model_dump(),
         "photo": {
             "has_location": header.has_location,
             "taken_at": header.taken_at,

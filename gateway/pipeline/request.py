@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.intake import urlguard
-from gateway.results import Options, SourceKind
+from gateway.results import DEFAULT_MIN_FACE_SIZE, Options, SourceKind
 from gateway.settings import Settings
 
 # Whether an upload is kept (in the S3 bucket, else the local upload folder): not; where it can be
@@ -40,10 +40,15 @@ def url_kind(url: str) -> SourceKind:
 
 
 def options_or_defaults(
-    settings: Settings, threshold: float | None, max_results: int | None
+    settings: Settings,
+    threshold: float | None,
+    max_results: int | None,
+    min_face_size: str | None = None,
 ) -> Options:
-    """The request's options; what it leaves out comes from the settings."""
+    """The request's options; what it leaves out comes from the settings (MTCNN's face size:
+    the package's 20 px)."""
     return Options(
         threshold=settings.default_threshold if threshold is None else threshold,
         max_results=settings.default_max_results if max_results is None else max_results,
+        min_face_size=DEFAULT_MIN_FACE_SIZE if min_face_size is None else min_face_size,
     )

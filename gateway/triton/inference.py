@@ -223,7 +223,13 @@ async def infer_mtcnn(
     own calls to its networks go at their default priority: model_repository/README.md.)"""
     inputs = [_input("image", prepared["image"], "UINT8")]
     result = await call.client.infer(
-        "mtcnn", inputs, priority=priority, client_timeout=call.timeout, headers=call.headers
+        "mtcnn",
+        inputs,
+        # The smallest face, in pixels for this photo (face_size.for_photo); else config.pbtxt's.
+        parameters=None if options.min_face_px is None else {"min_face_size": options.min_face_px},
+        priority=priority,
+        client_timeout=call.timeout,
+        headers=call.headers,
     )
     boxes, scores = result.as_numpy("boxes"), result.as_numpy("scores")
     landmarks = result.as_numpy("landmarks")

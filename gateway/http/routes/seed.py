@@ -49,7 +49,7 @@ async def analyze_seed(
         source_kind=url_kind(body.url),
         source=body.url,
         models=None,
-        options=options_or_defaults(services.settings, body.threshold, None),
+        options=options_or_defaults(services.settings, body.threshold, None, body.min_face_size),
     )
     analysis = await analyze(request, services, owner)
     return rendering.seed_analysis(body.url, analysis.results)

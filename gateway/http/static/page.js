@@ -190,6 +190,8 @@ function options() {
   if (threshold !== "") body.threshold = Number(threshold);
   const maxResults = $("max-results-input").value.trim();
   if (maxResults !== "") body.max_results = Number(maxResults);
+  const minFaceSize = $("min-face-size-input").value.trim();
+  if (minFaceSize !== "") body.min_face_size = minFaceSize;
   return body;
 }
 

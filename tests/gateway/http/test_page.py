@@ -213,6 +213,7 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
     browser.find_element(By.ID, "file-input").send_keys(str(photo))
     browser.find_element(By.ID, "threshold-input").send_keys("0.6")
     browser.find_element(By.ID, "max-results-input").send_keys("5")
+    browser.find_element(By.ID, "min-face-size-input").send_keys("5%")
     browser.find_element(By.ID, "analyze-button").click()
     WebDriverWait(browser, WAIT_S).until(
         expected_conditions.text_to_be_present_in_element((By.ID, "busy"), "Done.")
@@ -221,7 +222,8 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
     raw = browser.find_element(By.ID, "raw-json").get_attribute("textContent")
     answer: dict[str, Any] = json.loads(raw or "null")
     assert answer["source"]["kind"] == "upload"
-    assert answer["options"] == {"threshold": 0.6, "max_results": 5}
+    options = {"threshold": 0.6, "max_results": 5, "min_face_size": "5%", "min_face_px": 25.6}
+    assert answer["options"] == options  # 5 % of the 512-px short side
     assert (answer["image"]["width"], answer["image"]["height"]) == (512, 512)
 
     # The whole page in the window, so the screenshot shows it all and its pixels are the page's.
@@ -345,6 +347,27 @@ def test_page_shows_the_gateways_error_for_a_bad_url(
     assert direct.json()["message"] in error.text
     assert direct.json()["errortype"] in error.text and f"HTTP {direct.status_code}" in error.text
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+def test_page_shows_the_gateways_error_for_a_face_size_without_its_unit(
+    browser: Chrome, keyed_gateway: str, photo_server: str
+) -> None:
+    """The smallest face given as a bare number: the gateway's 422, naming min_face_size and
+    its two spellings, shown on the page as /v1/analyze answers it."""
+    url = f"{photo_server}/astronaut.jpg"
+    body = {"url": url, "min_face_size": "40"}
+    direct = httpx.post(
+        f"{keyed_gateway}/v1/analyze", json=body, headers={"X-API-Key": API_KEY}, timeout=60
+    )
+    assert direct.status_code == 422
+    assert "min_face_size" in direct.json()["message"] and "'40px'" in direct.json()["message"]
+    _open_with_key(browser, keyed_gateway)
+    browser.find_element(By.ID, "min-face-size-input").send_keys("40")
+    browser.find_element(By.ID, "url-input").send_keys(url, Keys.ENTER)
+    error = WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.visibility_of_element_located((By.ID, "error"))
+    )
+    assert direct.json()["message"] in error.text and "HTTP 422" in error.text
 
 
 JOB_CELLS = """

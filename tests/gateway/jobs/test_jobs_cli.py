@@ -47,6 +47,8 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
             ",".join(MODELS),
             "--export",
             export,
+            "--min-face-size",
+            "13px",  # passed to every photo's analysis by the worker
         )
     assert submitted.returncode == 0, submitted.stderr
     assert "uploaded 3/3" in submitted.stderr
@@ -62,6 +64,11 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
     assert [r["position"] for r in results] == [0, 1, 2]
     assert all(r["state"] in ("done", "skipped") for r in results), [r["error"] for r in results]
     assert all(r["analysis"]["models"] for r in results)
+    face_sizes = {
+        (r["analysis"]["options"]["min_face_size"], r["analysis"]["options"]["min_face_px"])
+        for r in results
+    }
+    assert face_sizes == {("13px", 13.0)}
     # --export: the worker wrote the same results under the prefix (shards of EXPORT_SHARD).
     s3 = s3_client(jobs_env.s3_url)
 
@@ -75,6 +82,7 @@ def test_a_folder_is_uploaded_followed_to_its_end_and_its_results_written(
 
     status = _picmetric(jobs_env, "status", job_id, "--json")
     assert json.loads(status.stdout)["counts"]["total"] == 3
+    assert json.loads(status.stdout)["options"]["min_face_size"] == "13px"
     listed = _picmetric(jobs_env, "list")
     assert any(line.startswith(job_id) for line in listed.stdout.splitlines())
     missing = _picmetric(jobs_env, "status", "no-such-job")
