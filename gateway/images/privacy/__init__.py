@@ -12,6 +12,7 @@ One module per container: `_jpeg`, `_png`, `_webp`, `_heif` (HEIC/HEIF and AVIF)
 from __future__ import annotations
 
 from gateway.errors import UnsupportedImage
+from gateway.images._heif import Malformed
 from gateway.images.decode import ImageHeader, read_header
 from gateway.images.privacy import _heif, _jpeg, _png, _webp
 from gateway.images.privacy._walk import Refused
@@ -40,7 +41,7 @@ def strip_identifying(data: bytes, known: ImageHeader | None = None) -> bytes:
             return _webp.rebuild(data, header)
         if data[4:8] == b"ftyp":
             return _heif.rebuild(data)
-    except Refused as exc:
+    except (Refused, Malformed) as exc:
         raise UnsupportedImage(
             f"The upload cannot be kept without its location and identifying metadata: {exc}. "
             f"Uploads are kept as {KEPT_FORMATS} laid out as the standard says; save the photo "

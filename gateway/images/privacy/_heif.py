@@ -6,236 +6,52 @@ pixel depth and the transformations irot, imir and clap: the orientation lives t
 dropped and ipma is re-indexed; the mdat holds these items' data, each in one extent. Exif and XMP
 items, thumbnails, depth maps, gain maps, grouping and every other box are dropped.
 
-The walk is strict where libheif and libavif read differently from one another or from a lenient
-walk: two boxes of one kind where one is allowed (a second iloc), an item or property that is
-listed twice, an extent outside the file, a reference to an item that does not exist, and an
-essential property of an unknown kind are refused."""
+The boxes are read by gateway.images._heif, strictly and within its bounds (the reader the
+decode-memory guard shares); a kept image of another type, or with an essential property of an
+unknown kind, is refused here."""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from gateway.images.privacy._walk import MOST_CHUNKS, MOST_ITEMS, Refused, require, unpack
+from gateway.images import _heif
+from gateway.images.privacy._walk import require
 
 _CODED = (b"hvc1", b"av01")
-_ALPHA_URNS = (b"urn:mpeg:hevc:2015:auxid:1", b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha")
 _PROPERTIES = {
     b"hvcC", b"av1C", b"ispe", b"colr", b"pixi", b"irot", b"imir", b"clap", b"auxC", b"pasp",
     b"clli", b"mdcv",
 }  # fmt: skip
 _REFERENCES = (b"dimg", b"auxl", b"prem")  # grid tiles, an alpha plane, premultiplied by it
-_UNIQUE = (b"hdlr", b"pitm", b"iinf", b"iloc", b"iprp", b"iref", b"idat")
-
-
-@dataclass
-class _Item:
-    kind: bytes
-    hidden: bool
-    extents: list[tuple[int, int]] = field(default_factory=list)  # (file offset, length)
-    properties: list[tuple[bool, int]] = field(default_factory=list)  # (essential, ipco index)
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, box end) of the boxes in `data[start:end]`, which they fill exactly."""
-    for kind, _, body, box_end in _whole_boxes(data, start, end):
-        yield kind, body, box_end
-
-
-def _whole_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int, int]]:
-    """(type, box start, body start, box end) of the boxes in `data[start:end]`."""
-    position = start
-    for _ in range(MOST_CHUNKS):
-        if position == end:
-            return
-        size, kind = unpack(">I4s", data, position, end)
-        header = 8
-        if size == 1:
-            (size,) = unpack(">Q", data, position + 8, end)
-            header = 16
-        elif size == 0:
-            size = end - position
-        require(size >= header and position + size <= end, f"box {kind!r} overruns its parent")
-        yield kind, position, position + header, position + size
-        position += size
-    raise Refused(f"more than {MOST_CHUNKS} boxes")
-
-
-def _number(data: bytes, position: int, size: int, end: int) -> tuple[int, int]:
-    require(size in (0, 1, 2, 4, 8) and position + size <= end, "a box overruns its parent")
-    return int.from_bytes(data[position : position + size], "big"), position + size
 
 
 def rebuild(data: bytes) -> bytes:
-    top = list(_boxes(data, 0, len(data)))
-    require(top[0][0] == b"ftyp" and top[0][2] <= 1024, "no ftyp box first")
-    metas = [(s, e) for kind, s, e in top if kind == b"meta"]
-    require(len(metas) == 1, f"{len(metas)} meta boxes, not one")
-    start, end = metas[0]
-    children: dict[bytes, tuple[int, int]] = {}
-    for kind, s, e in _boxes(data, start + 4, end):
-        require(kind not in children or kind not in _UNIQUE, f"two {kind.decode('latin-1')} boxes")
-        children.setdefault(kind, (s, e))
-    for kind in (b"hdlr", b"pitm", b"iinf", b"iloc", b"iprp"):
-        require(kind in children, f"no {kind.decode()} box")
-    hdlr = children[b"hdlr"]
-    require(data[hdlr[0] + 8 : hdlr[0] + 12] == b"pict", "a meta box for other than a picture")
-    pitm = children[b"pitm"]
-    primary, _ = _number(data, pitm[0] + 4, 2 if data[pitm[0]] == 0 else 4, pitm[1])
-    items = _infos(data, *children[b"iinf"])
-    _locations(data, *children[b"iloc"], children.get(b"idat"), items)
-    properties = _properties(data, *children[b"iprp"], items)
-    references = _references(data, *children.get(b"iref", (0, 0)), items)
-    kept = _kept(primary, items, references, properties)
-    return _write(data[: top[0][2]], primary, kept, items, references, properties, data)
+    heif = _heif.read(data)
+    return _write(heif, _kept(heif))
 
 
-def _infos(data: bytes, start: int, end: int) -> dict[int, _Item]:
-    count_size = 2 if data[start] == 0 else 4
-    count, position = _number(data, start + 4, count_size, end)
-    require(count <= MOST_ITEMS, f"more than {MOST_ITEMS} items")
-    items: dict[int, _Item] = {}
-    for kind, s, e in _boxes(data, position, end):
-        require(kind == b"infe" and e - s >= 12, "iinf holds other than item infos")
-        version, flags = data[s], int.from_bytes(data[s + 1 : s + 4], "big")
-        require(version in (2, 3), f"an infe box of version {version}")
-        item, position = _number(data, s + 4, 2 if version == 2 else 4, e)
-        protection, position = _number(data, position, 2, e)
-        require(position + 4 <= e and item not in items, f"item {item} listed twice")
-        # a protected (encrypted) item is never kept
-        items[item] = _Item(
-            b"prot" if protection else data[position : position + 4], bool(flags & 1)
-        )
-    require(len(items) == count, "iinf's count is not its items'")
-    return items
-
-
-def _locations(
-    data: bytes, start: int, end: int, idat: tuple[int, int] | None, items: dict[int, _Item]
-) -> None:
-    version = data[start]
-    require(version <= 2, f"an iloc box of version {version}")
-    offset_size, length_size = data[start + 4] >> 4, data[start + 4] & 15
-    base_size, index_size = data[start + 5] >> 4, data[start + 5] & 15 if version else 0
-    count, position = _number(data, start + 6, 2 if version < 2 else 4, end)
-    require(count <= MOST_ITEMS, f"more than {MOST_ITEMS} items")
-    located = set()
-    for _ in range(count):
-        item, position = _number(data, position, 2 if version < 2 else 4, end)
-        method = 0
-        if version:
-            method, position = _number(data, position, 2, end)
-            method &= 15
-        reference, position = _number(data, position, 2, end)
-        base, position = _number(data, position, base_size, end)
-        extents, position = _number(data, position, 2, end)
-        require(extents <= MOST_ITEMS, f"more than {MOST_ITEMS} extents")
-        require(item in items and item not in located, f"iloc locates item {item} wrongly")
-        require(method in (0, 1) and reference == 0, f"item {item} is stored elsewhere")
-        located.add(item)
-        origin = 0
-        if method == 1:
-            require(idat is not None, "an item in an idat box that is not there")
-            assert idat is not None
-            origin, limit = idat
-        else:
-            limit = len(data)
-        for _ in range(extents):
-            _, position = _number(data, position, index_size, end)
-            offset, position = _number(data, position, offset_size, end)
-            length, position = _number(data, position, length_size, end)
-            at = origin + base + offset
-            require(length > 0 and at + length <= limit, f"item {item}'s data is outside the file")
-            items[item].extents.append((at, length))
-
-
-def _properties(
-    data: bytes, start: int, end: int, items: dict[int, _Item]
-) -> list[tuple[bytes, bytes]]:
-    """ipco's properties as (type, whole box), each item's associations filled in from ipma."""
-    children = list(_boxes(data, start, end))
-    ipco = [(s, e) for kind, s, e in children if kind == b"ipco"]
-    ipmas = [(s, e) for kind, s, e in children if kind == b"ipma"]
-    require(len(ipco) == 1 and len(ipmas) == 1, "other than one ipco and one ipma")
-    properties = []
-    for kind, box, _, e in _whole_boxes(data, *ipco[0]):
-        properties.append((kind, data[box:e]))
-    s, e = ipmas[0]
-    version, flags = data[s], data[s + 3]
-    count, position = _number(data, s + 4, 4, e)
-    require(count <= MOST_ITEMS, f"more than {MOST_ITEMS} items")
-    seen = set()
-    for _ in range(count):
-        item, position = _number(data, position, 2 if version < 1 else 4, e)
-        require(item in items and item not in seen, f"ipma lists item {item} wrongly")
-        seen.add(item)
-        associations, position = _number(data, position, 1, e)
-        for _ in range(associations):
-            value, position = _number(data, position, 2 if flags & 1 else 1, e)
-            top = 0x8000 if flags & 1 else 0x80
-            index = value & (top - 1)
-            require(index <= len(properties), f"item {item}'s property {index} is not there")
-            if index:
-                items[item].properties.append((bool(value & top), index))
-    return properties
-
-
-def _references(
-    data: bytes, start: int, end: int, items: dict[int, _Item]
-) -> list[tuple[bytes, int, list[int]]]:
-    if start == end:
-        return []
-    id_size = 2 if data[start] == 0 else 4
-    references = []
-    for kind, s, e in _boxes(data, start + 4, end):
-        source, position = _number(data, s, id_size, e)
-        count, position = _number(data, position, 2, e)
-        targets = []
-        for _ in range(count):
-            target, position = _number(data, position, id_size, e)
-            targets.append(target)
-        require(position == e, f"an iref {kind!r} box of the wrong size")
-        require(source in items and all(t in items for t in targets), "iref names no item")
-        references.append((kind, source, targets))
-    return references
-
-
-def _kept(
-    primary: int,
-    items: dict[int, _Item],
-    references: list[tuple[bytes, int, list[int]]],
-    properties: list[tuple[bytes, bytes]],
-) -> list[int]:
+def _kept(heif: _heif.Heif) -> list[int]:
     """The primary item, its alpha plane, and the tiles of either when a grid."""
-    require(primary in items, f"the primary item {primary} is not listed")
-    images = [primary]
+    items, references = heif.items, heif.references
+    images = [heif.primary]
     for kind, source, targets in references:
-        if kind == b"auxl" and targets == [primary] and _is_alpha(items[source], properties):
+        if kind == b"auxl" and targets == (heif.primary,) and heif.is_alpha(source):
             images.append(source)
     kept: list[int] = []
     for image in images:
         kept.append(image)
-        if items[image].kind == b"grid":
+        if items[image].type == b"grid":
             tiles = [t for kind, s, ts in references if kind == b"dimg" and s == image for t in ts]
             require(bool(tiles), "a grid without tiles")
             kept += [tile for tile in tiles if tile not in kept]
     for item in kept:
-        kind = items[item].kind
+        kind = items[item].type
         require(kind in _CODED or (kind == b"grid" and item in images), f"a {kind!r} item")
         require(bool(items[item].extents), f"item {item} has no data")
         for essential, index in items[item].properties:
-            name = properties[index - 1][0]
+            name = heif.properties[index - 1].kind
             require(name in _PROPERTIES or not essential, f"an essential {name!r} property")
     return kept
-
-
-def _is_alpha(item: _Item, properties: list[tuple[bytes, bytes]]) -> bool:
-    for _, index in item.properties:
-        kind, box = properties[index - 1]
-        if kind == b"auxC" and box[12:].split(b"\x00")[0] in _ALPHA_URNS:
-            return True
-    return False
 
 
 def _box(kind: bytes, body: bytes, full: int | None = None) -> bytes:
@@ -244,15 +60,9 @@ def _box(kind: bytes, body: bytes, full: int | None = None) -> bytes:
     return struct.pack(">I", 8 + len(head) + len(body)) + kind + head + body
 
 
-def _write(
-    ftyp: bytes,
-    primary: int,
-    kept: list[int],
-    items: dict[int, _Item],
-    references: list[tuple[bytes, int, list[int]]],
-    properties: list[tuple[bytes, bytes]],
-    data: bytes,
-) -> bytes:
+def _write(heif: _heif.Heif, kept: list[int]) -> bytes:
+    data, primary, items, references = heif.data, heif.primary, heif.items, heif.references
+    properties = [(box.kind, data[box.start : box.end]) for box in heif.properties]
     wide = max(kept) > 0xFFFF
     ids = ">I" if wide else ">H"
     # Checked before anything is copied: extents that point at the same bytes again and again
@@ -268,7 +78,7 @@ def _write(
         for hidden, body in [
             (
                 int(items[item].hidden),
-                struct.pack(ids, item) + b"\x00\x00" + items[item].kind + b"\x00",
+                struct.pack(ids, item) + b"\x00\x00" + items[item].type + b"\x00",
             )
         ]
     ]
@@ -317,6 +127,7 @@ def _write(
 
     size = len(meta(0))
     mdat_body = b"".join(payloads)
+    ftyp = data[heif.ftyp.start : heif.ftyp.end]
     first = len(ftyp) + size + 8
     require(first + len(mdat_body) < 1 << 32, "a HEIF over 4 GB")
     return ftyp + meta(first) + struct.pack(">I", 8 + len(mdat_body)) + b"mdat" + mdat_body
