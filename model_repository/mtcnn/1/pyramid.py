@@ -135,6 +135,8 @@ def area_level(rows: np.ndarray, sums: np.ndarray, height: int, width: int) -> n
     `mtcnn_pyramid_pnet`'s graph does the same from the same tables."""
     in_height, channels, in_width = rows.shape
     tables = AreaTables.make(in_height, in_width, height, width)
+    taps = tables.columns.shape[1]
+    columns = tables.columns.T.ravel()  # tap by tap: one gather for all taps
     column_weights = np.ascontiguousarray(tables.column_weights.T)  # [taps, width]
     level = np.empty((channels, height, width), np.float32)
     by_row = level.transpose(1, 0, 2)  # [height, C, width], a view
@@ -142,15 +144,16 @@ def area_level(rows: np.ndarray, sums: np.ndarray, height: int, width: int) -> n
         stop = min(start + ROWS_PER_BAND, height)
         index = tables.row_index[start : stop + 1]
         rest = tables.row_rest[start : stop + 1, None, None]
-        band = np.diff(sums[index], axis=0).astype(np.float32)  # whole pixels, exact
+        ends = sums[index]
+        band = np.empty((stop - start, channels, in_width), np.float32)
+        np.subtract(ends[1:], ends[:-1], out=band, casting="unsafe")  # whole pixels, exact
         partial = rows[index] * rest  # the parts of the edge pixels after each edge
         band -= partial[1:]
         band += partial[:-1]
-        out = by_row[start:stop]
-        columns = tables.columns
-        np.multiply(np.take(band, columns[:, 0], axis=2), column_weights[0], out=out)
-        for tap in range(1, columns.shape[1]):
-            out += np.take(band, columns[:, tap], axis=2) * column_weights[tap]
+        weighted = np.take(band, columns, axis=2).reshape(stop - start, channels, taps, width)
+        weighted *= column_weights
+        # Summed over the taps axis, not the last one: numpy then adds tap after tap, in order.
+        np.sum(weighted, axis=2, out=by_row[start:stop])
     return level
 
 
