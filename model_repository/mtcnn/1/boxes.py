@@ -23,8 +23,9 @@ OUTSIDE_PIXEL = 127.5
 # so `threshold_pnet=0` would make every PNet cell a box). The test photos stay far below (at most
 # ~450 per level, on a collage of seven faces).
 PNET_LEVEL_TOP_K = 2000
-# Boxes per NMS step: its temporaries are O(n * NMS_CHUNK), 10 MB each for 5,000 boxes.
-NMS_CHUNK = 256
+# Boxes per NMS step, neighbours in x: its temporaries are O(n * NMS_CHUNK) at worst (5 MB each
+# for 5,000 boxes); on a 12 MP photo's proposals 128 was faster than 64 or 256.
+NMS_CHUNK = 128
 # Boxes cropped at a time: a chunk's float temporaries (a few hundred KB) stay in cache.
 CROP_CHUNK = 64
 
@@ -71,15 +72,22 @@ def suppress(
     boxes: np.ndarray, threshold: float, method: str = "union", sort: bool = True
 ) -> np.ndarray:
     """The package's NMS on rows [x1, y1, x2, y2, score, ...]: keep a box unless a box before it
-    (higher score) overlaps it by more than `threshold`. Memory stays O(n * NMS_CHUNK)."""
+    (higher score) overlaps it by more than `threshold` (at least 0, so only boxes that intersect
+    count). Boxes are taken NMS_CHUNK at a time from left to right, each chunk against the boxes
+    that reach into its columns only; memory stays O(n * NMS_CHUNK)."""
     if sort:
         boxes = sort_by_score(boxes)
     keep = np.ones(len(boxes), dtype=bool)
+    left, right = boxes[:, 0], boxes[:, 2]
+    by_left = np.argsort(left, kind="stable")
+    sorted_left = left[by_left]
     for start in range(0, len(boxes), NMS_CHUNK):
-        stop = min(start + NMS_CHUNK, len(boxes))
-        iou = overlap(boxes[:stop, :4], boxes[start:stop, :4], method)
-        earlier = np.arange(stop)[:, None] < np.arange(start, stop)[None, :]
-        keep[start:stop] = ~np.any((iou > threshold) & earlier, axis=0)
+        chunk = by_left[start : start + NMS_CHUNK]
+        near = by_left[: np.searchsorted(sorted_left, right[chunk].max())]
+        near = near[right[near] > left[chunk].min()]
+        iou = overlap(boxes[near, :4], boxes[chunk, :4], method)
+        earlier = near[:, None] < chunk[None, :]  # rows are in score order
+        keep[chunk] = ~np.any((iou > threshold) & earlier, axis=0)
     return boxes[keep]
 
 
