@@ -45,10 +45,10 @@ from .pyramid import (
     AreaTables,
     area_level,
     check_budget,
-    image_rows,
     level_size,
     pnet_bands,
     pyramid_scales,
+    running_sums,
 )
 
 RNET_SIZE = 24
@@ -158,7 +158,7 @@ async def _pnet_outputs(
         if image.dtype != np.uint8:
             raise CascadeError(f"the pyramid graph takes 8-bit pixels, not {image.dtype}.")
     else:
-        rows, sums = image_rows(image)
+        sums = running_sums(image, [level_size(height, width, s)[0] for s in scales])
 
     async def level_output(scale: float) -> dict[str, np.ndarray]:
         size = level_size(height, width, scale)
@@ -169,7 +169,7 @@ async def _pnet_outputs(
                 for a, b in pnet_bands(*size)
             ]
         else:
-            level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, rows, sums, *size)
+            level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, image, sums, *size)
             requests = [
                 infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs)
                 for a, b in pnet_bands(*size)
