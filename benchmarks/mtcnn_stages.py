@@ -8,9 +8,14 @@ tree's against another commit's, interleaved in one process:
   stage, ONet's crops and the ONet stage, each fed the same network outputs (ONNX Runtime, run
   once on the baseline's levels and crops).
 
-Each stage's result must be the same bytes in both versions (levels, boxes, crops, faces), or it
-stops. Prints a Markdown table of median ms per stage and the ratio new / old (progress to
-stderr).
+- the whole cascade (`detect_faces`, the networks under ONNX Runtime in place of BLS, the pyramid
+  in worker threads as on a CPU host): its time, the time inside the networks, and the rest
+  ("Python": what this commit's levers act on, the pyramid's part that is not hidden behind PNet
+  included).
+
+Each stage's result must be the same bytes in both versions (levels, boxes, crops, faces), and
+so must the whole cascade's faces, or it stops. Prints a Markdown table of median ms per stage
+and the ratio new / old (progress to stderr).
 
     python -m benchmarks.mtcnn_stages [--baseline REV] [--sizes 1mp,3mp,12mp] [--repeats 7]
 """
@@ -18,6 +23,7 @@ stderr).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import importlib.machinery
 import importlib.util
@@ -42,6 +48,8 @@ from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
 FOLDER = "model_repository/mtcnn/1"
 NETWORKS = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 STAGES = ("pyramid", "pnet_stage", "rnet_crops", "rnet_stage", "onet_crops", "onet_stage")
+WHOLE = ("cascade", "networks", "Python")
+CROP_BATCH = 256  # RNet and ONet crops per request: config.pbtxt's crop_batch_size
 
 
 def load_version(label: str, folder: Path) -> dict[str, ModuleType]:
@@ -143,6 +151,26 @@ def stages(
     return seconds, results
 
 
+def whole(
+    version: dict[str, ModuleType], photo: np.ndarray, nets: dict[str, ort.InferenceSession]
+) -> tuple[dict[str, float], list[np.ndarray]]:
+    """Seconds of the whole cascade, inside the networks and outside them; and its faces."""
+    cascade = version["cascade"]
+    in_networks = [0.0]
+
+    async def infer(model: str, inputs: dict, outputs: list[str]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        result = run(nets[model], outputs, inputs["image"])
+        in_networks[0] += time.perf_counter() - started
+        return dict(zip(outputs, result, strict=True))
+
+    started = time.perf_counter()
+    faces = asyncio.run(cascade.detect_faces(photo, cascade.Parameters(), infer, CROP_BATCH))
+    total = time.perf_counter() - started
+    seconds = {"cascade": total, "networks": in_networks[0], "Python": total - in_networks[0]}
+    return seconds, [faces.boxes, faces.scores, faces.landmarks]
+
+
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
@@ -174,6 +202,9 @@ def main() -> None:
         for stage in STAGES:
             if not same(results["old"][stage], results["new"][stage]):
                 raise SystemExit(f"{size}: {stage} differs from the baseline's")
+        faces = [whole(versions[v], photo, nets)[1] for v in versions]
+        if not same(*faces):
+            raise SystemExit(f"{size}: the whole cascade's faces differ from the baseline's")
         for repeat in range(args.repeats):
             log(f"{size}: repeat {repeat + 1}/{args.repeats}")
             order = list(versions) if repeat % 2 == 0 else list(versions)[::-1]
@@ -181,8 +212,10 @@ def main() -> None:
                 seconds, _ = stages(versions[label], photo, outputs)
                 for stage, value in seconds.items():
                     samples[label][stage].append(value)
-                samples[label]["total"].append(sum(seconds.values()))
-        for stage in (*STAGES, "total"):
+                samples[label]["stages"].append(sum(seconds.values()))
+                for part, value in whole(versions[label], photo, nets)[0].items():
+                    samples[label][part].append(value)
+        for stage in (*STAGES, "stages", *WHOLE):
             old, new = (statistics.median(samples[v][stage]) * 1000 for v in versions)
             rows.append([size, stage, old, new, f"{new / old:.2f}"])
     print(f"{machine()}; baseline {args.baseline}; {args.repeats} repeats, medians\n")
