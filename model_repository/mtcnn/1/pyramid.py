@@ -97,7 +97,7 @@ def running_sums(image: np.ndarray, heights: Iterable[int] = ()) -> np.ndarray:
     else:
         dtype = np.float64
     rows = image.transpose(0, 2, 1)  # a view: summed row by row, no transposed copy
-    sums = np.empty(rows.shape, dtype)
+    sums: np.ndarray = np.empty(rows.shape, dtype)
     if in_height:
         sums[0] = rows[0]
     for i in range(1, in_height):  # one vector add per row: numpy's cumsum down axis 0 is slow
