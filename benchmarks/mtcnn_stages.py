@@ -18,6 +18,7 @@ so must the whole cascade's faces, or it stops. Prints a Markdown table of media
 and the ratio new / old (progress to stderr).
 
     python -m benchmarks.mtcnn_stages [--baseline REV] [--sizes 1mp,3mp,12mp] [--repeats 7]
+                                      [--stages-only]
 """
 
 from __future__ import annotations
@@ -183,6 +184,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--repository", type=Path, default=MODEL_REPOSITORY)
+    parser.add_argument(
+        "--stages-only", action="store_true", help="without the whole cascade (faster repeats)"
+    )
     args = parser.parse_args()
 
     old_folder = checkout(args.baseline, Path(tempfile.mkdtemp(prefix="mtcnn_old_")))
@@ -213,9 +217,10 @@ def main() -> None:
                 for stage, value in seconds.items():
                     samples[label][stage].append(value)
                 samples[label]["stages"].append(sum(seconds.values()))
-                for part, value in whole(versions[label], photo, nets)[0].items():
-                    samples[label][part].append(value)
-        for stage in (*STAGES, "stages", *WHOLE):
+                if not args.stages_only:
+                    for part, value in whole(versions[label], photo, nets)[0].items():
+                        samples[label][part].append(value)
+        for stage in (*STAGES, "stages", *(() if args.stages_only else WHOLE)):
             old, new = (statistics.median(samples[v][stage]) * 1000 for v in versions)
             rows.append([size, stage, old, new, f"{new / old:.2f}"])
     print(f"{machine()}; baseline {args.baseline}; {args.repeats} repeats, medians\n")
