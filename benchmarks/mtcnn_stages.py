@@ -50,6 +50,7 @@ FOLDER = "model_repository/mtcnn/1"
 NETWORKS = ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
 STAGES = ("pyramid", "pnet_stage", "rnet_crops", "rnet_stage", "onet_crops", "onet_stage")
 WHOLE = ("cascade", "networks", "Python")
+PNET_OUTPUTS = ("offsets", "probabilities")
 CROP_BATCH = 256  # RNet and ONet crops per request: config.pbtxt's crop_batch_size
 
 
@@ -107,23 +108,32 @@ def networks_outputs(
     scales = pyramid.pyramid_scales(height, width, params.min_face_size, params.scale_factor)
     pnet = []
     for level in pyramid.pyramid(photo, scales):
-        bands = [
-            run(nets["mtcnn_pnet"], ["offsets", "probabilities"], level[None, :, a:b])
-            for a, b in pyramid.pnet_bands(*level.shape[1:])
-        ]
-        pnet.append(
-            {
-                name: np.concatenate([band[i] for band in bands], axis=2)
-                for i, name in enumerate(("offsets", "probabilities"))
-            }
-        )
-    candidates = cascade.pnet_stage(pnet, scales, params)
+        bands = []
+        for a, b in pyramid.pnet_bands(*level.shape[1:]):
+            answer = run(nets["mtcnn_pnet"], list(PNET_OUTPUTS), level[None, :, a:b])
+            bands.append(dict(zip(PNET_OUTPUTS, answer, strict=True)))
+        pnet.append(bands)
+    candidates = pnet_stage(cascade, pnet, scales, params)
     crops = boxes.crop_and_resize(photo, candidates, cascade.RNET_SIZE)
     rnet = run(nets["mtcnn_rnet"], ["offsets", "probabilities"], crops)
     kept = cascade.rnet_stage(candidates, *rnet, params)
     crops = boxes.crop_and_resize(photo, kept, cascade.ONET_SIZE)
     onet = run(nets["mtcnn_onet"], ["offsets", "landmarks", "probabilities"], crops)
     return {"scales": scales, "pnet": pnet, "rnet": rnet, "onet": onet}
+
+
+def pnet_stage(
+    cascade: ModuleType, bands: list[list[dict[str, np.ndarray]]], scales: list[float], params: Any
+) -> np.ndarray:
+    """`cascade.pnet_stage` on PNet's answers per level in bands of rows; before 2026-12-07 it took
+    each level's bands joined (by the cascade, on the way), so for such a version they are."""
+    if cascade.pnet_stage.__annotations__["outputs"].startswith("list[list["):
+        return cascade.pnet_stage(bands, scales, params)
+    levels = [
+        {name: np.concatenate([band[name] for band in level], axis=2) for name in PNET_OUTPUTS}
+        for level in bands
+    ]
+    return cascade.pnet_stage(levels, scales, params)
 
 
 def stages(
@@ -143,7 +153,7 @@ def stages(
         return results[stage]
 
     timed("pyramid", pyramid.pyramid, photo, nets["scales"])
-    candidates = timed("pnet_stage", cascade.pnet_stage, nets["pnet"], nets["scales"], params)
+    candidates = timed("pnet_stage", pnet_stage, cascade, nets["pnet"], nets["scales"], params)
     timed("rnet_crops", boxes.crop_and_resize, photo, candidates, cascade.RNET_SIZE)
     kept = timed("rnet_stage", cascade.rnet_stage, candidates, *nets["rnet"], params)
     timed("onet_crops", boxes.crop_and_resize, photo, kept, cascade.ONET_SIZE)

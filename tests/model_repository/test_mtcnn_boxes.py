@@ -20,7 +20,7 @@ def test_pnet_proposals_window_regression_and_scale() -> None:
     probabilities[:, 1, 1] = (0.5, 0.5)  # below the threshold
     offsets = np.zeros((4, 6, 8), np.float32)
     offsets[:, 3, 5] = (0.1, 0.0, -0.1, 0.0)
-    boxes = mtcnn_boxes.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
+    boxes = mtcnn_boxes.pnet_proposals([offsets], [probabilities], scale=0.5, threshold=0.6)
     x1, y1, x2, y2 = 11 + 1.1, 7, 22 - 1.1, 18
     np.testing.assert_allclose(boxes, [[x1 / 0.5, y1 / 0.5, x2 / 0.5, y2 / 0.5, 0.9]], rtol=1e-6)
 
@@ -29,15 +29,31 @@ def test_pnet_proposals_keep_the_best_top_k() -> None:
     rng = np.random.default_rng(0)
     probabilities = rng.uniform(0, 1, (2, 20, 30)).astype(np.float32)
     offsets = rng.uniform(-0.2, 0.2, (4, 20, 30)).astype(np.float32)
-    every = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=600)
-    best = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=50)
+    every = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, threshold=0, top_k=600)
+    best = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, threshold=0, top_k=50)
     assert len(every) == 600 and len(best) == 50
     np.testing.assert_array_equal(best, every[:50])
     assert np.all(np.diff(best[:, 4]) <= 0)
 
 
+@pytest.mark.parametrize("top_k", [50, 600])
+def test_pnet_proposals_from_bands_are_the_whole_levels(top_k: int) -> None:
+    """A level's output in uneven bands of rows (as PNet answers a large level) gives the same
+    boxes, byte for byte, as the whole level: the best `top_k` of all bands, not of each."""
+    rng = np.random.default_rng(3)
+    probabilities = rng.uniform(0, 1, (2, 20, 30)).astype(np.float32)
+    offsets = rng.uniform(-0.2, 0.2, (4, 20, 30)).astype(np.float32)
+    whole = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, 0.3, top_k)
+    rows = [slice(0, 7), slice(7, 8), slice(8, 20)]
+    bands = mtcnn_boxes.pnet_proposals(
+        [offsets[:, r] for r in rows], [probabilities[:, r] for r in rows], 0.5, 0.3, top_k
+    )
+    assert len(whole) == min(top_k, int((probabilities[1] > 0.3).sum()))
+    np.testing.assert_array_equal(bands, whole)
+
+
 def test_pnet_proposals_none_above_threshold() -> None:
-    boxes = mtcnn_boxes.pnet_proposals(np.zeros((4, 2, 2)), np.zeros((2, 2, 2)), 1.0, 0.6)
+    boxes = mtcnn_boxes.pnet_proposals([np.zeros((4, 2, 2))], [np.zeros((2, 2, 2))], 1.0, 0.6)
     assert boxes.shape == (0, 5)
 
 

@@ -136,10 +136,12 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
     cross-level cap keeps the best PNET_TOP_K, then NMS runs on those only."""
     rng = np.random.default_rng(0)
     outputs = [
-        {
-            "offsets": np.zeros((1, 4, 10, 10), np.float32),
-            "probabilities": rng.uniform(0, 1, (1, 2, 10, 10)).astype(np.float32),
-        }
+        [
+            {
+                "offsets": np.zeros((1, 4, 10, 10), np.float32),
+                "probabilities": rng.uniform(0, 1, (1, 2, 10, 10)).astype(np.float32),
+            }
+        ]
         for _ in range(4)
     ]
     params = mtcnn_parameters.Parameters().update(NOTHING_FILTERED)
@@ -147,7 +149,7 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
     assert len(mtcnn_cascade.pnet_stage(outputs, scales, params)) == 400
     monkeypatch.setattr(mtcnn_cascade, "PNET_TOP_K", 30)
     capped = mtcnn_cascade.pnet_stage(outputs, scales, params)
-    scores = np.concatenate([o["probabilities"][0, 1].ravel() for o in outputs])
+    scores = np.concatenate([o[0]["probabilities"][0, 1].ravel() for o in outputs])
     np.testing.assert_allclose(capped[:, 4], np.sort(scores)[::-1][:30])
 
 

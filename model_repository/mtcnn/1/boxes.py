@@ -11,6 +11,8 @@ Boxes are rows [x1, y1, x2, y2, score, ...] in original image pixels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from .common import overlap
@@ -36,20 +38,30 @@ def sort_by_score(boxes: np.ndarray) -> np.ndarray:
 
 
 def pnet_proposals(
-    offsets: np.ndarray,
-    probabilities: np.ndarray,
+    offsets: Sequence[np.ndarray],
+    probabilities: Sequence[np.ndarray],
     scale: float,
     threshold: float,
     top_k: int = PNET_LEVEL_TOP_K,
 ) -> np.ndarray:
-    """Boxes [n, 5] (x1, y1, x2, y2, score) in original pixels from one level's PNet output
-    (offsets [4, h, w], probabilities [2, h, w]), regressed, best first, at most `top_k`."""
-    score = probabilities[1]
-    ys, xs = np.nonzero(score > threshold)
+    """Boxes [n, 5] (x1, y1, x2, y2, score) in original pixels from one level's PNet output in
+    bands of rows, at least one, top to bottom (offsets [4, h, w] and probabilities [2, h, w]; one
+    band may be the whole level), regressed, best first, at most `top_k`. The bands are not joined
+    (a 12 MP photo's first level's maps are 26 MB): only each band's cells above `threshold` are
+    taken, in the order of the whole level's rows."""
+    found = []
+    first_row = 0
+    for offset, probability in zip(offsets, probabilities, strict=True):
+        score = probability[1]
+        ys, xs = np.nonzero(score > threshold)
+        found.append((ys + first_row, xs, score[ys, xs], offset[:, ys, xs]))
+        first_row += len(score)
+    joined = (np.concatenate(parts, axis=-1) for parts in zip(*found, strict=True))
+    ys, xs, scores, regression = joined
     if len(ys) > top_k:
-        best = np.sort(np.argpartition(score[ys, xs], len(ys) - top_k)[-top_k:])
-        ys, xs = ys[best], xs[best]
-    regression = offsets[:, ys, xs].T.astype(np.float64)
+        best = np.sort(np.argpartition(scores, len(ys) - top_k)[-top_k:])
+        ys, xs, scores, regression = ys[best], xs[best], scores[best], regression[:, best]
+    regression = regression.T.astype(np.float64)
     cell = PNET_WINDOW - 1
     left, top = xs * PNET_STRIDE + 1, ys * PNET_STRIDE + 1
     right, bottom = xs * PNET_STRIDE + PNET_WINDOW, ys * PNET_STRIDE + PNET_WINDOW
@@ -59,7 +71,7 @@ def pnet_proposals(
             top + regression[:, 1] * cell,
             right + regression[:, 2] * cell,
             bottom + regression[:, 3] * cell,
-            score[ys, xs].astype(np.float64),
+            scores.astype(np.float64),
         ],
         axis=1,
     ).reshape(-1, 5)
