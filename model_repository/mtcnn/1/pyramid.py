@@ -163,7 +163,10 @@ def area_level(image: np.ndarray, sums: np.ndarray, height: int, width: int) -> 
         partial = edge_rows * rest  # the parts of the edge pixels after each edge
         band -= partial[1:]
         band += partial[:-1]
-        weighted = np.take(band, columns, axis=2).reshape(stop - start, channels, taps, width)
+        # The columns are in range (clamped, as TensorFlow does): "clip" changes none of them
+        # and skips numpy's bounds checks, which made the gather 1.4x slower.
+        weighted = np.take(band, columns, axis=2, mode="clip")
+        weighted = weighted.reshape(stop - start, channels, taps, width)
         weighted *= column_weights
         # Summed over the taps axis, not the last one: numpy then adds tap after tap, in order.
         np.sum(weighted, axis=2, out=by_row[start:stop])
