@@ -146,7 +146,7 @@ def area_level(image: np.ndarray, sums: np.ndarray, height: int, width: int) -> 
     that stay in cache. `mtcnn_pyramid_pnet`'s graph does the same from the same tables."""
     in_height, channels, in_width = sums.shape
     tables = AreaTables.make(in_height, in_width, height, width)
-    edge_dtype = None if image.dtype == np.uint8 else np.float64
+    edge_dtype = np.float32 if image.dtype == np.uint8 else np.float64
     taps = tables.columns.shape[1]
     columns = tables.columns.T.ravel()  # tap by tap: one gather for all taps
     column_weights = np.ascontiguousarray(tables.column_weights.T)  # [taps, width]
@@ -159,8 +159,9 @@ def area_level(image: np.ndarray, sums: np.ndarray, height: int, width: int) -> 
         ends = sums[index]
         band = np.empty((stop - start, channels, in_width), np.float32)
         np.subtract(ends[1:], ends[:-1], out=band, casting="unsafe")  # whole pixels, exact
-        edge_rows = np.ascontiguousarray(image[index].transpose(0, 2, 1), edge_dtype)
-        partial = edge_rows * rest  # the parts of the edge pixels after each edge
+        partial: np.ndarray = np.empty((stop - start + 1, channels, in_width), edge_dtype)
+        np.copyto(partial, image[index].transpose(0, 2, 1))  # converted as it is transposed
+        partial *= rest  # the parts of the edge pixels after each edge
         band -= partial[1:]
         band += partial[:-1]
         # The columns are in range (clamped, as TensorFlow does): "clip" changes none of them
