@@ -174,9 +174,8 @@ def new_shapes(core: ov.Core, repository: Path, photo: np.ndarray) -> list[list[
     mc = cascade()
     params = mc.Parameters()
     scales = mc.pyramid_scales(*photo.shape[:2], params.min_face_size, params.scale_factor)
-    levels = [
-        mc.area_level(*mc.image_rows(photo), *mc.level_size(*photo.shape[:2], s)) for s in scales
-    ]
+    sums = mc.running_sums(photo)
+    levels = [mc.area_level(photo, sums, *mc.level_size(*photo.shape[:2], s)) for s in scales]
     feeds = [{"image": level[None]} for level in levels]
     path = repository / "mtcnn_pnet" / "1" / "model.onnx"
     rows: list[list[object]] = []

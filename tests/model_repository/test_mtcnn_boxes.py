@@ -20,7 +20,7 @@ def test_pnet_proposals_window_regression_and_scale() -> None:
     probabilities[:, 1, 1] = (0.5, 0.5)  # below the threshold
     offsets = np.zeros((4, 6, 8), np.float32)
     offsets[:, 3, 5] = (0.1, 0.0, -0.1, 0.0)
-    boxes = mtcnn_boxes.pnet_proposals(offsets, probabilities, scale=0.5, threshold=0.6)
+    boxes = mtcnn_boxes.pnet_proposals([offsets], [probabilities], scale=0.5, threshold=0.6)
     x1, y1, x2, y2 = 11 + 1.1, 7, 22 - 1.1, 18
     np.testing.assert_allclose(boxes, [[x1 / 0.5, y1 / 0.5, x2 / 0.5, y2 / 0.5, 0.9]], rtol=1e-6)
 
@@ -29,15 +29,31 @@ def test_pnet_proposals_keep_the_best_top_k() -> None:
     rng = np.random.default_rng(0)
     probabilities = rng.uniform(0, 1, (2, 20, 30)).astype(np.float32)
     offsets = rng.uniform(-0.2, 0.2, (4, 20, 30)).astype(np.float32)
-    every = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=600)
-    best = mtcnn_boxes.pnet_proposals(offsets, probabilities, 0.5, threshold=0.0, top_k=50)
+    every = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, threshold=0, top_k=600)
+    best = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, threshold=0, top_k=50)
     assert len(every) == 600 and len(best) == 50
     np.testing.assert_array_equal(best, every[:50])
     assert np.all(np.diff(best[:, 4]) <= 0)
 
 
+@pytest.mark.parametrize("top_k", [50, 600])
+def test_pnet_proposals_from_bands_are_the_whole_levels(top_k: int) -> None:
+    """A level's output in uneven bands of rows (as PNet answers a large level) gives the same
+    boxes, byte for byte, as the whole level: the best `top_k` of all bands, not of each."""
+    rng = np.random.default_rng(3)
+    probabilities = rng.uniform(0, 1, (2, 20, 30)).astype(np.float32)
+    offsets = rng.uniform(-0.2, 0.2, (4, 20, 30)).astype(np.float32)
+    whole = mtcnn_boxes.pnet_proposals([offsets], [probabilities], 0.5, 0.3, top_k)
+    rows = [slice(0, 7), slice(7, 8), slice(8, 20)]
+    bands = mtcnn_boxes.pnet_proposals(
+        [offsets[:, r] for r in rows], [probabilities[:, r] for r in rows], 0.5, 0.3, top_k
+    )
+    assert len(whole) == min(top_k, int((probabilities[1] > 0.3).sum()))
+    np.testing.assert_array_equal(bands, whole)
+
+
 def test_pnet_proposals_none_above_threshold() -> None:
-    boxes = mtcnn_boxes.pnet_proposals(np.zeros((4, 2, 2)), np.zeros((2, 2, 2)), 1.0, 0.6)
+    boxes = mtcnn_boxes.pnet_proposals([np.zeros((4, 2, 2))], [np.zeros((2, 2, 2))], 1.0, 0.6)
     assert boxes.shape == (0, 5)
 
 
@@ -59,16 +75,26 @@ def test_suppress_min_method_divides_by_the_smaller_box() -> None:
 
 
 @pytest.mark.slow
-def test_suppress_matches_the_package_nms_also_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("spread", ["dense", "wide"])
+def test_suppress_matches_the_package_nms_also_in_chunks(
+    monkeypatch: pytest.MonkeyPatch, spread: str
+) -> None:
+    """Boxes 5-60 px on 200x200 (most overlap), or 10-1500 px on 3000x3000 with whole-pixel
+    left edges (ties) as PNet's levels give them across levels: chunks of boxes compared only
+    with their neighbours in x still drop exactly the package's."""
     from mtcnn.utils.bboxes import smart_nms_from_bboxes
 
     rng = np.random.default_rng(1)
-    xy = rng.uniform(0, 200, (300, 2))
-    wh = rng.uniform(5, 60, (300, 2))
+    if spread == "dense":
+        xy, wh = rng.uniform(0, 200, (300, 2)), rng.uniform(5, 60, (300, 2))
+    else:
+        xy = rng.integers(0, 1000, (300, 2)).astype(float)
+        wh = np.exp(rng.uniform(2.3, 7.3, (300, 1))) * rng.uniform(0.8, 1.2, (300, 2))
     boxes = np.concatenate([xy, xy + wh, rng.uniform(0, 1, (300, 1))], axis=1)
     for method in ("union", "min"):
         with_id = np.concatenate([np.zeros((300, 1)), boxes], axis=1)
         want = smart_nms_from_bboxes(with_id, threshold=0.5, method=method)[:, 1:]
+        assert 10 < len(want) < 250, len(want)
         np.testing.assert_array_equal(mtcnn_boxes.suppress(boxes, 0.5, method), want)
         monkeypatch.setattr(mtcnn_boxes, "NMS_CHUNK", 7)
         np.testing.assert_array_equal(mtcnn_boxes.suppress(boxes, 0.5, method), want)

@@ -17,6 +17,7 @@ import pytest
 from core.model_config import read_config
 from core.paths import MODEL_REPOSITORY
 from tests.utils.mtcnn_faces import assert_same_faces, cascade, collage, oracle, photos
+from tests.utils.real_photos import decoded, jpeg_bytes, real_photo
 
 mtcnn_cascade = cascade("cascade")
 mtcnn_parameters = cascade("parameters")
@@ -135,10 +136,12 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
     cross-level cap keeps the best PNET_TOP_K, then NMS runs on those only."""
     rng = np.random.default_rng(0)
     outputs = [
-        {
-            "offsets": np.zeros((1, 4, 10, 10), np.float32),
-            "probabilities": rng.uniform(0, 1, (1, 2, 10, 10)).astype(np.float32),
-        }
+        [
+            {
+                "offsets": np.zeros((1, 4, 10, 10), np.float32),
+                "probabilities": rng.uniform(0, 1, (1, 2, 10, 10)).astype(np.float32),
+            }
+        ]
         for _ in range(4)
     ]
     params = mtcnn_parameters.Parameters().update(NOTHING_FILTERED)
@@ -146,7 +149,7 @@ def test_pnet_stage_keeps_the_best_across_levels(monkeypatch: pytest.MonkeyPatch
     assert len(mtcnn_cascade.pnet_stage(outputs, scales, params)) == 400
     monkeypatch.setattr(mtcnn_cascade, "PNET_TOP_K", 30)
     capped = mtcnn_cascade.pnet_stage(outputs, scales, params)
-    scores = np.concatenate([o["probabilities"][0, 1].ravel() for o in outputs])
+    scores = np.concatenate([o[0]["probabilities"][0, 1].ravel() for o in outputs])
     np.testing.assert_allclose(capped[:, 4], np.sort(scores)[::-1][:30])
 
 
@@ -218,6 +221,22 @@ def test_detect_faces_on_onnxruntime_matches_the_mtcnn_package(onnx_infer, detec
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("megapixels", [1, 3, 12])
+def test_detect_faces_at_phone_photo_sizes_matches_the_package(
+    onnx_infer, detector, megapixels: int
+) -> None:  # type: ignore[no-untyped-def]
+    """The same oracle on 1, 3 and 12 MP phone photos (six faces each), decoded as the gateway
+    decodes them: the numpy pyramid at the sizes whose cost it was made for."""
+    image = decoded(jpeg_bytes(real_photo(megapixels)))
+    want = oracle(detector, image)
+    assert len(want) >= 5
+    got = asyncio.run(
+        mtcnn_cascade.detect_faces(image, mtcnn_parameters.Parameters(), onnx_infer, CROP_BATCH)
+    )
+    assert_same_faces(got, want, f"{megapixels} MP")
+
+
+@pytest.mark.slow
 def test_detect_faces_with_the_pyramid_in_the_graph_matches_the_package(
     onnx_infer, detector
 ) -> None:  # type: ignore[no-untyped-def]
@@ -243,13 +262,13 @@ def test_pyramid_graph_gives_pnet_the_numpy_levels(onnx_infer, monkeypatch, shap
     min_face_size 12 the first level is the photo at scale 1."""
     monkeypatch.setattr(mtcnn_pyramid, "PNET_BAND_PIXELS", 40 * shape[1])
     image = np.random.default_rng(1).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    rows, sums = mtcnn_pyramid.image_rows(image)
+    sums = mtcnn_pyramid.running_sums(image)
     outputs = ["offsets", "probabilities"]
     scales = mtcnn_pyramid.pyramid_scales(*shape, 12, mtcnn_parameters.Parameters().scale_factor)
     bands = 0
     for scale in scales:
         size = mtcnn_pyramid.level_size(*shape, scale)
-        level = mtcnn_pyramid.area_level(rows, sums, *size)
+        level = mtcnn_pyramid.area_level(image, sums, *size)
         tables = mtcnn_pyramid.AreaTables.make(*shape, *size)
         for a, b in mtcnn_pyramid.pnet_bands(*size):
             feed = tables.band_inputs(image, a, b)

@@ -80,7 +80,7 @@ def test_area_level_matches_tensorflow(size: tuple[int, int], dtype: type) -> No
 
     image = np.random.default_rng(0).uniform(0, 255, (100, 77, 3)).astype(dtype)
     want = tf.image.resize(image[None], size, method="area").numpy()[0]
-    level = mtcnn_pyramid.area_level(*mtcnn_pyramid.image_rows(image), *size)
+    level = mtcnn_pyramid.area_level(image, mtcnn_pyramid.running_sums(image), *size)
     assert level.shape == (3, *size) and level.dtype == np.float32
     np.testing.assert_allclose(level.transpose(1, 2, 0), want, atol=1e-3)
 
@@ -99,6 +99,27 @@ def test_pyramid_of_a_12_megapixel_photo_matches_tensorflow() -> None:
         size = mtcnn_pyramid.level_size(3024, 4032, scale)
         want = tf.image.resize(image[None], size, method="area").numpy()[0]
         np.testing.assert_allclose(level.transpose(1, 2, 0), want, atol=1e-3, err_msg=f"{scale}")
+
+
+@pytest.mark.parametrize("fill", ["white", "noise"])
+def test_running_sums_wrap_in_16_bits_only_where_every_level_stays_exact(fill: str) -> None:
+    """A 3024-row white photo sums to 771,120 down a column, far beyond 16 bits: the sums wrap,
+    yet a 14-row level (216 rows per output row) is the same bytes as from int32 sums; a 11-row
+    level (275 rows) gets int32 sums."""
+    rng = np.random.default_rng(2)
+    if fill == "white":
+        image = np.full((3024, 40, 3), 255, np.uint8)
+    else:
+        image = rng.integers(0, 256, (3024, 40, 3), dtype=np.uint8)
+    wide = mtcnn_pyramid.running_sums(image)
+    assert wide.dtype == np.int32
+    assert mtcnn_pyramid.running_sums(image, [1814, 14]).dtype == np.uint16
+    assert mtcnn_pyramid.running_sums(image, [1814, 11]).dtype == np.int32
+    narrow = mtcnn_pyramid.running_sums(image, [14])
+    for height in (14, 20, 1814):
+        want = mtcnn_pyramid.area_level(image, wide, height, 19)
+        np.testing.assert_array_equal(mtcnn_pyramid.area_level(image, narrow, height, 19), want)
+    assert mtcnn_pyramid.running_sums(image[:256], []).dtype == np.uint16
 
 
 @pytest.mark.parametrize("height", [12, 13, 400, 401, 411, 1814])

@@ -45,10 +45,10 @@ from .pyramid import (
     AreaTables,
     area_level,
     check_budget,
-    image_rows,
     level_size,
     pnet_bands,
     pyramid_scales,
+    running_sums,
 )
 
 RNET_SIZE = 24
@@ -82,15 +82,16 @@ class Faces:
 
 
 def pnet_stage(
-    outputs: list[dict[str, np.ndarray]], scales: list[float], params: Parameters
+    outputs: list[list[dict[str, np.ndarray]]], scales: list[float], params: Parameters
 ) -> np.ndarray:
-    """PNet outputs per level (at least one) to square candidate boxes [n, 5], at most
-    PNET_TOP_K: proposals, NMS per level, the best across levels, NMS across them, squaring."""
+    """PNet outputs per level (at least one), each in bands of rows top to bottom, to square
+    candidate boxes [n, 5], at most PNET_TOP_K: proposals, NMS per level, the best across
+    levels, NMS across them, squaring."""
     per_level = []
-    for out, scale in zip(outputs, scales, strict=True):
-        boxes = pnet_proposals(
-            out["offsets"][0], out["probabilities"][0], scale, params.threshold_pnet
-        )
+    for bands, scale in zip(outputs, scales, strict=True):
+        offsets = [band["offsets"][0] for band in bands]
+        probabilities = [band["probabilities"][0] for band in bands]
+        boxes = pnet_proposals(offsets, probabilities, scale, params.threshold_pnet)
         per_level.append(suppress(boxes, params.nms_pnet1, sort=False))
     boxes = sort_by_score(np.concatenate(per_level))[:PNET_TOP_K]
     return square(suppress(boxes, params.nms_pnet2, sort=False))
@@ -144,8 +145,8 @@ async def _infer_crops(
 
 async def _pnet_outputs(
     image: np.ndarray, scales: list[float], infer: Infer, pyramid_in_graph: bool
-) -> list[dict[str, np.ndarray]]:
-    """PNet's output maps for every pyramid level, large levels in bands of rows.
+) -> list[list[dict[str, np.ndarray]]]:
+    """PNet's output maps for every pyramid level, in bands of rows (one for small levels).
 
     With `pyramid_in_graph`, `mtcnn_pyramid_pnet` makes each band from the photo itself (on a GPU
     host, on the GPU), so here only its tables are computed. Otherwise levels are made here
@@ -158,9 +159,9 @@ async def _pnet_outputs(
         if image.dtype != np.uint8:
             raise CascadeError(f"the pyramid graph takes 8-bit pixels, not {image.dtype}.")
     else:
-        rows, sums = image_rows(image)
+        sums = running_sums(image, [level_size(height, width, s)[0] for s in scales])
 
-    async def level_output(scale: float) -> dict[str, np.ndarray]:
+    async def level_output(scale: float) -> list[dict[str, np.ndarray]]:
         size = level_size(height, width, scale)
         if pyramid_in_graph:
             tables = AreaTables.make(height, width, *size)
@@ -169,13 +170,12 @@ async def _pnet_outputs(
                 for a, b in pnet_bands(*size)
             ]
         else:
-            level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, rows, sums, *size)
+            level = await loop.run_in_executor(_PYRAMID_THREADS, area_level, image, sums, *size)
             requests = [
                 infer("mtcnn_pnet", {"image": level[None, :, a:b]}, outputs)
                 for a, b in pnet_bands(*size)
             ]
-        bands = await asyncio.gather(*requests)
-        return {name: np.concatenate([band[name] for band in bands], axis=2) for name in outputs}
+        return list(await asyncio.gather(*requests))
 
     return list(await asyncio.gather(*(level_output(scale) for scale in scales)))
 
