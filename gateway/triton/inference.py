@@ -351,10 +351,9 @@ async def _leased(
     async with AsyncExitStack() as stack:
         if call.shared is not None and spec.input_size is None:
             for name, array in prepared.items():
-                datatype = "UINT8" if array.dtype == np.uint8 else None
-                if datatype is None:
+                if array.dtype != np.uint8:
                     continue
-                lease = call.shared.lease(call.client, call.address, name, array, datatype)
+                lease = call.shared.lease(call.client, call.address, name, array, "UINT8")
                 tensor = await stack.enter_async_context(lease)
                 if tensor is not None:
                     leased[name] = tensor

@@ -18,7 +18,9 @@ files /dev/shm/picmetric-<host>-<pid>-<token>-<slot>: on start, this host's file
 that no longer run (a gateway killed) are unlinked, and a Triton's registrations of them are
 dropped when the gateway registers with it; on shutdown, the pool is unregistered and unlinked.
 A Triton that restarted has forgotten the regions: the call that finds out registers them again
-and is sent once more."""
+and is sent once more. A call
+abandoned (its deadline passed) frees its region at once: a request Triton still has queued may
+then read other pixels, but nobody reads its answer."""
 
 from __future__ import annotations
 
@@ -257,8 +259,15 @@ class SharedInputs:
             return
         region = self._free.pop()
         try:
+            filling = asyncio.ensure_future(
+                run_in_threadpool(region.fill, np.ascontiguousarray(array))
+            )
             try:
-                await run_in_threadpool(region.fill, np.ascontiguousarray(array))
+                await asyncio.shield(filling)
+            except asyncio.CancelledError:
+                # Its thread writes on: the region is free again only once it has stopped.
+                await asyncio.wait([filling])
+                raise
             except OSError as exc:
                 log.warning("No room in /dev/shm for a photo (%s); sent inside the request", exc)
                 region.release()
