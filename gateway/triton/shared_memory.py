@@ -52,9 +52,8 @@ Mode = Literal["auto", "on", "off"]
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "picmetric"
-# Inputs smaller than this go inside the request: ResNet50's and YOLOv3's (at most ~0.5 MB)
-# cost less than a region's bookkeeping.
-MIN_BYTES = 1 << 20
+# Full-resolution inputs smaller than this (a photo under ~0.1 MP) go inside the request.
+MIN_BYTES = 256 << 10
 REGISTER_TIMEOUT_S = 5.0
 
 
