@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import onnxruntime as ort
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 
-from benchmarks._measure import log, machine, table
+from benchmarks._measure import descendants, log, machine, table
 from benchmarks._served import analyze, prepare_repository, wait_ready
 from gateway.images.decode import DecodedImage
 from gateway.results import Options
@@ -49,6 +49,27 @@ from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
 from tests.utils.services import gateway_env, gateway_process
 
 WAYS = ("off", "on")  # PICMETRIC_TRITON_SHARED_MEMORY
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (/proc/PID/stat): what a call
+    costs in CPU, which other load on a shared machine slows but does not add to."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * TICK_S
+
+
+def triton_pids(server: TritonServer) -> list[int]:
+    assert server.process is not None
+    return [server.process.pid, *descendants(server.process.pid)]
+
+
 OPTIONS = Options(threshold=0.5, max_results=10)
 
 
@@ -57,13 +78,69 @@ def order(repeat: int) -> tuple[str, ...]:
     return WAYS if repeat % 2 == 0 else WAYS[::-1]
 
 
-def interleaved(repeats: int, run: Callable[[str], float]) -> dict[str, list[float]]:
-    """`run(way)`'s seconds, each repeat running both ways."""
-    samples: dict[str, list[float]] = defaultdict(list)
-    for i in range(repeats):
-        for way in order(i):
-            samples[way].append(run(way))
+# A Python-backend model that only reads its input: what moving the photo into Triton's Python
+# backend costs, without the cascade's seconds (and their noise) around it.
+TRANSFER_CONFIG = """name: "transfer"
+backend: "python"
+input { name: "image" data_type: TYPE_UINT8 dims: [-1, -1, 3] }
+output { name: "shape" data_type: TYPE_INT64 dims: [3] }
+instance_group { count: 1 kind: KIND_CPU }
+"""
+TRANSFER_MODEL = """import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        answers = []
+        for request in requests:
+            image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy()
+            shape = pb_utils.Tensor("shape", np.array(image.shape, np.int64))
+            answers.append(pb_utils.InferenceResponse([shape]))
+        return answers
+"""
+
+
+async def transfer_alone(
+    photos: dict[str, np.ndarray], server: TritonServer, repeats: int
+) -> dict[str, dict[str, list[float]]]:
+    """Per size, seconds and CPU seconds of a call of the `transfer` model by way."""
+    client = grpcclient.InferenceServerClient(server.grpc_url, channel_args=TRITON_CHANNEL)
+    shared = SharedInputs("auto", 1, max(p.nbytes for p in photos.values()), server.admin_key)
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+
+    async def send(way: str, rgb: np.ndarray) -> None:
+        async with shared.lease(client, server.grpc_url, "image", rgb, "UINT8") as tensor:
+            if way == "off" or tensor is None:
+                tensor = _input("image", rgb, "UINT8")
+            result = await client.infer("transfer", [tensor])
+            assert list(result.as_numpy("shape")) == list(rgb.shape)
+
+    try:
+        for size, rgb in photos.items():
+            log(f"transfer alone: {size}")
+            for way in WAYS:
+                await send(way, rgb)  # warm-up
+            for i in range(repeats):
+                for way in order(i):
+                    pids = [os.getpid(), *triton_pids(server)]
+                    cpu, started = cpu_seconds(pids), time.perf_counter()
+                    await send(way, rgb)
+                    samples[size][way].append(time.perf_counter() - started)
+                    samples[size][f"{way} cpu"].append(cpu_seconds(pids) - cpu)
+    finally:
+        await shared.close({server.grpc_url: client})
+        await client.close()
     return samples
+
+
+def transfer_server(stack: ExitStack) -> TritonServer:
+    root = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "transfer_repository"
+    (root / "transfer" / "1").mkdir(parents=True)
+    (root / "transfer" / "config.pbtxt").write_text(TRANSFER_CONFIG)
+    (root / "transfer" / "1" / "model.py").write_text(TRANSFER_MODEL)
+    ports = TritonPorts(free_port(), free_port(), free_port())
+    return stack.enter_context(TritonServer(root, ports))
 
 
 async def mtcnn_calls(
@@ -91,9 +168,11 @@ async def mtcnn_calls(
 
             for i in range(repeats):
                 for way in order(i):
-                    started = time.perf_counter()
+                    pids = [os.getpid(), *triton_pids(server)]
+                    cpu, started = cpu_seconds(pids), time.perf_counter()
                     await run_models([MODELS["mtcnn"]], calls[way], image, OPTIONS)
                     samples[size][way].append(time.perf_counter() - started)
+                    samples[size][f"{way} cpu"].append(cpu_seconds(pids) - cpu)
                 started = time.perf_counter()
                 inputs = [_input("image", rgb, "UINT8")]
                 request = _get_inference_request(
@@ -111,10 +190,11 @@ async def mtcnn_calls(
 def analyses(
     jpegs: dict[str, bytes], server: TritonServer, repository: Path, repeats: int
 ) -> dict[str, dict[str, list[float]]]:
-    """Per size, seconds of POST /v1/analyze (all three models) by way, through two gateways."""
-    samples = {}
+    """Per size, seconds of POST /v1/analyze (all three models) by way, through two gateways,
+    and the CPU seconds the gateway and Triton spent on it."""
+    samples: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        urls = {}
+        urls, gateways = {}, {}
         for way in WAYS:
             env = gateway_env(
                 server,
@@ -123,7 +203,9 @@ def analyses(
                 triton_timeout_s="600",
                 triton_shared_memory=way,
             )
+            others = set(descendants(os.getpid()))
             urls[way] = stack.enter_context(gateway_process(env, Path(tmp) / f"{way}.log"))
+            gateways[way] = [p for p in descendants(os.getpid()) if p not in others]
             wait_ready(urls[way])
         count = 0
         for size, jpeg in jpegs.items():
@@ -132,12 +214,14 @@ def analyses(
                 analyze(urls[way], size, jpeg, 0.1 + count / 1e5)  # warm-up
                 count += 1
 
-            def post(way: str, size: str = size, jpeg: bytes = jpeg) -> float:
-                nonlocal count
-                count += 1
-                return analyze(urls[way], size, jpeg, 0.2 + count / 1e5)["wall_ms"] / 1000
-
-            samples[size] = dict(interleaved(repeats, post))
+            for i in range(repeats):
+                for way in order(i):
+                    count += 1
+                    pids = [*gateways[way], *triton_pids(server)]
+                    cpu = cpu_seconds(pids)
+                    body = analyze(urls[way], size, jpeg, 0.2 + count / 1e5)
+                    samples[size][way].append(body["wall_ms"] / 1000)
+                    samples[size][f"{way} cpu"].append(cpu_seconds(pids) - cpu)
         for way in WAYS:
             text = (Path(tmp) / f"{way}.log").read_text()
             if way == "on" and "large inputs go through shared memory" not in text:
@@ -173,10 +257,11 @@ def ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def saved(samples: dict[str, list[float]]) -> str:
+def saved(samples: dict[str, list[float]], suffix: str = "") -> str:
     """The median of each repeat's saving (its two ways ran back to back, so a load that comes
     and goes on a shared machine weighs on both), and its range over the repeats."""
-    pairs = [(off - on) / off * 100 for off, on in zip(samples["off"], samples["on"], strict=True)]
+    both = zip(samples["off" + suffix], samples["on" + suffix], strict=True)
+    pairs = [(off - on) / off * 100 for off, on in both]
     return f"{statistics.median(pairs):.0f} % ({min(pairs):.0f} to {max(pairs):.0f})"
 
 
@@ -193,6 +278,8 @@ def main() -> None:
     photos = {s: decoded(jpeg) for s, jpeg in jpegs.items()}
     print(f"`{' '.join(['python -m benchmarks.triton_shm', *sys.argv[1:]])}`\n")
     print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; {machine()}\n")
+    with ExitStack() as stack:
+        alone = asyncio.run(transfer_alone(photos, transfer_server(stack), args.repeats * 3))
     with ExitStack() as stack:
         repository = prepare_repository(args.repository, stack)
         ports = TritonPorts(free_port(), free_port(), free_port())
@@ -212,6 +299,27 @@ def main() -> None:
         "gateway's gRPC prep ms",
         "cascade in-process ms",
     ]
+    cpu_headers = [
+        "size",
+        "mtcnn call, gRPC CPU ms",
+        "mtcnn call, shm CPU ms",
+        "saved",
+        "/v1/analyze, gRPC CPU ms",
+        "/v1/analyze, shm CPU ms",
+        "saved",
+    ]
+    cpu_rows = [
+        [
+            size,
+            ms(calls[size]["off cpu"]),
+            ms(calls[size]["on cpu"]),
+            saved(calls[size], " cpu"),
+            ms(served[size]["off cpu"]),
+            ms(served[size]["on cpu"]),
+            saved(served[size], " cpu"),
+        ]
+        for size in photos
+    ]
     rows = [
         [
             size,
@@ -227,11 +335,42 @@ def main() -> None:
         ]
         for size, photo in photos.items()
     ]
+    alone_headers = [
+        "size",
+        "gRPC ms",
+        "shm ms",
+        "saved",
+        "gRPC CPU ms",
+        "shm CPU ms",
+        "saved",
+    ]
+    alone_rows = [
+        [
+            size,
+            ms(alone[size]["off"]),
+            ms(alone[size]["on"]),
+            saved(alone[size]),
+            ms(alone[size]["off cpu"]),
+            ms(alone[size]["on cpu"]),
+            saved(alone[size], " cpu"),
+        ]
+        for size in photos
+    ]
+    print(
+        f"The transfer alone: a Python-backend model that only reads the photo, "
+        f"{args.repeats * 3} interleaved repeats (CPU: this process and Triton with its stub):\n"
+    )
+    print(table(alone_headers, alone_rows) + "\n")
     print(
         f"Medians of {args.repeats} interleaved repeats; `saved`: the median of each repeat's "
         "saving (its range in brackets).\n"
     )
-    print(table(headers, rows))
+    print(table(headers, rows) + "\n")
+    print(
+        "CPU time of the same calls (user + system, /proc: this process or the gateway, and "
+        "Triton with its stubs), medians:\n"
+    )
+    print(table(cpu_headers, cpu_rows))
 
 
 if __name__ == "__main__":
