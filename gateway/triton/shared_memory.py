@@ -281,15 +281,24 @@ class SharedInputs:
             self._free.append(region)
 
     async def close(self, clients: dict[str, Client]) -> None:
-        """Unregister the regions from every replica that has them, then unlink them."""
-        for address, client in clients.items():
-            replica = self._replicas.get(address)
-            if replica and replica.registered:
-                for region in self._regions:
-                    with contextlib.suppress(InferenceServerException):
-                        await client.unregister_system_shared_memory(
-                            region.name, headers=self._headers, client_timeout=REGISTER_TIMEOUT_S
-                        )
+        """Unregister the regions from every replica that has them (all replicas at once; one
+        that does not answer is not asked again), then unlink them."""
+
+        async def unregister(client: Client) -> None:
+            for region in self._regions:
+                try:
+                    await client.unregister_system_shared_memory(
+                        region.name, headers=self._headers, client_timeout=REGISTER_TIMEOUT_S
+                    )
+                except InferenceServerException:
+                    return  # gone or restarted: it has no registration left to drop
+
+        registered = [
+            client
+            for address, client in clients.items()
+            if (replica := self._replicas.get(address)) and replica.registered
+        ]
+        await asyncio.gather(*(unregister(client) for client in registered))
         for region in self._regions:
             region.close()
         self._regions, self._free = [], []
