@@ -4,6 +4,7 @@ repair), HTTP, S3, the store and its jobs, the catalog and the admission limiter
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ from gateway.store.storage import AnalysisStore
 from gateway.triton.catalog import ModelCatalog
 from gateway.triton.inference import Call
 from gateway.triton.replicas import Replica, Replicas
+from gateway.triton.shared_memory import SharedInputs
+
+log = logging.getLogger(__name__)
 
 # gRPC waits up to 120 s between reconnect attempts by default: after a Triton restart the
 # gateway would keep answering 503 long after Triton is back. Our options replace tritonclient's
@@ -52,6 +56,7 @@ class Services:
     fetches: FetchLimiter
     decode_memory: MemoryBudget
     rate_limiter: RateLimiter | None
+    shared: SharedInputs | None = None  # None: every input goes inside the gRPC requests
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -87,6 +92,7 @@ class Services:
             rate_limiter=RateLimiter(settings.redis_url, settings.rate_limit, settings.rate_limits)
             if settings.redis_url
             else None,
+            shared=shared_inputs(settings),
         )
 
     async def start(self) -> None:
@@ -106,6 +112,7 @@ class Services:
             on_reached=functools.partial(self.triton.reached, replica),
             failover=lambda: self.call(self.triton.next(exclude=replica)),
             address=replica.address,
+            shared=self.shared if self.shared and self.shared.in_use(replica.address) else None,
         )
 
     def input_sizes(self) -> dict[str, int]:
@@ -123,6 +130,31 @@ class Services:
         replica.repair.request(triton_model, reason)
 
     async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close({r.address: r.client for r in self.triton.all})
         await self.triton.close()
         await self.http.aclose()
         self.store.dispose()
+
+
+def shared_inputs(settings: Settings) -> SharedInputs | None:
+    """The shared-memory regions PICMETRIC_TRITON_SHARED_MEMORY asks for: one per analysis the
+    process admits at once, each as large as the largest photo allowed (sparse: they hold memory
+    only during a call). None when off, or when this host cannot make them (said once)."""
+    if settings.triton_shared_memory == "off":
+        return None
+    try:
+        return SharedInputs(
+            settings.triton_shared_memory,
+            slots=settings.max_analyses_in_flight,
+            slot_bytes=settings.max_image_pixels * 3,
+            admin_key=settings.triton_admin_key,
+        )
+    except OSError as exc:
+        log.warning(
+            "Cannot make shared-memory regions for Triton (%s); photos go inside the gRPC "
+            "requests (PICMETRIC_TRITON_SHARED_MEMORY=%s)",
+            exc,
+            settings.triton_shared_memory,
+        )
+        return None

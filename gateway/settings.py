@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from limits import parse
 from pydantic import Field, field_validator
@@ -35,6 +35,11 @@ class Settings(CommonSettings):
     # A Triton call that finds Triton going away (shutdown, scale-in, restart) waits up to this
     # long, within triton_timeout_s, for the model to be ready again and is retried once; 0: never.
     triton_retry_wait_s: float = Field(10.0, ge=0)
+    # Full-resolution inputs (mtcnn's photo) through Triton's system shared memory instead of
+    # inside the gRPC request (gateway/triton/shared_memory.py): auto, with replicas at a
+    # loopback address; on, with every replica that can open it (compose with a shared IPC
+    # namespace); off, never. A replica that cannot falls back to plain gRPC, logged once.
+    triton_shared_memory: Literal["auto", "on", "off"] = "auto"
     # After SIGTERM the gateway takes no new connections and gives the requests it is serving
     # this long to finish (uvicorn's graceful shutdown); at least the longest analysis.
     shutdown_timeout_s: float = Field(60.0, gt=0)

@@ -314,7 +314,7 @@ async def _infer(
     call = services.call()
     # What the decode needs of the models, and what their inputs will hold, asked at once.
     min_side = None if run.full_resolution else decode_min_side(specs, call)
-    inputs = input_memory(specs, call.input_sizes)
+    inputs = input_memory(specs, call.input_sizes, shared=call.shared is not None)
     plan = await plan_photo(data, services, min_side)
     timings: dict[str, float] = {}
     async with AsyncExitStack() as held:

@@ -10,7 +10,8 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from gateway import metrics, tracing
 from gateway.errors import InferenceTimeout, ModelUnavailable, PicmetricError, UpstreamError
 from gateway.images.decode import DecodedImage
 from gateway.results import Box, DetectedObject, Detection, Face, Label, Options
+from gateway.triton.shared_memory import SharedInputs
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,14 @@ class Call:
     address: str = ""  # the replica's, for the call's span
     # Sent with the call as gRPC metadata: the trace context (gateway.tracing.headers), or None.
     headers: Mapping[str, str] | None = None
+    # The process's shared-memory regions when this replica's large inputs may go through them
+    # (gateway/triton/shared_memory.py), and the inputs one attempt has put there, by name.
+    shared: SharedInputs | None = None
+    leased: Mapping[str, grpcclient.InferInput] = field(default_factory=dict)
+
+    def input(self, name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+        """The input as this call sends it: in a shared-memory region, or inside the request."""
+        return self.leased.get(name) or _input(name, array, datatype)
 
 
 @dataclass(frozen=True)
@@ -81,27 +91,37 @@ class ModelSpec:
 # own copy of that (the first four measured with tests/utils/stage_memory.py: 4.0 times the
 # photo for mtcnn, whose prepared array is the photo itself).
 TENSOR_COPIES = 5
+# A full-resolution input sent through a shared-memory region instead: the prepared array and
+# the region's copy (measured the same way, `shared` stage: 1.0 times the photo beyond it).
+SHARED_TENSOR_COPIES = 2
 
 
-def input_memory(specs: list[ModelSpec], input_sizes: Mapping[str, int]) -> tuple[int, int]:
+def input_memory(
+    specs: list[ModelSpec], input_sizes: Mapping[str, int], shared: bool = False
+) -> tuple[int, int]:
     """Peak bytes every model's input holds at once while the requests are in flight, as (bytes,
-    bytes per decoded pixel): a square input of the size Triton says, or every pixel. Known
-    before the decode, so that the analysis sizes its memory reservation without coming back."""
+    bytes per decoded pixel): a square input of the size Triton says, or every pixel (through a
+    shared-memory region when `shared`). Known before the decode, so that the analysis sizes its
+    memory reservation without coming back."""
     fixed = per_pixel = 0
     for spec in specs:
         size = input_sizes.get(spec.name, spec.input_size)
         if size is None:
-            per_pixel += 3 * TENSOR_COPIES
+            per_pixel += 3 * (SHARED_TENSOR_COPIES if shared else TENSOR_COPIES)
         else:
             fixed += size * size * 3 * TENSOR_COPIES
     return fixed, per_pixel
 
 
 def tensor_memory(
-    specs: list[ModelSpec], input_sizes: Mapping[str, int], height: int, width: int
+    specs: list[ModelSpec],
+    input_sizes: Mapping[str, int],
+    height: int,
+    width: int,
+    shared: bool = False,
 ) -> int:
     """`input_memory` for a photo decoded at `height` x `width`."""
-    fixed, per_pixel = input_memory(specs, input_sizes)
+    fixed, per_pixel = input_memory(specs, input_sizes, shared)
     return fixed + per_pixel * height * width
 
 
@@ -221,7 +241,7 @@ async def infer_mtcnn(
 ) -> list[Face]:
     """Faces above the threshold, with boxes and landmarks in original pixels. (The cascade's
     own calls to its networks go at their default priority: model_repository/README.md.)"""
-    inputs = [_input("image", prepared["image"], "UINT8")]
+    inputs = [call.input("image", prepared["image"], "UINT8")]
     result = await call.client.infer(
         "mtcnn",
         inputs,
@@ -322,17 +342,60 @@ async def _model_ready(call: Call, model: str, seconds: float) -> bool:
         await asyncio.sleep(min(READY_POLL_S, remaining))
 
 
+def _shared_memory_lost(exc: InferenceServerException) -> bool:
+    """Triton's answer to a request naming a region it does not have registered (restarted)."""
+    return "shared memory" in _message(exc).lower()
+
+
+@asynccontextmanager
+async def _leased(
+    spec: ModelSpec, call: Call, prepared: Prepared
+) -> AsyncIterator[dict[str, grpcclient.InferInput]]:
+    """A full-resolution model's inputs put in shared-memory regions for one attempt, when the
+    call's replica takes them; empty otherwise (everything goes inside the request)."""
+    leased: dict[str, grpcclient.InferInput] = {}
+    async with AsyncExitStack() as stack:
+        if call.shared is not None and spec.input_size is None:
+            for name, array in prepared.items():
+                if array.dtype != np.uint8:
+                    continue
+                lease = call.shared.lease(call.client, call.address, name, array, "UINT8")
+                tensor = await stack.enter_async_context(lease)
+                if tensor is not None:
+                    leased[name] = tensor
+        yield leased
+
+
 async def _attempt(
     spec: ModelSpec, call: Call, prepared: Prepared, options: Options, priority: int
 ) -> Sequence[Detection]:
     """One call of the model, its replica told whether Triton answered; a span of the trace
-    (CLIENT: Triton's own spans hang under it) when the analysis is traced."""
+    (CLIENT: Triton's own spans hang under it) when the analysis is traced. A call whose input
+    went through shared memory that Triton no longer has (it restarted) is sent again at once,
+    the regions registered anew (or, failing that, the input inside the request)."""
     attributes = {"picmetric.model": spec.name, "server.address": call.address}
     name = f"triton {spec.triton_model}"
     try:
-        with tracing.span(name, attributes, client=True):
-            sent = dataclasses.replace(call, headers=tracing.headers())
-            detections = await spec.infer(sent, prepared, options, priority)
+        for again in (True, False):
+            async with _leased(spec, call, prepared) as leased:
+                try:
+                    with tracing.span(name, attributes, client=True):
+                        sent = dataclasses.replace(call, headers=tracing.headers(), leased=leased)
+                        detections = await spec.infer(sent, prepared, options, priority)
+                    break
+                except InferenceServerException as exc:
+                    if not leased or call.shared is None:
+                        raise
+                    call.shared.forget(call.address)  # registered again by the next attempt
+                    if not (again and _shared_memory_lost(exc)):
+                        raise
+                    log.warning(
+                        "%s: Triton %s no longer has the gateway's shared memory (%s); "
+                        "registering it again",
+                        spec.name,
+                        call.address,
+                        _message(exc),
+                    )
     except InferenceServerException as exc:
         if call.on_reached is not None:
             call.on_reached("UNAVAILABLE" not in str(exc.status() or ""))

@@ -113,6 +113,10 @@ def test_serve_restarts_a_killed_triton_under_load_and_stops_bounded(
                 assert answer.errortype and answer.retry_after, answer
         failed = [a for a in answers if a.status != 200 and a.received >= killed]
         assert "Triton exited with code -9; restarting in 1 s (restart 1)" in log.read_text()
+        # The photos went through shared memory (PICMETRIC_TRITON_SHARED_MEMORY=auto, Triton on
+        # loopback) on both servers: the restarted one, which had forgotten the regions, got them
+        # registered again.
+        assert log.read_text().count("large inputs go through shared memory") == 2
 
         # SIGTERM while a model is unhealthy: one stub of the new server stopped (SIGSTOP).
         new_pid = _tritonserver_of(serve.pid)

@@ -27,7 +27,7 @@ def encoded(rgb: np.ndarray, extension: str) -> bytes:
 
 
 _WORKER = r"""
-import json, pickle, struct, sys, time
+import json, os, pickle, struct, sys, time
 import numpy as np
 from gateway.images import drawing, quality
 from gateway.results import Box, DetectedObject, Face, Results
@@ -56,6 +56,22 @@ def tensors(image, models):
         held.append((prepared, inputs, request, request.SerializeToString()))
     return held
 
+def shared(image, models):
+    # The same, a full-resolution input put in a shared-memory region instead (its file unlinked
+    # at once: the mapping is what holds the pages).
+    from gateway.triton.shared_memory import Region
+    held = []
+    for name in models:
+        if MODELS[name].input_size is not None:
+            held.append(tensors(image, [name]))
+            continue
+        prepared = MODELS[name].prepare(image, None)
+        region = Region(f'picmetric-stage-{os.getpid()}-{name}', prepared['image'].nbytes)
+        region.path.unlink()
+        region.fill(prepared['image'])
+        held.append((prepared, region))
+    return held
+
 def run(stage, args):
     if stage == 'decode':
         data, max_pixels, min_side = args
@@ -71,6 +87,8 @@ def run(stage, args):
             mtcnn=[Face.of(0.99, box, [(image.width / 2, image.height / 2)] * 5)],
         )
         return lambda: drawing.jpeg(drawing.draw(image.rgb, found, blur=True))
+    if stage == 'shared':
+        return lambda: shared(image, args[2])
     return lambda: tensors(image, args[2])
 
 source = sys.stdin.buffer
@@ -97,7 +115,8 @@ class Measured:
 class StageWorker:
     """One worker interpreter; `measure` runs a stage in it: ("decode", (data, max_pixels,
     min_side)); or on a random photo of (height, width) made before the measure starts,
-    ("quality", (height, width)), ("tensors", (height, width, models)), ("draw", (height,
+    ("quality", (height, width)), ("tensors", (height, width, models)), ("shared", (height,
+    width, models): a full-resolution input through a shared-memory region), ("draw", (height,
     width))."""
 
     def __init__(self) -> None:
@@ -116,6 +135,7 @@ class StageWorker:
             ("quality", (64, 64)),
             ("draw", (64, 64)),
             ("tensors", (64, 64, ["resnet50", "yolov3", "mtcnn"])),
+            ("shared", (64, 64, ["resnet50", "yolov3", "mtcnn"])),
         ]:
             self.measure(stage, args)
 

@@ -46,13 +46,14 @@ class Served:
 
 @contextmanager
 def _gateway(
-    triton: TritonServer, model_repository: Path, folder: Path, budget: int
+    triton: TritonServer, model_repository: Path, folder: Path, budget: int, **settings: str
 ) -> Iterator[Served]:
     env = gateway_env(
         triton,
         model_repository,
         f"sqlite:///{folder / 'analyses.db'}",
         decode_memory_bytes=str(budget),
+        **settings,
     )
     with gateway_process(env, folder / "gateway.log") as url:
         port = url.rsplit(":", 1)[1]
@@ -206,10 +207,12 @@ def test_a_photo_larger_than_the_whole_budget_is_413_naming_the_setting(
     triton: TritonServer, model_repository: Path, tmp_path: Path
 ) -> None:
     """With a 600 MB budget, a 40 MP 16-bit RGBA TIFF fits /v1/analyze with resnet50 (its decode:
-    506 MB counted) but not with mtcnn (the photo, and its input in flight to Triton, five copies:
-    770 MB): refused before decoding with 413, naming the setting."""
+    506 MB counted) but not with mtcnn (the photo, and its input in flight to Triton inside the
+    gRPC request, five copies: 770 MB): refused before decoding with 413, naming the setting.
+    (Through shared memory, the input's two copies would fit: inference.SHARED_TENSOR_COPIES.)"""
     photo = tiff16(SIDE, 100)
-    with _gateway(triton, model_repository, tmp_path, 600 * MB) as small:
+    gateway = _gateway(triton, model_repository, tmp_path, 600 * MB, triton_shared_memory="off")
+    with gateway as small:
         started = time.perf_counter()
         refused = httpx.post(
             f"{small.url}/v1/analyze",

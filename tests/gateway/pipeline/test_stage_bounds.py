@@ -122,3 +122,19 @@ def test_every_stage_holds_what_is_counted_for_any_shape(
         _within("draw", worker.measure("draw", size), drawing.memory(*size), pixels)
     # The whole analysis's count is bounded by the pixel limit, whatever the shape.
     assert analysis_memory(plan, specs, {}) <= 20 * limit + 24 * MB
+
+
+@pytest.mark.parametrize("size", [(3024, 4032), (6324, 6324)])
+@pytest.mark.parametrize("models", [["mtcnn"], MODEL_SETS[3]])
+def test_inputs_through_shared_memory_hold_what_is_counted(
+    worker: StageWorker, size: tuple[int, int], models: list[str]
+) -> None:
+    """mtcnn's photo in a shared-memory region (gateway/triton/shared_memory.py) instead of the
+    gRPC request: the prepared array and the region's copy, within `tensor_memory(shared=True)`,
+    and less than half of what the request's copies hold."""
+    specs = [MODELS[name] for name in models]
+    pixels = size[0] * size[1]
+    shared = worker.measure("shared", (*size, models))
+    counted = tensor_memory(specs, {}, *size, shared=True)
+    _within("inputs in shared memory", shared, counted, pixels)
+    assert shared.peak < worker.measure("tensors", (*size, models)).peak / 2
