@@ -54,6 +54,15 @@ class BodyTimeout(PicmetricError):
     headers = {"Connection": "close"}
 
 
+class FaceSizeNotRunnable(PicmetricError):
+    """A valid min_face_size that MTCNN cannot run on this photo (under PNet's window, or an image
+    pyramid over the cascade's budget): the photo's refusal, like 413 and 415, not the request's
+    (422 means a request outside the documented schema)."""
+
+    status_code = 400
+    errortype = "face_size_not_runnable"
+
+
 class UntrustedHost(PicmetricError):
     """The request's Host is not one of PICMETRIC_ALLOWED_HOSTS."""
 

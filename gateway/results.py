@@ -207,13 +207,23 @@ FACE_SIZE_SYNTAX = (
     "or a share of the photo's short side above 0 and at most 100 with '%' (e.g. '2%', '2.5%', "
     "up to 3 decimals)"
 )
-_FACE_SIZE = re.compile(r"(?P<px>\d{1,6})px|(?P<percent>\d{1,3}(?:\.\d{1,3})?)%")
+_BLANK = "[ \t]*"
+_FACE_SIZE = re.compile(  # then checked against the limits
+    rf"{_BLANK}(?:(?P<px>0*[0-9]{{1,5}})px|(?P<percent>0*[0-9]{{1,3}}(?:\.[0-9]{{1,3}})?)%){_BLANK}"
+)
+# The strings face_size() accepts, limits included, as one regular expression: OpenAPI's
+# `pattern` (JSON Schema cannot compare numbers). A test checks that both accept the same.
+FACE_SIZE_PATTERN = (
+    rf"^{_BLANK}(?:0*(?:1[2-9]|[2-9][0-9]|[1-9][0-9]{{2,3}}|10000)px"
+    r"|(?:0*[1-9][0-9]?(?:\.[0-9]{1,3})?|0*100(?:\.0{1,3})?"
+    rf"|0+\.(?:[1-9][0-9]{{0,2}}|0[1-9][0-9]?|00[1-9]))%){_BLANK}$"
+)
 
 
 def face_size(text: object) -> str:
     """`text` as a min_face_size in its one spelling ("040px" is "40px", "2.50%" is "2.5%");
     ValueError saying the syntax and limits otherwise (its field named by the caller)."""
-    match = _FACE_SIZE.fullmatch(text.strip()) if isinstance(text, str) else None
+    match = _FACE_SIZE.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"{FACE_SIZE_SYNTAX}; not {str(text)[:40]!r}")
     if match["px"] is not None:

@@ -14,7 +14,13 @@ from gateway.errors import ErrorBody
 from gateway.images import ACCEPTED_FORMATS
 from gateway.jobs.progress import JobView
 from gateway.jobs.results import JobResult
-from gateway.results import DEFAULT_MIN_FACE_SIZE, FACE_SIZE_SYNTAX, SOURCE_CHARS, face_size
+from gateway.results import (
+    DEFAULT_MIN_FACE_SIZE,
+    FACE_SIZE_PATTERN,
+    FACE_SIZE_SYNTAX,
+    SOURCE_CHARS,
+    face_size,
+)
 from gateway.settings import Settings
 
 # What an image URL looks like, for OpenAPI; the gateway checks the scheme itself (400
@@ -28,10 +34,7 @@ _NAME = f"({'|'.join(OFFERED_MODELS)})"
 BATCH_IMAGES: int = Settings.model_fields["max_batch_images"].default
 MODEL_LIST = rf"^\s*{_NAME}(\s*,\s*{_NAME})*\s*$"
 # `min_face_size`, for OpenAPI (its limits are checked by gateway.results.face_size).
-MIN_FACE_SIZE: JsonDict = {
-    "pattern": r"^\s*(\d{1,6}px|\d{1,3}(\.\d{1,3})?%)\s*$",
-    "examples": ["40px", "2%"],
-}
+MIN_FACE_SIZE: JsonDict = {"pattern": FACE_SIZE_PATTERN, "examples": ["40px", "2%"]}
 
 
 def _face_size_field() -> Any:

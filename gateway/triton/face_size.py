@@ -2,14 +2,14 @@
 pixels, within what the `mtcnn` model runs: at least PNet's window, and an image pyramid within
 the cascade's pixel budget. The arithmetic repeats model_repository/mtcnn/1/pyramid.py's (the
 gateway does not import the model's code; tests/gateway/triton/test_face_size.py checks that both
-agree), so a value the model would refuse is a 422 naming the option before any inference, not
+agree), so a value the model would refuse is a 400 naming the option before any inference, not
 Triton's INVALID_ARG after it (a 502)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gateway.errors import InvalidRequest
+from gateway.errors import FaceSizeNotRunnable
 from gateway.results import MAX_FACE_PX, MIN_FACE_PX, Options, face_pixels
 
 PNET_WINDOW = MIN_FACE_PX
@@ -43,19 +43,20 @@ def smallest_face_px(height: int, width: int) -> int:
 
 
 def for_photo(options: Options, height: int, width: int) -> Options:
-    """`options` with `min_face_px` for a `height` x `width` photo; InvalidRequest (422) naming
-    min_face_size and the smallest value this photo allows when the model would refuse it."""
+    """`options` with `min_face_px` for a `height` x `width` photo; FaceSizeNotRunnable (400)
+    naming min_face_size and the smallest value this photo allows when the model would refuse
+    it."""
     size = options.min_face_size
     pixels = face_pixels(size, height, width)
     smallest = smallest_face_px(height, width)
     if pixels < PNET_WINDOW:
-        raise InvalidRequest(
+        raise FaceSizeNotRunnable(
             f"min_face_size {size} is {pixels:g} px on this {width}x{height} "
             f"photo, less than {PNET_WINDOW} px (PNet's window); ask for {smallest}px or more."
         )
     total = pyramid_pixels(height, width, pixels)
     if total > MAX_PYRAMID_PIXELS:
-        raise InvalidRequest(
+        raise FaceSizeNotRunnable(
             f"min_face_size {size} ({pixels:g} px) makes MTCNN's image pyramid {total:,} pixels "
             f"for this {width}x{height} photo, more than its {MAX_PYRAMID_PIXELS:,}; ask for "
             f"{smallest}px or more."

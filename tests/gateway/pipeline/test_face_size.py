@@ -2,8 +2,8 @@
 loopback): for 20 px and 1, 2 and 5 % of a 3 MP photo's short side, the faces equal the mtcnn
 package's run with the same min_face_size on the same decoded photo; a bad value is a 422 naming
 the option on every route that takes it, before anything runs; a photo it cannot run on (under
-PNet's window, or a pyramid over the cascade's budget) is a 422 too, not Triton's 502; a stored
-20 px answer is not reused for 40 px; `picmetric analyze --min-face-size` passes it on."""
+PNet's window, or a pyramid over the cascade's budget) is a 400 of its own, not Triton's 502; a
+stored 20 px answer is not reused for 40 px; `picmetric analyze --min-face-size` passes it on."""
 
 from __future__ import annotations
 
@@ -145,12 +145,14 @@ def test_a_bad_value_is_a_422_naming_the_option_on_every_route(
             assert body["success"] == "false"  # the seed's shape
 
 
-def test_a_value_the_photo_cannot_run_is_a_422_before_any_inference(base: str) -> None:
+def test_a_value_the_photo_cannot_run_is_refused_before_any_inference(base: str) -> None:
     """1 % of a 1 MP photo's short side is under PNet's window; 12 px on a 17 MP photo makes a
-    pyramid over the cascade's budget: each a 422 saying the least this photo takes."""
+    pyramid over the cascade's budget: each a 400 face_size_not_runnable (the photo's refusal:
+    422 is for requests outside the schema) saying the least this photo takes."""
     small = jpeg_bytes(real_photo(1))
     answer = _upload(base, small, min_face_size="1%")
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["errortype"] == "face_size_not_runnable"
     assert answer.json()["message"] == (
         "min_face_size 1% is 8.64 px on this 1152x864 photo, less than 12 px (PNet's window); "
         "ask for 12px or more."
@@ -159,7 +161,7 @@ def test_a_value_the_photo_cannot_run_is_a_422_before_any_inference(base: str) -
     ok, large = cv2.imencode(".jpg", flat)
     assert ok
     answer = _upload(base, large.tobytes(), min_face_size="12px")
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 400, answer.text
     message = answer.json()["message"]
     assert message.startswith("min_face_size 12px (12 px) makes MTCNN's image pyramid"), message
     assert message.endswith(
