@@ -9,8 +9,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,9 @@ def at_concurrency(
     return bodies, time.perf_counter() - started
 
 
-def through_gateway(
-    jpegs: dict[str, bytes], repository: Path, repeats: int, concurrency: list[int]
-) -> tuple[dict[tuple[str, int], Served], dict[str, Memory]]:
-    """Per (size, concurrency): what the gateway did; per step ("1mp x4"): memory by process."""
-    results: dict[tuple[str, int], Served] = {}
-    memories: dict[str, Memory] = {}
+@contextmanager
+def served(repository: Path) -> Iterator[tuple[TritonServer, str]]:
+    """A local Triton on `repository` and a gateway (SQLite) in front of it, ready; its URL."""
     ports = TritonPorts(free_port(), free_port(), free_port())
     with tempfile.TemporaryDirectory() as tmp, TritonServer(repository, ports) as server:
         env = gateway_env(
@@ -122,27 +120,37 @@ def through_gateway(
         )
         with gateway_process(env, Path(tmp) / "gateway.log") as url:
             wait_ready(url)
-            assert server.process is not None
-            triton = server.process.pid
-            below = {triton, *descendants(triton)}
-            gateway = [p for p in descendants(os.getpid()) if p not in below]
-            count = 0
-            for size, jpeg in jpegs.items():
-                log(f"gateway: {size}")
-                analyze(url, size, jpeg, 0.1 + count / 1e5)  # warm-up: first of this size
-                for workers in concurrency:
-                    requests = repeats * workers
-                    bodies, seconds = at_concurrency(url, size, jpeg, requests, workers, count)
-                    count += requests
-                    samples: dict[str, list[float]] = defaultdict(list)
-                    for body in bodies:
-                        samples["wall"].append(body["wall_ms"])
-                        for stage, ms in body["timings_ms"].items():
-                            samples[stage].append(ms)
-                        for model in body["models"]:
-                            samples[model["name"]].append(model["latency_ms"])
-                    faces = len(bodies[-1]["results"]["mtcnn"] or [])
-                    results[size, workers] = Served(samples, requests / seconds, faces)
-                    step = f"{size} x{workers}"
-                    memories[step] = memory([triton, *descendants(triton), *gateway])
+            yield server, url
+
+
+def through_gateway(
+    jpegs: dict[str, bytes], repository: Path, repeats: int, concurrency: list[int]
+) -> tuple[dict[tuple[str, int], Served], dict[str, Memory]]:
+    """Per (size, concurrency): what the gateway did; per step ("1mp x4"): memory by process."""
+    results: dict[tuple[str, int], Served] = {}
+    memories: dict[str, Memory] = {}
+    with served(repository) as (server, url):
+        assert server.process is not None
+        triton = server.process.pid
+        below = {triton, *descendants(triton)}
+        gateway = [p for p in descendants(os.getpid()) if p not in below]
+        count = 0
+        for size, jpeg in jpegs.items():
+            log(f"gateway: {size}")
+            analyze(url, size, jpeg, 0.1 + count / 1e5)  # warm-up: first of this size
+            for workers in concurrency:
+                requests = repeats * workers
+                bodies, seconds = at_concurrency(url, size, jpeg, requests, workers, count)
+                count += requests
+                samples: dict[str, list[float]] = defaultdict(list)
+                for body in bodies:
+                    samples["wall"].append(body["wall_ms"])
+                    for stage, ms in body["timings_ms"].items():
+                        samples[stage].append(ms)
+                    for model in body["models"]:
+                        samples[model["name"]].append(model["latency_ms"])
+                faces = len(bodies[-1]["results"]["mtcnn"] or [])
+                results[size, workers] = Served(samples, requests / seconds, faces)
+                step = f"{size} x{workers}"
+                memories[step] = memory([triton, *descendants(triton), *gateway])
     return results, memories

@@ -24,7 +24,6 @@ import argparse
 import datetime as dt
 import statistics
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack
@@ -35,13 +34,10 @@ import httpx
 import numpy as np
 
 from benchmarks._measure import log, machine, table
-from benchmarks._served import MODELS, TRITON_TIMEOUT_S, prepare_repository, wait_ready
+from benchmarks._served import MODELS, TRITON_TIMEOUT_S, prepare_repository, served
 from gateway.results import face_pixels, face_size
-from picmetric.triton_server import TritonPorts, TritonServer
 from tests.utils.mtcnn_faces import levels_within_pnet
-from tests.utils.ports import free_port
 from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
-from tests.utils.services import gateway_env, gateway_process
 
 
 def analyze(url: str, jpeg: bytes, models: str, size: str) -> dict[str, Any]:
@@ -67,28 +63,19 @@ def through_gateway(
     the gateway found."""
     samples: dict[str, dict[str, list[float]]] = {s: defaultdict(list) for s in face_sizes}
     faces: dict[str, int] = {}
-    ports = TritonPorts(free_port(), free_port(), free_port())
-    with tempfile.TemporaryDirectory() as tmp, TritonServer(repository, ports) as server:
-        env = gateway_env(
-            server,
-            repository,
-            f"sqlite:///{tmp}/benchmark.db",
-            triton_timeout_s=str(TRITON_TIMEOUT_S),
-        )
-        with gateway_process(env, Path(tmp) / "gateway.log") as url:
-            wait_ready(url)
-            for size in face_sizes:  # warm-up: each size's first request
-                analyze(url, jpeg, MODELS, size)
-            for round_ in range(repeats):
-                log(f"gateway: round {round_ + 1}/{repeats}")
-                for size in face_sizes:
-                    alone = analyze(url, jpeg, "mtcnn", size)
-                    samples[size]["mtcnn wall"].append(alone["wall_ms"])
-                    (run,) = alone["models"]
-                    samples[size]["mtcnn latency"].append(run["latency_ms"])
-                    faces[size] = len(alone["results"]["mtcnn"])
-                    whole = analyze(url, jpeg, MODELS, size)
-                    samples[size]["analysis wall"].append(whole["wall_ms"])
+    with served(repository) as (_, url):
+        for size in face_sizes:  # warm-up: each size's first request
+            analyze(url, jpeg, MODELS, size)
+        for round_ in range(repeats):
+            log(f"gateway: round {round_ + 1}/{repeats}")
+            for size in face_sizes:
+                alone = analyze(url, jpeg, "mtcnn", size)
+                samples[size]["mtcnn wall"].append(alone["wall_ms"])
+                (run,) = alone["models"]
+                samples[size]["mtcnn latency"].append(run["latency_ms"])
+                faces[size] = len(alone["results"]["mtcnn"])
+                whole = analyze(url, jpeg, MODELS, size)
+                samples[size]["analysis wall"].append(whole["wall_ms"])
     return samples, faces
 
 
