@@ -14,6 +14,7 @@ from gateway.errors import ErrorBody, JobNotFound, error_statuses
 from gateway.http import bodies
 from gateway.http.deps import JobQueueDep, OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.http.schemas import JobList, JobRequest, JobResults
+from gateway.http.strict import known_query
 from gateway.jobs.progress import JobView, job_view
 from gateway.jobs.results import job_results
 from gateway.jobs.submit import submit
@@ -24,7 +25,7 @@ from gateway.store.storage import JobRow
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    dependencies=[Depends(require_api_key), Depends(limit_rate)],
+    dependencies=[Depends(require_api_key), Depends(limit_rate), Depends(known_query)],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 
