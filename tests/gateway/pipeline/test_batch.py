@@ -116,6 +116,7 @@ def test_batch_says_what_its_photos_did_not_run(gateway: Gateway, photo_server: 
     assert answer.headers["X-Picmetric-Warnings"] == "random_weights=resnet50"
     faces = _batch(gateway, json={"urls": urls, "models": ["mtcnn"]})
     assert faces.json()["warnings"] == [] and "X-Picmetric-Warnings" not in faces.headers
+    assert faces.json()["album"]["labels"] is None and album["labels"] is not None
 
 
 def _jpeg(rgb: np.ndarray, taken_at: str | None = None) -> bytes:
