@@ -113,15 +113,17 @@ async def seed_request(request: Request) -> SeedRequest:
 
 def _form_options(form: FormData, request: Request) -> AnalysisOptions:
     """The options of an upload's form, as in JSON: `models` comma-separated, its repeated
-    fields added up (`-F models=mtcnn -F models=resnet50` is both); an empty field is left out;
+    fields added up (`-F models=mtcnn -F models=resnet50` is both) and an empty one refused, as
+    `"models": []` (`-F models=$EMPTY` would run every model); another empty field is left out;
     any other field given twice, or a field not known, is refused."""
     accepted = ["file", *AnalysisOptions.model_fields]
     unknown(form.keys(), accepted, query=query_parameters(request))
     fields: dict[str, Any] = {}
     for name in AnalysisOptions.model_fields:
-        values = [v for v in form.getlist(name) if isinstance(v, str) and v.strip()]
-        if name == "models" and values:
-            fields[name] = [m.strip() for v in values for m in v.split(",") if m.strip()]
+        sent = [v for v in form.getlist(name) if isinstance(v, str)]
+        values = [v for v in sent if v.strip()]
+        if name == "models" and sent:
+            fields[name] = [m.strip() for v in sent for m in v.split(",") if m.strip()]
         elif len(values) > 1:
             raise InvalidRequest(f"The field '{name}' is given {len(values)} times; send it once.")
         elif values:

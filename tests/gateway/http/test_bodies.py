@@ -68,6 +68,9 @@ def test_misspelled_and_unknown_fields_are_refused_naming_them(
     assert batch.status_code == 422 and "'thresold'" in batch.json()["message"]
     nothing = post(gateway, "/v1/analyze", json={"url": url, "models": []})
     assert nothing.status_code == 422 and "models" in nothing.json()["message"]
+    for empty in ("", " , "):  # a script's empty variable: not every model
+        blank = post(gateway, "/v1/analyze", files=upload, data={"models": empty})
+        assert blank.status_code == 422 and "models" in blank.json()["message"], blank.text
     twice = post(gateway, "/v1/analyze", files=upload, data={"threshold": ["0.1", "0.2"]})
     assert twice.status_code == 422 and "'threshold' is given 2 times" in twice.json()["message"]
     # The seed's /api ignores other keys, as the Flask service did.
