@@ -19,6 +19,7 @@ from gateway.results import (
     FACE_SIZE_PATTERN,
     FACE_SIZE_SYNTAX,
     SOURCE_CHARS,
+    AnswerWarning,
     face_size,
 )
 from gateway.settings import Settings
@@ -155,6 +156,9 @@ class JobList(BaseModel):
 
 class JobResults(BaseModel):
     results: list[JobResult]
+    warnings: list[AnswerWarning] = Field(
+        [], description="the page's analyses' warnings, each kind for the same models once"
+    )
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
 
 
