@@ -117,14 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
     )
-    tensorrt.add_argument("state", choices=["on", "off"])
+    tensorrt.add_argument(
+        "state",
+        choices=["on", "off"],
+        help="on: the TensorRT FP16 accelerator; off: the committed configs",
+    )
     tensorrt.add_argument(
         "--repository", type=Path, default=MODEL_REPOSITORY, help="the configs to switch"
     )
     cpu_engine = commands.add_parser(
         "cpu-engine", help="run the onnxruntime models on ONNX Runtime or OpenVINO (CPU hosts)"
     )
-    cpu_engine.add_argument("engine", choices=["onnxruntime", "openvino"])
+    cpu_engine.add_argument(
+        "engine", choices=["onnxruntime", "openvino"], help="the engine the models run on"
+    )
     cpu_engine.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -152,7 +158,9 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "%(default)" in text
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False  # not `in`: 0 == False, and a default of 0 is worth saying
+            or default == argparse.SUPPRESS
             or not action.option_strings
         ):
             return text

@@ -34,9 +34,9 @@ def _add_connection(parser: argparse.ArgumentParser, settings: ClientSettings) -
     )
     parser.add_argument(
         "--api-key",
-        default=settings.api_key,
         metavar="KEY",
-        help="sent as X-API-Key (or PICMETRIC_API_KEY; default: none)",
+        # Not the setting as its default: --help would print the key.
+        help="sent as X-API-Key (default: PICMETRIC_API_KEY, else none)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print JSON (errors too) instead of a summary"
@@ -123,7 +123,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "FOLDER (made if missing), the ones the README's examples use.",
     )
     samples.add_argument(
-        "folder", nargs="?", type=Path, default=Path("."), help="where to write them"
+        "folder",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        help="where to write them (default: the current folder)",
     )
     _add_jobs(commands, settings)
 
@@ -155,14 +159,14 @@ def _add_jobs(commands: argparse._SubParsersAction, settings: ClientSettings) ->
         help="s3://bucket/prefix/ the results are written to once done, as JSON Lines shards "
         "(a place the gateway's PICMETRIC_JOBS_EXPORT_TO allows)",
     )
-    for name in ("status", "cancel"):
-        action = actions.add_parser(name, help=f"{name}: one job, by its id")
-        action.add_argument("id")
+    for name, what in (("status", "a job's state and progress"), ("cancel", "cancel a job")):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("id", help="the job's id, as `jobs submit` printed it")
     results = actions.add_parser("results", help="the job's answers as JSON Lines")
-    results.add_argument("id")
+    results.add_argument("id", help="the job's id, as `jobs submit` printed it")
     results.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
     listed = actions.add_parser("list", help="this key's newest jobs")
-    listed.add_argument("--limit", type=int, default=20)
+    listed.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs")
     for action in actions.choices.values():
         _add_connection(action, settings)
 
@@ -410,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
         "jobs": jobs,
     }
     command = commands[args.command]
+    if getattr(args, "api_key", False) is None:
+        args.api_key = ClientSettings().api_key
     try:
         return int(command(args))
     except ClientError as exc:
