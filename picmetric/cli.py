@@ -15,12 +15,13 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from core.paths import MODEL_REPOSITORY, cache_dir
 from core.settings import CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client_commands
+from picmetric.client import ClientError, ExitCode
 from picmetric.local_jobs import LocalJobs
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
@@ -85,8 +86,24 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(Exception):
+    """A command line argparse refused, raised rather than exited on, so `main` can say it as
+    JSON too (a client command's --json)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its sub-commands' too), raising `UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="picmetric", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -398,7 +415,15 @@ def run_worker() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        if argv and argv[0] in client_commands.COMMANDS and "--json" in argv:
+            client_commands.fail(argv[0], ClientError(str(exc), ExitCode.USAGE), as_json=True)
+        sys.exit(ExitCode.USAGE)
     if args.command in client_commands.COMMANDS:
         sys.exit(client_commands.run(args))
     logging.basicConfig(

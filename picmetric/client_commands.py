@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from picmetric import client, jobs_client
 from picmetric.client import ClientError, ExitCode
 
 COMMANDS = ("analyze", "show", "models", "samples", "jobs")
+INTERRUPTED = 130  # Ctrl+C, as a shell reports a command SIGINT stopped
 # scikit-image's photos that `picmetric samples` writes, by file name: the README's examples.
 SAMPLES = {
     "astronaut.jpg": "astronaut",  # a face and a person
@@ -205,6 +207,8 @@ def check_draw(target: Path | None, blur_faces: bool, photos: list[str]) -> None
     folder = target.parent
     if not folder.is_dir():
         raise _usage(f"--draw {target}: there is no folder {folder}; create it first.")
+    if not os.access(folder, os.W_OK) or target.is_dir():
+        raise _usage(f"--draw {target}: cannot write there; name a file in a folder you can write.")
     if not target.suffix or not cv2.haveImageWriter(str(target)):
         raise _usage(
             f"--draw {target}: name a file with an image extension (.jpg, .png, .webp, .bmp, .tif)."
@@ -214,17 +218,20 @@ def check_draw(target: Path | None, blur_faces: bool, photos: list[str]) -> None
 def save_drawing(target: Path, jpeg: bytes) -> None:
     """The annotated JPEG, written as is for .jpg/.jpeg, else converted to the extension's
     format."""
-    if target.suffix.lower() in (".jpg", ".jpeg"):
-        target.write_bytes(jpeg)
-        return
-    import cv2
-    import numpy as np
+    data = jpeg
+    if target.suffix.lower() not in (".jpg", ".jpeg"):
+        import cv2
+        import numpy as np
 
-    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    ok, encoded = cv2.imencode(target.suffix, pixels)
-    if pixels is None or not ok:
-        raise ClientError(f"Could not write {target} as {target.suffix}.")
-    target.write_bytes(encoded.tobytes())
+        pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        ok, encoded = cv2.imencode(target.suffix, pixels)
+        if pixels is None or not ok:
+            raise ClientError(f"Could not write {target} as {target.suffix}.")
+        data = encoded.tobytes()
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        raise ClientError(f"Cannot write {target}: {exc.strerror}.", ExitCode.BAD_INPUT) from exc
 
 
 def _progress(done: int, total: int) -> None:
@@ -251,7 +258,13 @@ def analyze(args: argparse.Namespace) -> ExitCode:
     check_draw(args.draw, args.blur_faces, photos)
     if args.batch_size < 1:
         raise _usage("--batch-size must be at least 1.")
-    one = len(photos) == 1 and len(args.photos) == 1 and photos[0] == args.photos[0]
+    # One photo named as such is answered alone; a folder or glob's photos as a batch, one line
+    # each, however many (a script reads the same lines). --draw takes one photo (check_draw),
+    # however it was named.
+    named = args.photos[0]
+    one = len(photos) == 1 and (
+        args.draw is not None or client.is_url(named) or Path(named).expanduser().is_file()
+    )
     with client.Gateway(args.gateway, args.api_key, args.no_cache) as gateway:
         if not one:
             return _analyze_many(gateway, photos, args)
@@ -419,8 +432,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(command(args))
     except ClientError as exc:
-        if getattr(args, "json", False):
-            _print_json({"error": exc.as_json()}, lines=True)
-        else:
-            _say(f"picmetric {args.command}: {exc}")
+        fail(args.command, exc, getattr(args, "json", False))
         return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _say(f"picmetric {args.command}: interrupted")
+        return INTERRUPTED
+
+
+def fail(command: str, exc: ClientError, as_json: bool) -> None:
+    """A failure said once: one line on stderr, or with --json a JSON line on stdout."""
+    if as_json:
+        _print_json({"error": exc.as_json()}, lines=True)
+    else:
+        _say(f"picmetric {command}: {exc}")
