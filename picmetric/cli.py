@@ -303,7 +303,12 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     settings = None
     jobs = LocalJobs()
     if with_gateway:
-        overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
+        # The gateway reads the weights' provenance from the repository Triton serves.
+        overrides = {
+            "triton_grpc_url": server.grpc_url,
+            "triton_admin_key": server.admin_key,
+            "model_repository": str(args.repository),
+        }
         settings = _prepared_settings(args.host, local_uploads=True, **overrides)
         if settings.redis_url is None and not args.no_jobs:
             # The gateway counts its rate limits (PICMETRIC_RATE_LIMIT) in this Redis too.
@@ -315,6 +320,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
                 "PICMETRIC_REDIS_URL": jobs.url,
                 "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
                 "PICMETRIC_TRITON_ADMIN_KEY": server.admin_key,
+                "PICMETRIC_MODEL_REPOSITORY": str(args.repository),
             }
             if settings.upload_dir is not None:  # a job over this gateway's kept uploads
                 worker_env["PICMETRIC_UPLOAD_DIR"] = str(settings.upload_dir)
