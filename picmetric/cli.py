@@ -251,11 +251,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
     from gateway.main import ByPort, create_app, create_ops_app
 
     settings = settings or _prepared_settings(args.host)
-    if settings.ops_port == args.port:
-        raise ValueError(
-            f"PICMETRIC_OPS_PORT ({settings.ops_port}) must differ from the API's --port: the "
-            "operations port serves /metrics and the readiness report, which the API does not."
-        )
+    _check_ops_port(settings, args.port)
     api = create_app(settings, schema_prepared=True)
     app = ByPort(api, {settings.ops_port: create_ops_app(api, settings)})
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
@@ -275,6 +271,14 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
     )
     ops = uvicorn.Config(app, host=settings.ops_host, port=settings.ops_port, log_config=None)
     uvicorn.Server(config).run(sockets=[config.bind_socket(), ops.bind_socket()])
+
+
+def _check_ops_port(settings: Settings, port: int) -> None:
+    if settings.ops_port == port:
+        raise ValueError(
+            f"PICMETRIC_OPS_PORT ({settings.ops_port}) must differ from the API's --port: the "
+            "operations port serves /metrics and the readiness report, which the API does not."
+        )
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
@@ -351,7 +355,9 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
 def _check_ports(args: argparse.Namespace, with_gateway: bool) -> None:
     """Every port `serve` (or `triton`) listens on is free, before anything starts: a ValueError
     naming the option that changes a taken one. SO_REUSEADDR, as servers bind: a stopped
-    server's connections in TIME_WAIT do not count, a listening socket does."""
+    server's connections in TIME_WAIT do not count, a listening socket does. The gateway's
+    settings are checked too: valid, the API and operations ports apart, and no listening
+    beyond loopback without API keys."""
     wanted = [
         ("Triton's HTTP", "--http-port", args.triton_host, args.http_port),
         ("Triton's gRPC", "--grpc-port", args.triton_host, args.grpc_port),
@@ -361,6 +367,8 @@ def _check_ports(args: argparse.Namespace, with_gateway: bool) -> None:
         from gateway.settings import Settings
 
         settings = Settings()
+        settings.check_exposure(args.host)
+        _check_ops_port(settings, args.port)
         wanted += [
             ("The gateway's", "--port", args.host, args.port),
             ("The operations", "PICMETRIC_OPS_PORT", settings.ops_host, settings.ops_port),

@@ -27,10 +27,12 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _picmetric(*args: str) -> subprocess.CompletedProcess[str]:
+def _picmetric(*args: str, ops_port: int | None = None) -> subprocess.CompletedProcess[str]:
     """`picmetric` with its operations port on a free port (8081 may be another's here)."""
     command = [sys.executable, "-m", "picmetric", *args]
-    env = {**os.environ, "PICMETRIC_OPS_PORT": str(_free_port())}
+    env = {**os.environ, "PICMETRIC_OPS_PORT": str(ops_port or _free_port())}
+    for name in ("PICMETRIC_API_KEYS", "PICMETRIC_ALLOW_ANONYMOUS"):
+        env.pop(name, None)
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -120,3 +122,12 @@ def test_the_readme_names_every_option_serve_passes_through() -> None:
     (serve,) = (parser for command, parser in _parsers(build_parser()) if command.endswith("serve"))
     options = {o for a in serve._actions for o in a.option_strings if o.startswith("--")}
     assert options - {"--help"} == named
+
+
+def test_serve_check_refuses_what_serve_would_refuse_once_started() -> None:
+    ports = [x for name in FLAGS for x in (name, str(_free_port()))]
+    exposed = _picmetric("serve", "--check", *ports, "--host", "0.0.0.0")
+    assert exposed.returncode == 1 and "Refusing to listen on 0.0.0.0" in exposed.stderr
+    port = _free_port()
+    same = _picmetric("serve", "--check", *ports, "--port", str(port), ops_port=port)
+    assert same.returncode == 1 and "PICMETRIC_OPS_PORT" in same.stderr, same.stderr
