@@ -137,6 +137,8 @@ def test_analyze_prints_a_summary_and_saves_the_drawing(
 
     shown = _run("show", body["id"], "--gateway", gateway.url, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["results"] == body["results"]
+    summary = _run("show", body["id"], "--gateway", gateway.url)
+    assert summary.stdout.startswith(f"512x512 photo, analysis {body['id']} (from the store)")
     models = _run("models", "--gateway", gateway.url)
     assert models.returncode == 0
     assert any(
@@ -198,6 +200,11 @@ def test_analyze_errors_are_one_line_or_json_with_their_exit_code(
     assert (error["errortype"], error["status"]) == ("unsupported_image", 415)
     missing = _analyze(gateway, str(tmp_path / "nope.jpg"))
     assert missing.returncode == ExitCode.BAD_INPUT and "No such file" in missing.stderr
+    unknown = _run(
+        "show", "0" * 8 + "-0000-0000-0000-" + "0" * 12, "--gateway", gateway.url, "--json"
+    )
+    assert unknown.returncode == ExitCode.BAD_INPUT, unknown.stderr
+    assert json.loads(unknown.stdout)["error"]["status"] == 404
     down = _run("analyze", "--gateway", "http://127.0.0.1:9", f"{photo_server}/a.jpg")
     assert down.returncode == ExitCode.UNAVAILABLE and "PICMETRIC_GATEWAY" in down.stderr
     # Usage errors are found before anything is sent: no analysis is stored.
