@@ -291,7 +291,12 @@ def _analyze_many(gateway: client.Gateway, photos: list[str], args: argparse.Nam
     done = 0
     _progress(0, len(photos))
     for chunk in client.chunks(photos, args.batch_size):
-        answer = gateway.batch(chunk, _options(args))
+        try:
+            answer = gateway.batch(chunk, _options(args))
+        except (ClientError, KeyboardInterrupt):
+            if sys.stderr.isatty():  # the failure's line after the bar's, not on it
+                print(file=sys.stderr)
+            raise
         for photo, item in zip(chunk, answer["results"], strict=True):
             error = item.get("error")
             if error is not None:

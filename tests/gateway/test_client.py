@@ -286,3 +286,12 @@ def test_the_readme_lists_every_exit_code() -> None:
     section = README.read_text().split("### The command line", 1)[1].split("\n## ", 1)[0]
     listed = {int(code) for code in re.findall(r"^\| (\d+) \| \w", section, re.M)}
     assert listed == {int(code) for code in ExitCode} | {INTERRUPTED}
+
+
+def test_a_failure_during_the_progress_bar_is_said_on_its_own_line(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    run, said = _on_a_terminal("analyze", str(tmp_path), "--gateway", "http://127.0.0.1:9")
+    assert run.returncode == ExitCode.UNAVAILABLE
+    lines = said.replace("\r\n", "\n").split("\n")
+    assert lines[0].endswith("] 0/2") and lines[1].startswith("picmetric analyze: Could not"), said
