@@ -90,6 +90,7 @@ def _parsers(
 def test_every_option_says_what_it_does_and_its_default() -> None:
     silent = (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
     for command, parser in _parsers(build_parser()):
+        assert parser.description, f"{command} --help does not say what it does"
         formatter = parser._get_formatter()
         for action in parser._actions:
             if isinstance(action, silent):
