@@ -48,14 +48,14 @@ ensure_venv() {
 
 serve() {
   ensure_venv
-  # bulk jobs' queue: `picmetric serve` starts its own Redis when PICMETRIC_REDIS_URL is unset
-  apt_ensure redis-server redis-server
   # The options first: --help answers at once, and a wrong option or a taken port stops here,
-  # before any model is converted.
+  # before any package is installed or model converted.
   case " $* " in
     *" -h "* | *" --help "*) exec picmetric serve "$@" ;;
   esac
   picmetric serve --check "$@"
+  # bulk jobs' queue: `picmetric serve` starts its own Redis when PICMETRIC_REDIS_URL is unset
+  apt_ensure redis-server redis-server
   say "Converting models (cached; --weights ${PICMETRIC_WEIGHTS:-auto})"
   picmetric convert all --weights "${PICMETRIC_WEIGHTS:-auto}"
   say "Starting the service"

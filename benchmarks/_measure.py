@@ -97,6 +97,22 @@ def distinct_filters(kernel: np.ndarray) -> int:
     return len(seen)
 
 
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (/proc/PID/stat): what a call
+    costs in CPU, which other load on a shared machine slows but does not add to."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total * TICK_S
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, from /proc."""
     parents: dict[int, int] = {}

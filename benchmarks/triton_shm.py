@@ -35,7 +35,7 @@ import onnxruntime as ort
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._utils import _get_inference_request
 
-from benchmarks._measure import descendants, log, machine, table
+from benchmarks._measure import cpu_seconds, descendants, log, machine, table
 from benchmarks._served import analyze, prepare_repository, wait_ready
 from gateway.images.decode import DecodedImage
 from gateway.results import Options
@@ -49,20 +49,6 @@ from tests.utils.real_photos import SIZES, decoded, jpeg_bytes, real_photo
 from tests.utils.services import gateway_env, gateway_process
 
 WAYS = ("off", "on")  # PICMETRIC_TRITON_SHARED_MEMORY
-TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (/proc/PID/stat): what a call
-    costs in CPU, which other load on a shared machine slows but does not add to."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total * TICK_S
 
 
 def triton_pids(server: TritonServer) -> list[int]:

@@ -15,12 +15,13 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from core.paths import MODEL_REPOSITORY, cache_dir
 from core.settings import CommonSettings
 from core.triton_admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, new_admin_key
 from picmetric import client_commands
+from picmetric.client import ClientError, ExitCode
 from picmetric.local_jobs import LocalJobs
 from picmetric.supervisor import RestartPolicy
 from picmetric.triton_server import TritonPorts
@@ -85,8 +86,24 @@ def _add_triton_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(Exception):
+    """A command line argparse refused, raised rather than exited on, so `main` can say it as
+    JSON too (a client command's --json)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its sub-commands' too), raising `UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="picmetric", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="picmetric", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -117,14 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     tensorrt = commands.add_parser(
         "tensorrt", help="switch the GPU deployment's TensorRT FP16 accelerator on or off"
     )
-    tensorrt.add_argument("state", choices=["on", "off"])
+    tensorrt.add_argument(
+        "state",
+        choices=["on", "off"],
+        help="on: the TensorRT FP16 accelerator; off: the committed configs",
+    )
     tensorrt.add_argument(
         "--repository", type=Path, default=MODEL_REPOSITORY, help="the configs to switch"
     )
     cpu_engine = commands.add_parser(
         "cpu-engine", help="run the onnxruntime models on ONNX Runtime or OpenVINO (CPU hosts)"
     )
-    cpu_engine.add_argument("engine", choices=["onnxruntime", "openvino"])
+    cpu_engine.add_argument(
+        "engine", choices=["onnxruntime", "openvino"], help="the engine the models run on"
+    )
     cpu_engine.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -152,7 +175,9 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         default = action.default
         if (
             "%(default)" in text
-            or default in (None, False, argparse.SUPPRESS)
+            or default is None
+            or default is False  # not `in`: 0 == False, and a default of 0 is worth saying
+            or default == argparse.SUPPRESS
             or not action.option_strings
         ):
             return text
@@ -226,11 +251,7 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
     from gateway.main import ByPort, create_app, create_ops_app
 
     settings = settings or _prepared_settings(args.host)
-    if settings.ops_port == args.port:
-        raise ValueError(
-            f"PICMETRIC_OPS_PORT ({settings.ops_port}) must differ from the API's --port: the "
-            "operations port serves /metrics and the readiness report, which the API does not."
-        )
+    _check_ops_port(settings, args.port)
     api = create_app(settings, schema_prepared=True)
     app = ByPort(api, {settings.ops_port: create_ops_app(api, settings)})
     log.info("Gateway listening on http://%s:%d (API docs at /docs)", args.host, args.port)
@@ -250,6 +271,14 @@ def run_gateway(args: argparse.Namespace, settings: Settings | None = None) -> N
     )
     ops = uvicorn.Config(app, host=settings.ops_host, port=settings.ops_port, log_config=None)
     uvicorn.Server(config).run(sockets=[config.bind_socket(), ops.bind_socket()])
+
+
+def _check_ops_port(settings: Settings, port: int) -> None:
+    if settings.ops_port == port:
+        raise ValueError(
+            f"PICMETRIC_OPS_PORT ({settings.ops_port}) must differ from the API's --port: the "
+            "operations port serves /metrics and the readiness report, which the API does not."
+        )
 
 
 def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
@@ -278,7 +307,12 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
     settings = None
     jobs = LocalJobs()
     if with_gateway:
-        overrides = {"triton_grpc_url": server.grpc_url, "triton_admin_key": server.admin_key}
+        # The gateway reads the weights' provenance from the repository Triton serves.
+        overrides = {
+            "triton_grpc_url": server.grpc_url,
+            "triton_admin_key": server.admin_key,
+            "model_repository": str(args.repository),
+        }
         settings = _prepared_settings(args.host, local_uploads=True, **overrides)
         if settings.redis_url is None and not args.no_jobs:
             # The gateway counts its rate limits (PICMETRIC_RATE_LIMIT) in this Redis too.
@@ -290,6 +324,7 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
                 "PICMETRIC_REDIS_URL": jobs.url,
                 "PICMETRIC_TRITON_GRPC_URL": server.grpc_url,
                 "PICMETRIC_TRITON_ADMIN_KEY": server.admin_key,
+                "PICMETRIC_MODEL_REPOSITORY": str(args.repository),
             }
             if settings.upload_dir is not None:  # a job over this gateway's kept uploads
                 worker_env["PICMETRIC_UPLOAD_DIR"] = str(settings.upload_dir)
@@ -320,7 +355,9 @@ def run_servers(args: argparse.Namespace, with_gateway: bool) -> None:
 def _check_ports(args: argparse.Namespace, with_gateway: bool) -> None:
     """Every port `serve` (or `triton`) listens on is free, before anything starts: a ValueError
     naming the option that changes a taken one. SO_REUSEADDR, as servers bind: a stopped
-    server's connections in TIME_WAIT do not count, a listening socket does."""
+    server's connections in TIME_WAIT do not count, a listening socket does. The gateway's
+    settings are checked too: valid, the API and operations ports apart, and no listening
+    beyond loopback without API keys."""
     wanted = [
         ("Triton's HTTP", "--http-port", args.triton_host, args.http_port),
         ("Triton's gRPC", "--grpc-port", args.triton_host, args.grpc_port),
@@ -330,6 +367,8 @@ def _check_ports(args: argparse.Namespace, with_gateway: bool) -> None:
         from gateway.settings import Settings
 
         settings = Settings()
+        settings.check_exposure(args.host)
+        _check_ops_port(settings, args.port)
         wanted += [
             ("The gateway's", "--port", args.host, args.port),
             ("The operations", "PICMETRIC_OPS_PORT", settings.ops_host, settings.ops_port),
@@ -390,7 +429,15 @@ def run_worker() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc}", file=sys.stderr)
+        if argv and argv[0] in client_commands.COMMANDS and "--json" in argv:
+            client_commands.fail(argv[0], ClientError(str(exc), ExitCode.USAGE), as_json=True)
+        sys.exit(ExitCode.USAGE)
     if args.command in client_commands.COMMANDS:
         sys.exit(client_commands.run(args))
     logging.basicConfig(

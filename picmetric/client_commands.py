@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from picmetric import client, jobs_client
 from picmetric.client import ClientError, ExitCode
 
 COMMANDS = ("analyze", "show", "models", "samples", "jobs")
+INTERRUPTED = 130  # Ctrl+C, as a shell reports a command SIGINT stopped
 # scikit-image's photos that `picmetric samples` writes, by file name: the README's examples.
 SAMPLES = {
     "astronaut.jpg": "astronaut",  # a face and a person
@@ -34,9 +36,9 @@ def _add_connection(parser: argparse.ArgumentParser, settings: ClientSettings) -
     )
     parser.add_argument(
         "--api-key",
-        default=settings.api_key,
         metavar="KEY",
-        help="sent as X-API-Key (or PICMETRIC_API_KEY; default: none)",
+        # Not the setting as its default: --help would print the key.
+        help="sent as X-API-Key (default: PICMETRIC_API_KEY, else none)",
     )
     parser.add_argument(
         "--json", action="store_true", help="print JSON (errors too) instead of a summary"
@@ -123,7 +125,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "FOLDER (made if missing), the ones the README's examples use.",
     )
     samples.add_argument(
-        "folder", nargs="?", type=Path, default=Path("."), help="where to write them"
+        "folder",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        help="where to write them (default: the current folder)",
     )
     _add_jobs(commands, settings)
 
@@ -155,14 +161,14 @@ def _add_jobs(commands: argparse._SubParsersAction, settings: ClientSettings) ->
         help="s3://bucket/prefix/ the results are written to once done, as JSON Lines shards "
         "(a place the gateway's PICMETRIC_JOBS_EXPORT_TO allows)",
     )
-    for name in ("status", "cancel"):
-        action = actions.add_parser(name, help=f"{name}: one job, by its id")
-        action.add_argument("id")
+    for name, what in (("status", "a job's state and progress"), ("cancel", "cancel a job")):
+        action = actions.add_parser(name, help=what)
+        action.add_argument("id", help="the job's id, as `jobs submit` printed it")
     results = actions.add_parser("results", help="the job's answers as JSON Lines")
-    results.add_argument("id")
+    results.add_argument("id", help="the job's id, as `jobs submit` printed it")
     results.add_argument("-o", "--output", type=Path, help="a file (default: standard output)")
     listed = actions.add_parser("list", help="this key's newest jobs")
-    listed.add_argument("--limit", type=int, default=20)
+    listed.add_argument("--limit", type=int, default=20, metavar="N", help="at most N jobs")
     for action in actions.choices.values():
         _add_connection(action, settings)
 
@@ -201,6 +207,8 @@ def check_draw(target: Path | None, blur_faces: bool, photos: list[str]) -> None
     folder = target.parent
     if not folder.is_dir():
         raise _usage(f"--draw {target}: there is no folder {folder}; create it first.")
+    if not os.access(folder, os.W_OK) or target.is_dir():
+        raise _usage(f"--draw {target}: cannot write there; name a file in a folder you can write.")
     if not target.suffix or not cv2.haveImageWriter(str(target)):
         raise _usage(
             f"--draw {target}: name a file with an image extension (.jpg, .png, .webp, .bmp, .tif)."
@@ -210,17 +218,20 @@ def check_draw(target: Path | None, blur_faces: bool, photos: list[str]) -> None
 def save_drawing(target: Path, jpeg: bytes) -> None:
     """The annotated JPEG, written as is for .jpg/.jpeg, else converted to the extension's
     format."""
-    if target.suffix.lower() in (".jpg", ".jpeg"):
-        target.write_bytes(jpeg)
-        return
-    import cv2
-    import numpy as np
+    data = jpeg
+    if target.suffix.lower() not in (".jpg", ".jpeg"):
+        import cv2
+        import numpy as np
 
-    pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    ok, encoded = cv2.imencode(target.suffix, pixels)
-    if pixels is None or not ok:
-        raise ClientError(f"Could not write {target} as {target.suffix}.")
-    target.write_bytes(encoded.tobytes())
+        pixels = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        ok, encoded = cv2.imencode(target.suffix, pixels)
+        if pixels is None or not ok:
+            raise ClientError(f"Could not write {target} as {target.suffix}.")
+        data = encoded.tobytes()
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        raise ClientError(f"Cannot write {target}: {exc.strerror}.", ExitCode.BAD_INPUT) from exc
 
 
 def _progress(done: int, total: int) -> None:
@@ -247,7 +258,13 @@ def analyze(args: argparse.Namespace) -> ExitCode:
     check_draw(args.draw, args.blur_faces, photos)
     if args.batch_size < 1:
         raise _usage("--batch-size must be at least 1.")
-    one = len(photos) == 1 and len(args.photos) == 1 and photos[0] == args.photos[0]
+    # One photo named as such is answered alone; a folder or glob's photos as a batch, one line
+    # each, however many (a script reads the same lines). --draw takes one photo (check_draw),
+    # however it was named.
+    named = args.photos[0]
+    one = len(photos) == 1 and (
+        args.draw is not None or client.is_url(named) or Path(named).expanduser().is_file()
+    )
     with client.Gateway(args.gateway, args.api_key, args.no_cache) as gateway:
         if not one:
             return _analyze_many(gateway, photos, args)
@@ -274,7 +291,12 @@ def _analyze_many(gateway: client.Gateway, photos: list[str], args: argparse.Nam
     done = 0
     _progress(0, len(photos))
     for chunk in client.chunks(photos, args.batch_size):
-        answer = gateway.batch(chunk, _options(args))
+        try:
+            answer = gateway.batch(chunk, _options(args))
+        except (ClientError, KeyboardInterrupt):
+            if sys.stderr.isatty():  # the failure's line after the bar's, not on it
+                print(file=sys.stderr)
+            raise
         for photo, item in zip(chunk, answer["results"], strict=True):
             error = item.get("error")
             if error is not None:
@@ -410,11 +432,21 @@ def run(args: argparse.Namespace) -> int:
         "jobs": jobs,
     }
     command = commands[args.command]
+    if getattr(args, "api_key", False) is None:
+        args.api_key = ClientSettings().api_key
     try:
         return int(command(args))
     except ClientError as exc:
-        if getattr(args, "json", False):
-            _print_json({"error": exc.as_json()}, lines=True)
-        else:
-            _say(f"picmetric {args.command}: {exc}")
+        fail(args.command, exc, getattr(args, "json", False))
         return int(exc.exit_code)
+    except KeyboardInterrupt:
+        _say(f"picmetric {args.command}: interrupted")
+        return INTERRUPTED
+
+
+def fail(command: str, exc: ClientError, as_json: bool) -> None:
+    """A failure said once: one line on stderr, or with --json a JSON line on stdout."""
+    if as_json:
+        _print_json({"error": exc.as_json()}, lines=True)
+    else:
+        _say(f"picmetric {command}: {exc}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,27 @@ def test_autoscale_signals_count_only_the_models_clients_call() -> None:
     assert found.client_ratio == 0.5 / 2.5
     assert (found.waiting, found.pending, found.in_triton) == (0.5, 1.0, 3.0)
     assert found.queue_ms == 500_000 / 4 / 1000
+
+
+def test_thread_variants_change_only_threads_and_instances(tmp_path: Path) -> None:
+    """A variant's repository differs from the committed one exactly where the variant says."""
+    from benchmarks._served import NETWORKS
+    from benchmarks.triton_threads import VARIANTS, variant_repository
+    from core.model_config import read_config
+    from core.paths import MODEL_REPOSITORY
+
+    converted = tmp_path / "converted"
+    for network in NETWORKS:
+        (converted / network / "1").mkdir(parents=True)
+        (converted / network / "1" / "model.onnx").write_bytes(network.encode())
+    variant = VARIANTS["onnx-1-yolo-2"]
+    target = variant_repository(converted, variant, tmp_path / "variant")
+    for network in NETWORKS:
+        assert (target / network / "1" / "model.onnx").read_bytes() == network.encode()
+        config, committed = read_config(target / network), read_config(MODEL_REPOSITORY / network)
+        assert config.parameters["intra_op_thread_count"].string_value == "1"
+        count = 2 if network == "yolov3_backbone" else committed.instance_group[0].count
+        assert config.instance_group[0].count == count
+        del config.parameters["intra_op_thread_count"]
+        config.instance_group[0].count = committed.instance_group[0].count
+        assert config == committed

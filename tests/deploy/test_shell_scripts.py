@@ -1,18 +1,22 @@
 """The shell scripts (bootstrap.sh, .ci/run, the install and lock scripts) under shellcheck, and
 the parts of `bootstrap.sh deploy` that need no Docker, run by bash from the script itself
 (sourced, it only defines its functions): the secrets in .env, the failed containers' report,
-the proof analysis."""
+the proof analysis; `bootstrap.sh serve` reading its options and checking its ports before it
+converts anything."""
 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from core.paths import PROJECT_ROOT
 from tests.utils.commands import run_tool
+from tests.utils.ports import free_port
 
 BOOTSTRAP = PROJECT_ROOT / "bootstrap.sh"
 SECRETS = (
@@ -178,3 +182,51 @@ def test_deploy_makes_the_runtime_role_on_an_existing_database_once(tmp_path: Pa
     )
     compose = (PROJECT_ROOT / "docker-compose.yml").read_text()
     assert "/docker-entrypoint-initdb.d/10-app-role.sh" in compose
+
+
+def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bootstrap.sh serve ARGS` with this interpreter's `picmetric` on PATH as the .venv's, and
+    without what needs root or the network (making the .venv, apt-get): its options read, then
+    (were they valid) the models converted and the service started."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    _fake(
+        bin_dir,
+        "picmetric",
+        f'PYTHONPATH="{PROJECT_ROOT}" exec "{sys.executable}" -m picmetric "$@"\n',
+    )
+    script = (
+        f"export PICMETRIC_OPS_PORT={free_port()}; ensure_venv() {{ :; }}; "
+        'apt_ensure() { echo "Installing $*"; }; '  # said, not done
+        f"serve {' '.join(args)}"
+    )
+    return bootstrap(script, tmp_path, f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_serve_answers_help_at_once_without_converting(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    helped = _serve(tmp_path, "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--http-port" in helped.stdout and "(default: 8080)" in helped.stdout
+    assert "Converting" not in helped.stdout + helped.stderr
+    assert "Installing" not in helped.stdout + helped.stderr
+    assert time.perf_counter() - started < 5
+
+
+def test_serve_stops_at_a_taken_port_before_converting_and_names_its_option(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = f"--grpc-port {free_port()} --metrics-port {free_port()} --port {free_port()}"
+        refused = _serve(tmp_path, "--http-port", str(port), ports)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "Converting" not in refused.stdout + refused.stderr
+    assert "Installing" not in refused.stdout + refused.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in refused.stderr
+    assert "choose another with --http-port." in refused.stderr
+    wrong = _serve(tmp_path, "--http-port", "eighty")
+    assert wrong.returncode == 2 and "invalid int value" in wrong.stderr
+    assert "Converting" not in wrong.stdout + wrong.stderr

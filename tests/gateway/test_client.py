@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,14 +20,17 @@ import httpx
 import numpy as np
 import pytest
 
+from core.paths import PROJECT_ROOT
 from gateway.images.drawing import FACE_COLOUR
-from picmetric.client import ExitCode, chunks, exit_code_for
+from picmetric.client import ClientError, ExitCode, chunks, exit_code_for, photos_in
+from picmetric.client_commands import INTERRUPTED
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import Gateway
 from tests.utils.analyses import count_analyses
 from tests.utils.services import gateway_env, gateway_process
 
 KEY = "cli-key-0123456789"
+README = PROJECT_ROOT / "README.md"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -35,6 +40,29 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def _analyze(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
     return _run("analyze", "--gateway", gateway.url, *args)
+
+
+def _on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """`picmetric ARGS` with its stderr on a terminal (a pseudo-terminal), and what it wrote
+    there."""
+    controller, terminal = pty.openpty()
+    try:
+        command = [sys.executable, "-m", "picmetric", *args]
+        run = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, text=True,
+                             timeout=300)  # fmt: skip
+        os.close(terminal)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal's other end closed: all was read
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(controller)
+    return run, said.decode()
 
 
 def test_exit_codes_tell_the_kinds_of_failure_apart() -> None:
@@ -90,6 +118,11 @@ def test_analyze_prints_a_summary_and_saves_the_drawing(
     again = _analyze(gateway, url, "--models", "mtcnn,resnet50", "--threshold", "0.05",
                      "--draw", str(tmp_path / "again.jpg"))  # fmt: skip
     assert "(from the store)" in again.stdout.splitlines()[0]
+    rows = count_analyses(gateway.database_url)
+    fresh = _analyze(gateway, url, "--models", "mtcnn,resnet50", "--threshold", "0.05",
+                     "--no-cache", "--json")  # fmt: skip
+    assert json.loads(fresh.stdout)["cached"] is False, "--no-cache: the models run again"
+    assert count_analyses(gateway.database_url) == rows + 1
     as_json = _analyze(gateway, url, "--models", "mtcnn", "--json", "--max-results", "3")
     body = json.loads(as_json.stdout)
     assert body["options"]["max_results"] == 3 and len(body["results"]["mtcnn"]) == 1
@@ -104,6 +137,8 @@ def test_analyze_prints_a_summary_and_saves_the_drawing(
 
     shown = _run("show", body["id"], "--gateway", gateway.url, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout)["results"] == body["results"]
+    summary = _run("show", body["id"], "--gateway", gateway.url)
+    assert summary.stdout.startswith(f"512x512 photo, analysis {body['id']} (from the store)")
     models = _run("models", "--gateway", gateway.url)
     assert models.returncode == 0
     assert any(
@@ -135,8 +170,19 @@ def test_analyze_a_folder_through_batches_as_json_lines(
     assert [Path(line["photo"]).name for line in lines] == ["a.jpg", "b.png", "c.jpg", "d.jpg"]
     assert lines[2]["error"]["errortype"] == "unsupported_image" and lines[2]["analysis"] is None
     assert [line["analysis"]["summary"]["faces"] for line in lines if line["analysis"]] == [1, 0, 0]
-    human = _analyze(gateway, str(folder / "a.jpg"), str(folder / "b.png"), "--models", "mtcnn")
+    human, bar = _on_a_terminal(
+        "analyze", "--gateway", gateway.url, str(folder / "a.jpg"), str(folder / "b.png"),
+        "--models", "mtcnn",
+    )  # fmt: skip
     assert human.returncode == 0 and human.stdout.startswith(f"{folder / 'a.jpg'}:\n  ")
+    assert "analysing [" in bar and bar.rstrip().endswith("] 2/2"), bar
+    # One file, however spelled, is answered alone; a folder's one photo too, with --draw.
+    alone = _analyze(gateway, f"{folder}/./a.jpg", "--models", "mtcnn")
+    assert alone.returncode == 0 and alone.stdout.startswith("512x512 photo, analysis ")
+    drawing = tmp_path / "day2.webp"
+    drawn = _analyze(gateway, str(folder / "day2"), "--models", "mtcnn", "--draw", str(drawing))
+    assert drawn.returncode == 0, drawn.stderr
+    assert drawing.read_bytes()[8:12] == b"WEBP", "a folder of one photo is drawn, as WebP"
 
 
 @pytest.mark.integration
@@ -154,6 +200,11 @@ def test_analyze_errors_are_one_line_or_json_with_their_exit_code(
     assert (error["errortype"], error["status"]) == ("unsupported_image", 415)
     missing = _analyze(gateway, str(tmp_path / "nope.jpg"))
     assert missing.returncode == ExitCode.BAD_INPUT and "No such file" in missing.stderr
+    unknown = _run(
+        "show", "0" * 8 + "-0000-0000-0000-" + "0" * 12, "--gateway", gateway.url, "--json"
+    )
+    assert unknown.returncode == ExitCode.BAD_INPUT, unknown.stderr
+    assert json.loads(unknown.stdout)["error"]["status"] == 404
     down = _run("analyze", "--gateway", "http://127.0.0.1:9", f"{photo_server}/a.jpg")
     assert down.returncode == ExitCode.UNAVAILABLE and "PICMETRIC_GATEWAY" in down.stderr
     # Usage errors are found before anything is sent: no analysis is stored.
@@ -163,9 +214,13 @@ def test_analyze_errors_are_one_line_or_json_with_their_exit_code(
         ("--blur-faces",),
         ("--draw", str(tmp_path / "no-folder" / "x.jpg")),
         ("--draw", str(tmp_path / "x.txt")),
+        ("--draw", str(tmp_path)),  # a folder, not a file
     ):
         refused = _analyze(gateway, url, *args)
         assert refused.returncode == ExitCode.USAGE, (args, refused.stderr)
+        assert refused.stderr.startswith("picmetric analyze: --") and "Traceback" not in (
+            refused.stderr
+        )
     assert count_analyses(gateway.database_url) == rows
     # PICMETRIC_GATEWAY names the gateway when --gateway does not.
     env = {**os.environ, "PICMETRIC_GATEWAY": gateway.url}
@@ -199,3 +254,44 @@ def test_a_refused_key_exits_4_and_picmetric_api_key_is_sent(keyed_gateway: str)
     env = {**os.environ, "PICMETRIC_API_KEY": KEY, "PICMETRIC_GATEWAY": keyed_gateway}
     listed = _run("models", env=env)
     assert listed.returncode == 0 and "mtcnn" in listed.stdout, listed.stderr
+
+
+def test_photos_in_reads_files_folders_and_quoted_globs(tmp_path: Path) -> None:
+    (tmp_path / "trip" / "day2").mkdir(parents=True)
+    for name in ("trip/a.JPG", "trip/day2/b.heic", "trip/notes.txt", "c.png", "d.png"):
+        (tmp_path / name).write_bytes(b"x")
+    found = photos_in([str(tmp_path / "trip"), str(tmp_path / "*.png"), "s3://bucket/e.jpg"])
+    names = [Path(p).name if not p.startswith("s3:") else p for p in found]
+    assert names == ["a.JPG", "b.heic", "c.png", "d.png", "s3://bucket/e.jpg"]
+    for missing in (str(tmp_path / "*.gif"), str(tmp_path / "nope.jpg")):
+        with pytest.raises(ClientError) as refused:
+            photos_in([missing])
+        assert refused.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_a_usage_error_with_json_is_json_too() -> None:
+    run = _run("analyze", "a.jpg", "--threshold", "high", "--json")
+    assert run.returncode == ExitCode.USAGE
+    error = json.loads(run.stdout)["error"]
+    assert error["errortype"] == "usage" and "--threshold" in error["message"]
+    assert "invalid float value" in run.stderr  # and argparse's usage, for a person
+    missing = _run("analyze", "--json")
+    assert (
+        missing.returncode == ExitCode.USAGE
+        and "required" in json.loads(missing.stdout)["error"]["message"]
+    )
+
+
+def test_the_readme_lists_every_exit_code() -> None:
+    section = README.read_text().split("### The command line", 1)[1].split("\n## ", 1)[0]
+    listed = {int(code) for code in re.findall(r"^\| (\d+) \| \w", section, re.M)}
+    assert listed == {int(code) for code in ExitCode} | {INTERRUPTED}
+
+
+def test_a_failure_during_the_progress_bar_is_said_on_its_own_line(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    run, said = _on_a_terminal("analyze", str(tmp_path), "--gateway", "http://127.0.0.1:9")
+    assert run.returncode == ExitCode.UNAVAILABLE
+    lines = said.replace("\r\n", "\n").split("\n")
+    assert lines[0].endswith("] 0/2") and lines[1].startswith("picmetric analyze: Could not"), said

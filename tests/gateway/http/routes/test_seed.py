@@ -1,14 +1,15 @@
 """The seed's /api (gateway/http/routes/seed.py): the old Flask service's JSON, field by field, on
-the real gateway."""
+the real gateway; the README's example of it is a real answer."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
 from core.models import COCO_NAMES
-from core.paths import MODEL_REPOSITORY
+from core.paths import MODEL_REPOSITORY, PROJECT_ROOT
 from tests.gateway.conftest import BOX_KEYS, KEYPOINTS, Gateway, post
 
 pytestmark = pytest.mark.integration
@@ -74,3 +75,36 @@ def test_seed_api_threshold_defaults_to_0_2(gateway: Gateway, photo_server: str)
     assert kept and min(kept) >= 0.2
     everything = _seed_confidences(post(gateway, "/api", json={"url": url, "threshold": 0}).json())
     assert min(everything) < 0.2, "threshold 0 must answer something the default drops"
+
+
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+def test_the_readme_example_is_a_real_answer(gateway: Gateway, photo_server: str) -> None:
+    """README's /api example, "the answer for the astronaut photo above" on the test models
+    (random ResNet50 and YOLOv3 weights, seed 0): the same, but its `yolo_objects` cut to one."""
+    readme = (PROJECT_ROOT / "README.md").read_text().split("### `POST /api`", 1)[1]
+    example = re.search(r"```json\n(.*?)```", readme, re.S)
+    assert example is not None, "README.md lost its /api example"
+    shown = json.loads(example.group(1))
+    url = f"{photo_server}/astronaut.jpg"
+    answer = post(gateway, "/api", json={"url": url, "threshold": 0.2})
+    assert answer.status_code == 200, answer.text
+    body = {**answer.json(), "url": shown["url"]}
+    body["yolo_objects"] = body["yolo_objects"][:1]
+    assert _close(body, shown), (body, shown)
+
+
+def _close(real: object, shown: object) -> bool:
+    """The same seed answer, its confidences within 0.01 and its pixels within 2: another CPU's
+    floating point (another SIMD path) moves them that little."""
+    if isinstance(real, dict) and isinstance(shown, dict):
+        return real.keys() == shown.keys() and all(_close(real[k], shown[k]) for k in real)
+    if isinstance(real, list) and isinstance(shown, list):
+        return len(real) == len(shown) and all(map(_close, real, shown))
+    if isinstance(real, str) and isinstance(shown, str) and _is_float_string(real):
+        if not _is_float_string(shown):
+            return False
+        tolerance = 0.01 if "." in real + shown else 2
+        return abs(float(real) - float(shown)) <= tolerance
+    if isinstance(real, int) and isinstance(shown, int):
+        return abs(real - shown) <= 2
+    return real == shown
