@@ -10,6 +10,8 @@ RETRY_AFTER = {"Retry-After": "10"}
 
 
 UNEXPECTED = "The gateway failed unexpectedly; the error was logged."
+# Any other HTTP refusal (a wrong method's 405, ...), which no PicmetricError raises.
+HTTP_ERROR = "http_error"
 
 
 class ErrorBody(BaseModel):

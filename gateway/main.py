@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import logs, metrics, tracing
-from gateway.errors import UNEXPECTED, InvalidRequest, PicmetricError
+from gateway.errors import HTTP_ERROR, UNEXPECTED, InvalidRequest, PicmetricError
 from gateway.http import docs, rendering
 from gateway.http.limits import BodyLimit, OperationsHosts, TrustedHosts
 from gateway.http.routes import health, jobs, page, seed, v1
@@ -70,7 +70,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    errortype = "not_found" if exc.status_code == 404 else "http_error"
+    errortype = "not_found" if exc.status_code == 404 else HTTP_ERROR
     return _error_response(request, exc.status_code, errortype, str(exc.detail), exc.headers)
 
 

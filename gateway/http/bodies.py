@@ -5,8 +5,6 @@ the photo is in hand and its header accepted (gateway.pipeline.analysis)."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -28,6 +26,7 @@ from gateway.http.schemas import (
     JobRequest,
     SeedRequest,
 )
+from gateway.http.strict import query_parameters, unknown, unknown_keys
 from gateway.jobs.submit import JobSpec
 from gateway.pipeline.request import (
     NO_UPLOAD_PLACE,
@@ -42,31 +41,26 @@ from gateway.services import Services
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
 UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
+# What a JSON body that is not an object is, in JSON's words.
+_JSON_TYPES: dict[type, str] = {
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true or false",
+    type(None): "null",
+}
 
 
-def validated(data: dict[str, Any], schema: type[Body]) -> Body:
-    """Validate like FastAPI does for declared bodies, so errors read the same; a field the
+def validated(data: dict[str, Any], schema: type[Body], request: Request | None = None) -> Body:
+    """Validate like FastAPI does for declared bodies, so errors read the same; a key the
     schema does not know is refused first, naming it and the accepted ones (unless the schema
-    ignores extra fields: the seed's)."""
-    if schema.model_config.get("extra") == "forbid":
-        unknown(data.keys(), list(schema.model_fields))
+    ignores extra keys: the seed's), or saying it is one of `request`'s query parameters."""
+    unknown_keys(data, schema, query_parameters(request) if request else ())
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
-
-
-def unknown(fields: Iterable[str], accepted: list[str]) -> None:
-    """InvalidRequest naming the first of `fields` that is not `accepted` (and the likely one
-    meant), so a misspelled option is never silently left at its default."""
-    for field in fields:
-        if field not in accepted:
-            close = difflib.get_close_matches(field, accepted, n=1)
-            meant = f" (did you mean '{close[0]}'?)" if close else ""
-            raise InvalidRequest(
-                f"Unknown field '{field[:40]}'{meant}; the accepted fields are "
-                f"{', '.join(accepted)}."
-            )
 
 
 def is_multipart(request: Request) -> bool:
@@ -106,7 +100,10 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
         raise InvalidRequest(f"The JSON is nested too deeply; send JSON like {example}.") from exc
     except ValueError as exc:
         raise InvalidRequest(f"Send JSON like {example}{alternative}.") from exc
-    return payload if isinstance(payload, dict) else {}
+    if not isinstance(payload, dict):
+        sent = _JSON_TYPES.get(type(payload), "another value")
+        raise InvalidRequest(f"Send a JSON object like {example}, not {sent}.")
+    return payload
 
 
 async def seed_request(request: Request) -> SeedRequest:
@@ -114,16 +111,19 @@ async def seed_request(request: Request) -> SeedRequest:
     return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
 
 
-def _form_options(form: FormData) -> AnalysisOptions:
+def _form_options(form: FormData, request: Request) -> AnalysisOptions:
     """The options of an upload's form, as in JSON: `models` comma-separated, its repeated
-    fields added up (`-F models=mtcnn -F models=resnet50` is both); an empty field is left out;
+    fields added up (`-F models=mtcnn -F models=resnet50` is both) and an empty one refused, as
+    `"models": []` (`-F models=$EMPTY` would run every model); another empty field is left out;
     any other field given twice, or a field not known, is refused."""
-    unknown(form.keys(), ["file", *AnalysisOptions.model_fields])
+    accepted = ["file", *AnalysisOptions.model_fields]
+    unknown(form.keys(), accepted, query=query_parameters(request))
     fields: dict[str, Any] = {}
     for name in AnalysisOptions.model_fields:
-        values = [v for v in form.getlist(name) if isinstance(v, str) and v.strip()]
-        if name == "models" and values:
-            fields[name] = [m.strip() for v in values for m in v.split(",") if m.strip()]
+        sent = [v for v in form.getlist(name) if isinstance(v, str)]
+        values = [v for v in sent if v.strip()]
+        if name == "models" and sent:
+            fields[name] = [m.strip() for v in sent for m in v.split(",") if m.strip()]
         elif len(values) > 1:
             raise InvalidRequest(f"The field '{name}' is given {len(values)} times; send it once.")
         elif values:
@@ -170,7 +170,7 @@ async def upload_request(request: Request, services: Services, keep: bool) -> An
         upload = form.get("file")
         filename = _filename(upload, "upload")
         data = await _read(upload, services.settings.max_image_bytes)
-        body = _form_options(form)
+        body = _form_options(form, request)
     return _analysis_request(
         body,
         services,
@@ -186,7 +186,7 @@ async def analysis_request(request: Request, services: Services) -> AnalysisRequ
     """JSON `{"url": ...}` or a multipart upload."""
     if is_multipart(request):
         return await upload_request(request, services, keep=False)
-    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest, request)
     return _analysis_request(
         body, services, request, source_kind=url_kind(body.url), source=body.url
     )
@@ -204,7 +204,9 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
     settings = services.settings
     most = settings.max_batch_images
     if not is_multipart(request):
-        body = validated(await _json(request, '{"urls": ["https://...", ...]}'), BatchRequest)
+        body = validated(
+            await _json(request, '{"urls": ["https://...", ...]}'), BatchRequest, request
+        )
         if len(body.urls) > most:
             raise InvalidRequest(_too_many(most, len(body.urls)))
         return [
@@ -228,7 +230,7 @@ async def batch_requests(request: Request, services: Services) -> list[AnalysisR
                     "(PICMETRIC_MAX_BATCH_BYTES)."
                 )
             files.append((data, _filename(upload, f"upload{len(files)}")))
-        options = _form_options(form)
+        options = _form_options(form, request)
     return [
         _analysis_request(
             options,

@@ -63,7 +63,8 @@ def body_limit(settings: Settings, path: str, content_type: str) -> Limit:
         return Limit(
             JSON_BODY_LIMIT,
             RequestTooLarge,
-            f"A JSON request body is at most {JSON_BODY_LIMIT} bytes; send an image as an upload.",
+            f"A JSON request body is at most {size_text(JSON_BODY_LIMIT)}; send an image as an "
+            "upload.",
         )
     limit, setting = (
         (settings.max_batch_bytes, "PICMETRIC_MAX_BATCH_BYTES")

@@ -19,6 +19,7 @@ from gateway.results import (
     FACE_SIZE_PATTERN,
     FACE_SIZE_SYNTAX,
     SOURCE_CHARS,
+    AnswerWarning,
     face_size,
 )
 from gateway.settings import Settings
@@ -46,6 +47,14 @@ def _face_size_field() -> Any:
     )
 
 
+def _not_true_or_false(value: object) -> object:
+    """A number, not JSON's true or false (pydantic reads them as 1 and 0: `"threshold": true`
+    would run at 1.0)."""
+    if isinstance(value, bool):
+        raise ValueError("a number, not true or false")
+    return value
+
+
 def _spelled(value: object) -> str | None:
     """A min_face_size in its one spelling; any other JSON type is refused with the syntax."""
     return None if value is None else face_size(value)
@@ -65,6 +74,7 @@ class AnalysisOptions(BaseModel):
     min_face_size: str | None = _face_size_field()
 
     _face_size = field_validator("min_face_size", mode="before")(_spelled)
+    _numbers = field_validator("threshold", "max_results", mode="before")(_not_true_or_false)
 
 
 class AnalyzeRequest(AnalysisOptions):
@@ -146,6 +156,9 @@ class JobList(BaseModel):
 
 class JobResults(BaseModel):
     results: list[JobResult]
+    warnings: list[AnswerWarning] = Field(
+        [], description="the page's analyses' warnings, each kind for the same models once"
+    )
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: none")
 
 

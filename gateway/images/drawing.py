@@ -56,10 +56,15 @@ def blur_faces(rgb: np.ndarray, results: Results) -> None:
 
 
 def _label(canvas: np.ndarray, text: str, x: int, y: int, colour: tuple[int, int, int]) -> None:
-    """`text` on a filled tab of `colour` just above (x, y), or below it at the top edge."""
+    """`text` on a filled tab of `colour` just above (x, y), or below it at the top edge; smaller
+    where the photo is narrower than the text, so none is cut off."""
     scale = max(0.5, min(canvas.shape[:2]) / 1500)  # the short side: bounded by the pixel limit
     thickness = max(1, round(scale * 1.5))
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
+    if text_width + 4 > canvas.shape[1]:
+        scale = max(0.1, scale * (canvas.shape[1] - 4) / text_width)
+        thickness = 1
+        (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, thickness)
     x = max(0, min(x, canvas.shape[1] - text_width - 4))  # kept inside the right edge
     top = y - text_height - baseline - 4 if y - text_height - baseline - 4 >= 0 else y
     cv2.rectangle(

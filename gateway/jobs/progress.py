@@ -5,15 +5,18 @@ once when its last photo is answered."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from core.models import OFFERED_MODELS
 from gateway.pipeline import album as albums
 from gateway.pipeline.answers import stored_analysis
-from gateway.results import Analysis
+from gateway.results import Analysis, AnswerWarning
 from gateway.store.jobs import JobStore, now
 from gateway.store.storage import JobRow
+from gateway.triton.catalog import ModelState
 
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 ALBUM_PAGE = 500  # analyses read at once while adding up a job's album
@@ -58,6 +61,9 @@ class JobView(BaseModel):
     # Shown once, in the answer to the submit that created the job: it signs the webhook.
     webhook_secret: str | None = None
     album: albums.Album | None = None  # once done: the album over the job's answered photos
+    # The job's models on random weights now (its album and findings are noise); each photo's
+    # analysis has its own warnings.
+    warnings: list[AnswerWarning] = []
 
 
 def _utc(moment: dt.datetime | None) -> dt.datetime | None:
@@ -72,7 +78,18 @@ def _iso(moment: dt.datetime | None) -> str | None:
     return None if utc is None else utc.isoformat()
 
 
-def job_view(job: JobRow, with_secret: bool = False) -> JobView:
+def job_warnings(job: JobRow, states: Mapping[str, ModelState]) -> list[AnswerWarning]:
+    """The random-weights warning for the models `job` runs (every one served when it names
+    none), by what `states` say of their weights."""
+    models = job.options.get("models") or [name for name in OFFERED_MODELS if name in states]
+    random = [m for m in models if m in states and states[m].weights.get("kind") == "random"]
+    return [AnswerWarning.random_weights(random)] if random else []
+
+
+def job_view(
+    job: JobRow, with_secret: bool = False, states: Mapping[str, ModelState] | None = None
+) -> JobView:
+    """The job as answered; `states`, the catalog's models, for its warnings (none without)."""
     counts = JobCounts(total=job.total, done=job.done, skipped=job.skipped, failed=job.failed)
     started, finished = _utc(job.started_at), _utc(job.finished_at)
     rate = seconds_left = None
@@ -95,6 +112,7 @@ def job_view(job: JobRow, with_secret: bool = False) -> JobView:
         webhook_url=job.webhook_url,
         webhook_secret=job.webhook_secret if with_secret else None,
         album=None if job.album is None else albums.Album.model_validate(job.album),
+        warnings=job_warnings(job, states or {}),
     )
 
 

@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway import tracing
-from gateway.errors import InvalidRequest, JobLimit, JobTooLarge, PicmetricError, QueueUnavailable
+from gateway.errors import (
+    InvalidRequest,
+    JobLimit,
+    JobTooLarge,
+    PicmetricError,
+    QueueUnavailable,
+    size_text,
+)
 from gateway.intake import s3 as s3_objects
 from gateway.intake import urlguard
 from gateway.jobs.queue import JobQueue
@@ -52,8 +59,8 @@ def _too_many(count: str, limit: int) -> JobTooLarge:
 
 def _manifest_too_large(limit: int) -> PicmetricError:
     return JobTooLarge(
-        f"The manifest is larger than {limit} bytes (PICMETRIC_JOBS_MANIFEST_MAX_BYTES); split it "
-        "into several jobs."
+        f"The manifest is larger than {size_text(limit)} (PICMETRIC_JOBS_MANIFEST_MAX_BYTES); "
+        "split it into several jobs."
     )
 
 

@@ -69,7 +69,7 @@ class Album(BaseModel):
     faces: int | None
     people_with_face: int | None
     objects: dict[str, int] | None
-    labels: list[AlbumLabel]  # the most frequent first, then the most confident
+    labels: list[AlbumLabel] | None  # the most frequent first, then the most confident
     scenes: int  # photos analysed, each group of copies or a burst counted once
     groups: list[AlbumGroup]  # the groups of two photos or more, by their first index
 
@@ -280,7 +280,9 @@ def album_of(
         faces=_total([a.summary.faces for a in analyses]),
         people_with_face=_total([a.summary.people_with_face for a in analyses]),
         objects=None if objects is None else dict(objects),
-        labels=[
+        labels=None
+        if not analyses or any(a.summary.labels is None for a in analyses)
+        else [
             AlbumLabel(label=label, images=len(found), confidence=sum(found) / len(found))
             for label, found in ranked[:max_labels]
         ],

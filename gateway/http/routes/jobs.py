@@ -11,20 +11,22 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Query, Request,
 from fastapi.responses import StreamingResponse
 
 from gateway.errors import ErrorBody, JobNotFound, error_statuses
-from gateway.http import bodies
+from gateway.http import bodies, rendering
 from gateway.http.deps import JobQueueDep, OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.http.schemas import JobList, JobRequest, JobResults
+from gateway.http.strict import known_query
 from gateway.jobs.progress import JobView, job_view
 from gateway.jobs.results import job_results
 from gateway.jobs.submit import submit
 from gateway.jobs.webhooks import send_job_ended
+from gateway.pipeline.album import batch_warnings
 from gateway.services import Services
 from gateway.store.storage import JobRow
 
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    dependencies=[Depends(require_api_key), Depends(limit_rate)],
+    dependencies=[Depends(require_api_key), Depends(limit_rate), Depends(known_query)],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 
@@ -48,6 +50,15 @@ async def _job(services: Services, job_id: str, owner: str) -> JobRow:
     if job is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
     return job
+
+
+def _view(
+    job: JobRow, services: Services, response: Response, with_secret: bool = False
+) -> dict[str, Any]:
+    """The job as JSON, with the warnings of its models now, their kinds also in a header."""
+    view = job_view(job, with_secret, services.catalog.states)
+    response.headers.update(rendering.warnings_header(view.warnings))
+    return view.model_dump(mode="json")
 
 
 def _cursor(cursor: str | None) -> int:
@@ -76,7 +87,7 @@ async def submit_job(
     if not submitted.created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return job_view(submitted.job, with_secret=True).model_dump(mode="json")
+    return _view(submitted.job, services, response, with_secret=True)
 
 
 @router.get("", response_model=JobList)
@@ -91,15 +102,17 @@ async def list_jobs(
     jobs = await services.jobs.list_jobs(owner, offset, limit + 1)
     more = len(jobs) > limit
     return JobList(
-        jobs=[job_view(job) for job in jobs[:limit]],
+        jobs=[job_view(job, states=services.catalog.states) for job in jobs[:limit]],
         next_cursor=str(offset + limit) if more else None,
     ).model_dump(mode="json")
 
 
 @router.get("/{job_id}", response_model=JobView)
-async def read_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict[str, Any]:
+async def read_job(
+    job_id: str, response: Response, services: ServicesDep, owner: OwnerDep
+) -> dict[str, Any]:
     """A job: state, counts, photos per second, time left, and its album once done."""
-    return job_view(await _job(services, job_id, owner)).model_dump(mode="json")
+    return _view(await _job(services, job_id, owner), services, response)
 
 
 @router.get(
@@ -110,6 +123,7 @@ async def read_job(job_id: str, services: ServicesDep, owner: OwnerDep) -> dict[
 async def read_job_results(
     job_id: str,
     request: Request,
+    response: Response,
     services: ServicesDep,
     owner: OwnerDep,
     cursor: Annotated[str | None, Query(pattern=CURSOR)] = None,
@@ -125,7 +139,10 @@ async def read_job_results(
     more = len(results) > limit
     page = results[:limit]
     next_cursor = str(page[-1].position) if more else None
-    return JobResults(results=page, next_cursor=next_cursor).model_dump(mode="json")
+    warnings = batch_warnings([result.analysis for result in page if result.analysis])
+    response.headers.update(rendering.warnings_header(warnings))
+    answer = JobResults(results=page, next_cursor=next_cursor, warnings=warnings)
+    return answer.model_dump(mode="json")
 
 
 async def _stream(services: Services, job: JobRow, after: int) -> AsyncIterator[bytes]:
@@ -137,7 +154,11 @@ async def _stream(services: Services, job: JobRow, after: int) -> AsyncIterator[
 
 @router.delete("/{job_id}", response_model=JobView)
 async def cancel_job(
-    job_id: str, services: ServicesDep, owner: OwnerDep, background: BackgroundTasks
+    job_id: str,
+    response: Response,
+    services: ServicesDep,
+    owner: OwnerDep,
+    background: BackgroundTasks,
 ) -> dict[str, Any]:
     """Cancel a job: no photo of it starts after this (those being analysed finish), and its
     webhook is sent (state cancelled); a finished job is answered as it is."""
@@ -146,4 +167,4 @@ async def cancel_job(
         raise JobNotFound(f"No job with id '{job_id}'.")
     if cancelled:  # after the answer: its tries and back-off never hold the client
         background.add_task(send_job_ended, job, services.http, services.settings)
-    return job_view(job).model_dump(mode="json")
+    return _view(job, services, response)

@@ -16,6 +16,7 @@ from gateway.http.schemas import (
     ModelInfo,
     multipart_schema,
 )
+from gateway.http.strict import known_query
 from gateway.pipeline.album import BatchAnswer, analyze_album
 from gateway.pipeline.analysis import analyze
 from gateway.pipeline.annotation import annotate
@@ -25,7 +26,7 @@ from gateway.results import Analysis, AnswerWarning
 router = APIRouter(
     prefix="/v1",
     tags=["v1"],
-    dependencies=[Depends(require_api_key), Depends(limit_rate)],
+    dependencies=[Depends(require_api_key), Depends(limit_rate), Depends(known_query)],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 

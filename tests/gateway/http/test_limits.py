@@ -32,6 +32,7 @@ def test_body_limit_of_a_batch_is_the_batch_limit_plus_the_form() -> None:
 def test_body_limit_of_anything_else_is_the_json_limit(content_type: str) -> None:
     limit = body_limit(SETTINGS, "/v1/batch", content_type)
     assert limit.size == JSON_BODY_LIMIT and isinstance(limit.refusal(), RequestTooLarge)
+    assert "at most 256 KiB;" in str(limit.refusal())  # as a person reads it, not in bytes
 
 
 def test_json_limit_holds_a_full_batch_of_the_longest_urls() -> None:

@@ -57,6 +57,16 @@ return {
     cx: +e.getAttribute("cx"), cy: +e.getAttribute("cy"), screen: box(e)})),
 };
 """
+# Each result list's indent against the widest number it can show, "100. " (max_results' most
+# labels; YOLOv3's boxes on random weights), in the list's font: a wider marker is cut off.
+MARKERS = """
+const context = document.createElement("canvas").getContext("2d");
+return ["labels", "faces", "objects"].map((id) => {
+  const style = getComputedStyle(document.getElementById(id));
+  context.font = style.font;
+  return [id, context.measureText("100. ").width, parseFloat(style.paddingLeft)];
+});
+"""
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +276,8 @@ def test_page_draws_the_answer_on_the_uploaded_photo(
     expected_labels = [found["label"] for found in answer["results"]["resnet50"]]
     assert 1 <= len(expected_labels) <= 5
     assert [label.text for label in labels] == expected_labels
+    for name, widest, indent in browser.execute_script(MARKERS):
+        assert widest <= indent, f"#{name}'s numbers are cut off ({widest} px in {indent} px)"
     objects = browser.find_elements(By.CSS_SELECTOR, "#overlay rect.object")
     assert len(objects) == len(answer["results"]["yolov3"])
     faces_count = browser.find_element(By.CSS_SELECTOR, '#summary dd[data-field="faces"]')
@@ -328,7 +340,9 @@ def test_page_shows_a_heic_upload_upright_with_its_boxes(
     assert answer["results"]["yolov3"] is None and answer["summary"]["people"] is None
     people = browser.find_element(By.CSS_SELECTOR, '#summary dd[data-field="people"]')
     assert people.text == "not counted"
-    assert browser.find_element(By.CSS_SELECTOR, "#objects li.none").text == "not run"
+    not_run = browser.find_element(By.CSS_SELECTOR, "#objects li.none")
+    assert not_run.text == "not run"
+    assert not_run.value_of_css_property("list-style-type") == "none"  # no "0." before it
 
 
 def test_page_shows_the_gateways_error_for_a_bad_url(

@@ -105,3 +105,20 @@ def test_blurred_faces_carry_no_marks_and_random_weights_a_banner() -> None:
         assert tuple(drawn[round(y), round(x)]) != drawing.LANDMARK_COLOUR
     assert tuple(drawn[120, 180]) != drawing.FACE_COLOUR  # no face box edge
     assert tuple(drawn[1, 5]) == drawing.WARNING_COLOUR  # the banner's top-left corner
+
+
+def test_a_label_wider_than_the_photo_is_drawn_smaller_not_cut() -> None:
+    """The random-weights banner (about 300 px of text at its usual size) on a 160 px
+    thumbnail: drawn smaller, its text ending inside the photo, not run past the right edge."""
+
+    def ink(width: int) -> tuple[np.ndarray, np.ndarray]:
+        photo = np.full((120, width, 3), 255, np.uint8)
+        drawn = drawing.draw(photo, Results(), random_models=["resnet50", "yolov3"])
+        black = np.all(drawn[:30] < 80, axis=2)  # the banner's text
+        return np.flatnonzero(black.any(axis=1)), np.flatnonzero(black.any(axis=0))
+
+    wide_rows, wide_columns = ink(400)
+    assert wide_columns.max() < 330  # the whole text fits 400 px
+    rows, columns = ink(160)
+    assert len(rows) < 0.7 * len(wide_rows), "the text is drawn smaller"
+    assert columns.max() <= 160 - 3 and columns.min() <= 4

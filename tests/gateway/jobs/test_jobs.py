@@ -220,6 +220,13 @@ def test_jobs_are_their_keys_resubmits_are_idempotent_and_cancel_stops_them(
         assert (done["state"], done["counts"]["done"] + done["counts"]["skipped"]) == ("done", 3)
         sources = [r["source"] for r in all_results(bob, done["id"])]
         assert sources == [f"{prefix}{n}" for n in names[:3]]
+        # ResNet50 on random weights: the job, and a page of its results, say so, as /v1 does.
+        (warning,) = done["warnings"]
+        assert (warning["kind"], warning["models"]) == ("random_weights", ["resnet50"])
+        for path in (f"/v1/jobs/{done['id']}", f"/v1/jobs/{done['id']}/results"):
+            answer = bob.get(path)
+            assert answer.json()["warnings"] == [warning], path
+            assert answer.headers["X-Picmetric-Warnings"] == "random_weights=resnet50", path
 
 
 def test_jobs_over_their_limits_are_refused_naming_the_setting(jobs_env: JobsEnv) -> None:

@@ -68,21 +68,24 @@ def test_album_adds_up_people_faces_and_objects_and_ranks_labels() -> None:
 
 def test_album_of_nothing_analysed_counts_nothing() -> None:
     album = album_of([], failed=3, max_labels=5)
-    assert (album.images, album.failed, album.people, album.labels) == (3, 3, None, [])
+    assert (album.images, album.failed, album.people, album.labels) == (3, 3, None, None)
     assert album.objects is None and album.faces is None
 
 
 def test_album_figures_are_null_when_a_photo_did_not_count_them() -> None:
-    """A photo analysed without YOLOv3 counted no people: the album's people are not counted
-    (None), not the other photos' sum, while the faces every photo counted still add up."""
+    """A photo analysed without YOLOv3 and ResNet50 counted no people and no labels: the album's
+    are not counted (None), not the other photos' sum, while the faces every photo counted still
+    add up."""
     without_yolo = _analysis({}, [], faces=1)
-    results = without_yolo.results.model_copy(update={"yolov3": None}).with_faces_linked()
+    results = without_yolo.results.model_copy(update={"yolov3": None, "resnet50": None})
+    results = results.with_faces_linked()
     without_yolo = without_yolo.model_copy(
         update={"results": results, "summary": Summary.of(results)}
     )
     album = album_of([_analysis({}, ["person"], faces=1), without_yolo], failed=0, max_labels=1)
     assert (album.people, album.people_with_face, album.objects) == (None, None, None)
     assert album.faces == 2
+    assert album.labels is None  # one photo did not run ResNet50: no list, not an empty one
 
 
 def _hash(bits: int, high: bool = False) -> str:

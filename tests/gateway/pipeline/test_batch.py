@@ -99,6 +99,26 @@ def test_batch_of_uploads_answers_each_file(gateway: Gateway, photo_server: str)
     assert len(results[0]["analysis"]["results"]["mtcnn"]) == 1  # the astronaut
 
 
+@pytest.mark.parametrize("gateway", ["sqlite"], indirect=True)
+def test_batch_says_what_its_photos_did_not_run(gateway: Gateway, photo_server: str) -> None:
+    """Without YOLOv3 the album's people and objects are null ("not counted"), not 0; the
+    photos' warnings once at the top and in the header; MTCNN alone (real weights) warns of
+    nothing."""
+    urls = [f"{photo_server}/{name}.jpg" for name in ("astronaut", "chelsea")]
+    answer = _batch(gateway, json={"urls": urls, "models": ["resnet50", "mtcnn"]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    album = body["album"]
+    assert (album["people"], album["people_with_face"], album["objects"]) == (None, None, None)
+    assert album["faces"] == 1  # the astronaut's; the cat has none
+    (warning,) = body["warnings"]
+    assert warning["kind"] == "random_weights" and warning["models"] == ["resnet50"]
+    assert answer.headers["X-Picmetric-Warnings"] == "random_weights=resnet50"
+    faces = _batch(gateway, json={"urls": urls, "models": ["mtcnn"]})
+    assert faces.json()["warnings"] == [] and "X-Picmetric-Warnings" not in faces.headers
+    assert faces.json()["album"]["labels"] is None and album["labels"] is not None
+
+
 def _jpeg(rgb: np.ndarray, taken_at: str | None = None) -> bytes:
     """A JPEG (Pillow), with EXIF DateTimeOriginal as a camera writes it ("2026:05:01 12:00:00")."""
     exif = Image.Exif()
