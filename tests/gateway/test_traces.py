@@ -1,11 +1,14 @@
 """One trace per analysis, from the client through the gateway into Triton and the cascade:
-a real Triton in OpenTelemetry mode and the gateway both export to a local OTLP/HTTP receiver
-(tests/utils/otlp.py); and with tracing off, nothing is made and the answer is the same."""
+`picmetric serve` given only the OTEL_* variables runs a real Triton in OpenTelemetry mode and
+the gateway, both exporting to a local OTLP/HTTP receiver (tests/utils/otlp.py); and with
+tracing off, nothing is made and the answer is the same."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,13 +18,12 @@ import httpx
 import pytest
 from opentelemetry import trace
 
-from core.triton_trace import trace_args
 from gateway import tracing
-from picmetric.triton_server import TritonPorts, TritonServer
+from picmetric.triton_server import TritonPorts
 from tests.gateway.conftest import FRESH, Gateway, post
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.utils.ports import free_port
-from tests.utils.services import gateway_env, gateway_process, ops_url, wait_until
+from tests.utils.services import wait_until
 
 MODELS = ["resnet50", "yolov3", "mtcnn"]
 # Spans leave both processes in batches: every 100 ms rather than every 5 s.
@@ -34,32 +36,55 @@ class Traced:
     gateway: Gateway
     receiver: OtlpReceiver
     triton_grpc: str
-    log: Path  # the gateway's
+    log: Path  # serve's: the gateway's lines among Triton's supervisor's
 
 
 @pytest.fixture(scope="module")
 def traced(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
-    """A Triton and a gateway that trace, both exporting to one receiver, configured only by
-    the standard OTEL_* variables."""
+    """`picmetric serve` (the local Triton and the gateway in one command) configured only by the
+    standard OTEL_* variables: both export to one receiver."""
     folder = tmp_path_factory.mktemp("traced")
+    triton = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    port, ops_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "picmetric",
+        "serve",
+        "--no-jobs",
+        *("--repository", str(model_repository), "--port", str(port)),
+        *("--http-port", str(triton.http), "--grpc-port", str(triton.grpc)),
+        *("--metrics-port", str(triton.metrics)),
+    ]
+    database_url = f"sqlite:///{folder / 'analyses.db'}"
+    log = folder / "serve.log"
     with otlp_receiver() as receiver:
-        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **EXPORT_FAST}
-        ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in otel.items():
-                patch.setenv(name, value)
-            server = TritonServer(model_repository, ports, log_file=folder / "triton.log")
-            assert trace_args(os.environ)[0] in server.command()[0]
-            server.start()
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            **EXPORT_FAST,
+            "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+            "PICMETRIC_DATABASE_URL": database_url,
+            "PICMETRIC_OPS_PORT": str(ops_port),
+            "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        }
+        with log.open("wb") as out:
+            serve = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            database_url = f"sqlite:///{folder / 'analyses.db'}"
-            env = {**gateway_env(server, model_repository, database_url), **otel}
-            env["PICMETRIC_ALLOW_PRIVATE_URLS"] = "true"
-            with gateway_process(env, folder / "gateway.log") as url:
-                gateway = Gateway(url, database_url, "", ops_url(url))
-                yield Traced(gateway, receiver, server.grpc_url, folder / "gateway.log")
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _ready(f"{url}/readyz"), 240, "serve's readiness", log)
+            gateway = Gateway(url, database_url, "", f"http://127.0.0.1:{ops_port}")
+            yield Traced(gateway, receiver, f"127.0.0.1:{triton.grpc}", log)
         finally:
-            server.stop()
+            serve.terminate()
+            serve.wait(60)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.TransportError:
+        return False
 
 
 def _spans(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:
@@ -101,7 +126,9 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     triton_models = {"resnet50", "yolov3", "mtcnn"}
     wanted = {"analysis", "fetch", "decode", "quality", "store"}
     wanted |= {f"triton {model}" for model in triton_models}
-    steps = {"yolov3_backbone": "yolov3", "mtcnn_pnet": "mtcnn"}  # an ensemble's, a BLS model's
+    # The ensemble's steps; the cascade's BLS requests (astronaut.jpg has a face: all three run).
+    steps = {"yolov3_backbone": "yolov3", "yolov3_postprocess": "yolov3"}
+    steps |= {f"mtcnn_{net}": "mtcnn" for net in ("pnet", "rnet", "onet")}
     body = {"url": f"{photo_server}/astronaut.jpg", "models": MODELS}
     for attempt in range(1, TRITON_TRIES + 1):
         client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -125,6 +152,11 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     assert server.name == "POST /v1/analyze"
     for span in gateway:
         assert span is server or server.name in _ancestors(span, by_id), span
+    by_name = {s.name: s for s in gateway}
+    for stage in ("fetch", "analysis"):  # the photo's bytes, then what is done with them
+        assert by_name[stage].parent_id == server.span_id, stage
+    for stage in ("decode", "quality", "store", *(f"triton {model}" for model in triton_models)):
+        assert "analysis" in _ancestors(by_name[stage], by_id), stage
     calls = {s.attributes["picmetric.model"]: s for s in gateway if s.name.startswith("triton ")}
     assert set(calls) == triton_models
     for call in calls.values():
