@@ -1,7 +1,8 @@
 """From an HTTP request to analysis requests: a JSON body with `url`, or a multipart upload
 (`file`, the options as form fields), or for a batch a list of either. Validation errors read
 as FastAPI's own. No analysis slot is taken and nothing is kept here: the analysis does both once
-the photo is in hand and its header accepted (gateway.pipeline.analysis)."""
+the photo is in hand and its header accepted (gateway.pipeline.analysis). Reading and checking
+a body is the `intake` span of the request's trace (gateway.tracing)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from gateway import tracing
 from gateway.errors import (
     ImageTooLarge,
     InvalidRequest,
@@ -42,6 +44,8 @@ from gateway.services import Services
 Body = TypeVar("Body", bound=BaseModel)
 FORM_FIELDS = 10  # the options, with room to spare
 UPLOAD_PREFIX = "upload:"  # the source of an upload not kept in S3: upload:<file name>
+# The span of a request's body read and checked (an upload's bytes arriving), before its fetch.
+INTAKE = "intake"
 
 
 def validated(data: dict[str, Any], schema: type[Body]) -> Body:
@@ -166,6 +170,11 @@ def _keep(services: Services, required: bool) -> KeepUpload:
 
 async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
     """One multipart upload; kept in S3 when a bucket is set (or `keep`: it must be)."""
+    with tracing.span(INTAKE):
+        return await _upload_request(request, services, keep)
+
+
+async def _upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
         filename = _filename(upload, "upload")
@@ -184,12 +193,13 @@ async def upload_request(request: Request, services: Services, keep: bool) -> An
 
 async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
     """JSON `{"url": ...}` or a multipart upload."""
-    if is_multipart(request):
-        return await upload_request(request, services, keep=False)
-    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
-    return _analysis_request(
-        body, services, request, source_kind=url_kind(body.url), source=body.url
-    )
+    with tracing.span(INTAKE):
+        if is_multipart(request):
+            return await _upload_request(request, services, keep=False)
+        body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest)
+        return _analysis_request(
+            body, services, request, source_kind=url_kind(body.url), source=body.url
+        )
 
 
 def _too_many(most: int, sent: int) -> str:
@@ -201,6 +211,11 @@ def _too_many(most: int, sent: int) -> str:
 
 async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
     """JSON `{"urls": [...]}` or several multipart `file` fields, within the batch limits."""
+    with tracing.span(INTAKE):
+        return await _batch_requests(request, services)
+
+
+async def _batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
     settings = services.settings
     most = settings.max_batch_images
     if not is_multipart(request):

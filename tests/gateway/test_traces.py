@@ -19,6 +19,7 @@ import pytest
 from opentelemetry import trace
 
 from gateway import tracing
+from gateway.http.bodies import INTAKE
 from picmetric.triton_server import TritonPorts
 from tests.gateway.conftest import FRESH, Gateway, post
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
@@ -124,7 +125,7 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     too, with nothing in its log: 2 of 24 traces in one run, 0 in others); the gateway's spans
     must all be there every time, Triton's in one of TRITON_TRIES analyses."""
     triton_models = {"resnet50", "yolov3", "mtcnn"}
-    wanted = {"analysis", "fetch", "decode", "quality", "store"}
+    wanted = {INTAKE, "analysis", "fetch", "decode", "quality", "store"}
     wanted |= {f"triton {model}" for model in triton_models}
     # The ensemble's steps; the cascade's BLS requests (astronaut.jpg has a face: all three run).
     steps = {"yolov3_backbone": "yolov3", "yolov3_postprocess": "yolov3"}
@@ -153,7 +154,7 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     for span in gateway:
         assert span is server or server.name in _ancestors(span, by_id), span
     by_name = {s.name: s for s in gateway}
-    for stage in ("fetch", "analysis"):  # the photo's bytes, then what is done with them
+    for stage in (INTAKE, "fetch", "analysis"):  # the body read, then the photo's bytes
         assert by_name[stage].parent_id == server.span_id, stage
     for stage in ("decode", "quality", "store", *(f"triton {model}" for model in triton_models)):
         assert "analysis" in _ancestors(by_name[stage], by_id), stage
@@ -192,6 +193,24 @@ def test_a_batch_traces_each_photo_linked_to_the_batch(traced: Traced, photo_ser
     (batch,) = batch_traces
     assert batch not in photos
     _trace(traced.receiver, batch, {"POST /v1/batch"})
+
+
+@pytest.mark.integration
+def test_an_uploads_intake_holds_its_bytes_arriving(traced: Traced, photo_server: str) -> None:
+    """An upload has no fetch: its bytes arrive with the request, read inside `intake`."""
+    photo = httpx.get(f"{photo_server}/coffee.jpg").raise_for_status().content
+    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
+    files = {"file": ("coffee.jpg", photo, "image/jpeg")}
+    answer = post(
+        traced.gateway, "/v1/analyze", files=files, data={"models": "resnet50"}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    spans = _trace(traced.receiver, client_trace, {INTAKE, "analysis", "store"})
+    (server,) = [s for s in spans if s.parent_id == client_span]
+    (intake,) = [s for s in spans if s.name == INTAKE]
+    assert intake.parent_id == server.span_id
+    assert "fetch" not in {s.name for s in spans}
 
 
 @pytest.mark.integration
