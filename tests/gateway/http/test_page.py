@@ -161,17 +161,21 @@ return [...document.querySelectorAll("#waterfall li")].map((e) => {
 
 
 def _assert_waterfall(browser: Chrome, answer: dict[str, Any]) -> None:
-    """One bar per stage and model on one time axis: the decode after the fetch, the models
-    after the preparation, each as long as its time; a link to the analysis's trace."""
+    """One bar per stage and model on one time axis: the fetch first, the decode after it, the
+    quality figures and the preparation after the decode, the models after the preparation, each
+    as long as its time; a link to the analysis's trace."""
     rows = {row["step"]: row for row in browser.execute_script(WATERFALL)}
     timings = answer["timings_ms"]
     models = {"ResNet50": "resnet50", "YOLOv3": "yolov3", "MTCNN": "mtcnn"}
     assert set(rows) == {"fetch", "decode", "quality", "preprocess", *models}
     runs = {run["name"]: run for run in answer["models"]}
-    called = timings["fetch"] + timings["decode"] + timings["preprocess"]
+    decoded = timings["fetch"] + timings["decode"]
+    called = decoded + timings["preprocess"]
     expected = {
+        "fetch": (0, timings["fetch"]),
         "decode": (timings["fetch"], timings["decode"]),
-        "preprocess": (timings["fetch"] + timings["decode"], timings["preprocess"]),
+        "quality": (decoded, timings["quality"]),
+        "preprocess": (decoded, timings["preprocess"]),
         **{title: (called, runs[name]["latency_ms"]) for title, name in models.items()},
     }
     end = max(timings["total"], *(start + ms for start, ms in expected.values()))
