@@ -16,10 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 
 from gateway import tracing
 from gateway.http.bodies import INTAKE
+from gateway.main import _trace_requests, create_app
 from picmetric.triton_server import TritonPorts
 from tests.gateway.conftest import FRESH, Gateway, post
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
@@ -244,8 +246,13 @@ def test_a_log_line_carries_its_trace_id(traced: Traced, photo_server: str) -> N
     )
 
 
-def test_tracing_off_makes_no_span() -> None:
-    """Without OTEL_* variables nothing is installed: the API's no-op tracer, no exporter."""
+def test_tracing_off_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OTEL_* variables nothing is installed: the API's no-op tracer, no exporter, no
+    request instrumentation in the app."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    assert not _instrumented(create_app())
+    assert _instrumented(_instrument(create_app()))  # the check sees an instrumented app
     assert tracing.configure({}) is False
     off = {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
     assert tracing.configure(off) is False
@@ -253,6 +260,16 @@ def test_tracing_off_makes_no_span() -> None:
     with tracing.span("decode") as span:
         assert not span.is_recording()
         assert tracing.trace_id() is None and tracing.headers() is None
+
+
+def _instrumented(app: FastAPI) -> bool:
+    """Whether the app makes a server span per request (the mark the instrumentation leaves)."""
+    return bool(getattr(app, "_is_instrumented_by_opentelemetry", False))
+
+
+def _instrument(app: FastAPI) -> FastAPI:
+    _trace_requests(app)
+    return app
 
 
 def _sdk_provider() -> type:
