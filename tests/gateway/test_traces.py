@@ -179,6 +179,15 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
         assert inside, f"no span of {step}"
         for span in inside:
             assert _ancestors(span, by_id)[:3] == [model, "InferRequest", calls[model].name]
+    # Where a request's time went in Triton: its queue (the model span's timestamps) and its
+    # compute (a span under it).
+    for model in ("resnet50", "yolov3_backbone", "mtcnn"):
+        for span in [s for s in triton if s.attributes.get("triton.model_name") == model]:
+            assert "QUEUE_START" in span.events, (model, span.events)
+            computes = [s for s in triton if s.parent_id == span.span_id and s.name == "compute"]
+            assert computes, f"no compute span under {model}"
+            for compute in computes:
+                assert {"COMPUTE_START", "COMPUTE_END"} <= set(compute.events), compute.events
 
 
 @pytest.mark.integration
