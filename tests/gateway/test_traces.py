@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,9 +24,11 @@ from gateway import tracing
 from gateway.http.bodies import INTAKE
 from gateway.main import _trace_requests, create_app
 from picmetric.triton_server import TritonPorts
+from tests.deploy.test_compose import SERVICES as COMPOSE_SERVICES
 from tests.gateway.conftest import FRESH, Gateway, post
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.utils.ports import free_port
+from tests.utils.prometheus import prometheus_server
 from tests.utils.services import wait_until
 
 MODELS = ["resnet50", "yolov3", "mtcnn"]
@@ -240,6 +243,29 @@ def test_latency_histograms_carry_the_trace_as_an_exemplar(
         lines = [line for line in scrape.text.splitlines() if line.startswith(histogram)]
         assert any(exemplar in line for line in lines), histogram
     assert "trace_id" not in httpx.get(f"{traced.gateway.ops_url}/metrics").text
+
+
+@pytest.mark.integration
+def test_prometheus_as_compose_runs_it_keeps_the_exemplars(
+    traced: Traced, photo_server: str, tmp_path: Path
+) -> None:
+    """Prometheus with compose's feature flags (exemplar storage), scraping the traced gateway,
+    answers a traced analysis's latency with its trace id: what Grafana's exemplar links read."""
+    flags = [f for f in COMPOSE_SERVICES["prometheus"]["command"] if f.startswith("--enable-")]
+    targets = {"gateway": urlsplit(traced.gateway.ops_url).netloc}
+    with prometheus_server(targets, tmp_path, flags) as prometheus:
+        body = {"url": f"{photo_server}/chelsea.jpg", "models": ["resnet50"]}
+        answer = post(traced.gateway, "/v1/analyze", json=body, headers=FRESH).json()
+
+        def exemplar_traces() -> set[object]:
+            now = time.time()
+            query = {"query": "picmetric_stage_duration_seconds_bucket"}
+            query |= {"start": str(now - 600), "end": str(now + 60)}
+            found = httpx.get(f"{prometheus}/api/v1/query_exemplars", params=query).json()
+            series = found.get("data") or []
+            return {e["labels"].get("trace_id") for s in series for e in s["exemplars"]}
+
+        wait_until(lambda: answer["trace_id"] in exemplar_traces(), 30, "the exemplar")
 
 
 @pytest.mark.integration
