@@ -115,7 +115,9 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
 
 async def seed_request(request: Request) -> SeedRequest:
     """The seed's JSON body `{"url": ...}`, read after the route's API key check."""
-    return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
+    with tracing.span(INTAKE):
+        payload = await _json(request, '{"url": "https://..."}', or_upload=False)
+        return validated(payload, SeedRequest)
 
 
 def _form_options(form: FormData) -> AnalysisOptions:

@@ -228,6 +228,20 @@ def test_an_uploads_intake_holds_its_bytes_arriving(traced: Traced, photo_server
 
 
 @pytest.mark.integration
+def test_the_seeds_api_is_traced_alike(traced: Traced, photo_server: str) -> None:
+    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
+    body = {"url": f"{photo_server}/coffee.jpg"}
+    answer = post(traced.gateway, "/api", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    spans = _trace(traced.receiver, client_trace, {INTAKE, "fetch", "analysis"})
+    (server,) = [s for s in spans if s.parent_id == client_span]
+    for stage in (INTAKE, "fetch", "analysis"):
+        (span,) = [s for s in spans if s.name == stage]
+        assert span.parent_id == server.span_id, stage
+
+
+@pytest.mark.integration
 def test_latency_histograms_carry_the_trace_as_an_exemplar(
     traced: Traced, photo_server: str
 ) -> None:
