@@ -1,7 +1,8 @@
 """From an HTTP request to analysis requests: a JSON body with `url`, or a multipart upload
 (`file`, the options as form fields), or for a batch a list of either. Validation errors read
 as FastAPI's own. No analysis slot is taken and nothing is kept here: the analysis does both once
-the photo is in hand and its header accepted (gateway.pipeline.analysis)."""
+the photo is in hand and its header accepted (gateway.pipeline.analysis). Reading and checking
+a body is the `intake` span of the request's trace (gateway.tracing)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
+from gateway import tracing
 from gateway.errors import (
     ImageTooLarge,
     InvalidRequest,
@@ -50,6 +52,8 @@ _JSON_TYPES: dict[type, str] = {
     bool: "true or false",
     type(None): "null",
 }
+# The span of a request's body read and checked (an upload's bytes arriving), before its fetch.
+INTAKE = "intake"
 
 
 def validated(data: dict[str, Any], schema: type[Body], request: Request | None = None) -> Body:
@@ -108,7 +112,9 @@ async def _json(request: Request, example: str, or_upload: bool = True) -> dict[
 
 async def seed_request(request: Request) -> SeedRequest:
     """The seed's JSON body `{"url": ...}`, read after the route's API key check."""
-    return validated(await _json(request, '{"url": "https://..."}', or_upload=False), SeedRequest)
+    with tracing.span(INTAKE):
+        payload = await _json(request, '{"url": "https://..."}', or_upload=False)
+        return validated(payload, SeedRequest)
 
 
 def _form_options(form: FormData, request: Request) -> AnalysisOptions:
@@ -166,6 +172,11 @@ def _keep(services: Services, required: bool) -> KeepUpload:
 
 async def upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
     """One multipart upload; kept in S3 when a bucket is set (or `keep`: it must be)."""
+    with tracing.span(INTAKE):
+        return await _upload_request(request, services, keep)
+
+
+async def _upload_request(request: Request, services: Services, keep: bool) -> AnalysisRequest:
     async with request.form(max_files=1, max_fields=FORM_FIELDS) as form:
         upload = form.get("file")
         filename = _filename(upload, "upload")
@@ -184,12 +195,13 @@ async def upload_request(request: Request, services: Services, keep: bool) -> An
 
 async def analysis_request(request: Request, services: Services) -> AnalysisRequest:
     """JSON `{"url": ...}` or a multipart upload."""
-    if is_multipart(request):
-        return await upload_request(request, services, keep=False)
-    body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest, request)
-    return _analysis_request(
-        body, services, request, source_kind=url_kind(body.url), source=body.url
-    )
+    with tracing.span(INTAKE):
+        if is_multipart(request):
+            return await _upload_request(request, services, keep=False)
+        body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest, request)
+        return _analysis_request(
+            body, services, request, source_kind=url_kind(body.url), source=body.url
+        )
 
 
 def _too_many(most: int, sent: int) -> str:
@@ -201,6 +213,11 @@ def _too_many(most: int, sent: int) -> str:
 
 async def batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
     """JSON `{"urls": [...]}` or several multipart `file` fields, within the batch limits."""
+    with tracing.span(INTAKE):
+        return await _batch_requests(request, services)
+
+
+async def _batch_requests(request: Request, services: Services) -> list[AnalysisRequest]:
     settings = services.settings
     most = settings.max_batch_images
     if not is_multipart(request):

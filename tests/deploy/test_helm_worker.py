@@ -135,3 +135,22 @@ def test_no_worker_by_default_and_none_without_a_redis() -> None:
     assert "worker.enabled needs the job queue's Redis" in result.stderr
     never_zero = helm("lint", ".", "--strict", "--set", "worker.autoscaling.minReplicas=0")
     assert never_zero.returncode != 0 and "minReplicas" in never_zero.stdout + never_zero.stderr
+
+
+def test_workers_trace_to_the_gateways_otlp_endpoint() -> None:
+    """With tracing.otlpEndpoint the workers read the gateway's OTEL_* variables (its ConfigMap:
+    each job photo a trace, README "Traces") and may reach the receiver."""
+    endpoint = "http://otel-collector.monitoring:4318"
+    receiver = '{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}'
+    objects = render(
+        *WORKER,
+        *("--set", f"tracing.otlpEndpoint={endpoint}"),
+        *("--set-json", f"networkPolicy.egress.otlp.to=[{receiver}]"),
+    )
+    configmap = find(objects, "ConfigMap", "-gateway")
+    assert configmap["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+    worker = container(find(objects, "Deployment", "-worker"), "worker")
+    assert {"configMapRef": {"name": configmap["metadata"]["name"]}} in worker["envFrom"]
+    policy = find(objects, "NetworkPolicy", "-worker")
+    ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 4318 in ports

@@ -103,3 +103,25 @@ def test_latency_exemplars_link_to_the_trace_store() -> None:
     (jaeger,) = yaml.safe_load((sources / "jaeger.yml").read_text())["datasources"]
     (link,) = prometheus["jsonData"]["exemplarTraceIdDestinations"]
     assert (link["name"], link["datasourceUid"]) == ("trace_id", jaeger["uid"])
+
+
+def _quantity(text: str) -> float:
+    """A Kubernetes quantity as the HPA reads it: "1500m" is 1.5."""
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_the_autoscaling_signal_is_drawn_against_the_charts_target() -> None:
+    """The Triton HPA's signal is drawn with the chart's default target as a line, and its title
+    names that target: a changed default that the panel does not follow fails here."""
+    values = yaml.safe_load((DEPLOY / "helm" / "picmetric" / "values.yaml").read_text())
+    target = _quantity(values["triton"]["autoscaling"]["targetRequestsInFlight"])
+    dashboard = json.loads(DASHBOARD.read_text())
+    (panel,) = [
+        p
+        for p in dashboard["panels"]
+        if any("picmetric:triton_requests_in_flight" in t["expr"] for t in p.get("targets", []))
+    ]
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "line"
+    assert [step["value"] for step in defaults["thresholds"]["steps"]] == [None, target]
+    assert f"target ({target:g})" in panel["title"]

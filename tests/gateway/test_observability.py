@@ -3,8 +3,6 @@ really exist, and a real Prometheus (Debian's package) scrapes both."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,11 +10,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import yaml
 
 from picmetric.triton_server import TritonServer
 from tests.gateway.conftest import FRESH, Gateway, post
-from tests.utils.ports import free_port
+from tests.utils.prometheus import prometheus_server
 from tests.utils.promql import (
     FAULT_ONLY,
     GPU_ONLY,
@@ -25,7 +22,6 @@ from tests.utils.promql import (
     recorded_names,
     scraped_names,
 )
-from tests.utils.services import wait_for_http
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,42 +52,12 @@ def test_dashboard_and_alerts_read_metrics_that_exist(
 @pytest.fixture
 def prometheus(gateway: Gateway, triton: TritonServer, tmp_path: Path) -> Iterator[str]:
     """Debian's Prometheus scraping the gateway and Triton every second; yields its URL."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is not installed; ./bootstrap.sh test installs Debian's package")
-    config = {
-        "global": {"scrape_interval": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "gateway",
-                "static_configs": [{"targets": [urlsplit(gateway.ops_url).netloc]}],
-            },
-            {
-                "job_name": "triton",
-                "static_configs": [{"targets": [urlsplit(triton.metrics_url).netloc]}],
-            },
-        ],
+    targets = {
+        "gateway": urlsplit(gateway.ops_url).netloc,
+        "triton": urlsplit(triton.metrics_url).netloc,
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    address = f"127.0.0.1:{free_port()}"
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address={address}",
-            ],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        wait_for_http(f"http://{address}/-/ready", process, log)
-        yield f"http://{address}"
-    finally:
-        process.terminate()
-        process.wait(30)
+    with prometheus_server(targets, tmp_path) as url:
+        yield url
 
 
 def _poll(check, timeout: float = 30) -> object:  # type: ignore[no-untyped-def]

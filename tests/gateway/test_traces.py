@@ -1,27 +1,35 @@
 """One trace per analysis, from the client through the gateway into Triton and the cascade:
-a real Triton in OpenTelemetry mode and the gateway both export to a local OTLP/HTTP receiver
-(tests/utils/otlp.py); and with tracing off, nothing is made and the answer is the same."""
+`picmetric serve` given only the OTEL_* variables runs a real Triton in OpenTelemetry mode and
+the gateway, both exporting to a local OTLP/HTTP receiver (tests/utils/otlp.py); and with
+tracing off, nothing is made and the answer is the same."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 
-from core.triton_trace import trace_args
 from gateway import tracing
-from picmetric.triton_server import TritonPorts, TritonServer
+from gateway.http.bodies import INTAKE
+from gateway.main import _trace_requests, create_app
+from picmetric.triton_server import TritonPorts
+from tests.deploy.test_compose import SERVICES as COMPOSE_SERVICES
 from tests.gateway.conftest import FRESH, Gateway, post
 from tests.utils.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
 from tests.utils.ports import free_port
-from tests.utils.services import gateway_env, gateway_process, ops_url, wait_until
+from tests.utils.prometheus import prometheus_server
+from tests.utils.services import wait_until
 
 MODELS = ["resnet50", "yolov3", "mtcnn"]
 # Spans leave both processes in batches: every 100 ms rather than every 5 s.
@@ -34,32 +42,55 @@ class Traced:
     gateway: Gateway
     receiver: OtlpReceiver
     triton_grpc: str
-    log: Path  # the gateway's
+    log: Path  # serve's: the gateway's lines among Triton's supervisor's
 
 
 @pytest.fixture(scope="module")
 def traced(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
-    """A Triton and a gateway that trace, both exporting to one receiver, configured only by
-    the standard OTEL_* variables."""
+    """`picmetric serve` (the local Triton and the gateway in one command) configured only by the
+    standard OTEL_* variables: both export to one receiver."""
     folder = tmp_path_factory.mktemp("traced")
+    triton = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    port, ops_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "picmetric",
+        "serve",
+        "--no-jobs",
+        *("--repository", str(model_repository), "--port", str(port)),
+        *("--http-port", str(triton.http), "--grpc-port", str(triton.grpc)),
+        *("--metrics-port", str(triton.metrics)),
+    ]
+    database_url = f"sqlite:///{folder / 'analyses.db'}"
+    log = folder / "serve.log"
     with otlp_receiver() as receiver:
-        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **EXPORT_FAST}
-        ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in otel.items():
-                patch.setenv(name, value)
-            server = TritonServer(model_repository, ports, log_file=folder / "triton.log")
-            assert trace_args(os.environ)[0] in server.command()[0]
-            server.start()
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            **EXPORT_FAST,
+            "PICMETRIC_MODEL_REPOSITORY": str(model_repository),
+            "PICMETRIC_DATABASE_URL": database_url,
+            "PICMETRIC_OPS_PORT": str(ops_port),
+            "PICMETRIC_ALLOW_PRIVATE_URLS": "true",
+        }
+        with log.open("wb") as out:
+            serve = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            database_url = f"sqlite:///{folder / 'analyses.db'}"
-            env = {**gateway_env(server, model_repository, database_url), **otel}
-            env["PICMETRIC_ALLOW_PRIVATE_URLS"] = "true"
-            with gateway_process(env, folder / "gateway.log") as url:
-                gateway = Gateway(url, database_url, "", ops_url(url))
-                yield Traced(gateway, receiver, server.grpc_url, folder / "gateway.log")
+            url = f"http://127.0.0.1:{port}"
+            wait_until(lambda: _ready(f"{url}/readyz"), 240, "serve's readiness", log)
+            gateway = Gateway(url, database_url, "", f"http://127.0.0.1:{ops_port}")
+            yield Traced(gateway, receiver, f"127.0.0.1:{triton.grpc}", log)
         finally:
-            server.stop()
+            serve.terminate()
+            serve.wait(60)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).is_success
+    except httpx.TransportError:
+        return False
 
 
 def _spans(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:
@@ -99,9 +130,11 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     too, with nothing in its log: 2 of 24 traces in one run, 0 in others); the gateway's spans
     must all be there every time, Triton's in one of TRITON_TRIES analyses."""
     triton_models = {"resnet50", "yolov3", "mtcnn"}
-    wanted = {"analysis", "fetch", "decode", "quality", "store"}
+    wanted = {INTAKE, "analysis", "fetch", "decode", "quality", "store"}
     wanted |= {f"triton {model}" for model in triton_models}
-    steps = {"yolov3_backbone": "yolov3", "mtcnn_pnet": "mtcnn"}  # an ensemble's, a BLS model's
+    # The ensemble's steps; the cascade's BLS requests (astronaut.jpg has a face: all three run).
+    steps = {"yolov3_backbone": "yolov3", "yolov3_postprocess": "yolov3"}
+    steps |= {f"mtcnn_{net}": "mtcnn" for net in ("pnet", "rnet", "onet")}
     body = {"url": f"{photo_server}/astronaut.jpg", "models": MODELS}
     for attempt in range(1, TRITON_TRIES + 1):
         client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -125,6 +158,11 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     assert server.name == "POST /v1/analyze"
     for span in gateway:
         assert span is server or server.name in _ancestors(span, by_id), span
+    by_name = {s.name: s for s in gateway}
+    for stage in (INTAKE, "fetch", "analysis"):  # the body read, then the photo's bytes
+        assert by_name[stage].parent_id == server.span_id, stage
+    for stage in ("decode", "quality", "store", *(f"triton {model}" for model in triton_models)):
+        assert "analysis" in _ancestors(by_name[stage], by_id), stage
     calls = {s.attributes["picmetric.model"]: s for s in gateway if s.name.startswith("triton ")}
     assert set(calls) == triton_models
     for call in calls.values():
@@ -144,6 +182,15 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
         assert inside, f"no span of {step}"
         for span in inside:
             assert _ancestors(span, by_id)[:3] == [model, "InferRequest", calls[model].name]
+    # Where a request's time went in Triton: its queue (the model span's timestamps) and its
+    # compute (a span under it).
+    for model in ("resnet50", "yolov3_backbone", "mtcnn"):
+        for span in [s for s in triton if s.attributes.get("triton.model_name") == model]:
+            assert "QUEUE_START" in span.events, (model, span.events)
+            computes = [s for s in triton if s.parent_id == span.span_id and s.name == "compute"]
+            assert computes, f"no compute span under {model}"
+            for compute in computes:
+                assert {"COMPUTE_START", "COMPUTE_END"} <= set(compute.events), compute.events
 
 
 @pytest.mark.integration
@@ -160,6 +207,38 @@ def test_a_batch_traces_each_photo_linked_to_the_batch(traced: Traced, photo_ser
     (batch,) = batch_traces
     assert batch not in photos
     _trace(traced.receiver, batch, {"POST /v1/batch"})
+
+
+@pytest.mark.integration
+def test_an_uploads_intake_holds_its_bytes_arriving(traced: Traced, photo_server: str) -> None:
+    """An upload has no fetch: its bytes arrive with the request, read inside `intake`."""
+    photo = httpx.get(f"{photo_server}/coffee.jpg").raise_for_status().content
+    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
+    files = {"file": ("coffee.jpg", photo, "image/jpeg")}
+    answer = post(
+        traced.gateway, "/v1/analyze", files=files, data={"models": "resnet50"}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    spans = _trace(traced.receiver, client_trace, {INTAKE, "analysis", "store"})
+    (server,) = [s for s in spans if s.parent_id == client_span]
+    (intake,) = [s for s in spans if s.name == INTAKE]
+    assert intake.parent_id == server.span_id
+    assert "fetch" not in {s.name for s in spans}
+
+
+@pytest.mark.integration
+def test_the_seeds_api_is_traced_alike(traced: Traced, photo_server: str) -> None:
+    client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
+    body = {"url": f"{photo_server}/coffee.jpg"}
+    answer = post(traced.gateway, "/api", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    spans = _trace(traced.receiver, client_trace, {INTAKE, "fetch", "analysis"})
+    (server,) = [s for s in spans if s.parent_id == client_span]
+    for stage in (INTAKE, "fetch", "analysis"):
+        (span,) = [s for s in spans if s.name == stage]
+        assert span.parent_id == server.span_id, stage
 
 
 @pytest.mark.integration
@@ -181,6 +260,29 @@ def test_latency_histograms_carry_the_trace_as_an_exemplar(
 
 
 @pytest.mark.integration
+def test_prometheus_as_compose_runs_it_keeps_the_exemplars(
+    traced: Traced, photo_server: str, tmp_path: Path
+) -> None:
+    """Prometheus with compose's feature flags (exemplar storage), scraping the traced gateway,
+    answers a traced analysis's latency with its trace id: what Grafana's exemplar links read."""
+    flags = [f for f in COMPOSE_SERVICES["prometheus"]["command"] if f.startswith("--enable-")]
+    targets = {"gateway": urlsplit(traced.gateway.ops_url).netloc}
+    with prometheus_server(targets, tmp_path, flags) as prometheus:
+        body = {"url": f"{photo_server}/chelsea.jpg", "models": ["resnet50"]}
+        answer = post(traced.gateway, "/v1/analyze", json=body, headers=FRESH).json()
+
+        def exemplar_traces() -> set[object]:
+            now = time.time()
+            query = {"query": "picmetric_stage_duration_seconds_bucket"}
+            query |= {"start": str(now - 600), "end": str(now + 60)}
+            found = httpx.get(f"{prometheus}/api/v1/query_exemplars", params=query).json()
+            series = found.get("data") or []
+            return {e["labels"].get("trace_id") for s in series for e in s["exemplars"]}
+
+        wait_until(lambda: answer["trace_id"] in exemplar_traces(), 30, "the exemplar")
+
+
+@pytest.mark.integration
 def test_a_log_line_carries_its_trace_id(traced: Traced, photo_server: str) -> None:
     client_trace = secrets.token_hex(16)
     headers = {"traceparent": f"00-{client_trace}-{secrets.token_hex(8)}-01"}
@@ -193,8 +295,13 @@ def test_a_log_line_carries_its_trace_id(traced: Traced, photo_server: str) -> N
     )
 
 
-def test_tracing_off_makes_no_span() -> None:
-    """Without OTEL_* variables nothing is installed: the API's no-op tracer, no exporter."""
+def test_tracing_off_makes_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OTEL_* variables nothing is installed: the API's no-op tracer, no exporter, no
+    request instrumentation in the app."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    assert not _instrumented(create_app())
+    assert _instrumented(_instrument(create_app()))  # the check sees an instrumented app
     assert tracing.configure({}) is False
     off = {"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
     assert tracing.configure(off) is False
@@ -202,6 +309,16 @@ def test_tracing_off_makes_no_span() -> None:
     with tracing.span("decode") as span:
         assert not span.is_recording()
         assert tracing.trace_id() is None and tracing.headers() is None
+
+
+def _instrumented(app: FastAPI) -> bool:
+    """Whether the app makes a server span per request (the mark the instrumentation leaves)."""
+    return bool(getattr(app, "_is_instrumented_by_opentelemetry", False))
+
+
+def _instrument(app: FastAPI) -> FastAPI:
+    _trace_requests(app)
+    return app
 
 
 def _sdk_provider() -> type:

@@ -31,6 +31,7 @@ class ReceivedSpan:
     parent_id: str  # "" for a trace's root
     attributes: dict[str, object] = field(hash=False)
     links: tuple[str, ...] = ()  # the linked spans' trace ids
+    events: tuple[str, ...] = ()  # the span's events' names, in order (Triton's timestamps)
 
 
 # OTLP/JSON writes ids in hex, where protobuf's JSON mapping of bytes is base64.
@@ -68,6 +69,7 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:
                     parent_id=span.parent_span_id.hex(),
                     attributes={a.key: _value(a.value) for a in span.attributes},
                     links=tuple(link.trace_id.hex() for link in span.links),
+                    events=tuple(event.name for event in span.events),
                 )
 
 

@@ -170,18 +170,29 @@ return [...document.querySelectorAll("#waterfall li")].map((e) => {
 """
 
 
+# The waterfall drawn again for an answer (arguments[1]) under a trace URL template (arguments[0]).
+REDRAW = """
+document.getElementById("waterfall").dataset.traceUrl = arguments[0];
+showWaterfall(arguments[1]);
+"""
+
+
 def _assert_waterfall(browser: Chrome, answer: dict[str, Any]) -> None:
-    """One bar per stage and model on one time axis: the decode after the fetch, the models
-    after the preparation, each as long as its time; a link to the analysis's trace."""
+    """One bar per stage and model on one time axis: the fetch first, the decode after it, the
+    quality figures and the preparation after the decode, the models after the preparation, each
+    as long as its time; a link to the analysis's trace."""
     rows = {row["step"]: row for row in browser.execute_script(WATERFALL)}
     timings = answer["timings_ms"]
     models = {"ResNet50": "resnet50", "YOLOv3": "yolov3", "MTCNN": "mtcnn"}
     assert set(rows) == {"fetch", "decode", "quality", "preprocess", *models}
     runs = {run["name"]: run for run in answer["models"]}
-    called = timings["fetch"] + timings["decode"] + timings["preprocess"]
+    decoded = timings["fetch"] + timings["decode"]
+    called = decoded + timings["preprocess"]
     expected = {
+        "fetch": (0, timings["fetch"]),
         "decode": (timings["fetch"], timings["decode"]),
-        "preprocess": (timings["fetch"] + timings["decode"], timings["preprocess"]),
+        "quality": (decoded, timings["quality"]),
+        "preprocess": (decoded, timings["preprocess"]),
         **{title: (called, runs[name]["latency_ms"]) for title, name in models.items()},
     }
     end = max(timings["total"], *(start + ms for start, ms in expected.values()))
@@ -192,6 +203,14 @@ def _assert_waterfall(browser: Chrome, answer: dict[str, Any]) -> None:
     link = browser.find_element(By.ID, "trace-link")
     assert link.is_displayed()
     assert link.get_attribute("href") == TRACE_URL.format(trace_id=answer["trace_id"])
+    # No link without a trace store (PICMETRIC_TRACE_URL_TEMPLATE unset: the list's template
+    # empty) or for an answer that was not traced (no trace_id); the page's own template after.
+    untraced = {key: value for key, value in answer.items() if key != "trace_id"}
+    for template, shown in (("", answer), (TRACE_URL, untraced)):
+        browser.execute_script(REDRAW, template, shown)
+        assert not browser.find_element(By.ID, "trace-link").is_displayed(), template
+    browser.execute_script(REDRAW, TRACE_URL, answer)
+    assert browser.find_element(By.ID, "trace-link").is_displayed()
 
 
 def _save_artefact(png: bytes, tmp_path: Path, name: str) -> Path:
