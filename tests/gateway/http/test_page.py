@@ -405,6 +405,25 @@ def test_page_shows_the_gateways_error_for_a_face_size_without_its_unit(
     assert direct.json()["message"] in error.text and "HTTP 422" in error.text
 
 
+def test_page_with_no_model_ticked_asks_for_one(
+    browser: Chrome, keyed_gateway: str, photo_server: str
+) -> None:
+    """Every model unticked: the page asks for one and sends nothing (without the field the
+    gateway would run every model)."""
+    _open_with_key(browser, keyed_gateway)
+    boxes = browser.find_elements(By.CSS_SELECTOR, "#models-list input")
+    assert boxes
+    for box in boxes:
+        if box.is_selected():
+            box.click()
+    browser.find_element(By.ID, "url-input").send_keys(f"{photo_server}/astronaut.jpg", Keys.ENTER)
+    error = WebDriverWait(browser, WAIT_S).until(
+        expected_conditions.visibility_of_element_located((By.ID, "error"))
+    )
+    assert "Choose at least one model." in error.text
+    assert not browser.find_element(By.ID, "result").is_displayed()
+
+
 JOB_CELLS = """
 return [...document.querySelectorAll("#jobs-table tbody tr")].map((row) => ({
   id: row.dataset.job, state: row.dataset.state,
