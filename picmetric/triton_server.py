@@ -45,10 +45,11 @@ class TritonPorts:
     host: str = "127.0.0.1"  # 0.0.0.0 to let other machines call this Triton
 
 
-def _die_with_parent(args: list[str]) -> list[str]:
-    """Wrap the command so Triton gets SIGTERM when the process that started it dies, even by
-    SIGKILL (a killed test run must leave no server behind). util-linux's setpriv sets the
-    parent-death signal without a preexec_fn, which is unsafe in threaded programs."""
+def die_with_parent(args: list[str]) -> list[str]:
+    """Wrap the command so the server (Triton; a test's gateway) gets SIGTERM when the process
+    that started it dies, even by SIGKILL (a killed test run must leave no server behind).
+    util-linux's setpriv sets the parent-death signal without a preexec_fn, which is unsafe in
+    threaded programs."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
 
@@ -169,7 +170,7 @@ class TritonServer:
                 out.write(b"\n=== picmetric: Triton restarted ===\n")
                 out.flush()
             self.process = subprocess.Popen(
-                _die_with_parent(args),
+                die_with_parent(args),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from picmetric.triton_server import TritonServer
+from picmetric.triton_server import TritonServer, die_with_parent
 from tests.utils.ports import free_port
 
 S3_CREDENTIALS = {
@@ -129,6 +129,7 @@ def gateway_process(
     of this interpreter's and this process's."""
     port = free_port()
     command = [*(picmetric or [sys.executable, "-m", "picmetric"]), "gateway", "--port", str(port)]
+    command = die_with_parent(command)  # none left behind by a killed run or benchmark
     environ = os.environ if base_env is None else base_env
     ops_port = env.get("PICMETRIC_OPS_PORT") or str(free_port())
     with log.open("wb") as out:
