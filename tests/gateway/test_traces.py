@@ -34,7 +34,7 @@ from tests.utils.services import wait_until
 MODELS = ["resnet50", "yolov3", "mtcnn"]
 # Spans leave both processes in batches: every 100 ms rather than every 5 s.
 EXPORT_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100"}
-TRITON_TRIES = 3
+TRITON_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -126,16 +126,28 @@ def _ancestors(span: ReceivedSpan, by_id: dict[str, ReceivedSpan]) -> list[str]:
 def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
     traced: Traced, photo_server: str
 ) -> None:
-    """Triton 2.51 now and then exports none of one request's spans (seen on direct gRPC calls
-    too, with nothing in its log: 2 of 24 traces in one run, 0 in others); the gateway's spans
-    must all be there every time, Triton's in one of TRITON_TRIES analyses."""
+    """Triton 2.51 now and then exports none of one request's spans, or the cascade's only much
+    later (seen on direct gRPC calls too, with nothing in its log: 2 of 24 traces in one run, 0
+    in others; a CI run missed `mtcnn`'s in three analyses in a row): the gateway's spans must all
+    be there every time, Triton's complete for one of TRITON_TRIES analyses, whichever (an
+    earlier analysis's may arrive during a later one)."""
     triton_models = {"resnet50", "yolov3", "mtcnn"}
     wanted = {INTAKE, "analysis", "fetch", "decode", "quality", "store"}
     wanted |= {f"triton {model}" for model in triton_models}
     # The ensemble's steps; the cascade's BLS requests (astronaut.jpg has a face: all three run).
     steps = {"yolov3_backbone": "yolov3", "yolov3_postprocess": "yolov3"}
     steps |= {f"mtcnn_{net}": "mtcnn" for net in ("pnet", "rnet", "onet")}
+    until = wanted | triton_models | set(steps)
     body = {"url": f"{photo_server}/astronaut.jpg", "models": MODELS}
+    sent: list[tuple[str, str]] = []  # each analysis's trace id and the client's span id
+
+    def complete() -> tuple[str, str] | None:
+        for trace_id, span_id in sent:
+            if until <= {s.name for s in _spans(traced.receiver, trace_id)}:
+                return trace_id, span_id
+        return None
+
+    found = None
     for attempt in range(1, TRITON_TRIES + 1):
         client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
         headers = {**FRESH, "traceparent": f"00-{client_trace}-{client_span}-01"}
@@ -143,15 +155,17 @@ def test_one_analysis_is_one_trace_from_the_client_into_triton_and_the_cascade(
         assert answer.status_code == 200, answer.text
         assert answer.json()["trace_id"] == client_trace  # the client's trace, continued
         _trace(traced.receiver, client_trace, wanted)
-        until = wanted | triton_models | set(steps)
-        if attempt == TRITON_TRIES:
-            spans = _trace(traced.receiver, client_trace, until)
-        else:
-            try:
-                spans = _trace(traced.receiver, client_trace, until, timeout=10)
-                break
-            except pytest.fail.Exception:
-                continue
+        sent.append((client_trace, client_span))
+        deadline = time.monotonic() + (30 if attempt == TRITON_TRIES else 10)
+        while (found := complete()) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if found is not None:
+            break
+    if found is None:
+        missing = sorted(until - {s.name for s in _spans(traced.receiver, sent[-1][0])})
+        pytest.fail(f"no analysis of {len(sent)} had all its spans; the last missed {missing}")
+    client_trace, client_span = found
+    spans = _trace(traced.receiver, client_trace, until)
     by_id = {s.span_id: s for s in spans}
     gateway = [s for s in spans if s.service == tracing.SERVICE_NAME]
     (server,) = [s for s in gateway if s.parent_id == client_span]
