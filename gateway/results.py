@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
@@ -18,6 +19,11 @@ SourceKind = Literal["url", "s3", "upload"]
 # before any work (422), not after inference by the database.
 SOURCE_CHARS = 2048
 PIXEL_DECIMALS = 2  # coordinates to a hundredth of a pixel; more digits are noise
+
+
+def new_id() -> str:
+    """A new analysis's or job's id: a random UUID, so that one id tells nothing of another."""
+    return str(uuid.uuid4())
 
 
 class Result(BaseModel):

@@ -23,6 +23,12 @@ def owner_of(key: str | None) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def stored_source(kind: str, source: str) -> str:
+    """An analysis's source (of `kind` url, s3 or upload) as stored, answered and logged: an
+    upload's name as it is, a URL as `public_url`."""
+    return source if kind == "upload" else public_url(source)
+
+
 def public_url(url: str) -> str:
     """`url` as it may be stored, answered and logged: scheme, host, port and path only."""
     try:

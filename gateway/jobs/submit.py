@@ -21,10 +21,10 @@ from gateway.errors import (
 from gateway.intake import s3 as s3_objects
 from gateway.intake import urlguard
 from gateway.jobs.queue import JobQueue
-from gateway.results import SOURCE_CHARS, Options
+from gateway.results import SOURCE_CHARS, Options, new_id
 from gateway.services import Services
 from gateway.store.jobs import now
-from gateway.store.storage import JobRow, new_id
+from gateway.store.storage import JobRow
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,11 @@ from contextlib import ExitStack
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from gateway import metrics, tracing
+from gateway import metrics, tenancy, tracing
 from gateway.errors import UNEXPECTED, ErrorBody, Overloaded, PicmetricError
 from gateway.images.quality import hash_distance
 from gateway.intake.fetch import fetch_identity
 from gateway.pipeline.analysis import analyze_keeping_photo, fetched
-from gateway.pipeline.answers import stored_source
 from gateway.pipeline.request import AnalysisRequest
 from gateway.results import Analysis, AnswerWarning
 from gateway.services import Services
@@ -299,7 +298,8 @@ async def _one(index: int, request: AnalysisRequest, services: Services, owner: 
     except PicmetricError as exc:
         return _failed(index, request, exc)
     except Exception:  # a bug must not take the other photos down with it
-        log.exception("Batch photo %d (%s) failed unexpectedly", index, stored_source(request))
+        source = tenancy.stored_source(request.source_kind, request.source)
+        log.exception("Batch photo %d (%s) failed unexpectedly", index, source)
         return _failed(index, request, PicmetricError(UNEXPECTED))
 
 
@@ -307,9 +307,8 @@ def _failed(index: int, request: AnalysisRequest, exc: PicmetricError) -> BatchI
     """A photo's error, in /v1's error shape and counted as a request's error is (gateway.main
     renders those; a batch answers 200 with its photos' errors inside)."""
     if exc.errortype != "internal_error":
-        log.info(
-            "Batch photo %d (%s) failed: %s %s", index, stored_source(request), exc.errortype, exc
-        )
+        source = tenancy.stored_source(request.source_kind, request.source)
+        log.info("Batch photo %d (%s) failed: %s %s", index, source, exc.errortype, exc)
     metrics.ERRORS.labels(exc.errortype).inc()
     return BatchItem(index=index, error=ErrorBody(errortype=exc.errortype, message=str(exc)))
 
@@ -433,7 +432,7 @@ _NO_SLOT = (
 def _fetch_failed(index: int, request: AnalysisRequest, exc: Exception) -> BatchItem:
     if isinstance(exc, PicmetricError):
         return _failed(index, request, exc)
-    source = stored_source(request)
+    source = tenancy.stored_source(request.source_kind, request.source)
     log.error("Batch photo %d (%s) failed unexpectedly", index, source, exc_info=exc)
     return _failed(index, request, PicmetricError(UNEXPECTED))
 

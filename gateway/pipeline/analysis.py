@@ -1,6 +1,7 @@
 """One analysis from start to end: fetch, then with an analysis slot: keep an upload, cache
 lookup, decode, inference, store. What it is asked comes in as a `gateway.pipeline.request`;
-the row it stores and the answer it returns are made in `gateway.pipeline.answers`."""
+the row it stores and the answer it returns are made, in one step, by
+`gateway.pipeline.answers`."""
 
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 
 from core.models import OFFERED_MODELS
-from gateway import metrics, tracing
+from gateway import metrics, tenancy, tracing
 from gateway.errors import StorageError, UnsupportedImage
 from gateway.images import privacy, quality
 from gateway.images.decode import DecodedImage, DecodePlan, decode_planned, plan_decode
 from gateway.intake import local_uploads
 from gateway.intake import s3 as s3_objects
 from gateway.intake.fetch import fetch
-from gateway.pipeline.answers import Inferred, fill, new_row, stored_analysis
+from gateway.pipeline.answers import Inferred, answered
 from gateway.pipeline.request import NO_UPLOAD_PLACE, AnalysisRequest
 from gateway.results import DEFAULT_MIN_FACE_SIZE, Analysis, Options, Quality
 from gateway.services import Services
@@ -215,27 +216,29 @@ async def _analysed(
     request: AnalysisRequest, services: Services, owner: str, run: _Run
 ) -> Analysed:
     """The steps, in order: the models asked, the upload kept, the store asked, then (`_infer`)
-    the decode, the models beside the quality figures; the row filled, stored and answered."""
+    the decode, the models beside the quality figures; the answer and its row made, the row
+    stored."""
     data = photo_bytes(request)
     # `total` counts from the start of the fetch, as the client waited.
     started = time.perf_counter() - request.fetch_ms / 1000
-    timings = {"fetch": request.fetch_ms}
     specs = await services.catalog.specs_for(services.triton, request.models)
     metrics.FETCHED_BYTES.labels(request.source_kind).inc(len(data))
     if request.keep != "no":
         request = await _kept(request, data, services, owner)
+    sha256 = hashlib.sha256(data).hexdigest()
     key = _cache_key(specs, services.catalog.states, request.options)
-    row = new_row(request, owner, hashlib.sha256(data).hexdigest(), key, timings)
-    answer = None if request.fresh else await _from_store(row, services.store)
-    if answer is not None:
-        if answer is row:  # the owner's inference from another source, stored as a new analysis
-            await _store(row, services.store, started, run)
-        return Analysed(stored_analysis(answer, cached=True), None)
-    inferred = await _infer(data, specs, request.options, services, run)
-    row.timings.update(inferred.timings)
-    fill(row, inferred, services.catalog.states, skipped_models(request, specs))
-    await _store(row, services.store, started, run)
-    return Analysed(stored_analysis(row, cached=False), inferred.photo)
+    found: Inferred | AnalysisRow | None = None
+    if not request.fresh:
+        source = tenancy.stored_source(request.source_kind, request.source)
+        found = await _from_store(services.store, sha256, key, owner, source)
+    if found is None:
+        found = await _infer(data, specs, request.options, services, run)
+    states, skipped = services.catalog.states, skipped_models(request, specs)
+    row, analysis = answered(request, owner, sha256, key, found, states, skipped, started)
+    if row is not None:
+        with _stage("store", {}, run.exemplar):
+            await services.store.save(row)
+    return Analysed(analysis, found.photo if isinstance(found, Inferred) else None)
 
 
 def skipped_models(request: AnalysisRequest, specs: list[ModelSpec]) -> list[str]:
@@ -281,22 +284,18 @@ async def _kept(
     return dataclasses.replace(request, source=pointer)
 
 
-async def _from_store(row: AnalysisRow, store: AnalysisStore) -> AnalysisRow | None:
-    """The stored analysis that answers `row`'s request: its owner's own of the same source; or,
-    when the owner had the same bytes analysed from another source with the same models and
-    options, `row` itself with that inference copied in (a new analysis: its own id, time and
-    source). Another owner's analysis never answers (AnalysisStore.find_cached): a key's first
+async def _from_store(
+    store: AnalysisStore, sha256: str, key: str, owner: str, source: str
+) -> AnalysisRow | None:
+    """The stored analysis that answers a request (`answers.answered`): the owner's of the same
+    bytes (`sha256`) with the same models and options (`key`), of the same `source` if there is
+    one. Another owner's analysis never answers (AnalysisStore.find_cached): a key's first
     analysis of a photo runs the models, so neither `cached` nor the time taken tells it that
     another key analysed the photo. None: nothing stored answers it."""
-    cached = await store.find_cached(row.image_sha256, row.cache_key, row.owner, row.source)
-    if cached is None:
-        return None
-    metrics.CACHE_HITS.inc()
-    if cached.source == row.source:
-        return cached
-    row.width, row.height = cached.width, cached.height
-    row.models, row.result = cached.models, cached.result
-    return row
+    cached = await store.find_cached(sha256, key, owner, source)
+    if cached is not None:
+        metrics.CACHE_HITS.inc()
+    return cached
 
 
 async def _infer(
@@ -348,12 +347,3 @@ async def _measure(
     GIL), while the models run."""
     with _stage("quality", timings, run.exemplar):
         return await run_in_threadpool(quality.measure, decoded.rgb)
-
-
-async def _store(row: AnalysisRow, store: AnalysisStore, started: float, run: _Run) -> None:
-    """Write `row` with its final timings, so that reading it later answers what the request
-    answered: `total` runs until the write starts; the write's own time is the `store` stage of
-    the metrics only (a row cannot hold how long its own commit took)."""
-    row.timings = {**row.timings, "total": round((time.perf_counter() - started) * 1000, 2)}
-    with _stage("store", {}, run.exemplar):
-        await store.save(row)

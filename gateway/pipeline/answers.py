@@ -1,10 +1,11 @@
-"""An analysis as stored and as answered: what the models and the quality measure made of a photo
-filled into its results-database row, and the typed answer (gateway.results.Analysis) read back
-from a row, fresh or stored."""
+"""An analysis as stored and as answered: the results-database row of a request, filled with what
+the models and the quality measure made of its photo (or copied from an earlier analysis of the
+same bytes), and the typed answer (gateway.results.Analysis) read from a row, fresh or stored."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -21,9 +22,10 @@ from gateway.results import (
     Results,
     Source,
     Summary,
+    new_id,
     weights_warnings,
 )
-from gateway.store.storage import AnalysisRow, new_id
+from gateway.store.storage import AnalysisRow
 from gateway.triton.catalog import ModelState
 from gateway.triton.inference import ModelResult
 
@@ -41,30 +43,48 @@ class Inferred:
     options: Options  # the request's, MTCNN's face size in pixels for this photo
 
 
-def stored_source(request: AnalysisRequest) -> str:
-    """The request's source as stored, answered and logged: a URL without its credentials, query
-    string or fragment."""
-    if request.source_kind == "upload":
-        return request.source
-    return tenancy.public_url(request.source)
-
-
-def new_row(
-    request: AnalysisRequest, owner: str, sha256: str, key: str, timings: dict[str, float]
-) -> AnalysisRow:
-    return AnalysisRow(
+def answered(
+    request: AnalysisRequest,
+    owner: str,
+    sha256: str,
+    key: str,
+    found: Inferred | AnalysisRow,
+    states: Mapping[str, ModelState],
+    skipped: list[str],
+    started: float,
+) -> tuple[AnalysisRow | None, Analysis]:
+    """The answer to `request` for `owner`, and the row to store for it (None: the answer is a
+    stored row). `found`: what the models made of the photo (`sha256` its bytes), or the stored
+    analysis of the same bytes, models (`key`: `cache_key`) and options that answers it: the
+    owner's own of the same source is the answer as it is; one from another source is copied
+    into a new analysis of this source. `started`: when the client began to wait
+    (time.perf_counter()); the answer's `total` runs until now, just before the row is written,
+    so that reading it later answers what the request answered (a row cannot hold how long its
+    own write took)."""
+    source = tenancy.stored_source(request.source_kind, request.source)
+    if isinstance(found, AnalysisRow) and found.source == source:
+        return None, stored_analysis(found, cached=True)
+    row = AnalysisRow(
         id=new_id(),
         created_at=dt.datetime.now(dt.UTC),
         owner=owner,
         source_kind=request.source_kind,
-        source=stored_source(request),
+        source=source,
         image_sha256=sha256,
         cache_key=key,
-        timings=timings,
+        timings={"fetch": request.fetch_ms},
     )
+    if isinstance(found, AnalysisRow):
+        row.width, row.height = found.width, found.height
+        row.models, row.result = found.models, found.result
+    else:
+        _fill(row, found, states, skipped)
+    total = round((time.perf_counter() - started) * 1000, 2)
+    row.timings = {**row.timings, "total": total}
+    return row, stored_analysis(row, cached=isinstance(found, AnalysisRow))
 
 
-def fill(
+def _fill(
     row: AnalysisRow,
     inferred: Inferred,
     states: Mapping[str, ModelState],
@@ -76,6 +96,7 @@ def fill(
     read from the models' runs when the row is answered, so they are not stored twice."""
     header = inferred.header
     photo = inferred.photo
+    row.timings.update(inferred.timings)
     row.width, row.height = photo.width, photo.height
     row.models = _model_runs(inferred.found, states)
     warnings = [AnswerWarning.model_skipped(skipped)] if skipped else []

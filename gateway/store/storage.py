@@ -10,7 +10,6 @@ no dead connection is reused; connecting gives up after DATABASE_TIMEOUT_S."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -115,10 +114,6 @@ class JobItemRow(Base):
     error_message: Mapped[str | None] = mapped_column(String(ERROR_CHARS), nullable=True)
     queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def connect_args(url: str) -> dict[str, Any]:

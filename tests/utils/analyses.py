@@ -6,7 +6,8 @@ import datetime as dt
 
 from sqlalchemy import create_engine, text
 
-from gateway.store.storage import AnalysisRow, new_id
+from gateway.results import new_id
+from gateway.store.storage import AnalysisRow
 from gateway.tenancy import ANONYMOUS
 
 

@@ -10,9 +10,10 @@ from contextlib import ExitStack
 
 import pytest
 
+from gateway.results import new_id
 from gateway.store.jobs import JobStore, now
 from gateway.store.migrate import upgrade_schema
-from gateway.store.storage import JobRow, create_database_engine, new_id
+from gateway.store.storage import JobRow, create_database_engine
 from tests.gateway.conftest import database_of
 from tests.utils.postgres import fresh_database
 
