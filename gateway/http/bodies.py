@@ -35,7 +35,7 @@ from gateway.pipeline.request import (
     AnalysisRequest,
     KeepUpload,
     options_or_defaults,
-    url_kind,
+    requested,
 )
 from gateway.results import SOURCE_CHARS
 from gateway.services import Services
@@ -79,13 +79,25 @@ def wants_fresh(request: Request) -> bool:
 
 
 def _analysis_request(
-    body: AnalysisOptions, services: Services, request: Request, **source: Any
+    body: AnalysisOptions,
+    services: Services,
+    request: Request,
+    source: str,
+    data: bytes | None = None,
+    keep: KeepUpload = "no",
 ) -> AnalysisRequest:
-    options = options_or_defaults(
-        services.settings, body.threshold, body.max_results, body.min_face_size
-    )
     models: list[str] | None = list(dict.fromkeys(body.models)) if body.models else None
-    return AnalysisRequest(models=models, options=options, fresh=wants_fresh(request), **source)
+    return requested(
+        services.settings,
+        source,
+        models,
+        body.threshold,
+        body.max_results,
+        body.min_face_size,
+        data=data,
+        fresh=wants_fresh(request),
+        keep=keep,
+    )
 
 
 async def _json(request: Request, example: str, or_upload: bool = True) -> dict[str, Any]:
@@ -186,7 +198,6 @@ async def _upload_request(request: Request, services: Services, keep: bool) -> A
         body,
         services,
         request,
-        source_kind="upload",
         source=f"{UPLOAD_PREFIX}{filename}",
         data=data,
         keep=_keep(services, keep),
@@ -199,9 +210,7 @@ async def analysis_request(request: Request, services: Services) -> AnalysisRequ
         if is_multipart(request):
             return await _upload_request(request, services, keep=False)
         body = validated(await _json(request, '{"url": "https://..."}'), AnalyzeRequest, request)
-        return _analysis_request(
-            body, services, request, source_kind=url_kind(body.url), source=body.url
-        )
+        return _analysis_request(body, services, request, body.url)
 
 
 def _too_many(most: int, sent: int) -> str:
@@ -226,10 +235,7 @@ async def _batch_requests(request: Request, services: Services) -> list[Analysis
         )
         if len(body.urls) > most:
             raise InvalidRequest(_too_many(most, len(body.urls)))
-        return [
-            _analysis_request(body, services, request, source_kind=url_kind(url), source=url)
-            for url in body.urls
-        ]
+        return [_analysis_request(body, services, request, url) for url in body.urls]
     async with request.form(max_files=4 * most, max_fields=FORM_FIELDS) as form:
         uploads = form.getlist("file")
         if not uploads:
@@ -253,7 +259,6 @@ async def _batch_requests(request: Request, services: Services) -> list[Analysis
             options,
             services,
             request,
-            source_kind="upload",
             source=f"{UPLOAD_PREFIX}{filename}",
             data=data,
             keep=_keep(services, required=False),

@@ -52,3 +52,27 @@ def options_or_defaults(
         max_results=settings.default_max_results if max_results is None else max_results,
         min_face_size=DEFAULT_MIN_FACE_SIZE if min_face_size is None else min_face_size,
     )
+
+
+def requested(
+    settings: Settings,
+    source: str,
+    models: list[str] | None,
+    threshold: float | None,
+    max_results: int | None,
+    min_face_size: str | None,
+    data: bytes | None = None,
+    fresh: bool = False,
+    keep: KeepUpload = "no",
+) -> AnalysisRequest:
+    """What a client asked of `source` (a URL; an upload's `upload:<file name>`, with its
+    `data`), the options it leaves out filled from the settings (`options_or_defaults`)."""
+    return AnalysisRequest(
+        source_kind="upload" if data is not None else url_kind(source),
+        source=source,
+        models=models,
+        options=options_or_defaults(settings, threshold, max_results, min_face_size),
+        data=data,
+        fresh=fresh,
+        keep=keep,
+    )

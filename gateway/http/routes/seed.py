@@ -13,7 +13,7 @@ from gateway.http import bodies, rendering
 from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
 from gateway.http.schemas import SeedErrorBody, SeedRequest, SeedResponse
 from gateway.pipeline.analysis import analyze
-from gateway.pipeline.request import AnalysisRequest, options_or_defaults, url_kind
+from gateway.pipeline.request import requested
 
 
 class SeedRoute(APIRoute):
@@ -45,11 +45,7 @@ async def analyze_seed(
 ) -> dict[str, Any]:
     """Analyse the image at `url` with every ready model; values as strings, as the seed did."""
     body = await bodies.seed_request(http_request)
-    request = AnalysisRequest(
-        source_kind=url_kind(body.url),
-        source=body.url,
-        models=None,
-        options=options_or_defaults(services.settings, body.threshold, None, body.min_face_size),
-    )
+    settings = services.settings
+    request = requested(settings, body.url, None, body.threshold, None, body.min_face_size)
     analysis = await analyze(request, services, owner)
     return rendering.seed_analysis(body.url, analysis.results)
