@@ -245,11 +245,16 @@ class QueueUnavailable(PicmetricError):
     headers = RETRY_AFTER
 
 
-def error_statuses() -> list[int]:
-    """Every HTTP status an error of ours answers with (500 included), for OpenAPI's responses."""
-    statuses, todo = set(), [PicmetricError]
+def error_kinds() -> list[type[PicmetricError]]:
+    """PicmetricError and every subclass of it."""
+    kinds, todo = [], [PicmetricError]
     while todo:
         kind = todo.pop()
-        statuses.add(kind.status_code)
+        kinds.append(kind)
         todo.extend(kind.__subclasses__())
-    return sorted(statuses)
+    return kinds
+
+
+def error_statuses() -> list[int]:
+    """Every HTTP status an error of ours answers with (500 included), for OpenAPI's responses."""
+    return sorted({kind.status_code for kind in error_kinds()})

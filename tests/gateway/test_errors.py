@@ -5,17 +5,12 @@ from __future__ import annotations
 import re
 
 from core.paths import PROJECT_ROOT
-from gateway.errors import HTTP_ERROR, PicmetricError
+from gateway.errors import HTTP_ERROR, error_kinds
 
 
 def _errortypes() -> set[str]:
     """Every errortype an answer can carry: each PicmetricError's, and any other HTTP refusal's."""
-    found, waiting = set(), [PicmetricError]
-    while waiting:
-        error = waiting.pop()
-        found.add(error.errortype)
-        waiting.extend(error.__subclasses__())
-    return found | {HTTP_ERROR}
+    return {kind.errortype for kind in error_kinds()} | {HTTP_ERROR}
 
 
 def test_the_readme_lists_every_errortype_with_its_status() -> None:
