@@ -28,8 +28,7 @@ ALLOWED_RETURNS: dict[str, tuple[int, str]] = {
         "the edge's middleware runs around the request metric's (main.py), and its body limit "
         "is the `receive` that http.bodies reads the body through",
     ),
-    "http.deps": (1, "the router's key checks, http.strict's query check, the route's owner"),
-    "http.strict": (1, "the query parameters (a dependency), then the body's keys"),
+    "http.strict": (1, "the query parameters (the router's last dependency), then the body's keys"),
     "admission": (1, "the analysis slot first, the decode memory once the header is read"),
     "images.decode": (1, "the header read to size the memory reservation, then the decode"),
     "images.quality": (1, "its buffers counted in the reservation, then its figures measured"),

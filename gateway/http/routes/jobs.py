@@ -12,7 +12,14 @@ from fastapi.responses import StreamingResponse
 
 from gateway.errors import ErrorBody, JobNotFound, error_statuses
 from gateway.http import bodies, rendering
-from gateway.http.deps import JobQueueDep, OwnerDep, ServicesDep, limit_rate, require_api_key
+from gateway.http.deps import (
+    JobQueueDep,
+    OwnerDep,
+    ServicesDep,
+    limit_rate,
+    request_owner,
+    require_api_key,
+)
 from gateway.http.schemas import JobList, JobRequest, JobResults
 from gateway.http.strict import known_query
 from gateway.jobs.progress import JobView, job_view
@@ -26,7 +33,13 @@ from gateway.store.storage import JobRow
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    dependencies=[Depends(require_api_key), Depends(limit_rate), Depends(known_query)],
+    # The owner (cached for the routes that take it) is known before the query is checked.
+    dependencies=[
+        Depends(require_api_key),
+        Depends(limit_rate),
+        Depends(request_owner),
+        Depends(known_query),
+    ],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 

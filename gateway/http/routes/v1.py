@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from gateway.errors import ErrorBody, NotFound, error_statuses
 from gateway.http import bodies, rendering
-from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, require_api_key
+from gateway.http.deps import OwnerDep, ServicesDep, limit_rate, request_owner, require_api_key
 from gateway.http.schemas import (
     AnalyzeRequest,
     BatchRequest,
@@ -26,7 +26,13 @@ from gateway.results import Analysis, AnswerWarning
 router = APIRouter(
     prefix="/v1",
     tags=["v1"],
-    dependencies=[Depends(require_api_key), Depends(limit_rate), Depends(known_query)],
+    # The owner (cached for the routes that take it) is known before the query is checked.
+    dependencies=[
+        Depends(require_api_key),
+        Depends(limit_rate),
+        Depends(request_owner),
+        Depends(known_query),
+    ],
     responses={code: {"model": ErrorBody} for code in error_statuses()},
 )
 
