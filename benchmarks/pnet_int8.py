@@ -6,12 +6,15 @@ tests/utils/real_photos.py, decoded as the gateway decodes them), in one process
   the `mtcnn` wheel, into a temporary repository; nothing under model_repository/ changes);
 - PNet quantized with `onnxruntime.quantization.quantize_static` (uint8 activations, int8
   weights: ORT's defaults on x86), in a few variants (VARIANTS), calibrated with MinMax on the
-  pyramid bands of scikit-image's sample photos (conversion/samples.py: whole photos, not the
-  composites compared, though these paste the astronaut's face and coffee and chelsea tiles).
-  ORT's Percentile and Entropy calibrators fail on bands of different shapes, so MinMax only;
+  pyramid bands of scikit-image's sample photos (conversion/samples.py) and of 1 and 3 MP real
+  photos made with another seed than the ones compared (the faces elsewhere, other noise; the
+  same source pictures); `--calibration samples` leaves the latter out. ORT's Percentile and
+  Entropy calibrators fail on bands of different shapes, so MinMax only;
 - PNet's time over every band of each photo's pyramid, FP32 and each INT8 variant in turn, the
-  order reversed every round, medians; how far PNet's outputs move (the largest change of the
-  face probability, and the cells whose call at `threshold_pnet` flips);
+  order reversed every round, medians of wall time and of the process's CPU time (steadier on a
+  shared machine; with more than one thread it includes ORT's spinning workers, so compare it
+  with `--threads 1`); how far PNet's outputs move (the largest change of the face probability
+  and of an offset, and the cells whose call at `threshold_pnet` flips);
 - the whole in-process cascade (model_repository/mtcnn/1/cascade.py, the networks under ONNX
   Runtime in place of BLS) with the INT8 PNet and FP32 RNet and ONet, its faces against the
   all-FP32 cascade's: equal to the bit or not, and faces outside the parity tolerance the
@@ -22,14 +25,16 @@ tests/utils/real_photos.py, decoded as the gateway decodes them), in one process
 
 Prints a Markdown table (progress to stderr).
 
-    python -m benchmarks.pnet_int8 [--sizes 1mp,3mp,12mp] [--repeats 5]
-                                   [--variants qdq,qdq-tensor,...] [--package]
+    python -m benchmarks.pnet_int8 [--sizes 1mp,3mp,12mp] [--repeats 5] [--threads 0]
+                                   [--variants qdq,qdq-tensor,...] [--calibration real]
+                                   [--package]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -196,13 +201,21 @@ def change_cells(change: tuple[float, float, int, int]) -> list[object]:
     return [f"{dp:.3f}", f"{doff:.3f}", f"{flipped} / {over}"]
 
 
-def unfused() -> ort.SessionOptions:
+def options(threads: int) -> ort.SessionOptions:
+    """ORT's defaults, with `threads` intra-op threads (0: ORT's default, all cores, as served)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return options
+
+
+def unfused(threads: int) -> ort.SessionOptions:
     """Session options that keep a QDQ graph as written: every Conv in FP32 between
     DequantizeLinear and QuantizeLinear, so the products of the quantized values are summed
     without overflow (to FP32 rounding), as int32 accumulators (VNNI's, ARM's) sum them. ORT's
     fused u8s8 kernels on AVX2 without VNNI add pairs of products in 16 bits first (vpmaddubsw),
     which saturate with 8-bit weights; 7-bit weights (reduce_range) stay clear of it."""
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return options
 
@@ -274,6 +287,9 @@ def main() -> None:
         help="calibrate on the sample photos and real photos of another seed, or samples only",
     )
     parser.add_argument(
+        "--threads", type=int, default=0, help="ORT intra-op threads (0: all cores, as served)"
+    )
+    parser.add_argument(
         "--package", action="store_true", help="also compare with the mtcnn package (slow)"
     )
     args = parser.parse_args()
@@ -289,11 +305,12 @@ def main() -> None:
     ]
     log(f"quantizing PNet on {len(calibration)} bands ({args.calibration})")
     int8 = quantize(paths["mtcnn_pnet"], variants, calibration, folder)
-    fp32 = {name: ort.InferenceSession(str(path)) for name, path in paths.items()}
+    session_options = options(args.threads)
+    fp32 = {name: ort.InferenceSession(str(path), session_options) for name, path in paths.items()}
     pnets = {"fp32": fp32["mtcnn_pnet"]}
-    pnets |= {name: ort.InferenceSession(str(path)) for name, path in int8.items()}
+    pnets |= {name: ort.InferenceSession(str(path), session_options) for name, path in int8.items()}
     simulated = {  # the QDQ graphs unfused: FP32 maths on the quantized values
-        name: ort.InferenceSession(str(path), unfused())
+        name: ort.InferenceSession(str(path), unfused(args.threads))
         for name, path in int8.items()
         if VARIANTS[name].quant_format == "QDQ"
     }
@@ -311,19 +328,23 @@ def main() -> None:
         log(f"{size}: {len(bands)} PNet bands, {sum(b[0, 0].size for b in bands) / 1e6:.2f} MP")
         outputs = {label: run_bands(session, bands) for label, session in pnets.items()}  # warm
         seconds: dict[str, list[float]] = {label: [] for label in pnets}
+        cpu: dict[str, list[float]] = {label: [] for label in pnets}
         for repeat in range(args.repeats):
             log(f"{size}: round {repeat + 1}/{args.repeats}")
             order = list(pnets) if repeat % 2 == 0 else list(pnets)[::-1]
             for label in order:
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 run_bands(pnets[label], bands)
                 seconds[label].append(time.perf_counter() - started)
+                cpu[label].append(time.process_time() - cpu_started)
         log(f"{size}: the cascade")
         reference = faces(photo, fp32)
         found = {"fp32": reference}
         fp32_ms = statistics.median(seconds["fp32"]) * 1000
+        fp32_cpu = statistics.median(cpu["fp32"]) * 1000
         for v in variants:
             ms = statistics.median(seconds[v]) * 1000
+            cpu_ms = statistics.median(cpu[v]) * 1000
             runs = [("ORT's kernels", pnets[v], outputs[v])]
             if v in simulated:
                 runs.append(("simulated", simulated[v], run_bands(simulated[v], bands)))
@@ -338,7 +359,8 @@ def main() -> None:
                 if arithmetic == "ORT's kernels":
                     equal = "yes" if comparison.equal else "no"
                     timing_rows.append(
-                        [size, v, fp32_ms, ms, f"{ms / fp32_ms:.2f}", equal, comparison.outside]
+                        [size, v, fp32_ms, ms, f"{ms / fp32_ms:.2f}", fp32_cpu, cpu_ms]
+                        + [f"{cpu_ms / fp32_cpu:.2f}", equal, comparison.outside]
                     )
         if detector is not None:
             log(f"{size}: the mtcnn package")
@@ -347,12 +369,15 @@ def main() -> None:
             for label, got in found.items():
                 package_rows.append([size, label, *compare(got, want).cells()])
 
-    print(f"{machine()}; calibrated on {args.calibration}; {args.repeats} rounds, medians\n")
+    threads = args.threads or "ORT's default"
+    print(f"{machine()}; calibrated on {args.calibration}; intra-op threads {threads}")
+    print(f"{args.repeats} rounds, medians; load average {os.getloadavg()[0]:.2f} at the end\n")
     for name in variants:
         print(f"- {name}: {VARIANTS[name].description}")
     print("\nPNet over every band of the pyramid; the faces of the cascade with it:\n")
-    headers = ["size", "variant", "FP32 ms", "INT8 ms", "INT8 / FP32", "faces equal"]
-    print(table([*headers, "outside tolerance"], timing_rows))
+    headers = ["size", "variant", "FP32 ms", "INT8 ms", "INT8 / FP32", "FP32 CPU ms"]
+    headers += ["INT8 CPU ms", "INT8 / FP32 CPU", "faces equal", "outside tolerance"]
+    print(table(headers, timing_rows))
     print("\nPNet's outputs and the faces against FP32's, with ORT's kernels and simulated:\n")
     faces_headers = ["faces / FP32's", "equal", "outside tolerance", "worst IoU", "max Δscore"]
     change_headers = ["max Δp(face)", "max Δoffset", "cells flipped / over threshold"]
