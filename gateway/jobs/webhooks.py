@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -34,6 +35,7 @@ from gateway.jobs.progress import job_view
 from gateway.settings import Settings
 from gateway.store.storage import JobRow
 from gateway.tenancy import public_url
+from gateway.triton.catalog import ModelState
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,17 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-async def send_job_ended(job: JobRow, client: httpx.AsyncClient, settings: Settings) -> bool:
-    """The ended job's webhook, when its submitter asked for one (False otherwise)."""
+async def send_job_ended(
+    job: JobRow,
+    client: httpx.AsyncClient,
+    settings: Settings,
+    states: Mapping[str, ModelState],
+) -> bool:
+    """The ended job's webhook, when its submitter asked for one (False otherwise), with the
+    warnings GET /v1/jobs/{id} gives (`states`: the catalog's models, whose weights say them)."""
     if not (job.webhook_url and job.webhook_secret):
         return False
-    payload = job_view(job).model_dump(mode="json")
+    payload = job_view(job, states=states).model_dump(mode="json")
     return await send_job_webhook(job.webhook_url, job.webhook_secret, payload, client, settings)
 
 

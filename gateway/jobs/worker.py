@@ -147,7 +147,8 @@ class JobWorker:
                 await export_results(self.services, job, export)
             except Exception:  # the webhook is sent all the same; the results stay readable
                 log.exception("Job %s: its results could not be written to %s", job.id, export)
-        await send_job_ended(job, self.services.http, self.settings)
+        services = self.services
+        await send_job_ended(job, services.http, self.settings, services.catalog.states)
 
     async def sweep(self) -> None:
         """Refill every open job's window, sending again what stayed queued too long."""

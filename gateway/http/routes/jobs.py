@@ -179,5 +179,6 @@ async def cancel_job(
     if job is None:
         raise JobNotFound(f"No job with id '{job_id}'.")
     if cancelled:  # after the answer: its tries and back-off never hold the client
-        background.add_task(send_job_ended, job, services.http, services.settings)
+        states = services.catalog.states
+        background.add_task(send_job_ended, job, services.http, services.settings, states)
     return _view(job, services, response)

@@ -72,7 +72,9 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
         api(jobs_env, "alice") as alice,
         api(jobs_env, "bob") as bob,
         worker_process(jobs_env, "big") as worker,
+        serve_webhooks([200]) as (hook_url, hooks),
     ):
+        small_job["webhook_url"] = hook_url  # sent by the worker that ends it
         body = {"source": {"s3_prefix": prefix}, "models": MODELS}
         submitted = alice.post("/v1/jobs", json=body)
         assert submitted.status_code == 202, submitted.text
@@ -81,6 +83,7 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
         small = bob.post("/v1/jobs", json=small_job).raise_for_status().json()
         job = wait_for_job(alice, submitted.json()["id"], 150)
         small = wait_for_job(bob, small["id"], 10)
+        wait_until(lambda: len(hooks) == 1, 10, "the small job's webhook")
         results = all_results(alice, job["id"])
         lines = alice.get(
             f"/v1/jobs/{job['id']}/results", headers={"Accept": "application/x-ndjson"}
@@ -90,6 +93,9 @@ def test_a_job_over_an_s3_prefix_answers_each_photo_as_v1_analyze_does(
 
     assert job["state"] == small["state"] == "done"
     assert small["finished_at"] < job["finished_at"]  # fair shares: not behind 60 photos
+    hook = json.loads(hooks[0][2])
+    assert (hook["id"], hook["state"]) == (small["id"], "done")
+    assert small["warnings"] and hook["warnings"] == small["warnings"]  # random weights
     counts = job["counts"]
     assert (counts["total"], counts["done"] + counts["skipped"], counts["failed"]) == (60, 58, 2)
     assert job["photos_per_second"] > 0 and job["seconds_left"] is None
@@ -189,6 +195,9 @@ def test_jobs_are_their_keys_resubmits_are_idempotent_and_cancel_stops_them(
         assert hmac.compare_digest(digest, signed.hexdigest())
         hook = json.loads(hook_body)
         assert (hook["id"], hook["state"], hook["webhook_secret"]) == (job_id, "cancelled", None)
+        # The job's warnings as its view gives them (the test models' random weights).
+        assert cancelled["warnings"], cancelled
+        assert hook["warnings"] == cancelled["warnings"]
 
         for method, path in (
             ("GET", f"/v1/jobs/{job_id}"),
